@@ -1,0 +1,7 @@
+"""Shared fixtures: real SeaweedFS, real PostgreSQL, ffmpeg-made media, both stores."""
+
+pytest_plugins = [
+    "support.seaweed",
+    "support.stores",
+    "support.postgres",
+]
