@@ -21,12 +21,14 @@ DEFAULT_ALGORITHMS = ("blake3", "sha256")
 THREAD_THRESHOLD = 256 * 1024
 
 
-class _Hasher(Protocol):
+class Hasher(Protocol):
     def update(self, data: bytes | memoryview, /) -> object: ...
     def hexdigest(self) -> str: ...
+    def digest(self) -> bytes: ...
 
 
-def _new_hasher(algorithm: str) -> _Hasher:
+def new_hasher(algorithm: str) -> Hasher:
+    """A fresh hasher for any supported algorithm, including sha1/md5 for tus checksums."""
     if algorithm == "blake3":
         return blake3.blake3()
     if algorithm in ("sha256", "sha1", "md5"):
@@ -56,7 +58,7 @@ class MultiDigest:
 
     def __init__(self, algorithms: Iterable[str] = DEFAULT_ALGORITHMS) -> None:
         self.algorithms = normalize(algorithms)
-        self._hashers = {a: _new_hasher(a) for a in self.algorithms}
+        self._hashers = {a: new_hasher(a) for a in self.algorithms}
         self.length = 0
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
@@ -82,11 +84,10 @@ class MultiDigest:
 
 
 def single(algorithm: str, data: bytes | memoryview) -> bytes:
-    """Raw digest of one buffer (tus Upload-Checksum values), for any algorithm hashlib or
-    blake3 offers."""
-    if algorithm == "blake3":
-        return blake3.blake3(data).digest()
-    return hashlib.new(algorithm, data).digest()
+    """Raw digest of one buffer (tus Upload-Checksum values)."""
+    hasher = new_hasher(algorithm)
+    hasher.update(data)
+    return hasher.digest()
 
 
 def matches(declared: Mapping[str, str], computed: Mapping[str, str]) -> list[str]:

@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+DATA ?= data
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install install-dev system-deps lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+install-dev: $(BIN)/.installed-dev system-deps
+
+# Debian's ffmpeg (media fixtures, transcoding); installed only when missing.
+system-deps:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
+
+## Start the server on the embedded default (local folder + SQLite in ./data) with an uploader token.
+run: install
+	@$(BIN)/avidence-server token create --data-dir $(DATA) --role uploader --name "make run" \
+		| tail -n 1 | sed 's/^/uploader token (Authorization: Bearer ...): /'
+	$(BIN)/avidence-server serve --data-dir $(DATA)
+
+## Run the whole test suite (SeaweedFS, PostgreSQL and ffmpeg are real).
+test: install-dev
+	$(BIN)/pytest
+
+lint: install-dev
+	$(BIN)/ruff check server client storage transcode tests bench
+	$(BIN)/mypy server client storage transcode
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""JSON API for uploads and evidence, for our client and for agencies' case systems."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .auth import require
+from .catalog import evidence as evidence_db
+from .catalog import uploads as uploads_db
+from .catalog.uploads import Upload
+from .errors import NotFound
+from .state import CATALOG
+
+READERS = ("uploader", "admin", "auditor")
+
+
+def upload_json(upload: Upload) -> dict[str, Any]:
+    return {
+        "id": upload.id,
+        "state": upload.state,
+        "length": upload.length,
+        "offset": upload.offset,
+        "concat": upload.concat or None,
+        "parts": upload.parts,
+        "metadata": upload.metadata,
+        "digests": upload.digests,
+        "evidence_id": upload.evidence_id,
+        "error": upload.error,
+        "created_at": upload.created_at.isoformat().replace("+00:00", "Z"),
+        "updated_at": upload.updated_at.isoformat().replace("+00:00", "Z"),
+        "expires_at": upload.expires_at.isoformat().replace("+00:00", "Z")
+        if upload.expires_at
+        else None,
+    }
+
+
+async def get_upload(request: web.Request) -> web.Response:
+    principal = await require(request, *READERS)
+    upload = await uploads_db.get(request.app[CATALOG].engine, request.match_info["upload_id"])
+    if upload is None or (principal.role == "uploader" and upload.uploader != principal.token_id):
+        raise NotFound("no such upload")
+    return web.json_response(upload_json(upload))
+
+
+async def get_evidence(request: web.Request) -> web.Response:
+    principal = await require(request, *READERS)
+    record = await evidence_db.get(request.app[CATALOG].engine, request.match_info["evidence_id"])
+    if record is None or (principal.role == "uploader" and record.uploader != principal.token_id):
+        raise NotFound("no such evidence")
+    return web.json_response(record.to_json())
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/uploads/{upload_id}", get_upload)
+    app.router.add_get("/api/evidence/{evidence_id}", get_evidence)

@@ -1,0 +1,27 @@
+"""Bearer-token authentication for the upload and JSON APIs."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import tokens
+from .errors import Forbidden, Unauthorized
+from .state import CATALOG
+from .tokens import Principal
+
+
+async def require(request: web.Request, *roles: str) -> Principal:
+    """The caller's principal; 401 without a valid token, 403 when its role is not in `roles`."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="avidence"'})
+    principal = await tokens.authenticate(request.app[CATALOG].engine, secret.strip())
+    if principal is None:
+        raise Unauthorized(
+            "the bearer token is unknown, revoked or expired",
+            headers={"WWW-Authenticate": 'Bearer realm="avidence", error="invalid_token"'},
+        )
+    if roles and principal.role not in roles:
+        raise Forbidden(f"a {principal.role} token may not do this")
+    return principal

@@ -1,0 +1,101 @@
+"""Upload records: the durable state of every tus upload, so any process can resume any upload.
+
+States: `receiving` (bytes still arriving), `verifying` (all bytes stored as an object, digests
+being computed and compared), `done` (became evidence), `complete` (a finished partial upload,
+waiting to be concatenated), `consumed` (a partial used by a final upload), `quarantined`
+(declared digests did not match: kept, never evidence), `terminated`, `expired`, `failed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .schema import uploads
+
+OPEN_STATES = ("receiving",)
+FINAL_STATES = ("done", "quarantined", "terminated", "expired", "failed", "consumed")
+
+
+@dataclass(slots=True, frozen=True)
+class Upload:
+    id: str
+    state: str
+    length: int | None
+    offset: int
+    metadata: dict[str, str]
+    concat: str
+    parts: list[str] | None
+    store: str
+    storage_key: str
+    store_handle: str
+    digests: dict[str, str] | None
+    uploader: str
+    evidence_id: str | None
+    error: str | None
+    lock_owner: str | None
+    lock_until: datetime | None
+    lock_wanted: str | None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+
+    @property
+    def deferred(self) -> bool:
+        return self.length is None
+
+
+_COLUMNS = [f.name for f in fields(Upload)]
+
+
+def _row(row: Any) -> Upload:
+    return Upload(**{name: getattr(row, name) for name in _COLUMNS})
+
+
+async def insert(conn: AsyncConnection, upload: Upload) -> None:
+    await conn.execute(uploads.insert().values({n: getattr(upload, n) for n in _COLUMNS}))
+
+
+async def get(engine: AsyncEngine | AsyncConnection, upload_id: str) -> Upload | None:
+    query = sa.select(uploads).where(uploads.c.id == upload_id)
+    if isinstance(engine, AsyncConnection):
+        row = (await engine.execute(query)).first()
+    else:
+        async with engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+    return _row(row) if row is not None else None
+
+
+async def update(
+    engine: AsyncEngine, upload_id: str, *, expiry: timedelta | None = None, **values: Any
+) -> None:
+    """Set columns and touch `updated_at` (and push `expires_at` out when `expiry` is given)."""
+    now = datetime.now(UTC)
+    values["updated_at"] = now
+    if expiry is not None:
+        values["expires_at"] = now + expiry
+    async with engine.begin() as conn:
+        await conn.execute(uploads.update().where(uploads.c.id == upload_id).values(**values))
+
+
+async def in_state(
+    engine: AsyncEngine, state: str, *, expired_before: datetime | None = None, limit: int = 100
+) -> list[Upload]:
+    query = sa.select(uploads).where(uploads.c.state == state)
+    if expired_before is not None:
+        query = query.where(uploads.c.expires_at < expired_before)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(uploads.c.updated_at).limit(limit))).all()
+    return [_row(r) for r in rows]
+
+
+async def count_by_state(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(uploads.c.state, sa.func.count()).group_by(uploads.c.state)
+        )
+        return {state: count for state, count in rows.all()}

@@ -1,0 +1,167 @@
+"""`avidence-server`: run the server and administer the catalog it uses.
+
+Every subcommand takes the same `--config/--data-dir/--database` options, so admin commands act
+on exactly the catalog `serve` uses. Operator mistakes end in one line on stderr and exit code 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from avidence import __version__
+from avidence.storage.errors import StoreError
+
+from . import config, tokens
+from .catalog.db import Catalog, CatalogUnavailable
+
+T = TypeVar("T")
+
+
+class Context:
+    """Options shared by every subcommand, resolved into Settings on first use."""
+
+    def __init__(self, config_file: Path | None, flags: dict[str, Any]) -> None:
+        self.config_file = config_file
+        self.flags = flags
+
+    def settings(self, **more: Any) -> config.Settings:
+        return config.load(config_file=self.config_file, **self.flags, **more)
+
+
+def fail(message: str) -> None:
+    click.echo(f"avidence-server: error: {message}", err=True)
+    sys.exit(2)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run an admin coroutine, turning operator-facing errors into one line."""
+    try:
+        return asyncio.run(coro)
+    except (config.ConfigError, CatalogUnavailable, StoreError, ValueError) as exc:
+        fail(str(exc))
+        raise AssertionError from exc  # unreachable: fail exits
+
+
+def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+                  help="TOML settings file (see docs/configuration.md).")
+    @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                  help="Folder for the SQLite catalog, keys and the local store.")
+    @click.option("--database", default=None,
+                  help="Catalog URL: sqlite:///PATH (default: DATA_DIR/catalog.db) or "
+                  "postgresql://USER@HOST/DB.")
+    @click.pass_context
+    @functools.wraps(func)
+    def wrapper(ctx: click.Context, config_file: Path | None, data_dir: Path | None,
+                database: str | None, **kwargs: Any) -> Any:
+        parent = ctx.find_object(Context)
+        flags = dict(parent.flags) if parent else {}
+        if data_dir is not None:
+            flags["data_dir"] = data_dir
+        if database is not None:
+            flags["database"] = database
+        ctx.obj = Context(config_file or (parent.config_file if parent else None), flags)
+        return ctx.invoke(func, ctx.obj, **kwargs)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(__version__, prog_name="avidence-server")
+def main() -> None:
+    """avidence server: resumable evidence uploads, custody and viewing."""
+
+
+async def _migrate(settings: config.Settings) -> str | None:
+    catalog = Catalog(settings.database_url)
+    try:
+        return await catalog.migrate()
+    finally:
+        await catalog.close()
+
+
+@main.command()
+@shared_options
+def migrate(ctx: Context) -> None:
+    """Create or upgrade the catalog schema."""
+    settings = ctx.settings()
+    revision = run(_migrate(settings))
+    click.echo(f"catalog at revision {revision}: {config.redact(settings.database_url)}")
+
+
+@main.group()
+def token() -> None:
+    """Create, list and revoke bearer tokens."""
+
+
+@token.command("create")
+@shared_options
+@click.option("--role", type=click.Choice(tokens.ROLES), required=True)
+@click.option("--name", required=True, help="Who or what holds the token (a PC, a person).")
+def token_create(ctx: Context, role: str, name: str) -> None:
+    """Create a token; it is printed once, alone on the last line."""
+    settings = ctx.settings()
+
+    async def go() -> tuple[tokens.Principal, str]:
+        catalog = Catalog(settings.database_url)
+        try:
+            await catalog.migrate()
+            return await tokens.create(catalog.engine, role=role, name=name)
+        finally:
+            await catalog.close()
+
+    principal, secret = run(go())
+    click.echo(f"created {principal.role} token {principal.token_id} for {principal.name!r}")
+    click.echo(secret)
+
+
+@token.command("list")
+@shared_options
+def token_list(ctx: Context) -> None:
+    """One token per line: id, role, name, created, state."""
+    settings = ctx.settings()
+
+    async def go() -> list[Any]:
+        catalog = Catalog(settings.database_url)
+        try:
+            await catalog.ensure_current()
+            return await tokens.listing(catalog.engine)
+        finally:
+            await catalog.close()
+
+    for row in run(go()):
+        state = "revoked" if row.revoked_at else "active"
+        click.echo(f"{row.id}\t{row.role}\t{row.name}\t{row.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}")
+
+
+@token.command("revoke")
+@shared_options
+@click.argument("token_id")
+def token_revoke(ctx: Context, token_id: str) -> None:
+    """Revoke a token at once."""
+    settings = ctx.settings()
+
+    async def go() -> bool:
+        catalog = Catalog(settings.database_url)
+        try:
+            await catalog.ensure_current()
+            return await tokens.revoke(catalog.engine, token_id)
+        finally:
+            await catalog.close()
+
+    if not run(go()):
+        fail(f"no active token {token_id}")
+    click.echo(f"revoked {token_id}")
+
+
+from .serve import serve  # noqa: E402  (registers the command on `main`)
+
+main.add_command(serve)

@@ -1,0 +1,168 @@
+"""Server settings from a TOML file, `AVIDENCE_*` environment variables and command-line flags.
+
+Later sources win: defaults < file < environment < flags. Every setting is documented in
+`docs/configuration.md` (a test fails when one is not) and validated here, so a bad value stops
+the server at start-up with one line naming the setting, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from avidence.storage.digests import normalize
+
+STORAGE_KINDS = ("local", "s3")
+ENV_PREFIX = "AVIDENCE_"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line meant for the operator."""
+
+
+@dataclass(slots=True, frozen=True)
+class Settings:
+    """Everything `avidence-server` needs to run; see docs/configuration.md."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    database: str = ""
+    storage: str = "local"
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_region: str = ""
+    s3_prefix: str = ""
+    s3_part_size: int = 16 * 1024 * 1024
+    max_size: int = 200 * 1024**3
+    digests: tuple[str, ...] = ("blake3", "sha256")
+    tus_path: str = "/files/"
+    public_url: str = ""
+    cors_origins: tuple[str, ...] = ()
+    upload_expiry: int = 7 * 24 * 3600
+    log_level: str = "INFO"
+    log_format: str = "text"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        """SQLAlchemy async URL; the default is a SQLite file in the data dir."""
+        return normalize_database_url(self.database or f"sqlite:///{self.data_dir / 'catalog.db'}")
+
+    @property
+    def store_root(self) -> Path:
+        return self.data_dir / "store"
+
+
+_INT_FIELDS = {"port", "s3_part_size", "max_size", "upload_expiry"}
+_TUPLE_FIELDS = {"digests", "cors_origins"}
+_FIELDS = {f.name for f in dataclasses.fields(Settings)} - {"extra"}
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the usual spellings and return the async-driver URL SQLAlchemy needs."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite:///")):
+        return url
+    raise ConfigError(
+        f"database: unsupported URL {redact(url)!r}; use sqlite:///PATH or postgresql://HOST/DB"
+    )
+
+
+def redact(url: str) -> str:
+    """Hide a password in a URL before it reaches a log or an error message."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in _INT_FIELDS:
+        try:
+            number = int(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+        return number
+    if name in _TUPLE_FIELDS:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(str(i).strip() for i in items if str(i).strip())
+    if name == "data_dir":
+        return Path(str(value)).expanduser()
+    return str(value)
+
+
+def load(
+    *, config_file: Path | None = None, env: Mapping[str, str] | None = None, **flags: Any
+) -> Settings:
+    """Merge file, environment and flags (None flags are ignored) and validate the result."""
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            document = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config: file {config_file} not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config: {config_file} is not valid TOML: {exc}") from None
+        for key, value in document.items():
+            name = key.replace("-", "_")
+            if name in _FIELDS:
+                values[name] = value
+            elif isinstance(value, dict):
+                extra[name] = value  # sections for later features (retention, kinds, ...)
+            else:
+                raise ConfigError(f"config: unknown setting {key!r} in {config_file}")
+    environment = os.environ if env is None else env
+    for name in _FIELDS:
+        raw = environment.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    for name, value in flags.items():
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        if value is not None:
+            values[name] = value
+    coerced = {name: _coerce(name, value) for name, value in values.items()}
+    settings = Settings(**coerced, extra=extra)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Raise ConfigError naming the first setting that cannot work."""
+    if settings.storage not in STORAGE_KINDS:
+        raise ConfigError(
+            f"storage: unknown kind {settings.storage!r}; choose one of {', '.join(STORAGE_KINDS)}"
+        )
+    if settings.storage == "s3" and not settings.s3_bucket:
+        raise ConfigError("s3_bucket: required when storage is s3 (--s3-bucket NAME)")
+    if not 0 < settings.port < 65536:
+        raise ConfigError(f"port: {settings.port} is not a TCP port")
+    if settings.max_size <= 0:
+        raise ConfigError("max_size: must be a positive number of bytes")
+    if settings.s3_part_size < 5 * 1024 * 1024:
+        raise ConfigError("s3_part_size: S3 needs parts of at least 5 MiB (5242880 bytes)")
+    if settings.upload_expiry <= 0:
+        raise ConfigError("upload_expiry: must be a positive number of seconds")
+    if not (settings.tus_path.startswith("/") and settings.tus_path.endswith("/")):
+        raise ConfigError(f"tus_path: {settings.tus_path!r} must start and end with '/'")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError("log_format: choose text or json")
+    if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("log_level: choose DEBUG, INFO, WARNING or ERROR")
+    try:
+        normalize(settings.digests)
+    except ValueError as exc:
+        raise ConfigError(f"digests: {exc}") from None
+    normalize_database_url(settings.database_url)

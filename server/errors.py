@@ -1,0 +1,125 @@
+"""One table of HTTP errors and one exit path for them.
+
+Handlers raise an `ApiError` subclass; `error_middleware` turns it (and storage errors, and
+anything unexpected) into the same JSON body everywhere:
+`{"error": {"code": "...", "message": "...", "status": N}}`. Tus clients that only accept text get
+the message as plain text. Anything untyped is logged with its traceback and becomes a 500 that
+leaks no detail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import ClassVar
+
+from aiohttp import web
+
+from avidence.storage import errors as store_errors
+
+log = logging.getLogger("avidence.http")
+
+
+class ApiError(Exception):
+    """Base of every error answer; subclasses fix `status` and `code`."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+    default_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None):
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+        self.headers = dict(headers or {})
+
+
+def _error(status: int, code: str, message: str) -> type[ApiError]:
+    return type(
+        "".join(part.title() for part in code.split("_")),
+        (ApiError,),
+        {"status": status, "code": code, "default_message": message},
+    )
+
+
+BadRequest = _error(400, "bad_request", "the request is malformed")
+Unauthorized = _error(401, "unauthorized", "a valid bearer token is required")
+Forbidden = _error(403, "forbidden", "this token may not do that")
+NotFound = _error(404, "not_found", "no such resource")
+MethodNotAllowed = _error(405, "method_not_allowed", "method not allowed")
+Conflict = _error(409, "conflict", "the request conflicts with the resource's state")
+Gone = _error(410, "gone", "the resource has expired or was terminated")
+PreconditionFailed = _error(412, "unsupported_version", "unsupported protocol version")
+TooLarge = _error(413, "too_large", "the upload exceeds the maximum size")
+UnsupportedMediaType = _error(415, "unsupported_media_type", "wrong Content-Type")
+Locked = _error(423, "locked", "the upload is in use by another request")
+ChecksumMismatch = _error(460, "checksum_mismatch", "the chunk does not match its checksum")
+InsufficientStorage = _error(507, "insufficient_storage", "no room left to store the upload")
+ServiceUnavailable = _error(503, "unavailable", "storage is unreachable; retry later")
+Internal = _error(500, "internal", "internal error")
+
+
+def from_store_error(exc: store_errors.StoreError) -> ApiError:
+    """The one place storage errors become HTTP answers."""
+    if isinstance(exc, store_errors.NotFound):
+        return NotFound("no such object")
+    if isinstance(exc, store_errors.InvalidKey):
+        return BadRequest(f"invalid key: {exc}")
+    if isinstance(exc, store_errors.OffsetMismatch):
+        return Conflict(f"offset mismatch: the upload is at {exc.expected}")
+    if isinstance(exc, store_errors.AlreadyExists):
+        return Conflict("the object already exists and is never overwritten")
+    if isinstance(exc, store_errors.InvalidRange):
+        return BadRequest(str(exc))
+    if isinstance(exc, store_errors.StoreFull):
+        return InsufficientStorage()
+    if isinstance(exc, store_errors.ObjectLocked):
+        return Forbidden("the object is under retention or legal hold")
+    return ServiceUnavailable()
+
+
+def render(request: web.Request, error: ApiError) -> web.Response:
+    """JSON body by default; plain text for clients that accept only text."""
+    accept = request.headers.get("Accept", "")
+    headers = dict(error.headers)
+    if "text/plain" in accept and "json" not in accept:
+        return web.Response(status=error.status, text=error.message + "\n", headers=headers)
+    body = {"error": {"code": error.code, "message": error.message, "status": error.status}}
+    return web.Response(
+        status=error.status,
+        body=json.dumps(body, ensure_ascii=False).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        error = exc
+    except store_errors.StoreError as exc:
+        error = from_store_error(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)()
+        error.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+    except Exception:
+        log.exception("http.unhandled method=%s path=%s", request.method, request.path)
+        error = Internal()
+    level = logging.WARNING if error.status < 500 else logging.ERROR
+    log.log(
+        level,
+        "http.error method=%s path=%s status=%s code=%s message=%s",
+        request.method,
+        request.path,
+        error.status,
+        error.code,
+        error.message,
+    )
+    return render(request, error)

@@ -1,0 +1,92 @@
+"""`avidence-server serve`: migrate the catalog, open the store, listen, and say how to use it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+from aiohttp import web
+
+from avidence import __version__
+
+from . import logs
+from .app import create_app
+from .catalog.db import Catalog
+from .cli import Context, run, shared_options
+from .config import Settings
+
+
+@click.command()
+@shared_options
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="TCP port (default 8080).")
+@click.option("--storage", type=click.Choice(["local", "s3"]), default=None)
+@click.option("--s3-endpoint", default=None, help="S3 endpoint URL (MinIO, SeaweedFS, Ceph).")
+@click.option("--s3-bucket", default=None, help="Bucket; created when missing and allowed.")
+@click.option("--max-size", type=int, default=None, help="Largest upload in bytes.")
+@click.option("--banner-file", type=click.Path(path_type=Path), default=None, hidden=True)
+def serve(ctx: Context, banner_file: Path | None, **flags: Any) -> None:
+    """Run the HTTP server until interrupted."""
+    settings = ctx.settings(**flags)
+    logs.setup(level=settings.log_level, fmt=settings.log_format)
+    run(_serve(settings, banner_file))
+
+
+async def _serve(settings: Settings, banner_file: Path | None) -> None:
+    catalog = Catalog(settings.database_url)
+    try:
+        await catalog.migrate()
+        app = create_app(settings, catalog=catalog)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()  # opens the store: a bad bucket or credentials stop us here
+        try:
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+                ) from None
+            text = banner(settings)
+            click.echo(text)
+            if banner_file is not None:
+                banner_file.write_text(text + "\n", encoding="utf-8")
+            await _wait_for_signal()
+        finally:
+            await runner.cleanup()
+    finally:
+        await catalog.close()
+
+
+def base_url(settings: Settings) -> str:
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def banner(settings: Settings) -> str:
+    url = base_url(settings)
+    where = settings.s3_bucket if settings.storage == "s3" else str(settings.store_root)
+    return "\n".join(
+        [
+            f"avidence {__version__} serving on {url}",
+            f"  tus upload endpoint: {url}{settings.tus_path}",
+            f"  health:              {url}/healthz",
+            f"  storage:             {settings.storage} ({where})",
+            "  create an uploader token: avidence-server token create --role uploader --name NAME",
+        ]
+    )
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -1,0 +1,16 @@
+"""Typed keys of the application state, importable by every handler module."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from avidence.storage.base import Store
+
+from .catalog.db import Catalog
+from .config import Settings
+from .metrics import Metrics
+
+SETTINGS = web.AppKey("settings", Settings)
+CATALOG = web.AppKey("catalog", Catalog)
+STORE = web.AppKey("store", Store)
+METRICS = web.AppKey("metrics", Metrics)

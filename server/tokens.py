@@ -1,0 +1,95 @@
+"""Bearer tokens for uploaders, admins and auditors.
+
+A token is `avd_` followed by 32 random bytes in base64url. Only its SHA-256 is stored, so a copy of
+the catalog gives nobody a usable token; the lookup is by that hash, which leaks nothing through
+timing about the secret itself. The token is shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .catalog.schema import tokens
+
+ROLES = ("uploader", "admin", "auditor")
+PREFIX = "avd_"
+# Recording every use would turn each PATCH into a catalog write; a minute is precise enough.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(slots=True, frozen=True)
+class Principal:
+    """Who is calling: the token's id, name and role."""
+
+    token_id: str
+    name: str
+    role: str
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def create(engine: AsyncEngine, *, role: str, name: str) -> tuple[Principal, str]:
+    """Create a token and return it with its secret, which is not kept anywhere."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    name = name.strip()
+    if not name or len(name) > 200 or not name.isprintable():
+        raise ValueError("token name must be 1-200 printable characters")
+    secret = PREFIX + secrets.token_urlsafe(32)
+    token_id = "tok_" + secrets.token_hex(8)
+    async with engine.begin() as conn:
+        await conn.execute(
+            tokens.insert().values(
+                id=token_id,
+                name=name,
+                role=role,
+                secret_hash=hash_secret(secret),
+                created_at=datetime.now(UTC),
+            )
+        )
+    return Principal(token_id=token_id, name=name, role=role), secret
+
+
+async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
+    """The principal for a presented secret, or None when unknown, revoked or expired."""
+    if not secret.startswith(PREFIX) or len(secret) > 128:
+        return None
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(
+                sa.select(tokens).where(tokens.c.secret_hash == hash_secret(secret))
+            )
+        ).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        if row.expires_at is not None and row.expires_at <= now:
+            return None
+        if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+            await conn.execute(
+                tokens.update().where(tokens.c.id == row.id).values(last_used_at=now)
+            )
+    return Principal(token_id=row.id, name=row.name, role=row.role)
+
+
+async def revoke(engine: AsyncEngine, token_id: str) -> bool:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            tokens.update()
+            .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+    return result.rowcount > 0
+
+
+async def listing(engine: AsyncEngine) -> list[sa.Row[tuple[object, ...]]]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(sa.select(tokens).order_by(tokens.c.created_at))).all())

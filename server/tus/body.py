@@ -1,0 +1,91 @@
+"""Reading a request body as blocks: bounded, timed, and never more than the upload may hold."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import StreamReader
+
+from avidence.storage.digests import Hasher, new_hasher
+
+from ..errors import ChecksumMismatch, TooLarge
+from .headers import Checksum
+
+BLOCK = 1024 * 1024
+# Checksummed bodies up to this size stay in memory while they are verified; larger ones spill.
+SPOOL_MEMORY = 8 * 1024 * 1024
+
+
+class BodyTooLong(TooLarge):  # type: ignore[misc, valid-type]
+    """More bytes arrived than the upload has room for."""
+
+
+async def blocks(
+    content: StreamReader, *, limit: int, read_timeout: float, block: int = BLOCK
+) -> AsyncIterator[bytes]:
+    """Yield the body in blocks of about `block` bytes, at most `limit` bytes in all.
+
+    A read that stalls for `read_timeout` seconds ends the body with TimeoutError, so a dead
+    client cannot hold an upload; bytes past `limit` raise BodyTooLong after the allowed ones
+    were yielded."""
+    buffer = bytearray()
+    total = 0
+    while True:
+        async with asyncio.timeout(read_timeout):
+            chunk = await content.readany()
+        if not chunk:
+            break
+        if total + len(buffer) + len(chunk) > limit:
+            keep = limit - total - len(buffer)
+            buffer += chunk[:keep]
+            if buffer:
+                yield bytes(buffer)
+            raise BodyTooLong("the body is longer than the upload's remaining length")
+        buffer += chunk
+        if len(buffer) >= block:
+            total += len(buffer)
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
+
+
+class Spool:
+    """A checksummed PATCH body held aside until its checksum is known to match.
+
+    tus checksum extension: "the Server MUST ... discard the chunk" on a mismatch, so the bytes
+    must not reach the store before the whole request was checked."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, dir=spool_dir)  # noqa: SIM115
+        self.length = 0
+
+    async def fill(self, source: AsyncIterator[bytes], checksum: Checksum) -> None:
+        hasher = new_hasher(checksum.algorithm)
+        async for chunk in source:
+            await asyncio.to_thread(self._write_and_hash, hasher, chunk)
+        if hasher.digest() != checksum.digest:
+            raise ChecksumMismatch(
+                f"Upload-Checksum {checksum.algorithm} does not match the {self.length} bytes "
+                "received; they were discarded"
+            )
+
+    def _write_and_hash(self, hasher: Hasher, chunk: bytes) -> None:
+        hasher.update(chunk)
+        self._file.write(chunk)
+        self.length += len(chunk)
+
+    async def replay(self) -> AsyncIterator[bytes]:
+        self._file.seek(0)
+        while True:
+            chunk = await asyncio.to_thread(self._file.read, BLOCK)
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        self._file.close()
+

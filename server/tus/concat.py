@@ -1,0 +1,66 @@
+"""The concatenation extension: a final upload made of finished partial uploads.
+
+Stores that can concatenate on their own side (S3 UploadPartCopy, local file copy) do it without
+the bytes passing through this process; others get a streamed copy. The final upload is then
+verified like any other by reading it back, since digests of parts cannot be combined.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from avidence.storage import errors as store_errors
+from avidence.storage.base import Concatenator
+
+from ..catalog import uploads as uploads_db
+from ..catalog.uploads import Upload
+from ..errors import BadRequest, TooLarge
+from .context import TusContext
+from .finish import await_outcome
+
+log = logging.getLogger("avidence.tus.concat")
+
+
+async def check_partials(ctx: TusContext, ids: tuple[str, ...], *, uploader: str) -> list[Upload]:
+    """The partial uploads named by a final upload, all finished and the caller's own."""
+    if len(ids) > 10_000:
+        raise BadRequest("a final upload may join at most 10000 partial uploads")
+    if len(set(ids)) != len(ids):
+        raise BadRequest("Upload-Concat lists a partial upload twice")
+    partials = []
+    for upload_id in ids:
+        upload = await uploads_db.get(ctx.engine, upload_id)
+        if upload is None or upload.uploader != uploader or upload.concat != "partial":
+            raise BadRequest(f"Upload-Concat names {upload_id!r}, which is not your partial upload")
+        if upload.state != "complete":
+            raise BadRequest(f"partial upload {upload_id} is not complete ({upload.state})")
+        partials.append(upload)
+    total = sum(p.length or 0 for p in partials)
+    if total > ctx.settings.max_size:
+        raise TooLarge(f"the joined upload of {total} bytes exceeds {ctx.settings.max_size}")
+    return partials
+
+
+async def join(ctx: TusContext, final: Upload, partials: list[Upload]) -> Upload:
+    """Build the final object from the partials, then verify it as evidence."""
+    keys = [p.storage_key for p in partials]
+    store = ctx.store
+    if isinstance(store, Concatenator):
+        await store.concatenate(final.storage_key, keys)
+    else:
+        target = await store.create(final.storage_key)
+        offset = 0
+        for key in keys:
+            offset = await store.append(target, offset=offset, chunks=await store.read(key))
+        await store.finish(target, size=offset)
+    await uploads_db.update(ctx.engine, final.id, state="verifying", offset=final.length)
+    for partial in partials:
+        await uploads_db.update(ctx.engine, partial.id, state="consumed")
+    log.info("upload.concatenated id=%s parts=%s size=%s", final.id, len(partials), final.length)
+    result = await await_outcome(ctx, final.id)
+    for key in keys:  # the joined object holds every byte; the parts are no longer needed
+        try:
+            await store.delete(key)
+        except store_errors.StoreError as exc:
+            log.warning("upload.partial_cleanup_failed key=%s error=%s", key, exc)
+    return result

@@ -1,0 +1,36 @@
+"""What the tus handlers share within one app: settings, catalog, store, locks, running digests."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from avidence.storage.base import Store
+from avidence.storage.digests import MultiDigest
+
+from ..config import Settings
+from ..metrics import Metrics
+from .locks import UploadLocks
+
+
+@dataclass(slots=True)
+class TusContext:
+    settings: Settings
+    engine: AsyncEngine
+    store: Store
+    metrics: Metrics
+    locks: UploadLocks
+    # Running digests of uploads this process is receiving; lost on restart, then rebuilt by
+    # reading the finished object back.
+    digests: dict[str, MultiDigest] = field(default_factory=dict)
+    # Finishing work (verification, concatenation) that outlives the request that began it.
+    tasks: dict[str, asyncio.Task[object]] = field(default_factory=dict)
+
+    @property
+    def spool_dir(self) -> Path:
+        path = self.settings.data_dir / "tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return path

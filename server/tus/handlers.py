@@ -1,0 +1,321 @@
+"""The tus 1.0.0 verbs: OPTIONS, POST (creation, with-upload, defer-length, concatenation),
+HEAD, PATCH (checksum) and DELETE (termination), with X-HTTP-Method-Override."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import aiohttp
+from aiohttp import web
+
+from avidence.storage.base import Target
+
+from ..auth import require
+from ..catalog import uploads as uploads_db
+from ..catalog.uploads import Upload
+from ..errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    TooLarge,
+    UnsupportedMediaType,
+)
+from ..tokens import Principal
+from . import concat, headers
+from .context import TusContext
+from .headers import OFFSET_CONTENT_TYPE, TUS_VERSION, header
+from .session import UploadSession, complete_if_full
+
+log = logging.getLogger("avidence.tus")
+
+EXTENSIONS = [
+    "creation",
+    "creation-with-upload",
+    "creation-defer-length",
+    "termination",
+    "expiration",
+    "checksum",
+]
+
+
+class TusHandlers:
+    def __init__(self, ctx: TusContext) -> None:
+        self.ctx = ctx
+
+    # -- routing ------------------------------------------------------------------------------
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        # "X-HTTP-Method-Override ... the Server MUST interpret it as the request's method."
+        method = (request.headers.get("X-HTTP-Method-Override") or request.method).upper()
+        if method == "OPTIONS":
+            return self.options()
+        # "The Server MUST ... respond with 412 Precondition Failed" for an unsupported version.
+        if request.headers.get("Tus-Resumable") != TUS_VERSION:
+            raise PreconditionFailed(
+                f"Tus-Resumable must be {TUS_VERSION}", headers={"Tus-Version": TUS_VERSION}
+            )
+        principal = await require(request, "uploader", "admin")
+        upload_id = request.match_info.get("upload_id")
+        if upload_id is None:
+            if method == "POST":
+                return await self.create(request, principal)
+            raise MethodNotAllowed(headers={"Allow": "OPTIONS, POST"})
+        upload = await self._load(upload_id, principal)
+        if method in ("HEAD", "GET"):
+            return await self.head(upload)
+        if method == "PATCH":
+            return await self.patch(request, upload)
+        if method == "DELETE":
+            return await self.delete(upload)
+        raise MethodNotAllowed(headers={"Allow": "OPTIONS, HEAD, PATCH, DELETE"})
+
+    async def _load(self, upload_id: str, principal: Principal) -> Upload:
+        upload = await uploads_db.get(self.ctx.engine, upload_id) if len(upload_id) == 32 else None
+        # Another uploader's upload is answered exactly like a missing one: no probing.
+        if upload is None or (principal.role != "admin" and upload.uploader != principal.token_id):
+            raise NotFound("no such upload")
+        if upload.state == "terminated":
+            raise NotFound("the upload was terminated")
+        if upload.state == "expired" or (
+            upload.state == "receiving"
+            and upload.expires_at is not None
+            and upload.expires_at < datetime.now(UTC)
+        ):
+            raise Gone("the upload expired")
+        return upload
+
+    # -- verbs --------------------------------------------------------------------------------
+
+    def options(self) -> web.Response:
+        # Concatenation works on every store: natively where the store is a Concatenator,
+        # by a streamed copy otherwise.
+        extensions = [*EXTENSIONS, "concatenation"]
+        return web.Response(
+            status=204,
+            headers={
+                "Tus-Version": TUS_VERSION,
+                "Tus-Max-Size": str(self.ctx.settings.max_size),
+                "Tus-Extension": ",".join(extensions),
+                "Tus-Checksum-Algorithm": ",".join(headers.CHECKSUM_ALGORITHMS),
+            },
+        )
+
+    async def create(self, request: web.Request, principal: Principal) -> web.Response:
+        ctx, h = self.ctx, request.headers
+        concat_spec = headers.parse_concat(header(h, "Upload-Concat"), tus_path=ctx.settings.tus_path)
+        length = headers.non_negative_int(header(h, "Upload-Length"), "Upload-Length")
+        defer = header(h, "Upload-Defer-Length")
+        if defer is not None and defer.strip() != "1":
+            raise BadRequest("Upload-Defer-Length must be 1")
+        is_final = concat_spec is not None and concat_spec.kind == "final"
+        if is_final:
+            # "The Client MUST NOT include the Upload-Length header in the final upload creation"
+            if length is not None or defer is not None:
+                raise BadRequest("a final upload takes its length from its partial uploads")
+        elif (length is None) == (defer is None):
+            raise BadRequest("give exactly one of Upload-Length and Upload-Defer-Length: 1")
+        if length is not None and length > ctx.settings.max_size:
+            raise TooLarge(f"Upload-Length exceeds Tus-Max-Size {ctx.settings.max_size}")
+        metadata = headers.parse_metadata(header(h, "Upload-Metadata"))
+        partial = concat_spec is not None and concat_spec.kind == "partial"
+        headers.validate_evidence_fields(metadata, require_case=not partial)
+        partials = (
+            await concat.check_partials(ctx, concat_spec.ids, uploader=principal.token_id)
+            if is_final and concat_spec is not None
+            else []
+        )
+        if is_final:
+            length = sum(p.length or 0 for p in partials)
+
+        upload_id = secrets.token_hex(16)
+        key = f"{'partials' if partial else 'originals'}/{upload_id}"
+        handle = "" if is_final else (await ctx.store.create(key)).handle
+        now = datetime.now(UTC)
+        upload = Upload(
+            id=upload_id,
+            state="receiving",
+            length=length,
+            offset=0,
+            metadata=metadata,
+            concat="final" if is_final else "partial" if partial else "",
+            parts=[p.id for p in partials] if is_final else None,
+            store=ctx.store.name,
+            storage_key=key,
+            store_handle=handle,
+            digests=None,
+            uploader=principal.token_id,
+            evidence_id=None,
+            error=None,
+            lock_owner=None,
+            lock_until=None,
+            lock_wanted=None,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + timedelta(seconds=ctx.settings.upload_expiry),
+        )
+        async with ctx.engine.begin() as conn:
+            await uploads_db.insert(conn, upload)
+        log.info(
+            "upload.created id=%s length=%s concat=%s case=%s uploader=%s",
+            upload_id,
+            length if length is not None else "deferred",
+            upload.concat or "-",
+            metadata.get("case", "-"),
+            principal.token_id,
+        )
+        response_headers = {"Location": self._location(request, upload_id)}
+        if is_final:
+            upload = await concat.join(ctx, upload, partials)
+            response_headers.update(self._outcome_headers(upload))
+        elif self._has_body(request):
+            # creation-with-upload: the body is the first chunk, as for a PATCH at offset 0.
+            offset = await self._write(request, upload, offset=0)
+            upload = await complete_if_full(ctx, upload, offset)
+            response_headers["Upload-Offset"] = str(offset)
+            response_headers.update(self._outcome_headers(upload))
+        response_headers.update(self._expiry_headers(upload))
+        return web.Response(status=201, headers=response_headers)
+
+    async def head(self, upload: Upload) -> web.Response:
+        offset = upload.offset
+        if upload.state == "receiving" and upload.concat != "final":
+            offset = await UploadSession(self.ctx, upload).durable_offset()
+        elif upload.length is not None:
+            offset = upload.length
+        out = {
+            "Upload-Offset": str(offset),
+            # "The Server MUST prevent the client and/or proxies from caching the response"
+            "Cache-Control": "no-store",
+        }
+        if upload.length is None:
+            out["Upload-Defer-Length"] = "1"
+        else:
+            out["Upload-Length"] = str(upload.length)
+        if upload.metadata:
+            out["Upload-Metadata"] = headers.encode_metadata(upload.metadata)
+        if upload.concat == "partial":
+            out["Upload-Concat"] = "partial"
+        elif upload.concat == "final":
+            base = self.ctx.settings.tus_path
+            out["Upload-Concat"] = "final;" + " ".join(base + p for p in upload.parts or [])
+        out.update(self._expiry_headers(upload))
+        out.update(self._outcome_headers(upload))
+        return web.Response(status=200, headers=out)
+
+    async def patch(self, request: web.Request, upload: Upload) -> web.Response:
+        h = request.headers
+        # "The Request MUST include a Content-Type header with application/offset+octet-stream"
+        if h.get("Content-Type", "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
+            raise UnsupportedMediaType(f"PATCH bodies must be {OFFSET_CONTENT_TYPE}")
+        offset = headers.non_negative_int(header(h, "Upload-Offset"), "Upload-Offset")
+        if offset is None:
+            raise BadRequest("Upload-Offset is required")
+        if upload.concat == "final":
+            # "The Server MUST respond with the 403 Forbidden status to PATCH requests against
+            # a final upload URL"
+            raise Forbidden("a final upload cannot be patched")
+        length = headers.non_negative_int(header(h, "Upload-Length"), "Upload-Length")
+        if upload.state != "receiving":
+            if offset == upload.length and not self._has_body(request):
+                return web.Response(status=204, headers={"Upload-Offset": str(offset)})
+            raise Conflict(f"the upload is already {upload.state}")
+        if length is not None:
+            upload = await self._set_length(upload, length, offset)
+        offset = await self._write(request, upload, offset=offset)
+        upload = await complete_if_full(self.ctx, upload, offset)
+        out = {"Upload-Offset": str(offset)}
+        out.update(self._expiry_headers(upload))
+        out.update(self._outcome_headers(upload))
+        return web.Response(status=204, headers=out)
+
+    async def delete(self, upload: Upload) -> web.Response:
+        ctx = self.ctx
+        if upload.state not in ("receiving", "complete"):
+            raise Forbidden(f"a {upload.state} upload is kept; evidence is never deleted by tus")
+        lease = await ctx.locks.acquire(upload.id, on_takeover=lambda: None)
+        try:
+            if upload.state == "complete":
+                await ctx.store.delete(upload.storage_key)
+            elif upload.concat != "final":
+                await ctx.store.abort(Target(upload.storage_key, upload.store_handle))
+            await uploads_db.update(ctx.engine, upload.id, state="terminated")
+        finally:
+            await lease.release()
+        ctx.digests.pop(upload.id, None)
+        log.info("upload.terminated id=%s", upload.id)
+        return web.Response(status=204)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _write(self, request: web.Request, upload: Upload, *, offset: int) -> int:
+        """Stream the body into the upload under its lock; Content-Length is checked first."""
+        declared = request.content_length
+        if upload.length is not None and declared is not None and offset + declared > upload.length:
+            raise TooLarge("the body would extend the upload beyond its Upload-Length")
+        checksum = headers.parse_checksum(header(request.headers, "Upload-Checksum"))
+        transport = request.transport
+
+        def end_request() -> None:  # another request took the upload over
+            if transport is not None:
+                transport.close()
+
+        lease = await self.ctx.locks.acquire(upload.id, on_takeover=end_request)
+        try:
+            fresh = await uploads_db.get(self.ctx.engine, upload.id)
+            assert fresh is not None
+            return await UploadSession(self.ctx, fresh).write(
+                request.content, offset=offset, checksum=checksum
+            )
+        except TimeoutError:
+            raise BadRequest("the request body stalled; resume from HEAD") from None
+        except (ConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise BadRequest(f"the connection broke ({type(exc).__name__}); resume from HEAD") from None
+        finally:
+            await lease.release()
+
+    async def _set_length(self, upload: Upload, length: int, offset: int) -> Upload:
+        if upload.length is not None:
+            if length != upload.length:
+                raise BadRequest("Upload-Length cannot change once set")
+            return upload
+        if length > self.ctx.settings.max_size:
+            raise TooLarge(f"Upload-Length exceeds Tus-Max-Size {self.ctx.settings.max_size}")
+        if length < offset:
+            raise BadRequest("Upload-Length is smaller than the bytes already received")
+        await uploads_db.update(self.ctx.engine, upload.id, length=length)
+        fresh = await uploads_db.get(self.ctx.engine, upload.id)
+        assert fresh is not None
+        return fresh
+
+    @staticmethod
+    def _has_body(request: web.Request) -> bool:
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        return content_type == OFFSET_CONTENT_TYPE and (
+            (request.content_length or 0) > 0 or "chunked" in request.headers.get(
+                "Transfer-Encoding", ""
+            ).lower()
+        )
+
+    def _location(self, request: web.Request, upload_id: str) -> str:
+        base = self.ctx.settings.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
+        return f"{base}{self.ctx.settings.tus_path}{upload_id}"
+
+    @staticmethod
+    def _expiry_headers(upload: Upload) -> dict[str, str]:
+        if upload.state != "receiving" or upload.expires_at is None:
+            return {}
+        return {"Upload-Expires": format_datetime(upload.expires_at, usegmt=True)}
+
+    @staticmethod
+    def _outcome_headers(upload: Upload) -> dict[str, str]:
+        out = {"Avidence-Upload-State": upload.state}
+        if upload.evidence_id:
+            out["Avidence-Evidence-Id"] = upload.evidence_id
+        return out

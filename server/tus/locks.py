@@ -1,0 +1,173 @@
+"""One writer per upload, in one process and across replicas sharing the catalog.
+
+A lock is a lease on the upload's row (`lock_owner`, `lock_until`), renewed by a heartbeat. A new
+request for a held upload asks the holder to let go (`lock_wanted`); the holder notices on its next
+heartbeat, or at once when it lives in the same process, and ends its request. A holder that died
+is recognised by its lease running out or, on the same host, by its process being gone, so a
+server restarted after `kill -9` resumes at once. This works the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..catalog.schema import uploads
+from ..errors import Locked
+
+log = logging.getLogger("avidence.tus.locks")
+
+HOST = socket.gethostname()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _holder_is_dead(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    return host == HOST and pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(
+        int(pid_text)
+    )
+
+
+class Lease:
+    """A held lock; `lost` is set when another request took the upload over."""
+
+    def __init__(self, locks: UploadLocks, upload_id: str, on_takeover: Callable[[], None]):
+        self.locks = locks
+        self.upload_id = upload_id
+        self.on_takeover = on_takeover
+        self.lost = asyncio.Event()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._heartbeat = asyncio.create_task(self._beat(), name=f"lease-{self.upload_id}")
+
+    def take_over(self) -> None:
+        if not self.lost.is_set():
+            self.lost.set()
+            self.on_takeover()
+
+    async def _beat(self) -> None:
+        owner, engine = self.locks.owner, self.locks.engine
+        while not self.lost.is_set():
+            await asyncio.sleep(self.locks.heartbeat.total_seconds())
+            async with engine.begin() as conn:
+                renewed = await conn.execute(
+                    uploads.update()
+                    .where(uploads.c.id == self.upload_id, uploads.c.lock_owner == owner)
+                    .values(lock_until=datetime.now(UTC) + self.locks.lease)
+                )
+                wanted = (
+                    await conn.execute(
+                        sa.select(uploads.c.lock_wanted).where(uploads.c.id == self.upload_id)
+                    )
+                ).scalar()
+            if renewed.rowcount == 0 or (wanted is not None and wanted != owner):
+                log.info("lock.taken_over upload=%s by=%s", self.upload_id, wanted)
+                self.take_over()
+
+    async def release(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        self.locks._local.pop(self.upload_id, None)
+        async with self.locks.engine.begin() as conn:
+            await conn.execute(
+                uploads.update()
+                .where(uploads.c.id == self.upload_id, uploads.c.lock_owner == self.locks.owner)
+                .values(lock_owner=None, lock_until=None, lock_wanted=None)
+            )
+
+
+class UploadLocks:
+    """The lock service of one app instance."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        lease: timedelta = timedelta(seconds=15),
+        heartbeat: timedelta = timedelta(seconds=2),
+    ) -> None:
+        self.engine = engine
+        self.lease = lease
+        self.heartbeat = heartbeat
+        self.owner = f"{HOST}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._local: dict[str, Lease] = {}
+
+    async def acquire(
+        self, upload_id: str, *, on_takeover: Callable[[], None], wait: float | None = None
+    ) -> Lease:
+        """Take the upload's lock, asking a current holder to let go; 423 if it will not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (wait if wait is not None else self.lease.total_seconds() + 3)
+        asked = False
+        while True:
+            now = datetime.now(UTC)
+            async with self.engine.begin() as conn:
+                taken = await conn.execute(
+                    uploads.update()
+                    .where(
+                        uploads.c.id == upload_id,
+                        sa.or_(uploads.c.lock_owner.is_(None), uploads.c.lock_until < now),
+                    )
+                    .values(lock_owner=self.owner, lock_until=now + self.lease, lock_wanted=None)
+                )
+                holder = None
+                if taken.rowcount == 0:
+                    holder = (
+                        await conn.execute(
+                            sa.select(uploads.c.lock_owner).where(uploads.c.id == upload_id)
+                        )
+                    ).scalar()
+                    if holder is not None and _holder_is_dead(holder):
+                        log.info("lock.stolen_from_dead upload=%s holder=%s", upload_id, holder)
+                        await conn.execute(
+                            uploads.update()
+                            .where(uploads.c.id == upload_id, uploads.c.lock_owner == holder)
+                            .values(lock_owner=None, lock_until=None)
+                        )
+                        continue
+                    if not asked:
+                        await conn.execute(
+                            uploads.update()
+                            .where(uploads.c.id == upload_id)
+                            .values(lock_wanted=self.owner)
+                        )
+            if taken.rowcount == 1:
+                lease = Lease(self, upload_id, on_takeover)
+                self._local[upload_id] = lease
+                lease.start()
+                return lease
+            if not asked:
+                asked = True
+                local = self._local.get(upload_id)
+                if local is not None:
+                    local.take_over()
+            if loop.time() >= deadline:
+                raise Locked("the upload is in use by another request; retry shortly")
+            await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        for lease in list(self._local.values()):
+            lease.take_over()
+            await lease.release()

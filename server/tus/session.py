@@ -1,0 +1,156 @@
+"""The upload session: the only place that moves bytes from a request to a Store.
+
+It holds the upload's lock for the life of the request, checks the offset against the store's
+durable offset (the store, not memory, is the truth after a crash), verifies a per-request
+checksum before any byte reaches the store, feeds the running digests only with bytes the store
+made durable, and records the new offset in the catalog so any replica can continue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from aiohttp import StreamReader
+
+from avidence.storage import errors as store_errors
+from avidence.storage.base import Target
+from avidence.storage.digests import MultiDigest
+
+from ..catalog import uploads as uploads_db
+from ..catalog.uploads import Upload
+from ..errors import Conflict, Gone, NotFound
+from . import finish
+from .body import Spool, blocks
+from .context import TusContext
+from .headers import Checksum
+
+log = logging.getLogger("avidence.tus.session")
+
+READ_TIMEOUT = 60.0
+
+
+class UploadSession:
+    """One request's exclusive write access to one upload."""
+
+    def __init__(self, ctx: TusContext, upload: Upload) -> None:
+        self.ctx = ctx
+        self.upload = upload
+        self.target = Target(upload.storage_key, upload.store_handle)
+
+    async def durable_offset(self) -> int:
+        """The store's durable offset, written back to the catalog when the two differ."""
+        try:
+            offset = await self.ctx.store.offset(self.target)
+        except store_errors.NotFound:
+            # The target is gone: published by a process that died before recording it.
+            if self.upload.length is not None:
+                info = await self.ctx.store.stat(self.upload.storage_key)
+                if info.size == self.upload.length:
+                    return info.size
+            raise Gone("the upload's staged bytes are gone") from None
+        if offset != self.upload.offset:
+            await uploads_db.update(self.ctx.engine, self.upload.id, offset=offset)
+        return offset
+
+    async def write(
+        self,
+        content: StreamReader,
+        *,
+        offset: int,
+        checksum: Checksum | None,
+    ) -> int:
+        """Append the request body at `offset`; return the new offset."""
+        ctx, upload = self.ctx, self.upload
+        durable = await self.durable_offset()
+        # "If the offsets do not match, the Server MUST respond with the 409 Conflict status"
+        if offset != durable:
+            raise Conflict(f"Upload-Offset {offset} does not match the upload's offset {durable}")
+        room = (upload.length if upload.length is not None else ctx.settings.max_size) - offset
+        digest = self._digest_at(offset)
+        source = blocks(content, limit=room, read_timeout=READ_TIMEOUT)
+        spool: Spool | None = None
+        try:
+            if checksum is not None:
+                spool = Spool(ctx.spool_dir)
+                await spool.fill(source, checksum)
+                source = spool.replay()
+            new_offset = await self._append(source, offset=offset, digest=digest)
+        finally:
+            if spool is not None:
+                spool.close()
+        return new_offset
+
+    def _digest_at(self, offset: int) -> MultiDigest | None:
+        """The running digest when it covers exactly the bytes before `offset`, else None."""
+        if self.upload.concat == "partial":
+            return None  # a partial's digest is useless: the final upload is read back
+        digest = self.ctx.digests.get(self.upload.id)
+        if digest is None and offset == 0:
+            digest = self.ctx.digests[self.upload.id] = MultiDigest(self.ctx.settings.digests)
+        if digest is not None and digest.length != offset:
+            self.ctx.digests.pop(self.upload.id, None)
+            return None
+        return digest
+
+    async def _append(
+        self, source: AsyncIterator[bytes], *, offset: int, digest: MultiDigest | None
+    ) -> int:
+        ctx, upload = self.ctx, self.upload
+
+        async def fed() -> AsyncIterator[bytes]:
+            async for chunk in source:
+                if digest is not None:
+                    await digest.update_async(chunk)
+                yield chunk
+
+        ctx.metrics.uploads_active.inc()
+        failure: BaseException | None = None
+        try:
+            new_offset = await ctx.store.append(self.target, offset=offset, chunks=fed())
+        except BaseException as exc:
+            failure = exc
+            try:
+                new_offset = await ctx.store.offset(self.target)
+            except store_errors.StoreError:
+                new_offset = offset  # the store is unreachable: nothing more is known durable
+        finally:
+            ctx.metrics.uploads_active.dec()
+        if digest is not None and digest.length != new_offset:
+            ctx.digests.pop(upload.id, None)  # bytes hashed but not kept: rebuild at finish
+        if new_offset != offset:
+            ctx.metrics.bytes_received.labels(ctx.store.name).inc(new_offset - offset)
+            await uploads_db.update(
+                ctx.engine,
+                upload.id,
+                offset=new_offset,
+                expiry=timedelta(seconds=ctx.settings.upload_expiry),
+            )
+        log.info(
+            "upload.appended id=%s from=%s to=%s%s",
+            upload.id,
+            offset,
+            new_offset,
+            f" interrupted={type(failure).__name__}" if failure else "",
+        )
+        if failure is not None:
+            raise failure
+        return new_offset
+
+
+async def complete_if_full(ctx: TusContext, upload: Upload, offset: int) -> Upload:
+    """Publish and verify an upload whose last byte just arrived; otherwise return it as is."""
+    if upload.length is None or offset != upload.length:
+        return upload
+    fresh = await uploads_db.get(ctx.engine, upload.id)
+    if fresh is None:
+        raise NotFound()
+    if fresh.state == "receiving":
+        await finish.publish(ctx, fresh)
+    if fresh.concat == "partial":
+        ctx.metrics.uploads_finished.labels("partial").inc()
+        result = await uploads_db.get(ctx.engine, upload.id)
+        assert result is not None
+        return result
+    return await finish.await_outcome(ctx, upload.id)

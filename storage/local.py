@@ -1,0 +1,486 @@
+"""The embedded default backend: a folder on a local POSIX filesystem.
+
+Layout under `root`:
+
+* `objects/<key>`: finished objects, read-only (0o444), published with `link(2)`, which fails
+  on an existing name where `rename(2)` would replace it: a key is taken whole or not at all and
+  an object is never overwritten;
+* `staging/<key>.part`: upload targets. The handle is empty because the key names the file, so
+  any process on the same root resumes a target from its key alone. `create` on a key that is
+  already staging keeps the bytes and returns the same target (a retried create resumes);
+* `tmp/`: concatenations being assembled, published like targets.
+
+Paths are walked one component at a time from directory descriptors opened with `O_NOFOLLOW`,
+so a symbolic link planted anywhere under the root is refused (`InvalidKey`), never followed out
+of it. All file I/O runs in worker threads in batches of at least `BATCH` bytes; memory is
+bounded by one batch. A key cannot be both an object and a folder of other objects here: where
+one key is a folder prefix of another, the later one gets `AlreadyExists`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import stat as st
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from .base import ObjectInfo, Target
+from .errors import (
+    AlreadyExists,
+    InvalidKey,
+    InvalidRange,
+    NotFound,
+    OffsetMismatch,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
+from .keys import check_key
+
+BATCH = 1024 * 1024
+# Long appends are fsynced every CHECKPOINT bytes: the durable prefix a write error falls back to.
+CHECKPOINT = 64 * 1024 * 1024
+# A temp file this old belongs to a concatenation that died with its process.
+STALE_TMP_SECONDS = 24 * 3600
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE = os.O_NOFOLLOW | os.O_CLOEXEC
+_T = TypeVar("_T")
+
+
+class _Blocked(NotFound):
+    """A finished object sits where `key` needs a folder: nothing is there to read, and the
+    key can never be finished."""
+
+
+def _os_error(exc: OSError, key: str | None) -> StoreError:
+    """The one mapping of unexpected OS errors: full disk or quota, else unavailable."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(f"local store is full: {exc.strerror}", key=key)
+    return StoreUnavailable(f"local store I/O failed: {exc}", key=key)
+
+
+def _open_in(dir_fd: int, name: str, flags: int, *, key: str) -> int:
+    """Open a file in a walked folder; a link there is `InvalidKey`, a missing file `NotFound`."""
+    try:
+        return os.open(name, flags | _FILE, 0o600, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise NotFound(f"nothing stored under {key!r}", key=key) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidKey(f"{key!r} is a symbolic link in the store", key=key) from None
+        raise
+
+
+def _info(key: str, info: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(
+        key=key, size=info.st_size, modified=datetime.fromtimestamp(info.st_mtime, UTC)
+    )
+
+
+class _Appender:
+    """One append into an open staging file: chunks coalesced into BATCH writes, fsync every
+    CHECKPOINT bytes and at the end.
+
+    On a write error the file is cut back to the last fsynced position, so a full disk leaves no
+    half-written batch and `offset` reports only whole, durable bytes. Thread work is shielded
+    from cancellation and the descriptor closed only after it: a cancelled request must never
+    leave a thread writing through a descriptor number reused by someone else."""
+
+    def __init__(self, fd: int, *, key: str, pos: int, fsync: bool) -> None:
+        self.fd, self.key, self.pos, self.durable, self.fsync = fd, key, pos, pos, fsync
+        self._busy: asyncio.Future[int] | None = None
+
+    async def append(self, chunks: AsyncIterable[bytes]) -> int:
+        buf = bytearray()
+        iterator = aiter(chunks)
+        while True:
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                break
+            except BaseException:
+                # The sender went away: keep what arrived, durably, and let the caller see why.
+                await self._write(buf)
+                raise
+            if not buf and len(chunk) >= BATCH:
+                await self._write(chunk)
+            elif chunk:
+                buf += chunk
+                if len(buf) >= BATCH:
+                    data, buf = buf, bytearray()
+                    await self._write(data)
+        await self._write(buf, last=True)
+        return self.pos
+
+    async def _write(self, data: bytes | bytearray, *, last: bool = False) -> None:
+        sync = last or not data or self.pos + len(data) - self.durable >= CHECKPOINT
+        loop = asyncio.get_running_loop()
+        self._busy = loop.run_in_executor(None, self._write_sync, data, self.pos, sync)
+        try:
+            self.pos = await asyncio.shield(self._busy)
+        except OSError as exc:
+            raise _os_error(exc, self.key) from exc
+        if sync:
+            self.durable = self.pos
+
+    def _write_sync(self, data: bytes | bytearray, pos: int, sync: bool) -> int:
+        view = memoryview(data)
+        try:
+            while view:  # pwrite may write less than asked
+                n = os.pwrite(self.fd, view, pos)
+                view, pos = view[n:], pos + n
+            if sync and self.fsync:
+                os.fsync(self.fd)
+        except OSError:
+            try:
+                os.ftruncate(self.fd, self.durable)
+                if self.fsync:
+                    os.fsync(self.fd)
+            except OSError:
+                pass  # best effort: the write error is the one to report
+            raise
+        return pos
+
+    def close(self) -> None:
+        if self._busy is None or self._busy.done():
+            os.close(self.fd)
+        else:
+            self._busy.add_done_callback(self._close_after)
+
+    def _close_after(self, busy: asyncio.Future[int]) -> None:
+        if not busy.cancelled():
+            busy.exception()  # mark retrieved: the cancelled append had nobody left to tell
+        os.close(self.fd)
+
+
+class LocalStore:
+    """`Store` and `Concatenator` on a local folder; see the module docstring for the layout."""
+
+    name = "local"
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = Path(root)
+        # fsync=False only for throwaway roots: durability then rests on the page cache.
+        self._fsync = fsync
+        self._areas: dict[str, int] = {}
+
+    async def _run(self, fn: Callable[..., _T], *args: object, key: str | None) -> _T:
+        """Run blocking file work in a thread; only `storage.errors` exceptions come out."""
+        if not self._areas:
+            raise StoreUnavailable("local store is not open", key=key)
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OSError as exc:
+            raise _os_error(exc, key) from exc
+
+    def _sync(self, fd: int) -> None:
+        if self._fsync:
+            os.fsync(fd)
+
+    def _walk(self, area: str, key: str, *, create: bool) -> tuple[int, str]:
+        """Open the folder holding `key`'s last segment inside `area`, never following a link.
+
+        Returns (folder descriptor, last segment); the caller closes the descriptor. Missing
+        folders are made when `create`, else `NotFound`."""
+        *folders, leaf = key.split("/")
+        fd = os.open(".", _DIR, dir_fd=self._areas[area])
+        try:
+            for name in folders:
+                try:
+                    nxt = os.open(name, _DIR, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise NotFound(f"nothing stored under {key!r}", key=key) from None
+                    try:
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                        self._sync(fd)
+                    except FileExistsError:
+                        pass  # made meanwhile by a concurrent create
+                    nxt = os.open(name, _DIR, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                        raise
+                    if st.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                        raise InvalidKey(
+                            f"{key!r} passes through a symbolic link", key=key
+                        ) from None
+                    if create:
+                        raise AlreadyExists(
+                            f"an object is in the way of {key!r}", key=key
+                        ) from None
+                    raise _Blocked(f"an object is in the way of {key!r}", key=key) from None
+                os.close(fd)
+                fd = nxt
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, leaf
+
+    def _object_stat(self, key: str) -> os.stat_result | None:
+        """The finished object's stat, None when absent; a link is `InvalidKey`."""
+        try:
+            fd, leaf = self._walk("objects", key, create=False)
+        except _Blocked:
+            raise
+        except NotFound:
+            return None
+        try:
+            info = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        finally:
+            os.close(fd)
+        if st.S_ISLNK(info.st_mode):
+            raise InvalidKey(f"{key!r} is a symbolic link in the store", key=key)
+        return info if st.S_ISREG(info.st_mode) else None
+
+    def _existing(self, key: str) -> os.stat_result:
+        info = self._object_stat(key)
+        if info is None:
+            raise NotFound(f"no object {key!r}", key=key)
+        return info
+
+    def _taken(self, key: str) -> None:
+        try:
+            taken = self._object_stat(key) is not None
+        except _Blocked as exc:
+            raise AlreadyExists(str(exc), key=key) from None
+        if taken:
+            raise AlreadyExists(f"object {key!r} already exists", key=key)
+
+    def _publish(self, fd: int, src_dir: int, src: str, key: str) -> None:
+        """Make the file `src` (open as `fd`) the read-only object `key`, never overwriting."""
+        mine = os.fstat(fd)
+        dfd, leaf = self._walk("objects", key, create=True)
+        try:
+            self._sync(fd)
+            os.fchmod(fd, 0o444)  # before the link: the object is never writable once visible
+            try:
+                os.link(src, leaf, src_dir_fd=src_dir, dst_dir_fd=dfd, follow_symlinks=False)
+            except FileExistsError:
+                taken = os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
+                if (taken.st_dev, taken.st_ino) != (mine.st_dev, mine.st_ino):
+                    os.fchmod(fd, 0o600)  # still only ours: keep it appendable
+                raise AlreadyExists(f"object {key!r} already exists", key=key) from None
+            os.unlink(src, dir_fd=src_dir)
+            self._sync(dfd)
+            self._sync(src_dir)
+        finally:
+            os.close(dfd)
+
+    # -- Store -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._areas:
+            return
+        try:
+            await asyncio.to_thread(self._open_sync)
+        except OSError as exc:
+            raise StoreUnavailable(f"local store root {self.root} is unusable: {exc}") from exc
+
+    def _open_sync(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        root = os.open(self.root, _DIR & ~os.O_NOFOLLOW)  # the root itself is the operator's
+        areas: dict[str, int] = {}
+        try:
+            for area in ("objects", "staging", "tmp"):
+                try:
+                    os.mkdir(area, 0o755, dir_fd=root)
+                except FileExistsError:
+                    pass
+                areas[area] = os.open(area, _DIR, dir_fd=root)
+            tmp = areas["tmp"]
+            probe = f"probe-{uuid.uuid4().hex}.tmp"
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE, dir_fd=tmp))
+            os.unlink(probe, dir_fd=tmp)
+            # Temp files of concatenations that died with their process; young ones may belong
+            # to another process on the same root.
+            for name in os.listdir(tmp):
+                if time.time() - os.stat(name, dir_fd=tmp).st_mtime > STALE_TMP_SECONDS:
+                    os.unlink(name, dir_fd=tmp)
+        except BaseException:
+            for fd in areas.values():
+                os.close(fd)
+            raise
+        finally:
+            os.close(root)
+        self._areas = areas
+
+    async def close(self) -> None:
+        areas, self._areas = self._areas, {}
+        for fd in areas.values():
+            os.close(fd)
+
+    async def create(self, key: str) -> Target:
+        return await self._run(self._create_sync, check_key(key), key=key)
+
+    def _create_sync(self, key: str) -> Target:
+        self._taken(key)
+        dfd, leaf = self._walk("staging", key, create=True)
+        try:
+            os.close(_open_in(dfd, leaf + ".part", os.O_WRONLY | os.O_CREAT, key=key))
+            self._sync(dfd)
+        finally:
+            os.close(dfd)
+        return Target(key=key)
+
+    def _open_staging(self, key: str, flags: int) -> tuple[int, int, str]:
+        """(file fd, folder fd, file name) of a target's staging file; `NotFound` if absent."""
+        dfd, leaf = self._walk("staging", key, create=False)
+        try:
+            return _open_in(dfd, leaf + ".part", flags, key=key), dfd, leaf + ".part"
+        except BaseException:
+            os.close(dfd)
+            raise
+
+    def _staging_size(self, key: str, flags: int) -> tuple[int, int]:
+        fd, dfd, _ = self._open_staging(key, flags)
+        os.close(dfd)
+        return fd, os.fstat(fd).st_size
+
+    async def offset(self, target: Target) -> int:
+        key = check_key(target.key)
+        fd, size = await self._run(self._staging_size, key, os.O_RDONLY, key=key)
+        os.close(fd)
+        return size
+
+    async def append(self, target: Target, *, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        key = check_key(target.key)
+        fd, size = await self._run(self._staging_size, key, os.O_WRONLY, key=key)
+        writer = _Appender(fd, key=key, pos=size, fsync=self._fsync)
+        try:
+            if offset != size:
+                raise OffsetMismatch(
+                    f"append at {offset} but {key!r} holds {size} bytes",
+                    key=key,
+                    expected=size,
+                    got=offset,
+                )
+            return await writer.append(chunks)
+        finally:
+            writer.close()
+
+    async def finish(self, target: Target, *, size: int) -> ObjectInfo:
+        return await self._run(self._finish_sync, check_key(target.key), size, key=target.key)
+
+    def _finish_sync(self, key: str, size: int) -> ObjectInfo:
+        try:
+            fd, dfd, name = self._open_staging(key, os.O_RDONLY)
+        except NotFound:
+            self._taken(key)  # finished meanwhile, by this target or another
+            raise
+        try:
+            info = os.fstat(fd)
+            if info.st_size != size:
+                raise OffsetMismatch(
+                    f"finish with size {size} but {key!r} holds {info.st_size} bytes",
+                    key=key,
+                    expected=info.st_size,
+                    got=size,
+                )
+            self._publish(fd, dfd, name, key)
+            return _info(key, info)
+        finally:
+            os.close(fd)
+            os.close(dfd)
+
+    async def abort(self, target: Target) -> None:
+        await self._run(self._abort_sync, check_key(target.key), key=target.key)
+
+    def _abort_sync(self, key: str) -> None:
+        try:
+            dfd, leaf = self._walk("staging", key, create=False)
+        except NotFound:
+            return
+        try:
+            os.unlink(leaf + ".part", dir_fd=dfd)
+            self._sync(dfd)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(dfd)
+
+    async def read(
+        self, key: str, *, start: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        info = await self._run(self._existing, check_key(key), key=key)
+        if start < 0 or start > info.st_size or (length is not None and length < 0):
+            raise InvalidRange(f"range {start}+{length} outside {info.st_size} bytes", key=key)
+        end = info.st_size if length is None else min(info.st_size, start + length)
+        return self._chunks(key, start, end)
+
+    async def _chunks(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        # Opened on first iteration, so a stream that is never iterated holds no descriptor.
+        fd = await self._run(self._open_object, key, key=key)
+        try:
+            while start < end:
+                data = await self._run(os.pread, fd, min(BATCH, end - start), start, key=key)
+                if not data:
+                    raise StoreUnavailable(f"object {key!r} shrank while being read", key=key)
+                start += len(data)
+                yield data
+        finally:
+            os.close(fd)
+
+    def _open_object(self, key: str) -> int:
+        dfd, leaf = self._walk("objects", key, create=False)
+        try:
+            return _open_in(dfd, leaf, os.O_RDONLY, key=key)
+        finally:
+            os.close(dfd)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        return _info(key, await self._run(self._existing, check_key(key), key=key))
+
+    async def delete(self, key: str) -> None:
+        await self._run(self._delete_sync, check_key(key), key=key)
+
+    def _delete_sync(self, key: str) -> None:
+        self._existing(key)
+        dfd, leaf = self._walk("objects", key, create=False)
+        try:
+            os.unlink(leaf, dir_fd=dfd)
+            self._sync(dfd)
+        except FileNotFoundError:
+            raise NotFound(f"no object {key!r}", key=key) from None
+        finally:
+            os.close(dfd)
+
+    # -- Concatenator ------------------------------------------------------------------------
+
+    async def concatenate(self, key: str, sources: Sequence[str]) -> ObjectInfo:
+        for source in sources:
+            check_key(source)
+        return await self._run(self._concatenate_sync, check_key(key), list(sources), key=key)
+
+    def _concatenate_sync(self, key: str, sources: list[str]) -> ObjectInfo:
+        self._taken(key)
+        tmp, name = self._areas["tmp"], f"{uuid.uuid4().hex}.tmp"
+        out = _open_in(tmp, name, os.O_RDWR | os.O_CREAT | os.O_EXCL, key=key)
+        try:
+            for source in sources:
+                src = self._open_object(source)
+                try:
+                    while data := os.read(src, BATCH):
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(out, view) :]
+                finally:
+                    os.close(src)
+            info = os.fstat(out)
+            self._publish(out, tmp, name, key)
+            return _info(key, info)
+        except BaseException:
+            try:
+                os.unlink(name, dir_fd=tmp)
+            except FileNotFoundError:
+                pass  # published, or never made
+            raise
+        finally:
+            os.close(out)

@@ -1,0 +1,224 @@
+"""How `S3Store` lays an upload out in multipart parts, free of any SDK call.
+
+* The part schedule depends only on the part number, so a process that knows nothing but the
+  parts already stored can continue an upload whose length is still unknown: parts 1-1000 are
+  `base` bytes, 1001-2000 twice that, and so on, capped at S3's 5 GiB part. With `base` >= 5 MiB
+  the 10,000 parts S3 allows hold at least 5 TiB, its object limit.
+* Every part stored before `finish` has exactly its scheduled size. That makes parts left behind
+  by a failed append recognisable, and lets `base` be read back from part 1 after a restart.
+* `PartCutter` cuts a byte stream into scheduled parts with one copy per byte; `ByteBudget` bounds
+  the bytes of all parts in flight in the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
+MIN_PART = 5 * MiB  # S3: every part but the last is at least 5 MiB
+MAX_PART = 5 * 1024 * MiB  # S3: no part, copied or uploaded, exceeds 5 GiB
+MAX_PARTS = 10_000
+_PARTS_PER_STEP = 1000
+
+
+class TooManyParts(Exception):
+    """The upload would need a part number beyond S3's 10,000."""
+
+
+def part_size(number: int, base: int) -> int:
+    """Scheduled size of part `number` (1-based) for an upload whose first part is `base`."""
+    if not 1 <= number <= MAX_PARTS:
+        raise TooManyParts(f"part {number} is outside S3's 1..{MAX_PARTS}")
+    return min(base << ((number - 1) // _PARTS_PER_STEP), MAX_PART)
+
+
+@dataclass(slots=True, frozen=True)
+class StoredPart:
+    number: int
+    size: int
+    etag: str
+
+
+@dataclass(slots=True, frozen=True)
+class Layout:
+    """An upload as found in S3: the usable parts, leftovers and the tail object's claim."""
+
+    base: int
+    parts: tuple[StoredPart, ...]  # contiguous from part 1, each of its scheduled size
+    stale: tuple[StoredPart, ...]  # stored beyond them with a scheduled size: must not rejoin
+    tail_size: int  # 0 unless the tail object starts exactly where the parts end
+
+    @property
+    def parts_end(self) -> int:
+        return sum(part.size for part in self.parts)
+
+    @property
+    def next_part(self) -> int:
+        return len(self.parts) + 1
+
+    @property
+    def offset(self) -> int:
+        return self.parts_end + self.tail_size
+
+
+def read_layout(
+    parts: Mapping[int, StoredPart],
+    *,
+    default_base: int,
+    tail_start: int | None,
+    tail_size: int,
+) -> Layout:
+    """Work out the durable layout from ListParts and the tail object (`tail_start` None: no
+    tail of this upload).
+
+    A tail counts only when it begins where the contiguous parts end: once an append has moved
+    its bytes into a part, the old tail is ignored, so the offset never covers a byte twice.
+    """
+    first = parts.get(1)
+    base = first.size if first is not None and MIN_PART <= first.size <= MAX_PART else default_base
+    usable: list[StoredPart] = []
+    number = 1
+    while (part := parts.get(number)) is not None and part.size == part_size(number, base):
+        usable.append(part)
+        number += 1
+    # A wrong-sized part at `number` (a crashed finish's last part) is overwritten by the next
+    # upload of that number; a scheduled-size part further on would join the prefix by accident.
+    stale = tuple(
+        parts[n]
+        for n in sorted(parts)
+        if n > number and n <= MAX_PARTS and parts[n].size == part_size(n, base)
+    )
+    end = sum(part.size for part in usable)
+    counted = tail_size if tail_start == end else 0
+    return Layout(base=base, parts=tuple(usable), stale=stale, tail_size=counted)
+
+
+@dataclass(slots=True)
+class PartCutter:
+    """Cuts appended bytes into scheduled parts, starting at part `number`.
+
+    Pieces are kept as views of the caller's chunks and joined once per part, so each byte is
+    copied exactly once on its way to `upload_part` and memory holds at most one unfinished part.
+    """
+
+    number: int
+    base: int
+    _pieces: list[bytes | memoryview] = field(default_factory=list)
+    _filled: int = 0
+    cut_bytes: int = 0  # bytes handed out as full parts so far
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
+        """Take `data`; yield `(part number, body)` for every part it completes."""
+        view = memoryview(data)
+        while view:
+            room = part_size(self.number, self.base) - self._filled
+            piece, view = view[:room], view[room:]
+            self._pieces.append(piece)
+            self._filled += len(piece)
+            if len(piece) == room:
+                body = b"".join(self._pieces)
+                self._pieces.clear()
+                self._filled = 0
+                self.cut_bytes += len(body)
+                self.number += 1
+                yield self.number - 1, body
+
+    def remainder(self) -> bytes:
+        """The bytes that do not fill a part (they become the tail object)."""
+        return b"".join(self._pieces)
+
+
+def copy_ranges(size: int) -> list[tuple[int, int]]:
+    """Inclusive byte ranges splitting an object of `size` > 0 bytes into copyable parts.
+
+    Even splits keep every range well above 5 MiB; a source over 5 GiB needs several."""
+    count = -(-size // MAX_PART)
+    step = -(-size // count)
+    return [(start, min(start + step, size) - 1) for start in range(0, size, step)]
+
+
+class ByteBudget:
+    """Bytes of part bodies in flight, bounded across every upload in the process.
+
+    Thread-safe: a worker thread gives its grant back as soon as `upload_part` returns, so the
+    budget is restored even when the event loop that waited for it has gone. Waiters are served
+    first come, first served; a request larger than the whole budget waits for all of it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit <= 0:
+            raise ValueError("budget must be positive")
+        self.limit = limit
+        self._free = limit
+        self._lock = threading.Lock()
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    async def acquire(self, size: int) -> Grant:
+        """Wait until `size` bytes (capped at the limit) are free."""
+        want = min(size, self.limit)
+        with self._lock:
+            if not self._waiters and self._free >= want:
+                self._free -= want
+                return Grant(self, want)
+            waiter = (want, asyncio.get_running_loop().create_future())
+            self._waiters.append(waiter)
+        try:
+            await waiter[1]
+        except asyncio.CancelledError:
+            with self._lock:
+                queued = waiter in self._waiters
+                if queued:
+                    self._waiters.remove(waiter)
+            if not queued and waiter[1].done() and not waiter[1].cancelled():
+                self._give(want)
+            # A grant still on its way is given back by _hand_over, which finds the future done.
+            raise
+        return Grant(self, want)
+
+    def _give(self, size: int) -> None:
+        with self._lock:
+            self._free += size
+            grants: list[tuple[int, asyncio.Future[None]]] = []
+            while self._waiters and self._waiters[0][0] <= self._free:
+                want, future = self._waiters.popleft()
+                self._free -= want
+                grants.append((want, future))
+        for want, future in grants:
+            try:
+                future.get_loop().call_soon_threadsafe(self._hand_over, want, future)
+            except RuntimeError:  # that waiter's loop is closed
+                self._give(want)
+
+    def _hand_over(self, want: int, future: asyncio.Future[None]) -> None:
+        if future.done():  # cancelled while the grant was on its way
+            self._give(want)
+        else:
+            future.set_result(None)
+
+
+class Grant:
+    """Bytes held from a `ByteBudget`; `release` is idempotent and callable from any thread."""
+
+    __slots__ = ("_budget", "_size")
+
+    def __init__(self, budget: ByteBudget, size: int) -> None:
+        self._budget = budget
+        self._size = size
+
+    def release(self) -> None:
+        with self._budget._lock:
+            size, self._size = self._size, 0
+        if size:
+            self._budget._give(size)
+
+
+#: Part bodies in flight across all stores of the process: 16 parts of the default size.
+DEFAULT_BUDGET = ByteBudget(16 * 16 * MiB)
