@@ -36,9 +36,9 @@ from .base import LockSupport, ObjectInfo, Target
 from .errors import AlreadyExists, InvalidRange, NotFound, ObjectLocked, StoreError, StoreFull
 from .errors import OffsetMismatch, StoreUnavailable
 from .keys import check_key
-from .s3api import S3API, client_error, translate
-from .s3parts import DEFAULT_BUDGET, MIN_PART, ByteBudget, Layout, MiB, PartCutter, StoredPart
-from .s3parts import TooManyParts, copy_ranges, read_layout
+from .s3parts import DEFAULT_BUDGET, MAX_PARTS, MIN_PART, S3API, ByteBudget, Layout, MiB
+from .s3parts import PartCutter, StoredPart, TooManyParts, client_error, copy_ranges
+from .s3parts import read_layout, translate
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -561,3 +561,131 @@ class S3Store:
             raise self._error(exc, key) from exc
         except Exception as exc:
             raise self._error(exc, key) from exc
+
+    # -- capabilities -----------------------------------------------------------------------
+
+    async def concatenate(self, key: str, sources: Sequence[str]) -> ObjectInfo:
+        check_key(key)
+        infos = [await self.stat(source) for source in sources]
+        if await self._exists(key):
+            raise AlreadyExists(f"object {key!r} already exists", key=key)
+        filled = [info for info in infos if info.size]
+        ranges = [(info, r) for info in filled for r in copy_ranges(info.size)]
+        # UploadPartCopy keeps the bytes inside S3, but only when every part but the last is
+        # at least 5 MiB; otherwise the bytes take a detour through this process.
+        if not filled or len(ranges) > MAX_PARTS or any(i.size < MIN_PART for i in filled[:-1]):
+            return await self._concatenate_streaming(key, infos)
+        target = await self.create(key)
+        try:
+            slots = asyncio.Semaphore(self._max_inflight)
+
+            async def copy(number: int, info: ObjectInfo, first: int, last: int) -> str:
+                async with slots:
+                    out = await self._call(
+                        self._s3.upload_part_copy,
+                        Bucket=self._bucket,
+                        Key=self._k(key),
+                        UploadId=target.handle,
+                        PartNumber=number,
+                        CopySource={"Bucket": self._bucket, "Key": self._k(info.key)},
+                        CopySourceRange=f"bytes={first}-{last}",
+                    )
+                return out["CopyPartResult"].get("ETag", "")
+
+            etags = await asyncio.gather(
+                *(copy(n, info, a, b) for n, (info, (a, b)) in enumerate(ranges, start=1))
+            )
+            await self._call(
+                self._s3.complete_multipart_upload,
+                Bucket=self._bucket,
+                Key=self._k(key),
+                UploadId=target.handle,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, start=1)]
+                },
+                IfNoneMatch="*",
+            )
+        except BaseException:
+            await asyncio.shield(self.abort(target))
+            raise
+        return await self.stat(key)
+
+    async def _concatenate_streaming(self, key: str, infos: list[ObjectInfo]) -> ObjectInfo:
+        async def stream() -> AsyncIterator[bytes]:
+            for info in infos:
+                async for chunk in await self.read(info.key):
+                    yield chunk
+
+        target = await self.create(key)
+        try:
+            size = await self.append(target, offset=0, chunks=stream())
+            return await self.finish(target, size=size)
+        except BaseException:
+            await asyncio.shield(self.abort(target))
+            raise
+
+    async def lock_support(self) -> LockSupport:
+        self._s3  # noqa: B018 - detected at open: refuse to answer for a closed store
+        return self._lock
+
+    async def set_retention(
+        self, key: str, *, until: datetime, mode: Literal["GOVERNANCE", "COMPLIANCE"]
+    ) -> None:
+        version = await self._locked_version(key)
+        until = until if until.tzinfo else until.replace(tzinfo=UTC)
+        s3_key = self._k(key)
+        try:
+            current = (await self._run(
+                self._s3.get_object_retention, Bucket=self._bucket, Key=s3_key, VersionId=version
+            )).get("Retention", {})
+        except ClientError as exc:
+            if client_error(exc)[0] not in _NO_RETENTION:
+                raise self._error(exc, key) from exc
+            current = {}
+        except Exception as exc:
+            raise self._error(exc, key) from exc
+        held = current.get("RetainUntilDate")
+        if held is not None and held >= until:
+            return  # never shorten: a later date already protects the object
+        if current.get("Mode") == "COMPLIANCE":
+            mode = "COMPLIANCE"  # S3 refuses to weaken COMPLIANCE to GOVERNANCE
+        await self._call(
+            self._s3.put_object_retention,
+            Bucket=self._bucket,
+            Key=s3_key,
+            VersionId=version,
+            Retention={"Mode": mode, "RetainUntilDate": until},
+        )
+
+    async def set_legal_hold(self, key: str, *, on: bool) -> None:
+        version = await self._locked_version(key)
+        await self._call(
+            self._s3.put_object_legal_hold,
+            Bucket=self._bucket,
+            Key=self._k(key),
+            VersionId=version,
+            LegalHold={"Status": "ON" if on else "OFF"},
+        )
+
+    async def _locked_version(self, key: str) -> str:
+        """The current version of an object in a lock bucket (lock applies per version)."""
+        check_key(key)
+        if not self._lock.object_lock:
+            raise StoreError(f"S3 bucket {self._bucket!r} has no Object Lock", key=key)
+        # HEAD first: some servers answer a hold on a missing key with 500, not 404.
+        out = await self._call(self._s3.head_object, Bucket=self._bucket, Key=self._k(key))
+        return out.get("VersionId", "")
+
+    async def presign_get(self, key: str, *, expires_in: int) -> str:
+        check_key(key)
+        return await self._call(
+            self._s3.generate_presigned_url,
+            "get_object",
+            Params={"Bucket": self._bucket, "Key": self._k(key)},
+            ExpiresIn=expires_in,
+        )
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator that yields nothing

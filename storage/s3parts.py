@@ -1,4 +1,6 @@
-"""How `S3Store` lays an upload out in multipart parts, free of any SDK call.
+"""What `S3Store` needs besides the store itself: part layout, the S3 calls, the error table.
+
+The part layout is free of any SDK call:
 
 * The part schedule depends only on the part number, so a process that knows nothing but the
   parts already stored can continue an upload whose length is still unknown: parts 1-1000 are
@@ -8,6 +10,9 @@
   by a failed append recognisable, and lets `base` be read back from part 1 after a restart.
 * `PartCutter` cuts a byte stream into scheduled parts with one copy per byte; `ByteBudget` bounds
   the bytes of all parts in flight in the process.
+
+`S3API` lists the only client calls the store makes (as tusd's `S3API` does), and `translate` is
+the single table from SDK exceptions to `storage.errors`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,50 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, Unpack
+
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+from .errors import AlreadyExists, InvalidRange, NotFound, StoreError, StoreFull, StoreUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import (
+        AbortMultipartUploadOutputTypeDef,
+        AbortMultipartUploadRequestTypeDef,
+        CompleteMultipartUploadOutputTypeDef,
+        CompleteMultipartUploadRequestTypeDef,
+        CreateBucketOutputTypeDef,
+        CreateBucketRequestTypeDef,
+        CreateMultipartUploadOutputTypeDef,
+        CreateMultipartUploadRequestTypeDef,
+        DeleteObjectOutputTypeDef,
+        DeleteObjectRequestTypeDef,
+        EmptyResponseMetadataTypeDef,
+        GetObjectLockConfigurationOutputTypeDef,
+        GetObjectLockConfigurationRequestTypeDef,
+        GetObjectOutputTypeDef,
+        GetObjectRequestTypeDef,
+        GetObjectRetentionOutputTypeDef,
+        GetObjectRetentionRequestTypeDef,
+        HeadBucketOutputTypeDef,
+        HeadBucketRequestTypeDef,
+        HeadObjectOutputTypeDef,
+        HeadObjectRequestTypeDef,
+        ListPartsOutputTypeDef,
+        ListPartsRequestTypeDef,
+        PutObjectLegalHoldOutputTypeDef,
+        PutObjectLegalHoldRequestTypeDef,
+        PutObjectOutputTypeDef,
+        PutObjectRequestTypeDef,
+        PutObjectRetentionOutputTypeDef,
+        PutObjectRetentionRequestTypeDef,
+        UploadPartCopyOutputTypeDef,
+        UploadPartCopyRequestTypeDef,
+        UploadPartOutputTypeDef,
+        UploadPartRequestTypeDef,
+    )
 
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB  # S3: every part but the last is at least 5 MiB
@@ -222,3 +271,95 @@ class Grant:
 
 #: Part bodies in flight across all stores of the process: 16 parts of the default size.
 DEFAULT_BUDGET = ByteBudget(16 * 16 * MiB)
+
+
+class S3API(Protocol):
+    """The S3 client calls `S3Store` makes; boto3's client satisfies it structurally."""
+
+    def head_bucket(self, **kw: Unpack[HeadBucketRequestTypeDef]) -> HeadBucketOutputTypeDef: ...
+    def create_bucket(
+        self, **kw: Unpack[CreateBucketRequestTypeDef]
+    ) -> CreateBucketOutputTypeDef: ...
+    def get_object_lock_configuration(
+        self, **kw: Unpack[GetObjectLockConfigurationRequestTypeDef]
+    ) -> GetObjectLockConfigurationOutputTypeDef: ...
+    def head_object(self, **kw: Unpack[HeadObjectRequestTypeDef]) -> HeadObjectOutputTypeDef: ...
+    def get_object(self, **kw: Unpack[GetObjectRequestTypeDef]) -> GetObjectOutputTypeDef: ...
+    def put_object(self, **kw: Unpack[PutObjectRequestTypeDef]) -> PutObjectOutputTypeDef: ...
+    def delete_object(
+        self, **kw: Unpack[DeleteObjectRequestTypeDef]
+    ) -> DeleteObjectOutputTypeDef: ...
+    def create_multipart_upload(
+        self, **kw: Unpack[CreateMultipartUploadRequestTypeDef]
+    ) -> CreateMultipartUploadOutputTypeDef: ...
+    def list_parts(self, **kw: Unpack[ListPartsRequestTypeDef]) -> ListPartsOutputTypeDef: ...
+    def upload_part(self, **kw: Unpack[UploadPartRequestTypeDef]) -> UploadPartOutputTypeDef: ...
+    def upload_part_copy(
+        self, **kw: Unpack[UploadPartCopyRequestTypeDef]
+    ) -> UploadPartCopyOutputTypeDef: ...
+    def complete_multipart_upload(
+        self, **kw: Unpack[CompleteMultipartUploadRequestTypeDef]
+    ) -> CompleteMultipartUploadOutputTypeDef: ...
+    def abort_multipart_upload(
+        self, **kw: Unpack[AbortMultipartUploadRequestTypeDef]
+    ) -> AbortMultipartUploadOutputTypeDef: ...
+    def get_object_retention(
+        self, **kw: Unpack[GetObjectRetentionRequestTypeDef]
+    ) -> GetObjectRetentionOutputTypeDef: ...
+    def put_object_retention(
+        self, **kw: Unpack[PutObjectRetentionRequestTypeDef]
+    ) -> PutObjectRetentionOutputTypeDef: ...
+    def put_object_legal_hold(
+        self, **kw: Unpack[PutObjectLegalHoldRequestTypeDef]
+    ) -> PutObjectLegalHoldOutputTypeDef: ...
+    def generate_presigned_url(
+        self, ClientMethod: str, Params: Mapping[str, Any] = ..., ExpiresIn: int = 3600
+    ) -> str: ...
+    def close(self) -> None: ...
+
+
+_NOT_FOUND = {"NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchVersion"}
+_REJECTED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
+             "InvalidToken", "InvalidSecurity", "AuthorizationHeaderMalformed"}
+_BUSY = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling"}
+_FULL = {"StorageFull", "XMinioStorageFull", "QuotaExceeded", "XMinioAdminBucketQuotaExceeded",
+         "InsufficientStorage"}
+_FULL_WORDS = ("no space left", "disk full", "no free volume", "no writable volume", "quota")
+
+
+def client_error(exc: ClientError) -> tuple[str, int]:
+    """The error code and HTTP status of a refused request (HEAD errors carry only the status)."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return code, status
+
+
+def translate(exc: Exception, *, endpoint: str, bucket: str, key: str | None) -> StoreError:
+    """Map an SDK exception to the store error the server understands; one line, no secrets."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return StoreUnavailable(f"no S3 credentials found for {endpoint}", key=key)
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return StoreUnavailable(f"S3 endpoint {endpoint} unreachable ({type(exc).__name__})", key=key)
+    if isinstance(exc, ClientError):
+        code, status = client_error(exc)
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        if code in _FULL or status == 507 or any(w in message.lower() for w in _FULL_WORDS):
+            return StoreFull(f"S3 bucket {bucket!r} has no room: {code} {message}", key=key)
+        if code == "NoSuchBucket":
+            return StoreUnavailable(f"S3 bucket {bucket!r} does not exist", key=key)
+        if code in _NOT_FOUND or status == 404:
+            return NotFound(f"no S3 object or upload target for {key!r}", key=key)
+        if code in _REJECTED or status in (401, 403):
+            return StoreUnavailable(f"S3 credentials rejected by {endpoint} ({code})", key=key)
+        if code == "PreconditionFailed" or status == 412:
+            return AlreadyExists(f"object {key!r} already exists", key=key)
+        if code == "InvalidRange" or status == 416:
+            return InvalidRange(f"range outside object {key!r}", key=key)
+        if code in _BUSY or status >= 500:
+            return StoreUnavailable(f"S3 endpoint {endpoint} failed: {code} {message}", key=key)
+        return StoreError(f"S3 refused the request: {code} {message}", key=key)
+    if isinstance(exc, (BotoCoreError, OSError)):
+        return StoreUnavailable(f"S3 endpoint {endpoint} failed: {type(exc).__name__}", key=key)
+    return StoreError(f"S3 call failed: {type(exc).__name__}: {exc}", key=key)

@@ -4,4 +4,5 @@ pytest_plugins = [
     "support.seaweed",
     "support.stores",
     "support.postgres",
+    "support.servers",
 ]
