@@ -12,7 +12,7 @@ import functools
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -33,10 +33,13 @@ class Context:
         self.flags = flags
 
     def settings(self, **more: Any) -> config.Settings:
-        return config.load(config_file=self.config_file, **self.flags, **more)
+        try:
+            return config.load(config_file=self.config_file, **self.flags, **more)
+        except config.ConfigError as exc:
+            fail(str(exc))
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     click.echo(f"avidence-server: error: {message}", err=True)
     sys.exit(2)
 
@@ -47,7 +50,6 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except (config.ConfigError, CatalogUnavailable, StoreError, ValueError) as exc:
         fail(str(exc))
-        raise AssertionError from exc  # unreachable: fail exits
 
 
 def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -102,12 +102,12 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> None:
         banner = self.data_dir / f"banner-{self.port}.txt"
         banner.unlink(missing_ok=True)
-        log = (self.data_dir / f"server-{self.port}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [str(BIN / "avidence-server"), "serve", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), "--banner-file", str(banner), *self.args],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env,
-        )
+        with (self.data_dir / f"server-{self.port}.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "avidence-server"), "serve", "--data-dir", str(self.data_dir),
+                 "--port", str(self.port), "--banner-file", str(banner), *self.args],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            )
         deadline = time.monotonic() + timeout
         while not banner.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:

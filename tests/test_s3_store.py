@@ -1,0 +1,362 @@
+"""S3-specific behaviour of `S3Store` against a real SeaweedFS: part layout, resume, crash
+safety of the tail object, server-side concatenation, failure at open, an outage mid-upload and
+Object Lock. The backend-neutral contract lives in test_store_contract.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+import pytest_asyncio
+from avidence.storage import s3 as s3_module
+from avidence.storage.base import Target
+from avidence.storage.errors import AlreadyExists, ObjectLocked, StoreUnavailable
+from avidence.storage.s3 import S3Store
+from support.seaweed import SeaweedServer, free_ports
+from support.stores import chunks_of, collect
+
+MiB = 1024 * 1024
+PART = 5 * MiB
+
+
+def new_key() -> str:
+    return f"ev/{uuid.uuid4().hex}/original.bin"
+
+
+def make_store(server: SeaweedServer, bucket: str, **options: Any) -> S3Store:
+    return S3Store(endpoint_url=server.endpoint, bucket=bucket, part_size=PART, **options)
+
+
+@pytest_asyncio.fixture
+async def store(s3_env: SeaweedServer, s3_bucket: str) -> AsyncIterator[S3Store]:
+    opened = make_store(s3_env, s3_bucket)
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def read_all(store: S3Store, key: str, *, start: int = 0, length: int | None = None) -> bytes:
+    return await collect(await store.read(key, start=start, length=length))
+
+
+def stored_parts(server: SeaweedServer, bucket: str, target: Target) -> list[int]:
+    out = server.client().list_parts(Bucket=bucket, Key=target.key, UploadId=target.handle)
+    return [part.get("Size", -1) for part in out.get("Parts", [])]
+
+
+async def broken_stream(data: bytes, *, chunk: int) -> AsyncIterator[bytes]:
+    """`data` in chunks, then the connection drops."""
+    async for piece in chunks_of(data, chunk):
+        yield piece
+    raise ConnectionResetError("client went away")
+
+
+async def test_odd_sized_appends_become_5mib_parts_and_read_back(
+    store: S3Store, s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    data = os.urandom(12 * MiB + 12_345)
+    cuts = [0, MiB + 7, 4 * MiB + 8, 8 * MiB + 9, 10 * MiB + 3, len(data)]
+    key = new_key()
+    target = await store.create(key)
+    for start, end in zip(cuts, cuts[1:], strict=False):
+        got = await store.append(target, offset=start, chunks=chunks_of(data[start:end], 300_001))
+        assert got == end == await store.offset(target)
+    assert stored_parts(s3_env, s3_bucket, target) == [PART, PART]  # the rest waits in the tail
+    info = await store.finish(target, size=len(data))
+    assert info.size == len(data)
+    assert await read_all(store, key) == data
+    assert await read_all(store, key, start=PART - 10, length=MiB) == data[PART - 10 : PART - 10 + MiB]
+    chunks = [len(c) async for c in await store.read(key)]
+    assert max(chunks) <= MiB
+    with pytest.raises(Exception, match="404|Not Found"):
+        s3_env.client().head_object(Bucket=s3_bucket, Key=key + ".part")
+
+
+async def test_offset_survives_new_store_instance(
+    store: S3Store, s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    data = os.urandom(2 * PART + 777)
+    key = new_key()
+    target = await store.create(key)
+    first = PART + 4321  # one part plus a tail
+    await store.append(target, offset=0, chunks=chunks_of(data[:first], MiB))
+    await store.close()
+
+    again = make_store(s3_env, s3_bucket)
+    await again.open()
+    try:
+        assert await again.offset(target) == first
+        await again.append(target, offset=first, chunks=chunks_of(data[first:], MiB))
+        await again.finish(target, size=len(data))
+        assert await read_all(again, key) == data
+    finally:
+        await again.close()
+
+
+async def test_interrupted_append_keeps_what_it_received(store: S3Store) -> None:
+    data = os.urandom(3 * PART)
+    key = new_key()
+    target = await store.create(key)
+    received = PART + 2 * MiB + 5  # a full part and a tail's worth before the drop
+    with pytest.raises(ConnectionResetError):
+        await store.append(target, offset=0, chunks=broken_stream(data[:received], chunk=MiB))
+    assert await store.offset(target) == received
+    await store.append(target, offset=received, chunks=chunks_of(data[received:], MiB))
+    await store.finish(target, size=len(data))
+    assert await read_all(store, key) == data
+
+
+async def test_tail_not_at_end_of_parts_is_ignored(
+    store: S3Store, s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    # The instant after an append stored its parts and before it replaced the tail.
+    data = os.urandom(PART + 1000)
+    key = new_key()
+    target = await store.create(key)
+    await store.append(target, offset=0, chunks=chunks_of(data, MiB))
+    s3_env.client().put_object(
+        Bucket=s3_bucket,
+        Key=key + ".part",
+        Body=b"old tail bytes",
+        Metadata={"avidence-start": "0", "avidence-upload": target.handle},
+    )
+    assert await store.offset(target) == PART
+    await store.append(target, offset=PART, chunks=chunks_of(data[PART:], MiB))
+    await store.finish(target, size=len(data))
+    assert await read_all(store, key) == data
+
+
+async def test_part_left_beyond_a_gap_is_never_counted(
+    store: S3Store, s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    # An append failed with part 3 stored but part 2 lost; a different resume must not see it.
+    key, data = new_key(), os.urandom(3 * PART)
+    target = await store.create(key)
+    await store.append(target, offset=0, chunks=chunks_of(data[:PART], MiB))
+    s3_env.client().upload_part(
+        Bucket=s3_bucket, Key=key, UploadId=target.handle, PartNumber=3, Body=b"\0" * PART
+    )
+    assert await store.offset(target) == PART
+    part_two = data[PART : 2 * PART]
+    assert await store.append(target, offset=PART, chunks=chunks_of(part_two, MiB)) == 2 * PART
+    assert await store.offset(target) == 2 * PART
+    await store.append(target, offset=2 * PART, chunks=chunks_of(data[2 * PART :], MiB))
+    await store.finish(target, size=len(data))
+    assert await read_all(store, key) == data
+
+
+async def test_list_parts_is_paged(store: S3Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3_module, "_LIST_PAGE", 1)
+    data = os.urandom(3 * PART + 10)
+    key = new_key()
+    target = await store.create(key)
+    await store.append(target, offset=0, chunks=chunks_of(data, MiB))
+    assert await store.offset(target) == len(data)
+    await store.finish(target, size=len(data))
+    assert await read_all(store, key) == data
+
+
+async def test_empty_upload_finishes_as_empty_object(store: S3Store) -> None:
+    key = new_key()
+    target = await store.create(key)
+    info = await store.finish(target, size=0)
+    assert info.size == 0
+    assert await read_all(store, key) == b""
+    with pytest.raises(AlreadyExists):
+        await store.create(key)
+
+
+async def test_second_target_cannot_overwrite_finished_object(store: S3Store) -> None:
+    key = new_key()
+    first, second = await store.create(key), await store.create(key)
+    await store.append(first, offset=0, chunks=chunks_of(b"first", 5))
+    await store.finish(first, size=5)
+    await store.append(second, offset=0, chunks=chunks_of(b"second", 6))
+    with pytest.raises(AlreadyExists):
+        await store.finish(second, size=6)
+    assert await read_all(store, key) == b"first"
+    await store.abort(second)
+
+
+def counting_session(s3_env: SeaweedServer, counts: dict[str, int]) -> boto3.session.Session:
+    session = boto3.session.Session()
+
+    def count(event_name: str, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        counts[operation] = counts.get(operation, 0) + 1
+
+    session.events.register("before-call.s3", count)
+    return session
+
+
+async def test_concatenate_copies_large_sources_inside_s3(
+    s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    counts: dict[str, int] = {}
+    store = make_store(s3_env, s3_bucket, session=counting_session(s3_env, counts))
+    await store.open()
+    try:
+        pieces = [os.urandom(PART + 1), os.urandom(PART + 2), os.urandom(100)]
+        keys = [new_key() for _ in pieces]
+        for key, piece in zip(keys, pieces, strict=True):
+            target = await store.create(key)
+            await store.append(target, offset=0, chunks=chunks_of(piece, MiB))
+            await store.finish(target, size=len(piece))
+        counts.clear()
+        whole = new_key()
+        info = await store.concatenate(whole, keys)
+        assert info.size == sum(map(len, pieces))
+        assert counts.get("UploadPartCopy") == 3
+        assert "GetObject" not in counts
+        assert await read_all(store, whole) == b"".join(pieces)
+        with pytest.raises(AlreadyExists):
+            await store.concatenate(whole, keys)
+    finally:
+        await store.close()
+
+
+async def test_concatenate_streams_small_sources(s3_env: SeaweedServer, s3_bucket: str) -> None:
+    counts: dict[str, int] = {}
+    store = make_store(s3_env, s3_bucket, session=counting_session(s3_env, counts))
+    await store.open()
+    try:
+        pieces = [os.urandom(1000), os.urandom(PART + 5), b"", os.urandom(3)]
+        keys = [new_key() for _ in pieces]
+        for key, piece in zip(keys, pieces, strict=True):
+            target = await store.create(key)
+            await store.append(target, offset=0, chunks=chunks_of(piece or b"", MiB))
+            await store.finish(target, size=len(piece))
+        counts.clear()
+        whole = new_key()
+        assert (await store.concatenate(whole, keys)).size == sum(map(len, pieces))
+        assert "UploadPartCopy" not in counts
+        assert await read_all(store, whole) == b"".join(pieces)
+    finally:
+        await store.close()
+
+
+async def test_open_fails_when_credentials_are_rejected(
+    s3_env: SeaweedServer, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    store = make_store(s3_env, s3_bucket)
+    with pytest.raises(StoreUnavailable, match="credentials rejected"):
+        await store.open()
+
+
+async def test_open_fails_quickly_when_endpoint_is_unreachable(
+    s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    (port,) = free_ports(1)
+    store = S3Store(endpoint_url=f"http://127.0.0.1:{port}", bucket=s3_bucket, part_size=PART)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        await store.open()
+    assert time.monotonic() - started < 10
+
+
+async def test_open_fails_for_missing_bucket_when_not_allowed_to_create(
+    s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    store = make_store(s3_env, s3_bucket, create_bucket=False)
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        await store.open()
+
+
+async def test_outage_mid_append_fails_fast_and_upload_resumes(
+    seaweed_private: SeaweedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = seaweed_private
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    store = make_store(server, "outage")
+    await store.open()
+    try:
+        data = os.urandom(3 * PART + 99)
+        key = new_key()
+        target = await store.create(key)
+        await store.append(target, offset=0, chunks=chunks_of(data[:PART], MiB))
+
+        async def stream_then_outage() -> AsyncIterator[bytes]:
+            yield data[PART : PART + MiB]
+            await asyncio.to_thread(server.stop)
+            async for piece in chunks_of(data[PART + MiB :], MiB):
+                yield piece
+
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.append(target, offset=PART, chunks=stream_then_outage())
+        assert time.monotonic() - started < 30
+        with pytest.raises(StoreUnavailable):
+            await store.offset(target)
+
+        await asyncio.to_thread(server.start)
+        resume = await store.offset(target)
+        assert resume == PART  # nothing after the last durable part survived the outage
+        await store.append(target, offset=resume, chunks=chunks_of(data[resume:], MiB))
+        await store.finish(target, size=len(data))
+        assert await read_all(store, key) == data
+    finally:
+        await store.close()
+
+
+async def test_object_lock_bucket_protects_retained_and_held_objects(
+    s3_env: SeaweedServer,
+) -> None:
+    bucket = f"lock-{uuid.uuid4().hex[:8]}"
+    s3_env.client().create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    store = make_store(s3_env, bucket, create_bucket=False)
+    await store.open()
+    try:
+        assert (await store.lock_support()).object_lock is True
+        retained, held = new_key(), new_key()
+        for key in (retained, held):
+            target = await store.create(key)
+            await store.append(target, offset=0, chunks=chunks_of(b"evidence", 8))
+            await store.finish(target, size=8)
+
+        until = datetime.now(UTC) + timedelta(days=2)
+        await store.set_retention(retained, until=until, mode="GOVERNANCE")
+        await store.set_retention(retained, until=until - timedelta(days=1), mode="GOVERNANCE")
+        kept = s3_env.client().get_object_retention(Bucket=bucket, Key=retained)["Retention"]
+        assert kept.get("RetainUntilDate", until) >= until - timedelta(seconds=1)
+        with pytest.raises(ObjectLocked):
+            await store.delete(retained)
+
+        await store.set_legal_hold(held, on=True)
+        with pytest.raises(ObjectLocked):
+            await store.delete(held)
+        await store.set_legal_hold(held, on=False)
+        await store.delete(held)
+        assert await read_all(store, retained) == b"evidence"
+    finally:
+        await store.close()
+
+
+async def test_plain_bucket_reports_no_object_lock(store: S3Store) -> None:
+    assert (await store.lock_support()).object_lock is False
+
+
+async def test_presigned_get_serves_object_without_credentials(store: S3Store) -> None:
+    key = new_key()
+    target = await store.create(key)
+    await store.append(target, offset=0, chunks=chunks_of(b"signed bytes", 4))
+    await store.finish(target, size=12)
+    url = await store.presign_get(key, expires_in=60)
+    assert url.startswith("http://127.0.0.1:")
+
+    def fetch() -> bytes:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body: bytes = response.read()
+            return body
+
+    assert await asyncio.to_thread(fetch) == b"signed bytes"
