@@ -48,5 +48,8 @@ const http = server.listen({ host: '127.0.0.1', port: Number(opts.port) }, () =>
   console.log(`listening ${opts.port}`);
 });
 for (const signal of ['SIGTERM', 'SIGINT']) {
-  process.on(signal, () => http.close(() => process.exit(0)));
+  process.on(signal, () => {
+    http.closeAllConnections();
+    process.exit(0);
+  });
 }

@@ -45,6 +45,7 @@ class Settings:
     public_url: str = ""
     cors_origins: tuple[str, ...] = ()
     upload_expiry: int = 7 * 24 * 3600
+    read_timeout: int = 60
     log_level: str = "INFO"
     log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -59,7 +60,7 @@ class Settings:
         return self.data_dir / "store"
 
 
-_INT_FIELDS = {"port", "s3_part_size", "max_size", "upload_expiry"}
+_INT_FIELDS = {"port", "s3_part_size", "max_size", "upload_expiry", "read_timeout"}
 _TUPLE_FIELDS = {"digests", "cors_origins"}
 _FIELDS = {f.name for f in dataclasses.fields(Settings)} - {"extra"}
 
@@ -153,6 +154,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("max_size: must be a positive number of bytes")
     if settings.s3_part_size < 5 * 1024 * 1024:
         raise ConfigError("s3_part_size: S3 needs parts of at least 5 MiB (5242880 bytes)")
+    if settings.read_timeout <= 0:
+        raise ConfigError("read_timeout: must be a positive number of seconds")
     if settings.upload_expiry <= 0:
         raise ConfigError("upload_expiry: must be a positive number of seconds")
     if not (settings.tus_path.startswith("/") and settings.tus_path.endswith("/")):

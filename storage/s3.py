@@ -6,15 +6,15 @@ Object layout, every name under `prefix`:
   `If-None-Match: *`, so an existing original is never replaced.
 * An upload target is a multipart upload on `<key>`; `Target.handle` is its UploadId. Parts follow
   the schedule in `s3parts` (16 MiB by default, doubling every 1000 parts) and each stored part
-  has exactly its scheduled size until `finish`.
+  has exactly its scheduled size until `finish` adds the last one.
 * `<key>.part` is the tail: an ordinary object with the appended bytes that do not fill a part yet,
-  and user metadata `avidence-start` (offset of its first byte) and `avidence-upload` (owner
-  UploadId). A key has at most one live upload target (the catalog guarantees it).
+  and user metadata `avidence-start` (offset of its first byte) and `avidence-upload` (owning
+  UploadId). A key has at most one live upload target (the catalog sees to it).
 
 The durable offset is the size of the contiguous scheduled parts from part 1, plus the tail when
-the tail starts exactly there. An append uploads its full parts first and only then replaces the
-tail, so a crash at any instant leaves an offset that covers a prefix of the appended bytes:
-either the old parts plus old tail, or the new parts (the old tail no longer starts at their end).
+the tail starts exactly there. An append uploads its full parts first and replaces the tail only
+after they all landed, so a crash at any instant leaves an offset covering a prefix of the bytes
+appended: the old parts and old tail, or the new parts (the old tail no longer starts at their end).
 """
 
 from __future__ import annotations
@@ -26,23 +26,46 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar, cast
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from .base import LockSupport, ObjectInfo, Target
-from .errors import AlreadyExists, InvalidRange, NotFound, ObjectLocked, StoreError, StoreFull
-from .errors import OffsetMismatch, StoreUnavailable
+from .errors import (
+    AlreadyExists,
+    InvalidRange,
+    NotFound,
+    ObjectLocked,
+    OffsetMismatch,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
 from .keys import check_key
-from .s3parts import DEFAULT_BUDGET, MAX_PARTS, MIN_PART, S3API, ByteBudget, Layout, MiB
-from .s3parts import PartCutter, StoredPart, TooManyParts, client_error, copy_ranges
-from .s3parts import read_layout, translate
+from .s3parts import (
+    DEFAULT_BUDGET,
+    MAX_PARTS,
+    MIN_PART,
+    S3API,
+    ByteBudget,
+    Layout,
+    MiB,
+    PartCutter,
+    PartUploads,
+    StoredPart,
+    TooManyParts,
+    client_error,
+    copy_ranges,
+    read_layout,
+    translate,
+)
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+    from mypy_boto3_s3.literals import BucketLocationConstraintType
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, DeleteObjectRequestTypeDef
 
 _log = logging.getLogger("avidence.storage.s3")
 _P = ParamSpec("_P")
@@ -59,7 +82,7 @@ _NO_RETENTION = {"ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfig
 
 @dataclass(slots=True, frozen=True)
 class _Tail:
-    """The tail object as found: `body` is filled only when asked for and when it counts."""
+    """The tail object as found; `body` only when asked for and when it counts."""
 
     exists: bool = False
     version: str | None = None
@@ -67,7 +90,11 @@ class _Tail:
 
 
 class S3Store:
-    """`Store`, `Concatenator`, `Retainer` and `Presigner` on one S3 bucket."""
+    """`Store`, `Concatenator`, `Retainer` and `Presigner` on one S3 bucket.
+
+    Credentials come from the standard AWS chain (environment, config files) or `session`.
+    `budget` bounds the part bodies in flight; by default one budget is shared process-wide.
+    """
 
     name = "s3"
 
@@ -85,7 +112,7 @@ class S3Store:
         budget: ByteBudget | None = None,
     ) -> None:
         if part_size < MIN_PART:
-            raise ValueError("part_size must be at least 5 MiB (S3's minimum part)")
+            raise ValueError("part_size must be at least 5 MiB, S3's smallest part")
         if max_inflight_parts < 1:
             raise ValueError("max_inflight_parts must be at least 1")
         self._endpoint_url = endpoint_url
@@ -98,7 +125,7 @@ class S3Store:
         self._create_bucket = create_bucket
         self._session = session
         self._budget = budget or DEFAULT_BUDGET
-        # Room for several appends' parts plus reads; boto3's pool matches so no call waits on it.
+        # Threads for several appends' parts plus reads; boto3's pool matches so none waits.
         self._workers = max(16, 2 * max_inflight_parts)
         self._pool: ThreadPoolExecutor | None = None
         self._client: S3API | None = None
@@ -115,6 +142,9 @@ class S3Store:
     def _k(self, key: str) -> str:
         return self._prefix + key
 
+    def _tail_key(self, target: Target) -> str:
+        return self._k(target.key) + _TAIL
+
     def _error(self, exc: Exception, key: str | None) -> StoreError:
         return translate(exc, endpoint=self._where, bucket=self._bucket, key=key)
 
@@ -126,7 +156,7 @@ class S3Store:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def _call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        """`_run`, with SDK exceptions mapped to `storage.errors` (the key taken from `Key`)."""
+        """`_run`, with SDK exceptions mapped to `storage.errors` (naming the `Key` argument)."""
         try:
             return await self._run(fn, *args, **kwargs)
         except Exception as exc:
@@ -141,7 +171,7 @@ class S3Store:
             return
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="s3store")
         try:
-            self._client = await self._run(self._make_client)
+            self._client = await self._run(self._make_client)  # reads config files: a thread
             await self._ensure_bucket()
             self._lock = await self._detect_lock()
         except BaseException:
@@ -149,7 +179,6 @@ class S3Store:
             raise
 
     def _make_client(self) -> S3API:
-        session = self._session or boto3.session.Session()
         config = Config(
             s3={"addressing_style": "path"},
             connect_timeout=3,  # an outage must surface in seconds, not minutes
@@ -158,6 +187,7 @@ class S3Store:
             max_pool_connections=self._workers,
             tcp_keepalive=True,
         )
+        session = self._session or boto3.session.Session()
         return session.client(
             "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=config
         )
@@ -175,15 +205,16 @@ class S3Store:
             raise StoreUnavailable(f"S3 bucket {self._bucket!r} does not exist")
         try:
             if self._region and self._region != "us-east-1":
+                where = cast("BucketLocationConstraintType", self._region)
                 await self._run(
                     self._s3.create_bucket,
                     Bucket=self._bucket,
-                    CreateBucketConfiguration={"LocationConstraint": self._region},  # type: ignore[typeddict-item]
+                    CreateBucketConfiguration={"LocationConstraint": where},
                 )
             else:
                 await self._run(self._s3.create_bucket, Bucket=self._bucket)
         except ClientError as exc:
-            if client_error(exc)[0] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            if client_error(exc)[0] != "BucketAlreadyOwnedByYou":  # lost a race to ourselves
                 raise self._error(exc, None) from exc
         except Exception as exc:
             raise self._error(exc, None) from exc
@@ -194,7 +225,7 @@ class S3Store:
             out = await self._run(self._s3.get_object_lock_configuration, Bucket=self._bucket)
         except ClientError as exc:
             code, status = client_error(exc)
-            # Not configured, not implemented by this S3, or not ours to see: no lock to rely on.
+            # Not configured, not implemented by this S3, or not ours to see: nothing to rely on.
             if code == "AccessDenied" or status in (404, 405, 501):
                 return LockSupport(object_lock=False)
             raise self._error(exc, None) from exc
@@ -242,91 +273,45 @@ class S3Store:
                 expected=layout.offset,
                 got=offset,
             )
-        for part in layout.stale:
-            # Left by an append that failed with this part done but an earlier one missing: an
-            # empty body is off-schedule, so it can never be counted as data.
-            _log.warning("s3.stale_part_cleared key=%s part=%d", target.key, part.number)
-            await self._put_part(target, part.number, b"")
         cutter = PartCutter(number=layout.next_part, base=layout.base)
-        tasks: list[asyncio.Task[None]] = []
-        feed_error: Exception | None = None
+        uploads = PartUploads(
+            limit=self._max_inflight,
+            budget=self._budget,
+            upload=functools.partial(self._upload_part, target),
+            run=self._call,
+        )
+        broken: Exception | None = None
         try:
-            await self._pump(target, cutter, tail.body, chunks, tasks)
-        except Exception as exc:  # the caller's stream broke, or the upload is too large
-            feed_error = exc
-        if tasks:
-            await asyncio.wait(tasks)
-        failed = next((t.exception() for t in tasks if t.exception() is not None), None)
-        if failed is not None:
-            # Parts that did land are durable; the old tail stays valid until one covers it.
-            if feed_error is not None:
-                raise feed_error
-            raise failed
+            for number, body in cutter.feed(tail.body):  # the tail leads the next part
+                await uploads.start(number, body)
+            async for chunk in chunks:
+                for number, body in cutter.feed(chunk if type(chunk) is bytes else bytes(chunk)):
+                    if not await uploads.start(number, body):
+                        break
+                    del body  # the upload task holds the only reference until S3 has it
+                if uploads.failure is not None:
+                    break
+        except Exception as exc:  # the caller's stream broke, or the upload outgrew S3
+            broken = exc
+        failure = await uploads.wait()
+        if failure is not None:
+            # The parts that landed are durable; the old tail stays valid until one covers it.
+            raise broken or failure
         start = layout.parts_end + cutter.cut_bytes
         rest = cutter.remainder()
         if rest and (cutter.cut_bytes or len(rest) != len(tail.body)):
             await self._write_tail(target, start=start, body=rest, old=tail)
-        elif not rest and tail.exists and cutter.cut_bytes:
+        elif not rest and cutter.cut_bytes and tail.exists:
             await self._drop_tail(target, tail)
-        if isinstance(feed_error, TooManyParts):
-            raise StoreFull(f"upload {target.key!r} exceeds S3's object size", key=target.key)
-        if feed_error is not None:
-            raise feed_error
-        return start + len(rest)
+        if isinstance(broken, TooManyParts):
+            raise StoreFull(f"upload {target.key!r} outgrows S3's largest object", key=target.key)
+        if broken is not None:
+            raise broken
+        # Parts a failed append left beyond a gap may just have joined the prefix.
+        return await self.offset(target) if layout.loose else start + len(rest)
 
-    async def _pump(
-        self,
-        target: Target,
-        cutter: PartCutter,
-        head: bytes,
-        chunks: AsyncIterable[bytes],
-        tasks: list[asyncio.Task[None]],
-    ) -> None:
-        """Cut the old tail and `chunks` into parts and start their uploads while reading on;
-        stops reading as soon as a part upload has failed."""
-        for number, body in cutter.feed(head):
-            if not await self._launch(target, number, body, tasks):
-                return
-        async for chunk in chunks:
-            for number, body in cutter.feed(chunk if type(chunk) is bytes else bytes(chunk)):
-                if not await self._launch(target, number, body, tasks):
-                    return
-                del body  # the task holds the only reference: freed when the upload returns
-
-    async def _launch(
-        self, target: Target, number: int, body: bytes, tasks: list[asyncio.Task[None]]
-    ) -> bool:
-        running = {task for task in tasks if not task.done()}
-        while len(running) >= self._max_inflight:
-            _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-        if any(task.done() and task.exception() is not None for task in tasks):
-            return False
-        grant = await self._budget.acquire(len(body))
-
-        def upload() -> None:
-            try:
-                self._s3.upload_part(
-                    Bucket=self._bucket,
-                    Key=self._k(target.key),
-                    UploadId=target.handle,
-                    PartNumber=number,
-                    Body=body,
-                )
-            finally:
-                grant.release()  # in the worker: freed even if the awaiting task is gone
-
-        async def run() -> None:
-            try:
-                await self._call(upload)
-            finally:
-                grant.release()  # the call may never have started (shutdown, cancellation)
-
-        tasks.append(asyncio.create_task(run(), name=f"s3-part-{target.key}-{number}"))
-        return True
-
-    async def _put_part(self, target: Target, number: int, body: bytes) -> str:
-        out = await self._call(
-            self._s3.upload_part,
+    def _upload_part(self, target: Target, number: int, body: bytes) -> str:
+        out = self._s3.upload_part(
             Bucket=self._bucket,
             Key=self._k(target.key),
             UploadId=target.handle,
@@ -350,8 +335,8 @@ class S3Store:
             {"PartNumber": part.number, "ETag": part.etag} for part in layout.parts
         ]
         if tail.body:  # the tail becomes the last part, the only one allowed under 5 MiB
-            etag = await self._put_part(target, layout.next_part, tail.body)
-            parts.append({"PartNumber": layout.next_part, "ETag": etag})
+            upload = functools.partial(self._upload_part, target, layout.next_part, tail.body)
+            parts.append({"PartNumber": layout.next_part, "ETag": await self._call(upload)})
         key = self._k(target.key)
         if parts:
             await self._call(
@@ -380,7 +365,9 @@ class S3Store:
         check_key(target.key)
         await self._abort_upload(target)
         try:
-            out = await self._call(self._s3.head_object, Bucket=self._bucket, Key=self._tail(target))
+            out = await self._call(
+                self._s3.head_object, Bucket=self._bucket, Key=self._tail_key(target)
+            )
         except NotFound:
             return
         if out.get("Metadata", {}).get(_META_UPLOAD) == target.handle:
@@ -401,46 +388,40 @@ class S3Store:
 
     # -- layout and tail --------------------------------------------------------------------
 
-    def _tail(self, target: Target) -> str:
-        return self._k(target.key) + _TAIL
-
     async def _layout(self, target: Target, *, with_body: bool) -> tuple[Layout, _Tail]:
-        """Read the upload's parts and tail; `NotFound` when the multipart upload is gone.
+        """Read the upload's parts, then its tail; `NotFound` when the multipart upload is gone.
 
-        Parts are listed before the tail is read: an append that lands in between can only
-        make the tail look stale, which understates the offset, never overstates it."""
+        Parts are listed before the tail is read: an append landing in between can only make
+        the tail look stale, which understates the offset, never overstates it."""
         check_key(target.key)
         if not target.handle:
             raise NotFound(f"no upload target for {target.key!r}", key=target.key)
         parts = await self._list_parts(target)
         try:
-            if with_body:
-                meta, version, body = await self._call(self._fetch, Key=self._tail(target))
-            else:
-                out = await self._call(
-                    self._s3.head_object, Bucket=self._bucket, Key=self._tail(target)
-                )
-                meta, version, body = out.get("Metadata", {}), out.get("VersionId"), b""
-                size = out["ContentLength"]
+            meta, version, size, body = await self._call(
+                self._fetch, Key=self._tail_key(target), with_body=with_body
+            )
         except NotFound:
-            return read_layout(parts, default_base=self._part_size, tail_start=None, tail_size=0), _Tail()
-        if with_body:
-            size = len(body)
+            layout = read_layout(parts, default_base=self._part_size, tail_start=None, tail_size=0)
+            return layout, _Tail()
         start: int | None = None
         if meta.get(_META_UPLOAD) == target.handle and meta.get(_META_START, "").isdigit():
             start = int(meta[_META_START])
         layout = read_layout(parts, default_base=self._part_size, tail_start=start, tail_size=size)
         return layout, _Tail(exists=True, version=version, body=body if layout.tail_size else b"")
 
-    def _fetch(self, *, Key: str) -> tuple[dict[str, str], str | None, bytes]:  # noqa: N803
-        """GET a small object whole in one worker hop: metadata, version and bytes."""
+    def _fetch(self, *, Key: str, with_body: bool) -> tuple[dict[str, str], str | None, int, bytes]:
+        """Metadata, version, size and (GET) bytes of a small object in one worker hop."""
+        if not with_body:
+            head = self._s3.head_object(Bucket=self._bucket, Key=Key)
+            return head.get("Metadata", {}), head.get("VersionId"), head["ContentLength"], b""
         out = self._s3.get_object(Bucket=self._bucket, Key=Key)
-        with out["Body"] as body:
-            data = body.read()
-        return out.get("Metadata", {}), out.get("VersionId"), data
+        with out["Body"] as stream:
+            data = stream.read()
+        return out.get("Metadata", {}), out.get("VersionId"), len(data), data
 
-    async def _list_parts(self, target: Target) -> dict[int, StoredPart]:
-        parts: dict[int, StoredPart] = {}
+    async def _list_parts(self, target: Target) -> dict[int, list[StoredPart]]:
+        parts: dict[int, list[StoredPart]] = {}
         marker = 0
         while True:
             out = await self._call(
@@ -452,10 +433,16 @@ class S3Store:
                 PartNumberMarker=marker,
             )
             for part in out.get("Parts", []):
-                number = part.get("PartNumber", 0)
-                parts[number] = StoredPart(number, part.get("Size", 0), part.get("ETag", ""))
+                stamp = part.get("LastModified")
+                found = StoredPart(
+                    number=part.get("PartNumber", 0),
+                    size=part.get("Size", -1),
+                    etag=part.get("ETag", ""),
+                    modified=stamp.timestamp() if stamp else 0.0,
+                )
+                parts.setdefault(found.number, []).append(found)
             following = out.get("NextPartNumberMarker", 0)
-            if not out.get("IsTruncated") or following <= marker:
+            if not out.get("IsTruncated") or following <= marker:  # never loop on a bad marker
                 return parts
             marker = following
 
@@ -463,7 +450,7 @@ class S3Store:
         out = await self._call(
             self._s3.put_object,
             Bucket=self._bucket,
-            Key=self._tail(target),
+            Key=self._tail_key(target),
             Body=body,
             ContentType=_OCTETS,
             Metadata={_META_START: str(start), _META_UPLOAD: target.handle},
@@ -472,18 +459,16 @@ class S3Store:
             await self._drop_tail(target, old)  # versioned bucket: the put kept the old version
 
     async def _drop_tail(self, target: Target, tail: _Tail) -> None:
-        """Delete a tail (its version, in a versioned bucket); staging litter is not worth
-        failing an upload for, so errors are only logged."""
+        """Delete a tail (by version in a versioned bucket, else it only gains a delete marker).
+        Staging litter is not worth failing an upload for, so errors are only logged."""
+        request: DeleteObjectRequestTypeDef = {
+            "Bucket": self._bucket,
+            "Key": self._tail_key(target),
+        }
+        if tail.version:
+            request["VersionId"] = tail.version
         try:
-            if tail.version:
-                await self._call(
-                    self._s3.delete_object,
-                    Bucket=self._bucket,
-                    Key=self._tail(target),
-                    VersionId=tail.version,
-                )
-            else:
-                await self._call(self._s3.delete_object, Bucket=self._bucket, Key=self._tail(target))
+            await self._call(self._s3.delete_object, **request)
         except StoreError as exc:
             _log.warning("s3.tail_not_deleted key=%s error=%s", target.key, exc)
 
@@ -520,7 +505,7 @@ class S3Store:
             return _nothing()
         if start == 0 and end == info.size:
             out = await self._call(self._s3.get_object, Bucket=self._bucket, Key=self._k(key))
-        else:  # RFC 9110 14.1.2: the last position is inclusive
+        else:  # RFC 9110 14.1.1: last-pos is inclusive
             out = await self._call(
                 self._s3.get_object,
                 Bucket=self._bucket,
@@ -545,19 +530,19 @@ class S3Store:
 
     async def delete(self, key: str) -> None:
         check_key(key)
-        out = await self._call(self._s3.head_object, Bucket=self._bucket, Key=self._k(key))
-        version = out.get("VersionId")
+        head = await self._call(self._s3.head_object, Bucket=self._bucket, Key=self._k(key))
+        request: DeleteObjectRequestTypeDef = {"Bucket": self._bucket, "Key": self._k(key)}
+        if head.get("VersionId", "null") != "null":
+            # Without the version, a versioned bucket only stacks a delete marker on top and
+            # Object Lock never gets a say.
+            request["VersionId"] = head["VersionId"]
         try:
-            if version and version != "null":
-                # Deleting without the version only stacks a delete marker over a locked object.
-                await self._run(
-                    self._s3.delete_object, Bucket=self._bucket, Key=self._k(key), VersionId=version
-                )
-            else:
-                await self._run(self._s3.delete_object, Bucket=self._bucket, Key=self._k(key))
+            await self._run(self._s3.delete_object, **request)
         except ClientError as exc:
             if self._lock.object_lock and client_error(exc)[0] == "AccessDenied":
-                raise ObjectLocked(f"object {key!r} is under retention or legal hold", key=key) from exc
+                raise ObjectLocked(
+                    f"object {key!r} is under retention or legal hold", key=key
+                ) from exc
             raise self._error(exc, key) from exc
         except Exception as exc:
             raise self._error(exc, key) from exc
@@ -570,39 +555,37 @@ class S3Store:
         if await self._exists(key):
             raise AlreadyExists(f"object {key!r} already exists", key=key)
         filled = [info for info in infos if info.size]
-        ranges = [(info, r) for info in filled for r in copy_ranges(info.size)]
+        ranges = [(info.key, span) for info in filled for span in copy_ranges(info.size)]
         # UploadPartCopy keeps the bytes inside S3, but only when every part but the last is
         # at least 5 MiB; otherwise the bytes take a detour through this process.
         if not filled or len(ranges) > MAX_PARTS or any(i.size < MIN_PART for i in filled[:-1]):
             return await self._concatenate_streaming(key, infos)
         target = await self.create(key)
+        slots = asyncio.Semaphore(self._max_inflight)
+
+        async def copy(number: int, source: str, first: int, last: int) -> CompletedPartTypeDef:
+            async with slots:
+                out = await self._call(
+                    self._s3.upload_part_copy,
+                    Bucket=self._bucket,
+                    Key=self._k(key),
+                    UploadId=target.handle,
+                    PartNumber=number,
+                    CopySource={"Bucket": self._bucket, "Key": self._k(source)},
+                    CopySourceRange=f"bytes={first}-{last}",
+                )
+            return {"PartNumber": number, "ETag": out["CopyPartResult"].get("ETag", "")}
+
         try:
-            slots = asyncio.Semaphore(self._max_inflight)
-
-            async def copy(number: int, info: ObjectInfo, first: int, last: int) -> str:
-                async with slots:
-                    out = await self._call(
-                        self._s3.upload_part_copy,
-                        Bucket=self._bucket,
-                        Key=self._k(key),
-                        UploadId=target.handle,
-                        PartNumber=number,
-                        CopySource={"Bucket": self._bucket, "Key": self._k(info.key)},
-                        CopySourceRange=f"bytes={first}-{last}",
-                    )
-                return out["CopyPartResult"].get("ETag", "")
-
-            etags = await asyncio.gather(
-                *(copy(n, info, a, b) for n, (info, (a, b)) in enumerate(ranges, start=1))
+            parts = await asyncio.gather(
+                *(copy(n, src, a, b) for n, (src, (a, b)) in enumerate(ranges, start=1))
             )
             await self._call(
                 self._s3.complete_multipart_upload,
                 Bucket=self._bucket,
                 Key=self._k(key),
                 UploadId=target.handle,
-                MultipartUpload={
-                    "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, start=1)]
-                },
+                MultipartUpload={"Parts": parts},
                 IfNoneMatch="*",
             )
         except BaseException:
@@ -625,7 +608,7 @@ class S3Store:
             raise
 
     async def lock_support(self) -> LockSupport:
-        self._s3  # noqa: B018 - detected at open: refuse to answer for a closed store
+        self._s3  # noqa: B018 - detected at open: a closed store has nothing to report
         return self._lock
 
     async def set_retention(
@@ -633,11 +616,14 @@ class S3Store:
     ) -> None:
         version = await self._locked_version(key)
         until = until if until.tzinfo else until.replace(tzinfo=UTC)
-        s3_key = self._k(key)
         try:
-            current = (await self._run(
-                self._s3.get_object_retention, Bucket=self._bucket, Key=s3_key, VersionId=version
-            )).get("Retention", {})
+            out = await self._run(
+                self._s3.get_object_retention,
+                Bucket=self._bucket,
+                Key=self._k(key),
+                VersionId=version,
+            )
+            current = out.get("Retention", {})
         except ClientError as exc:
             if client_error(exc)[0] not in _NO_RETENTION:
                 raise self._error(exc, key) from exc
@@ -652,7 +638,7 @@ class S3Store:
         await self._call(
             self._s3.put_object_retention,
             Bucket=self._bucket,
-            Key=s3_key,
+            Key=self._k(key),
             VersionId=version,
             Retention={"Mode": mode, "RetainUntilDate": until},
         )
@@ -668,11 +654,11 @@ class S3Store:
         )
 
     async def _locked_version(self, key: str) -> str:
-        """The current version of an object in a lock bucket (lock applies per version)."""
+        """The current version of an object in a lock bucket: the lock applies per version."""
         check_key(key)
         if not self._lock.object_lock:
             raise StoreError(f"S3 bucket {self._bucket!r} has no Object Lock", key=key)
-        # HEAD first: some servers answer a hold on a missing key with 500, not 404.
+        # HEAD first: SeaweedFS answers a hold on a missing key with 500, not 404.
         out = await self._call(self._s3.head_object, Bucket=self._bucket, Key=self._k(key))
         return out.get("VersionId", "")
 
@@ -688,4 +674,4 @@ class S3Store:
 
 async def _nothing() -> AsyncIterator[bytes]:
     return
-    yield  # an async generator that yields nothing
+    yield  # makes this an async generator that yields nothing

@@ -20,13 +20,18 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 
 from .errors import AlreadyExists, InvalidRange, NotFound, StoreError, StoreFull, StoreUnavailable
 
@@ -42,7 +47,6 @@ if TYPE_CHECKING:
         CreateMultipartUploadRequestTypeDef,
         DeleteObjectOutputTypeDef,
         DeleteObjectRequestTypeDef,
-        EmptyResponseMetadataTypeDef,
         GetObjectLockConfigurationOutputTypeDef,
         GetObjectLockConfigurationRequestTypeDef,
         GetObjectOutputTypeDef,
@@ -90,15 +94,16 @@ class StoredPart:
     number: int
     size: int
     etag: str
+    modified: float = 0.0  # seconds since the epoch, as ListParts reports it
 
 
 @dataclass(slots=True, frozen=True)
 class Layout:
-    """An upload as found in S3: the usable parts, leftovers and the tail object's claim."""
+    """An upload as found in S3: the usable parts and the tail object's claim."""
 
     base: int
     parts: tuple[StoredPart, ...]  # contiguous from part 1, each of its scheduled size
-    stale: tuple[StoredPart, ...]  # stored beyond them with a scheduled size: must not rejoin
+    loose: bool  # other parts are stored too (left by an append that failed part-way)
     tail_size: int  # 0 unless the tail object starts exactly where the parts end
 
     @property
@@ -115,7 +120,7 @@ class Layout:
 
 
 def read_layout(
-    parts: Mapping[int, StoredPart],
+    parts: Mapping[int, Sequence[StoredPart]],
     *,
     default_base: int,
     tail_start: int | None,
@@ -126,24 +131,25 @@ def read_layout(
 
     A tail counts only when it begins where the contiguous parts end: once an append has moved
     its bytes into a part, the old tail is ignored, so the offset never covers a byte twice.
+    A part left beyond a gap by a failed append counts once the gap is filled: it holds the
+    bytes sent for exactly those offsets, which are the same bytes in every attempt (tus).
+    Some servers (SeaweedFS) list every upload of a part number instead of the latest; the
+    newest entry of the scheduled size is the one that counts.
     """
-    first = parts.get(1)
-    base = first.size if first is not None and MIN_PART <= first.size <= MAX_PART else default_base
+    first = [p for p in parts.get(1, ()) if MIN_PART <= p.size <= MAX_PART]
+    base = max(first, key=lambda p: p.modified).size if first else default_base
     usable: list[StoredPart] = []
     number = 1
-    while (part := parts.get(number)) is not None and part.size == part_size(number, base):
-        usable.append(part)
+    while number <= MAX_PARTS:
+        fitting = [p for p in parts.get(number, ()) if p.size == part_size(number, base)]
+        if not fitting:
+            break
+        usable.append(max(fitting, key=lambda p: p.modified))
         number += 1
-    # A wrong-sized part at `number` (a crashed finish's last part) is overwritten by the next
-    # upload of that number; a scheduled-size part further on would join the prefix by accident.
-    stale = tuple(
-        parts[n]
-        for n in sorted(parts)
-        if n > number and n <= MAX_PARTS and parts[n].size == part_size(n, base)
-    )
     end = sum(part.size for part in usable)
     counted = tail_size if tail_start == end else 0
-    return Layout(base=base, parts=tuple(usable), stale=stale, tail_size=counted)
+    loose = any(n >= number for n in parts)
+    return Layout(base=base, parts=tuple(usable), loose=loose, tail_size=counted)
 
 
 @dataclass(slots=True)
@@ -269,6 +275,66 @@ class Grant:
             self._budget._give(size)
 
 
+class PartUploads:
+    """The part uploads of one append: at most `limit` at once, their bodies within `budget`.
+
+    `upload(number, body)` is the blocking SDK call; `run` runs a blocking callable in the
+    store's threads and translates its errors. The grant is released in the worker thread the
+    moment the call returns, and once more (harmlessly) when the call never started."""
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        budget: ByteBudget,
+        upload: Callable[[int, bytes], object],
+        run: Callable[[Callable[[], object]], Awaitable[object]],
+    ) -> None:
+        self._limit = limit
+        self._budget = budget
+        self._upload = upload
+        self._run = run
+        self._tasks: list[asyncio.Task[object]] = []
+
+    @property
+    def failure(self) -> BaseException | None:
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
+
+    async def start(self, number: int, body: bytes) -> bool:
+        """Start uploading part `number` when a slot and budget are free. False, starting
+        nothing, once an earlier part has failed: the caller stops reading."""
+        running = {task for task in self._tasks if not task.done()}
+        while len(running) >= self._limit:
+            _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        if self.failure is not None:
+            return False
+        grant = await self._budget.acquire(len(body))
+
+        def blocking() -> object:
+            try:
+                return self._upload(number, body)
+            finally:
+                grant.release()
+
+        async def started() -> object:
+            try:
+                return await self._run(blocking)
+            finally:
+                grant.release()
+
+        self._tasks.append(asyncio.create_task(started(), name=f"s3-part-{number}"))
+        return True
+
+    async def wait(self) -> BaseException | None:
+        """Wait for every started upload; return the first failure, if any."""
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        return self.failure
+
+
 #: Part bodies in flight across all stores of the process: 16 parts of the default size.
 DEFAULT_BUDGET = ByteBudget(16 * 16 * MiB)
 
@@ -319,11 +385,23 @@ class S3API(Protocol):
 
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchVersion"}
-_REJECTED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
-             "InvalidToken", "InvalidSecurity", "AuthorizationHeaderMalformed"}
+_REJECTED = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+    "InvalidSecurity",
+    "AuthorizationHeaderMalformed",
+}
 _BUSY = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling"}
-_FULL = {"StorageFull", "XMinioStorageFull", "QuotaExceeded", "XMinioAdminBucketQuotaExceeded",
-         "InsufficientStorage"}
+_FULL = {
+    "StorageFull",
+    "XMinioStorageFull",
+    "QuotaExceeded",
+    "XMinioAdminBucketQuotaExceeded",
+    "InsufficientStorage",
+}
 _FULL_WORDS = ("no space left", "disk full", "no free volume", "no writable volume", "quota")
 
 
@@ -341,7 +419,9 @@ def translate(exc: Exception, *, endpoint: str, bucket: str, key: str | None) ->
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return StoreUnavailable(f"no S3 credentials found for {endpoint}", key=key)
     if isinstance(exc, (BotoConnectionError, HTTPClientError)):
-        return StoreUnavailable(f"S3 endpoint {endpoint} unreachable ({type(exc).__name__})", key=key)
+        return StoreUnavailable(
+            f"S3 endpoint {endpoint} unreachable ({type(exc).__name__})", key=key
+        )
     if isinstance(exc, ClientError):
         code, status = client_error(exc)
         message = str(exc.response.get("Error", {}).get("Message", ""))

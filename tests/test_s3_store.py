@@ -5,6 +5,7 @@ Object Lock. The backend-neutral contract lives in test_store_contract.py."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 import urllib.request
@@ -20,6 +21,7 @@ from avidence.storage import s3 as s3_module
 from avidence.storage.base import Target
 from avidence.storage.errors import AlreadyExists, ObjectLocked, StoreUnavailable
 from avidence.storage.s3 import S3Store
+from botocore.exceptions import ClientError
 from support.seaweed import SeaweedServer, free_ports
 from support.stores import chunks_of, collect
 
@@ -66,17 +68,19 @@ async def test_odd_sized_appends_become_5mib_parts_and_read_back(
     cuts = [0, MiB + 7, 4 * MiB + 8, 8 * MiB + 9, 10 * MiB + 3, len(data)]
     key = new_key()
     target = await store.create(key)
-    for start, end in zip(cuts, cuts[1:], strict=False):
+    for start, end in itertools.pairwise(cuts):
         got = await store.append(target, offset=start, chunks=chunks_of(data[start:end], 300_001))
         assert got == end == await store.offset(target)
     assert stored_parts(s3_env, s3_bucket, target) == [PART, PART]  # the rest waits in the tail
     info = await store.finish(target, size=len(data))
     assert info.size == len(data)
     assert await read_all(store, key) == data
-    assert await read_all(store, key, start=PART - 10, length=MiB) == data[PART - 10 : PART - 10 + MiB]
+    assert (
+        await read_all(store, key, start=PART - 10, length=MiB) == data[PART - 10 : PART - 10 + MiB]
+    )
     chunks = [len(c) async for c in await store.read(key)]
     assert max(chunks) <= MiB
-    with pytest.raises(Exception, match="404|Not Found"):
+    with pytest.raises(ClientError, match=r"404"):  # the tail is gone
         s3_env.client().head_object(Bucket=s3_bucket, Key=key + ".part")
 
 
@@ -134,21 +138,40 @@ async def test_tail_not_at_end_of_parts_is_ignored(
     assert await read_all(store, key) == data
 
 
-async def test_part_left_beyond_a_gap_is_never_counted(
+async def test_part_stored_beyond_a_gap_counts_once_the_gap_is_filled(
     store: S3Store, s3_env: SeaweedServer, s3_bucket: str
 ) -> None:
-    # An append failed with part 3 stored but part 2 lost; a different resume must not see it.
-    key, data = new_key(), os.urandom(3 * PART)
+    # An append failed with part 3 stored but part 2 lost: part 3 holds the bytes of its offsets.
+    key, data = new_key(), os.urandom(3 * PART + 10)
     target = await store.create(key)
     await store.append(target, offset=0, chunks=chunks_of(data[:PART], MiB))
     s3_env.client().upload_part(
-        Bucket=s3_bucket, Key=key, UploadId=target.handle, PartNumber=3, Body=b"\0" * PART
+        Bucket=s3_bucket,
+        Key=key,
+        UploadId=target.handle,
+        PartNumber=3,
+        Body=data[2 * PART : 3 * PART],
     )
     assert await store.offset(target) == PART
     part_two = data[PART : 2 * PART]
-    assert await store.append(target, offset=PART, chunks=chunks_of(part_two, MiB)) == 2 * PART
-    assert await store.offset(target) == 2 * PART
-    await store.append(target, offset=2 * PART, chunks=chunks_of(data[2 * PART :], MiB))
+    assert await store.append(target, offset=PART, chunks=chunks_of(part_two, MiB)) == 3 * PART
+    assert await store.offset(target) == 3 * PART
+    await store.append(target, offset=3 * PART, chunks=chunks_of(data[3 * PART :], MiB))
+    await store.finish(target, size=len(data))
+    assert await read_all(store, key) == data
+
+
+async def test_part_uploaded_twice_counts_once(
+    store: S3Store, s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    # A retried UploadPart: SeaweedFS then lists both copies of the part number.
+    key, data = new_key(), os.urandom(PART + 10)
+    target = await store.create(key)
+    await store.append(target, offset=0, chunks=chunks_of(data, MiB))
+    s3_env.client().upload_part(
+        Bucket=s3_bucket, Key=key, UploadId=target.handle, PartNumber=1, Body=data[:PART]
+    )
+    assert await store.offset(target) == len(data)
     await store.finish(target, size=len(data))
     assert await read_all(store, key) == data
 

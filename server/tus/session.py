@@ -28,8 +28,6 @@ from .headers import Checksum
 
 log = logging.getLogger("avidence.tus.session")
 
-READ_TIMEOUT = 60.0
-
 
 class UploadSession:
     """One request's exclusive write access to one upload."""
@@ -69,7 +67,7 @@ class UploadSession:
             raise Conflict(f"Upload-Offset {offset} does not match the upload's offset {durable}")
         room = (upload.length if upload.length is not None else ctx.settings.max_size) - offset
         digest = self._digest_at(offset)
-        source = blocks(content, limit=room, read_timeout=READ_TIMEOUT)
+        source = blocks(content, limit=room, read_timeout=ctx.settings.read_timeout)
         spool: Spool | None = None
         try:
             if checksum is not None:

@@ -197,7 +197,9 @@ class SeaweedServer:
                 return
         client.close()
         self.stop()
-        raise RuntimeError(f"SeaweedFS S3 not ready after {timeout:.0f}s ({last}):\n{self.log_tail()}")
+        raise RuntimeError(
+            f"SeaweedFS S3 not ready after {timeout:.0f}s ({last}):\n{self.log_tail()}"
+        )
 
     def _exit_code(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
