@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     HTTPClientError,
+    IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
 )
@@ -325,7 +325,9 @@ class PartUploads:
             finally:
                 grant.release()
 
-        self._tasks.append(asyncio.create_task(started(), name=f"s3-part-{number}"))
+        task = asyncio.create_task(started(), name=f"s3-part-{number}")
+        task.add_done_callback(_observed)  # a cancelled append never awaits its parts
+        self._tasks.append(task)
         return True
 
     async def wait(self) -> BaseException | None:
@@ -333,6 +335,11 @@ class PartUploads:
         if self._tasks:
             await asyncio.wait(self._tasks)
         return self.failure
+
+
+def _observed(task: asyncio.Task[object]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 #: Part bodies in flight across all stores of the process: 16 parts of the default size.
@@ -418,7 +425,7 @@ def translate(exc: Exception, *, endpoint: str, bucket: str, key: str | None) ->
         return exc
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return StoreUnavailable(f"no S3 credentials found for {endpoint}", key=key)
-    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError, OSError)):
         return StoreUnavailable(
             f"S3 endpoint {endpoint} unreachable ({type(exc).__name__})", key=key
         )
@@ -440,6 +447,4 @@ def translate(exc: Exception, *, endpoint: str, bucket: str, key: str | None) ->
         if code in _BUSY or status >= 500:
             return StoreUnavailable(f"S3 endpoint {endpoint} failed: {code} {message}", key=key)
         return StoreError(f"S3 refused the request: {code} {message}", key=key)
-    if isinstance(exc, (BotoCoreError, OSError)):
-        return StoreUnavailable(f"S3 endpoint {endpoint} failed: {type(exc).__name__}", key=key)
-    return StoreError(f"S3 call failed: {type(exc).__name__}: {exc}", key=key)
+    return StoreError(f"S3 call failed: {type(exc).__name__}: {exc}", key=key)  # a bug of ours

@@ -59,16 +59,20 @@ def _port_free(port: int) -> bool:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct loopback ports that are free together with their gRPC port (+10000)."""
+    """`count` loopback ports that are free together with their gRPC port (+10000) and do not
+    collide with each other's: weed binds both for every service."""
     rng = secrets.SystemRandom()
     chosen: list[int] = []
+    taken: set[int] = set()
     for _ in range(10_000):
         port = rng.randrange(_PORT_LOW, _PORT_HIGH)
-        near = any(abs(port - other) < 2 for other in chosen)
-        if not near and _port_free(port) and _port_free(port + _GRPC_OFFSET):
-            chosen.append(port)
-            if len(chosen) == count:
-                return chosen
+        pair = {port, port + _GRPC_OFFSET}
+        if pair & taken or not all(_port_free(p) for p in pair):
+            continue
+        chosen.append(port)
+        taken |= pair
+        if len(chosen) == count:
+            return chosen
     raise RuntimeError("no free loopback ports for SeaweedFS")
 
 
