@@ -128,6 +128,26 @@ class PeakSampler:
         return self.polled_peak
 
 
+def busy_cores_total() -> float:
+    """CPU seconds all cores spent busy since boot (from /proc/stat; idle and iowait excluded)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / _CLK_TCK
+
+
+def wait_quiet(*, limit: float = 0.3, max_wait: float = 90.0) -> float:
+    """Wait (at most `max_wait` s) until the whole machine uses under `limit` cores over one
+    second, so other work on a shared box disturbs a run less; returns the last reading."""
+    deadline = time.monotonic() + max_wait
+    while True:  # bounded by the deadline
+        before, t0 = busy_cores_total(), time.perf_counter()
+        time.sleep(1.0)
+        load = (busy_cores_total() - before) / (time.perf_counter() - t0)
+        if load < limit or time.monotonic() > deadline:
+            return load
+
+
 @dataclass(slots=True)
 class CpuMeter:
     """CPU seconds each named process used between `start` and `stop` (None pid: skipped)."""
@@ -138,14 +158,25 @@ class CpuMeter:
     _begin: dict[str, float] | None = None
     _t0: float = 0.0
 
+    _machine0: float = 0.0
+    machine: float = 0.0  # CPU seconds of the whole machine over the run
+
     def start(self) -> None:
         self._begin = {n: self._cpu(p) for n, p in self.pids.items()}
+        self._machine0 = busy_cores_total()
         self._t0 = time.perf_counter()
 
     def stop(self) -> None:
         self.wall = time.perf_counter() - self._t0
+        self.machine = busy_cores_total() - self._machine0
         assert self._begin is not None
         self.used = {n: self._cpu(p) - self._begin[n] for n, p in self.pids.items()}
+
+    def others(self) -> float:
+        """Average cores used by everything not measured by name (other work on the box)."""
+        if self.used is None or self.wall <= 0:
+            return 0.0
+        return max(0.0, self.machine - sum(self.used.values())) / self.wall
 
     @staticmethod
     def _cpu(pid: int | None) -> float:

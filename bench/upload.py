@@ -37,6 +37,7 @@ from measure import (
     parse_count_size,
     parse_size,
     rss_bytes,
+    wait_quiet,
 )
 from servers import AvidenceServer, NodePeer, SeaweedServer, seaweed_pid, start_seaweed
 
@@ -56,6 +57,7 @@ class Result:
     server_cores: list[float] = field(default_factory=list)
     weed_cores: list[float] = field(default_factory=list)
     client_cores: list[float] = field(default_factory=list)
+    other_cores: list[float] = field(default_factory=list)
     rss_growth: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     skipped: str | None = None
@@ -85,10 +87,14 @@ class Run:
 # -- the run ----------------------------------------------------------------------------------
 
 
+QUIET_WAIT = 30.0  # set from --quiet-wait
+
+
 def measure_once(run: Run, *, weed: int | None, rep: int, idle_rss: int | None = None) -> None:
     """Time one upload; CPU of server, SeaweedFS and this process; the server's RSS growth
     (peak minus `idle_rss`, or minus the RSS at the run's start)."""
     res = run.result
+    quiet = wait_quiet(max_wait=QUIET_WAIT) if QUIET_WAIT > 0 else 0.0
     meter = CpuMeter({"server": run.server_pid, "weed": weed, "client": os.getpid()})
     sampler = PeakSampler(run.server_pid) if run.server_pid else None
     try:
@@ -113,6 +119,7 @@ def measure_once(run: Run, *, weed: int | None, rep: int, idle_rss: int | None =
     if cores["weed"] is not None:
         res.weed_cores.append(cores["weed"])
     res.client_cores.append(cores["client"] or 0.0)
+    res.other_cores.append(meter.others())
     growth = ""
     if sampler:
         base = sampler.start_rss if idle_rss is None else idle_rss
@@ -122,7 +129,8 @@ def measure_once(run: Run, *, weed: int | None, rep: int, idle_rss: int | None =
     print(
         f"    {res.target:<22} {res.client:<24} {meter.wall:6.2f}s "
         f"{mb_per_s(res.size, meter.wall):7.1f} MB/s  cores: server {_f(cores['server'])}, "
-        f"weed {_f(cores['weed'])}, client {_f(cores['client'])}{growth}"
+        f"weed {_f(cores['weed'])}, client {_f(cores['client'])}, others {meter.others():.2f} "
+        f"(before: {quiet:.2f}){growth}"
     )
 
 
@@ -183,7 +191,7 @@ def main_runs(
                 res.skipped = reason
             if res.skipped:
                 print(f"  skipping {res.target}: {res.skipped}")
-            results.append(res)
+                results.append(res)
 
         weed = seaweed_pid(seaweed)
         for rep in range(args.repeat):
@@ -318,21 +326,22 @@ def report(results: list[Result], concurrent_failures: int | None) -> list[dict[
     base = by_key["boto3"].mbps if "boto3" in by_key else None
     print()
     print("| target | client | MB/s (median) | range | x boto3 direct | server cores "
-          "| SeaweedFS cores | client cores | server RSS growth |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| SeaweedFS cores | client cores | other load | server RSS growth |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         if r.skipped:
-            print(f"| {r.target} | {r.client} | skipped: {r.skipped} | | | | | | |")
+            print(f"| {r.target} | {r.client} | skipped: {r.skipped} | | | | | | | |")
             continue
         if r.mbps is None:
             print(f"| {r.target} | {r.client} | failed: {r.errors[0][:80] if r.errors else '?'}"
-                  " | | | | | | |")
+                  " | | | | | | | |")
             continue
         times = f"{r.mbps / base:.2f}" if base else "-"
         rss = f"{max(r.rss_growth) / MiB:.0f} MiB" if r.rss_growth else "-"
         print(
             f"| {r.target} | {r.client} | {r.mbps:.0f} | {r.spread()} | {times} "
-            f"| {_med(r.server_cores)} | {_med(r.weed_cores)} | {_med(r.client_cores)} | {rss} |"
+            f"| {_med(r.server_cores)} | {_med(r.weed_cores)} | {_med(r.client_cores)} "
+            f"| {_med(r.other_cores)} | {rss} |"
         )
 
     def speed(key: str) -> float | None:
@@ -409,6 +418,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="256MiB, one round, no memory or concurrency run (smoke test)")
     parser.add_argument("--data-cache", type=Path, default=None,
                         help="keep the random test files here and reuse them next time")
+    parser.add_argument("--quiet-wait", type=float, default=30.0,
+                        help="before each run wait up to this many seconds for the machine to "
+                        "be idle (< 0.3 cores busy); 0 disables (30)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if args.size is None:
@@ -432,7 +444,9 @@ def describe_machine() -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global QUIET_WAIT
     args = parse_args(argv)
+    QUIET_WAIT = args.quiet_wait
     machine = describe_machine()
     print(f"machine: {machine}")
     print(f"single uploads of {human(args.size)}, {args.repeat} round(s); tuspy chunks "

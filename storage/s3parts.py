@@ -4,10 +4,10 @@ The part layout is free of any SDK call:
 
 * The part schedule depends only on the part number, so a process that knows nothing but the
   parts already stored can continue an upload whose length is still unknown: parts 1-1000 are
-  `base` bytes, 1001-2000 twice that, and so on, capped at S3's 5 GiB part. With `base` >= 5 MiB
-  the 10,000 parts S3 allows hold at least 5 TiB, its object limit.
-* Every part stored before `finish` has exactly its scheduled size. That makes parts left behind
-  by a failed append recognisable, and lets `base` be read back from part 1 after a restart.
+  `base` bytes, 1001-2000 twice that, and so on, capped at S3's 5 GiB part. With the default
+  16 MiB base the 10,000 parts S3 allows hold more than its 5 TiB object limit (5 MiB: 4.9 TiB).
+* Every part stored before `finish` has exactly its scheduled size. So the short last part of an
+  interrupted `finish` never passes for data, and `base` can be read back from part 1.
 * `PartCutter` cuts a byte stream into scheduled parts with one copy per byte; `ByteBudget` bounds
   the bytes of all parts in flight in the process.
 

@@ -21,6 +21,7 @@ from avidence.storage import s3 as s3_module
 from avidence.storage.base import Target
 from avidence.storage.errors import AlreadyExists, ObjectLocked, StoreUnavailable
 from avidence.storage.s3 import S3Store
+from avidence.storage.s3parts import ByteBudget, PartCutter, part_size
 from botocore.exceptions import ClientError
 from support.seaweed import SeaweedServer, free_ports
 from support.stores import chunks_of, collect
@@ -59,6 +60,43 @@ async def broken_stream(data: bytes, *, chunk: int) -> AsyncIterator[bytes]:
     async for piece in chunks_of(data, chunk):
         yield piece
     raise ConnectionResetError("client went away")
+
+
+def test_part_schedule_reaches_s3s_object_limit_with_default_base() -> None:
+    sizes = [part_size(n, 16 * MiB) for n in range(1, 10_001)]
+    assert sizes[0] == sizes[999] == 16 * MiB and sizes[1000] == 32 * MiB
+    assert max(sizes) == 5 * 1024 * MiB  # S3's largest part
+    assert sum(sizes) >= 5 * 1024**4
+
+
+def test_cutter_yields_scheduled_parts_and_keeps_the_rest() -> None:
+    cutter = PartCutter(number=1, base=PART)
+    data = os.urandom(2 * PART + 3)
+    parts = [part for chunk in (data[:7], data[7:]) for part in cutter.feed(chunk)]
+    assert [(n, len(body)) for n, body in parts] == [(1, PART), (2, PART)]
+    assert b"".join(body for _, body in parts) + cutter.remainder() == data
+    assert cutter.cut_bytes == 2 * PART
+
+
+async def test_byte_budget_holds_back_until_bytes_are_released() -> None:
+    budget = ByteBudget(10)
+    first = await budget.acquire(6)
+    waiting = asyncio.create_task(budget.acquire(6))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    await asyncio.to_thread(first.release)  # worker threads give bytes back
+    second = await asyncio.wait_for(waiting, 1)
+    assert budget.free == 4
+    cancelled = asyncio.create_task(budget.acquire(8))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    second.release()
+    second.release()  # idempotent
+    assert budget.free == 10
+    assert (await budget.acquire(50)) is not None  # larger than the budget: takes all of it
+    assert budget.free == 0
 
 
 async def test_odd_sized_appends_become_5mib_parts_and_read_back(

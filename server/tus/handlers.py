@@ -224,7 +224,8 @@ class TusHandlers:
         length = headers.non_negative_int(header(h, "Upload-Length"), "Upload-Length")
         if upload.state != "receiving":
             if offset == upload.length and not self._has_body(request):
-                return web.Response(status=204, headers={"Upload-Offset": str(offset)})
+                out = {"Upload-Offset": str(offset), **self._outcome_headers(upload)}
+                return web.Response(status=204, headers=out)
             raise Conflict(f"the upload is already {upload.state}")
         if length is not None:
             upload = await self._set_length(upload, length, offset)
