@@ -37,9 +37,13 @@ run: install
 test: install-dev
 	$(BIN)/pytest
 
+# mypy needs the installed package names (avidence.server ...): type-check through a link tree.
 lint: install-dev
 	$(BIN)/ruff check server client storage transcode tests bench
-	$(BIN)/mypy server client storage transcode
+	rm -rf build/typecheck && mkdir -p build/typecheck/avidence
+	cp avidence/__init__.py avidence/py.typed build/typecheck/avidence/
+	for d in server client storage transcode; do ln -s ../../../$$d build/typecheck/avidence/$$d; done
+	cd build/typecheck && ../../$(BIN)/mypy -p avidence
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -47,8 +47,11 @@ def boto3_upload(seaweed: SeaweedServer, *, bucket: str, key: str, path: Path) -
         aws_access_key_id=seaweed.access_key,
         aws_secret_access_key=seaweed.secret_key,
         region_name="us-east-1",
-    ).client("s3", endpoint_url=seaweed.endpoint,
-             config=Config(s3={"addressing_style": "path"}, read_timeout=300))
+    ).client(
+        "s3",
+        endpoint_url=seaweed.endpoint,
+        config=Config(s3={"addressing_style": "path"}, read_timeout=300),
+    )
     try:
         s3.upload_file(str(path), bucket, key)
     finally:
@@ -59,7 +62,11 @@ def boto3_upload(seaweed: SeaweedServer, *, bucket: str, key: str, path: Path) -
 
 
 def tuspy_upload(
-    *, url: str, headers: Mapping[str, str], path: Path, chunk_size: int,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    path: Path,
+    chunk_size: int,
     metadata: Mapping[str, str],
 ) -> None:
     """tuspy's synchronous uploader: POST, then one PATCH per `chunk_size` bytes."""
@@ -108,8 +115,15 @@ async def file_blocks(path: Path, *, offset: int, length: int) -> AsyncIterator[
 
 
 async def stream_upload(
-    session: aiohttp.ClientSession, *, url: str, headers: Mapping[str, str], path: Path,
-    offset: int = 0, length: int, metadata: Mapping[str, str], partial: bool = False,
+    session: aiohttp.ClientSession,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    path: Path,
+    offset: int = 0,
+    length: int,
+    metadata: Mapping[str, str],
+    partial: bool = False,
 ) -> str:
     """POST, then the whole range as one PATCH body; returns the upload URL once verified
     (partial uploads are not verified on their own: they return once stored)."""
@@ -122,8 +136,13 @@ async def stream_upload(
         if answer.status != 201:
             raise UploadFailed(f"POST {url}: {answer.status} {await answer.text()}")
         location = answer.headers["Location"]
-    patch = {**headers, **TUS, "Content-Type": OCTETS, "Upload-Offset": "0",
-             "Content-Length": str(length)}
+    patch = {
+        **headers,
+        **TUS,
+        "Content-Type": OCTETS,
+        "Upload-Offset": "0",
+        "Content-Length": str(length),
+    }
     body = file_blocks(path, offset=offset, length=length)
     async with session.patch(location, headers=patch, data=body) as answer:
         if answer.status != 204:
@@ -137,7 +156,10 @@ async def stream_upload(
 
 
 async def wait_verified(
-    session: aiohttp.ClientSession, location: str, *, headers: Mapping[str, str],
+    session: aiohttp.ClientSession,
+    location: str,
+    *,
+    headers: Mapping[str, str],
     state: str | None,
 ) -> None:
     deadline = time.monotonic() + VERIFY_DEADLINE
@@ -162,25 +184,45 @@ def split(length: int, parts: int) -> list[tuple[int, int]]:
 
 
 async def concat_upload(
-    session: aiohttp.ClientSession, *, url: str, headers: Mapping[str, str], path: Path,
-    length: int, parts: int, metadata: Mapping[str, str],
+    session: aiohttp.ClientSession,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    path: Path,
+    length: int,
+    parts: int,
+    metadata: Mapping[str, str],
 ) -> str:
     """tus concatenation: `parts` partial uploads at once, then one final upload joining them."""
     ranges = split(length, parts)
-    locations = await asyncio.gather(*(
-        stream_upload(session, url=url, headers=headers, path=path, offset=start, length=size,
-                      metadata={}, partial=True)
-        for start, size in ranges
-    ))
-    final = {**headers, **TUS, "Upload-Metadata": encode_metadata(metadata),
-             "Upload-Concat": "final;" + " ".join(urlsplit(loc).path for loc in locations)}
+    locations = await asyncio.gather(
+        *(
+            stream_upload(
+                session,
+                url=url,
+                headers=headers,
+                path=path,
+                offset=start,
+                length=size,
+                metadata={},
+                partial=True,
+            )
+            for start, size in ranges
+        )
+    )
+    final = {
+        **headers,
+        **TUS,
+        "Upload-Metadata": encode_metadata(metadata),
+        "Upload-Concat": "final;" + " ".join(urlsplit(loc).path for loc in locations),
+    }
     async with session.post(url, headers=final) as answer:
         if answer.status != 201:
             raise UploadFailed(f"final POST {url}: {answer.status} {await answer.text()}")
         location = answer.headers["Location"]
         state = answer.headers.get("Avidence-Upload-State")
     await wait_verified(session, location, headers=headers, state=state)
-    return location
+    return location, sent
 
 
 def new_session(connections: int = 32) -> aiohttp.ClientSession:

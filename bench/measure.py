@@ -17,8 +17,19 @@ from pathlib import Path
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000**2, "MB": 1000**2,
-          "MIB": MiB, "G": 1000**3, "GB": 1000**3, "GIB": GiB}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1000,
+    "KB": 1000,
+    "KIB": 1024,
+    "M": 1000**2,
+    "MB": 1000**2,
+    "MIB": MiB,
+    "G": 1000**3,
+    "GB": 1000**3,
+    "GIB": GiB,
+}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _WRITE_BLOCK = MiB

@@ -26,8 +26,14 @@ _STOP_TIMEOUT = 15.0
 sys.path.insert(0, str(ROOT / "tests"))
 from support.seaweed import SeaweedServer, start_seaweed  # noqa: E402
 
-__all__ = ["AvidenceServer", "NodePeer", "SeaweedServer", "free_port", "seaweed_pid",
-           "start_seaweed"]
+__all__ = [
+    "AvidenceServer",
+    "NodePeer",
+    "SeaweedServer",
+    "free_port",
+    "seaweed_pid",
+    "start_seaweed",
+]
 
 
 def free_port() -> int:
@@ -85,8 +91,14 @@ class AvidenceServer:
         return cls(
             data_dir=data_dir,
             env=s3_env(seaweed),
-            storage_args=["--storage", "s3", "--s3-endpoint", seaweed.endpoint,
-                          "--s3-bucket", bucket],
+            storage_args=[
+                "--storage",
+                "s3",
+                "--s3-endpoint",
+                seaweed.endpoint,
+                "--s3-bucket",
+                bucket,
+            ],
         )
 
     @property
@@ -109,17 +121,41 @@ class AvidenceServer:
         banner.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(BIN / "avidence-server"), "serve", "--data-dir", str(self.data_dir),
-                 "--port", str(self.port), "--banner-file", str(banner), *self.storage_args],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                [
+                    str(BIN / "avidence-server"),
+                    "serve",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    str(self.port),
+                    "--banner-file",
+                    str(banner),
+                    *self.storage_args,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
             )
         _wait(lambda: banner.exists(), self.proc, self.log_path, "avidence-server")
 
     def _create_token(self) -> str:
         out = subprocess.run(
-            [str(BIN / "avidence-server"), "token", "create", "--data-dir", str(self.data_dir),
-             "--role", "uploader", "--name", "bench"],
-            check=True, capture_output=True, env=self.env, timeout=60,
+            [
+                str(BIN / "avidence-server"),
+                "token",
+                "create",
+                "--data-dir",
+                str(self.data_dir),
+                "--role",
+                "uploader",
+                "--name",
+                "bench",
+            ],
+            check=True,
+            capture_output=True,
+            env=self.env,
+            timeout=60,
         )
         return out.stdout.decode().strip().splitlines()[-1]
 
@@ -173,17 +209,31 @@ class NodePeer:
         else:
             assert self.seaweed is not None
             self.seaweed.client().create_bucket(Bucket=self.bucket)
-            args += ["--endpoint", self.seaweed.endpoint, "--bucket", self.bucket,
-                     "--part-size", str(self.part_size)]
+            args += [
+                "--endpoint",
+                self.seaweed.endpoint,
+                "--bucket",
+                self.bucket,
+                "--part-size",
+                str(self.part_size),
+            ]
             env = s3_env(self.seaweed)
         log: IO[bytes]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 ["node", str(BENCH / "tus-node-server.mjs"), *args],
-                cwd=BENCH, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                cwd=BENCH,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
-        _wait(lambda: "listening" in self.log_path.read_text(errors="replace"),
-              self.proc, self.log_path, "tus-node-server")
+        _wait(
+            lambda: "listening" in self.log_path.read_text(errors="replace"),
+            self.proc,
+            self.log_path,
+            "tus-node-server",
+        )
 
     def stop(self) -> None:
         _stop(self.proc)

@@ -71,8 +71,10 @@ class Result:
     def spread(self) -> str:
         if len(self.seconds) < 2:
             return ""
-        return (f"{mb_per_s(self.size, max(self.seconds)):.0f}-"
-                f"{mb_per_s(self.size, min(self.seconds)):.0f}")
+        return (
+            f"{mb_per_s(self.size, max(self.seconds)):.0f}-"
+            f"{mb_per_s(self.size, min(self.seconds)):.0f}"
+        )
 
 
 @dataclass
@@ -124,8 +126,9 @@ def measure_once(run: Run, *, weed: int | None, rep: int, idle_rss: int | None =
     if sampler:
         base = sampler.start_rss if idle_rss is None else idle_rss
         res.rss_growth.append(sampler.peak - base)
-        growth = (f", server RSS +{(sampler.peak - base) / MiB:.0f} MiB "
-                  f"(peak {sampler.peak / MiB:.0f})")
+        growth = (
+            f", server RSS +{(sampler.peak - base) / MiB:.0f} MiB (peak {sampler.peak / MiB:.0f})"
+        )
     print(
         f"    {res.target:<22} {res.client:<24} {meter.wall:6.2f}s "
         f"{mb_per_s(res.size, meter.wall):7.1f} MB/s  cores: server {_f(cores['server'])}, "
@@ -153,8 +156,15 @@ def main_runs(
     try:
         boto = Result("boto3", "boto3 -> S3 (direct)", "upload_file defaults", size)
         seaweed.client().create_bucket(Bucket="boto3-bench")
-        runs.append(Run(boto, lambda rep: clients.boto3_upload(
-            seaweed, bucket="boto3-bench", key=f"x-{rep}.bin", path=path), None))
+        runs.append(
+            Run(
+                boto,
+                lambda rep: clients.boto3_upload(
+                    seaweed, bucket="boto3-bench", key=f"x-{rep}.bin", path=path
+                ),
+                None,
+            )
+        )
 
         av_s3 = AvidenceServer.s3(tmp / "avidence-s3", seaweed, "avidence-bench")
         av_local = AvidenceServer(tmp / "avidence-local")
@@ -163,23 +173,40 @@ def main_runs(
             started.append(server)
             auth = {"Authorization": f"Bearer {server.token}"}
             target = f"avidence -> {where}"
-            runs.append(Run(
-                Result(f"av_{where.lower()}_tuspy", target, chunk, size),
-                _tuspy(server.url, auth, path, meta), server.pid))
-            runs.append(Run(
-                Result(f"av_{where.lower()}_stream", target, "aiohttp, one PATCH", size),
-                _stream(server.url, auth, path, size, meta), server.pid))
-            runs.append(Run(
-                Result(f"av_{where.lower()}_concat", target,
-                       f"aiohttp, {args.parts} partials+concat", size),
-                _concat(server.url, auth, path, size, args.parts, meta), server.pid))
+            runs.append(
+                Run(
+                    Result(f"av_{where.lower()}_tuspy", target, chunk, size),
+                    _tuspy(server.url, auth, path, meta),
+                    server.pid,
+                )
+            )
+            runs.append(
+                Run(
+                    Result(f"av_{where.lower()}_stream", target, "aiohttp, one PATCH", size),
+                    _stream(server.url, auth, path, size, meta),
+                    server.pid,
+                )
+            )
+            runs.append(
+                Run(
+                    Result(
+                        f"av_{where.lower()}_concat",
+                        target,
+                        f"aiohttp, {args.parts} partials+concat",
+                        size,
+                    ),
+                    _concat(server.url, auth, path, size, args.parts, meta),
+                    server.pid,
+                )
+            )
 
         reason = NodePeer.unavailable()
         for store, where in (("s3", "S3"), ("file", "file")):
             res = Result(f"node_{store}_tuspy", f"@tus/server -> {where}", chunk, size)
             if reason is None:
-                peer = NodePeer(tmp / f"tus-node-{store}", store, seaweed=seaweed,
-                                bucket="tus-node-bench")
+                peer = NodePeer(
+                    tmp / f"tus-node-{store}", store, seaweed=seaweed, bucket="tus-node-bench"
+                )
                 try:
                     peer.start()
                 except Exception as exc:  # report and go on without this peer
@@ -210,26 +237,34 @@ def _tuspy(
     url: str, auth: dict[str, str], path: Path, meta: dict[str, str]
 ) -> Callable[[int], None]:
     def once(rep: int) -> None:
-        clients.tuspy_upload(url=url, headers=auth, path=path, chunk_size=TUSPY_CHUNK,
-                             metadata=meta)
+        clients.tuspy_upload(
+            url=url, headers=auth, path=path, chunk_size=TUSPY_CHUNK, metadata=meta
+        )
+
     return once
 
 
-def _stream(url: str, auth: dict[str, str], path: Path, size: int, meta: dict[str, str]
-            ) -> Callable[[int], None]:
+def _stream(
+    url: str, auth: dict[str, str], path: Path, size: int, meta: dict[str, str]
+) -> Callable[[int], None]:
     async def go() -> None:
         async with clients.new_session() as session:
-            await clients.stream_upload(session, url=url, headers=auth, path=path, length=size,
-                                        metadata=meta)
+            await clients.stream_upload(
+                session, url=url, headers=auth, path=path, length=size, metadata=meta
+            )
+
     return lambda rep: asyncio.run(go())
 
 
-def _concat(url: str, auth: dict[str, str], path: Path, size: int, parts: int,
-            meta: dict[str, str]) -> Callable[[int], None]:
+def _concat(
+    url: str, auth: dict[str, str], path: Path, size: int, parts: int, meta: dict[str, str]
+) -> Callable[[int], None]:
     async def go() -> None:
         async with clients.new_session() as session:
-            await clients.concat_upload(session, url=url, headers=auth, path=path, length=size,
-                                        parts=parts, metadata=meta)
+            await clients.concat_upload(
+                session, url=url, headers=auth, path=path, length=size, parts=parts, metadata=meta
+            )
+
     return lambda rep: asyncio.run(go())
 
 
@@ -255,8 +290,9 @@ def _digest(path: Path, length: int) -> str:
     return str(hasher.hexdigest())
 
 
-def memory_run(args: argparse.Namespace, tmp: Path, files: DataFiles,
-               seaweed: SeaweedServer) -> Result:
+def memory_run(
+    args: argparse.Namespace, tmp: Path, files: DataFiles, seaweed: SeaweedServer
+) -> Result:
     """One `--memory-size` upload as a single PATCH into a fresh avidence (S3); RSS growth is
     the peak minus the RSS of the idle server just after start."""
     size = args.memory_size
@@ -277,26 +313,32 @@ def memory_run(args: argparse.Namespace, tmp: Path, files: DataFiles,
     return res
 
 
-def concurrent_run(args: argparse.Namespace, tmp: Path, files: DataFiles,
-                   seaweed: SeaweedServer) -> tuple[Result, int]:
+def concurrent_run(
+    args: argparse.Namespace, tmp: Path, files: DataFiles, seaweed: SeaweedServer
+) -> tuple[Result, int]:
     """`count` single-PATCH uploads of `each` bytes at once into a fresh avidence (S3);
     returns the result (aggregate bytes / wall time) and the number of failed uploads."""
     count, each = args.concurrent
     path = files.at_least(each)
     meta = {"case": CASE, "filename": "c.bin", "blake3": _digest(path, each)}
-    res = Result("concurrent", "avidence -> S3",
-                 f"aiohttp, {count} x {human(each)} at once", count * each)
+    res = Result(
+        "concurrent", "avidence -> S3", f"aiohttp, {count} x {human(each)} at once", count * each
+    )
     failures: list[str] = []
     server = AvidenceServer.s3(tmp / "avidence-conc", seaweed, "avidence-bench-conc")
 
     async def go() -> None:
         auth = {"Authorization": f"Bearer {server.token}"}
         async with clients.new_session(connections=count + 4) as session:
-            outcomes = await asyncio.gather(*(
-                clients.stream_upload(session, url=server.url, headers=auth, path=path,
-                                      length=each, metadata=meta)
-                for _ in range(count)
-            ), return_exceptions=True)
+            outcomes = await asyncio.gather(
+                *(
+                    clients.stream_upload(
+                        session, url=server.url, headers=auth, path=path, length=each, metadata=meta
+                    )
+                    for _ in range(count)
+                ),
+                return_exceptions=True,
+            )
         failures.extend(
             f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)
         )
@@ -325,16 +367,20 @@ def report(results: list[Result], concurrent_failures: int | None) -> list[dict[
     by_key = {r.key: r for r in results}
     base = by_key["boto3"].mbps if "boto3" in by_key else None
     print()
-    print("| target | client | MB/s (median) | range | x boto3 direct | server cores "
-          "| SeaweedFS cores | client cores | other load | server RSS growth |")
+    print(
+        "| target | client | MB/s (median) | range | x boto3 direct | server cores "
+        "| SeaweedFS cores | client cores | other load | server RSS growth |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         if r.skipped:
             print(f"| {r.target} | {r.client} | skipped: {r.skipped} | | | | | | | |")
             continue
         if r.mbps is None:
-            print(f"| {r.target} | {r.client} | failed: {r.errors[0][:80] if r.errors else '?'}"
-                  " | | | | | | | |")
+            print(
+                f"| {r.target} | {r.client} | failed: {r.errors[0][:80] if r.errors else '?'}"
+                " | | | | | | | |"
+            )
             continue
         times = f"{r.mbps / base:.2f}" if base else "-"
         rss = f"{max(r.rss_growth) / MiB:.0f} MiB" if r.rss_growth else "-"
@@ -352,36 +398,65 @@ def report(results: list[Result], concurrent_failures: int | None) -> list[dict[
 
     def check(name: str, wanted: str, measured: float | None, ok: bool | None, note: str) -> None:
         verdict = "not measured" if ok is None else "met" if ok else "MISSED"
-        checks.append({"target": name, "wanted": wanted, "measured": measured,
-                       "verdict": verdict, "note": note})
+        checks.append(
+            {
+                "target": name,
+                "wanted": wanted,
+                "measured": measured,
+                "verdict": verdict,
+                "note": note,
+            }
+        )
 
     s3 = {k: speed(k) for k in ("av_s3_tuspy", "av_s3_stream", "av_s3_concat")}
     best_key = max((k for k in s3 if s3[k]), key=lambda k: s3[k] or 0.0, default=None)
     for key, label in ((best_key, "best client"), ("av_s3_tuspy", "tuspy")):
         value = s3.get(key) if key else None
         ratio = value / base if value and base else None
-        check(f"avidence->S3 ({label}) vs boto3 direct", ">= 0.80x", ratio,
-              None if ratio is None else ratio >= 0.8,
-              f"{by_key[key].client}: {value:.0f} vs {base:.0f} MB/s" if ratio and key else "")
+        check(
+            f"avidence->S3 ({label}) vs boto3 direct",
+            ">= 0.80x",
+            ratio,
+            None if ratio is None else ratio >= 0.8,
+            f"{by_key[key].client}: {value:.0f} vs {base:.0f} MB/s" if ratio and key else "",
+        )
     for mine, peer, wanted, name in (
         ("av_s3_tuspy", "node_s3_tuspy", 2.0, "avidence->S3 vs @tus/server S3 (both tuspy)"),
-        ("av_local_tuspy", "node_file_tuspy", 1.2,
-         "avidence->local vs @tus/server file (both tuspy)"),
+        (
+            "av_local_tuspy",
+            "node_file_tuspy",
+            1.2,
+            "avidence->local vs @tus/server file (both tuspy)",
+        ),
     ):
         a, b = speed(mine), speed(peer)
         ratio = a / b if a and b else None
-        check(name, f">= {wanted:.2f}x", ratio, None if ratio is None else ratio >= wanted,
-              f"{a:.0f} vs {b:.0f} MB/s" if ratio and a and b else "")
+        check(
+            name,
+            f">= {wanted:.2f}x",
+            ratio,
+            None if ratio is None else ratio >= wanted,
+            f"{a:.0f} vs {b:.0f} MB/s" if ratio and a and b else "",
+        )
     mem = by_key.get("memory")
     growth = max(mem.rss_growth) / MiB if mem and mem.rss_growth else None
-    check("server RSS growth, one large upload", "< 150 MiB", growth,
-          None if growth is None else growth < 150, mem.client if mem else "")
+    check(
+        "server RSS growth, one large upload",
+        "< 150 MiB",
+        growth,
+        None if growth is None else growth < 150,
+        mem.client if mem else "",
+    )
     conc = by_key.get("concurrent")
     if conc is not None and concurrent_failures is not None:
-        check("concurrent uploads failed", "0", float(concurrent_failures),
-              concurrent_failures == 0,
-              f"{conc.client}: {conc.mbps or 0:.0f} MB/s aggregate, server RSS growth "
-              f"{max(conc.rss_growth, default=0) / MiB:.0f} MiB")
+        check(
+            "concurrent uploads failed",
+            "0",
+            float(concurrent_failures),
+            concurrent_failures == 0,
+            f"{conc.client}: {conc.mbps or 0:.0f} MB/s aggregate, server RSS growth "
+            f"{max(conc.rss_growth, default=0) / MiB:.0f} MiB",
+        )
     else:
         check("concurrent uploads failed", "0", None, None, "")
     print()
@@ -403,24 +478,51 @@ def _med(values: list[float]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--size", type=parse_size, default=None,
-                        help="single-upload size (default 1GiB, 256MiB with --quick)")
-    parser.add_argument("--memory-size", type=parse_size, default=parse_size("4GiB"),
-                        help="size of the one upload whose server RSS is measured (4GiB)")
-    parser.add_argument("--concurrent", type=parse_count_size,
-                        default=parse_count_size("16x256MiB"),
-                        help="COUNTxSIZE uploads at once (16x256MiB)")
-    parser.add_argument("--parts", type=int, default=4,
-                        help="partial uploads in the concatenation client (4)")
-    parser.add_argument("--repeat", type=int, default=None,
-                        help="rounds of single uploads; the median is reported (3, 1 with --quick)")
-    parser.add_argument("--quick", action="store_true",
-                        help="256MiB, one round, no memory or concurrency run (smoke test)")
-    parser.add_argument("--data-cache", type=Path, default=None,
-                        help="keep the random test files here and reuse them next time")
-    parser.add_argument("--quiet-wait", type=float, default=30.0,
-                        help="before each run wait up to this many seconds for the machine to "
-                        "be idle (< 0.3 cores busy); 0 disables (30)")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=None,
+        help="single-upload size (default 1GiB, 256MiB with --quick)",
+    )
+    parser.add_argument(
+        "--memory-size",
+        type=parse_size,
+        default=parse_size("4GiB"),
+        help="size of the one upload whose server RSS is measured (4GiB)",
+    )
+    parser.add_argument(
+        "--concurrent",
+        type=parse_count_size,
+        default=parse_count_size("16x256MiB"),
+        help="COUNTxSIZE uploads at once (16x256MiB)",
+    )
+    parser.add_argument(
+        "--parts", type=int, default=4, help="partial uploads in the concatenation client (4)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="rounds of single uploads; the median is reported (3, 1 with --quick)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="256MiB, one round, no memory or concurrency run (smoke test)",
+    )
+    parser.add_argument(
+        "--data-cache",
+        type=Path,
+        default=None,
+        help="keep the random test files here and reuse them next time",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="before each run wait up to this many seconds for the machine to "
+        "be idle (< 0.3 cores busy); 0 disables (30)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if args.size is None:
@@ -449,8 +551,10 @@ def main(argv: list[str] | None = None) -> int:
     QUIET_WAIT = args.quiet_wait
     machine = describe_machine()
     print(f"machine: {machine}")
-    print(f"single uploads of {human(args.size)}, {args.repeat} round(s); tuspy chunks "
-          f"{human(TUSPY_CHUNK)}; concatenation with {args.parts} partials")
+    print(
+        f"single uploads of {human(args.size)}, {args.repeat} round(s); tuspy chunks "
+        f"{human(TUSPY_CHUNK)}; concatenation with {args.parts} partials"
+    )
     results: list[Result] = []
     failures: int | None = None
     with tempfile.TemporaryDirectory(prefix="avidence-bench-") as folder:
@@ -478,10 +582,17 @@ def main(argv: list[str] | None = None) -> int:
                 seaweed.stop()
     checks = report(results, failures)
     if args.json:
-        args.json.write_text(json.dumps(
-            {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()},
-             "results": [asdict(r) | {"mbps": r.mbps} for r in results], "checks": checks},
-            indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "results": [asdict(r) | {"mbps": r.mbps} for r in results],
+                    "checks": checks,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -7,22 +7,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
-
-from avidence import __version__
 from avidence.storage.base import Store
 
+from avidence import __version__
+
 from . import api, health
-from .cors import cors_middleware
-from .tus import routes as tus_routes
 from .catalog.db import Catalog
 from .config import Settings
+from .cors import cors_middleware
 from .errors import error_middleware
 from .metrics import Metrics
 from .state import CATALOG, METRICS, SETTINGS, STORE
 from .stores import build_store
+from .tus import routes as tus_routes
 
 log = logging.getLogger("avidence.server")
-
 
 
 def create_app(

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from avidence.storage.errors import StoreError
 
 from avidence import __version__
-from avidence.storage.errors import StoreError
 
 from . import config, tokens
 from .catalog.db import Catalog, CatalogUnavailable
@@ -52,18 +52,45 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(str(exc))
 
 
+def _keeps_click_params(func: Callable[..., Any]) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """functools.wraps, typed loosely: it carries the options click stored on `func`."""
+
+    def apply(wrapper: Callable[..., T]) -> Callable[..., T]:
+        functools.update_wrapper(wrapper, func)
+        return wrapper
+
+    return apply
+
+
 def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
-                  help="TOML settings file (see docs/configuration.md).")
-    @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                  help="Folder for the SQLite catalog, keys and the local store.")
-    @click.option("--database", default=None,
-                  help="Catalog URL: sqlite:///PATH (default: DATA_DIR/catalog.db) or "
-                  "postgresql://USER@HOST/DB.")
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="TOML settings file (see docs/configuration.md).",
+    )
+    @click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Folder for the SQLite catalog, keys and the local store.",
+    )
+    @click.option(
+        "--database",
+        default=None,
+        help="Catalog URL: sqlite:///PATH (default: DATA_DIR/catalog.db) or "
+        "postgresql://USER@HOST/DB.",
+    )
     @click.pass_context
-    @functools.wraps(func)
-    def wrapper(ctx: click.Context, config_file: Path | None, data_dir: Path | None,
-                database: str | None, **kwargs: Any) -> Any:
+    @_keeps_click_params(func)
+    def wrapper(
+        ctx: click.Context,
+        config_file: Path | None,
+        data_dir: Path | None,
+        database: str | None,
+        **kwargs: Any,
+    ) -> Any:
         parent = ctx.find_object(Context)
         flags = dict(parent.flags) if parent else {}
         if data_dir is not None:
@@ -141,7 +168,9 @@ def token_list(ctx: Context) -> None:
 
     for row in run(go()):
         state = "revoked" if row.revoked_at else "active"
-        click.echo(f"{row.id}\t{row.role}\t{row.name}\t{row.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}")
+        click.echo(
+            f"{row.id}\t{row.role}\t{row.name}\t{row.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}"
+        )
 
 
 @token.command("revoke")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 ALLOW_HEADERS = (
     "Authorization, Content-Type, Tus-Resumable, Upload-Length, Upload-Metadata, "
@@ -25,7 +26,9 @@ ALLOW_METHODS = "POST, GET, HEAD, PATCH, DELETE, OPTIONS"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def cors_middleware(origins: tuple[str, ...]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def cors_middleware(
+    origins: tuple[str, ...],
+) -> Middleware:
     allowed = set(origins)
 
     def origin_allowed(origin: str) -> bool:
@@ -34,7 +37,9 @@ def cors_middleware(origins: tuple[str, ...]) -> Callable[[web.Request, Handler]
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+        preflight = (
+            request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+        )
         if preflight:
             response: web.StreamResponse = web.Response(status=204)
         else:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -62,12 +63,7 @@ class Metrics:
             ),
         )
 
-    def middleware(
-        self,
-    ) -> Callable[
-        [web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]],
-        Awaitable[web.StreamResponse],
-    ]:
+    def middleware(self) -> Middleware:
         @web.middleware
         async def measure(
             request: web.Request,

@@ -54,7 +54,7 @@ async def _serve(settings: Settings, banner_file: Path | None) -> None:
             text = banner(settings)
             click.echo(text)
             if banner_file is not None:
-                banner_file.write_text(text + "\n", encoding="utf-8")
+                await asyncio.to_thread(banner_file.write_text, text + "\n", encoding="utf-8")
             await _wait_for_signal()
         finally:
             await runner.cleanup()

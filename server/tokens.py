@@ -65,9 +65,7 @@ async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
     now = datetime.now(UTC)
     async with engine.begin() as conn:
         row = (
-            await conn.execute(
-                sa.select(tokens).where(tokens.c.secret_hash == hash_secret(secret))
-            )
+            await conn.execute(sa.select(tokens).where(tokens.c.secret_hash == hash_secret(secret)))
         ).first()
         if row is None or row.revoked_at is not None:
             return None

@@ -31,7 +31,9 @@ def check_key(key: str) -> str:
         if segment in ("", ".", ".."):
             raise InvalidKey("key has an empty, '.' or '..' segment", key=key)
         if not _SEGMENT.match(segment):
-            raise InvalidKey(f"key segment {segment!r} has characters outside [A-Za-z0-9._-]", key=key)
+            raise InvalidKey(
+                f"key segment {segment!r} has characters outside [A-Za-z0-9._-]", key=key
+            )
     if key.endswith(RESERVED_SUFFIXES):
         raise InvalidKey("key ends with a suffix reserved for staging objects", key=key)
     return key

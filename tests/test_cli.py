@@ -7,9 +7,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from click.testing import CliRunner
-
 from avidence.server.cli import main
+from click.testing import CliRunner
 from support.seaweed import SeaweedServer
 from support.servers import free_port
 
@@ -41,9 +40,19 @@ def test_migrate_on_postgres(postgres_url: str) -> None:
 
 def _serve_fails(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
-        [str(BIN / "avidence-server"), "serve", "--data-dir", str(tmp_path), "--port",
-         str(free_port()), *args],
-        capture_output=True, text=True, timeout=60, env=env,
+        [
+            str(BIN / "avidence-server"),
+            "serve",
+            "--data-dir",
+            str(tmp_path),
+            "--port",
+            str(free_port()),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.strip().splitlines() if "error:" in line]
@@ -67,13 +76,26 @@ def test_serve_refuses_bad_settings_with_one_line(tmp_path: Path) -> None:
 def test_serve_refuses_bad_s3_credentials_and_unreachable_endpoint(
     tmp_path: Path, seaweed: SeaweedServer
 ) -> None:
-    env = {"AWS_ACCESS_KEY_ID": "wrong", "AWS_SECRET_ACCESS_KEY": "wrong",
-           "AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"}
-    line = _serve_fails(tmp_path, "--storage", "s3", "--s3-endpoint", seaweed.endpoint,
-                        "--s3-bucket", "b1", env=env)
+    env = {
+        "AWS_ACCESS_KEY_ID": "wrong",
+        "AWS_SECRET_ACCESS_KEY": "wrong",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PATH": "/usr/bin:/bin",
+    }
+    line = _serve_fails(
+        tmp_path, "--storage", "s3", "--s3-endpoint", seaweed.endpoint, "--s3-bucket", "b1", env=env
+    )
     assert "credentials" in line or "denied" in line.lower()
-    line = _serve_fails(tmp_path, "--storage", "s3", "--s3-endpoint",
-                        f"http://127.0.0.1:{free_port()}", "--s3-bucket", "b1", env=env)
+    line = _serve_fails(
+        tmp_path,
+        "--storage",
+        "s3",
+        "--s3-endpoint",
+        f"http://127.0.0.1:{free_port()}",
+        "--s3-bucket",
+        "b1",
+        env=env,
+    )
     assert "unreachable" in line
 
 

@@ -7,7 +7,6 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-
 from avidence.server.config import ConfigError, Settings, load
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
@@ -27,7 +26,9 @@ def test_sources_merge_in_order(tmp_path: Path) -> None:
 def test_default_database_is_sqlite_in_data_dir(tmp_path: Path) -> None:
     settings = load(env={}, data_dir=tmp_path)
     assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path}/catalog.db"
-    assert load(env={}, database="postgresql://u@h/db").database_url == "postgresql+asyncpg://u@h/db"
+    assert (
+        load(env={}, database="postgresql://u@h/db").database_url == "postgresql+asyncpg://u@h/db"
+    )
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,9 @@ from typing import Any
 import aiohttp
 import blake3
 import pytest
+from avidence.storage.local import LocalStore
 from support.seaweed import SeaweedServer
 from support.servers import Api, make_api, metadata
-
-from avidence.storage.local import LocalStore
 
 MiB = 1024 * 1024
 OCTET = "application/offset+octet-stream"
@@ -27,8 +26,12 @@ def _headers(token: str, **extra: str) -> dict[str, str]:
 
 
 async def _create(session: aiohttp.ClientSession, base: str, token: str, length: int) -> str:
-    async with session.post(f"{base}/files/", headers=_headers(
-        token, **{"Upload-Length": str(length), "Upload-Metadata": metadata(case="F-1")})) as r:
+    async with session.post(
+        f"{base}/files/",
+        headers=_headers(
+            token, **{"Upload-Length": str(length), "Upload-Metadata": metadata(case="F-1")}
+        ),
+    ) as r:
         assert r.status == 201, await r.text()
         return "/files/" + r.headers["Location"].rsplit("/", 1)[1]
 
@@ -39,7 +42,9 @@ async def _offset(session: aiohttp.ClientSession, url: str, token: str) -> int:
         return int(r.headers["Upload-Offset"])
 
 
-async def _patch(session: aiohttp.ClientSession, url: str, token: str, data: Any, offset: int) -> Any:
+async def _patch(
+    session: aiohttp.ClientSession, url: str, token: str, data: Any, offset: int
+) -> Any:
     headers = _headers(token, **{"Upload-Offset": str(offset), "Content-Type": OCTET})
     if isinstance(data, bytes):
         data = io.BytesIO(data)
@@ -54,11 +59,14 @@ async def _drip(data: bytes, *, first: int, then_wait: float) -> AsyncIterator[b
     await asyncio.sleep(then_wait)
 
 
-async def _resume_to_end(session: aiohttp.ClientSession, base: str, url: str, token: str,
-                         data: bytes) -> dict[str, str]:
+async def _resume_to_end(
+    session: aiohttp.ClientSession, base: str, url: str, token: str, data: bytes
+) -> dict[str, str]:
     for _ in range(20):
         offset = await _offset(session, base + url, token)
-        status, headers, body = await _patch(session, base + url, token, io.BytesIO(data[offset:]), offset)
+        status, headers, body = await _patch(
+            session, base + url, token, io.BytesIO(data[offset:]), offset
+        )
         if status == 204:
             return headers
         assert status in (409, 423), (status, body)
@@ -74,10 +82,20 @@ async def test_server_killed_mid_patch_resumes_after_restart(
     env: dict[str, str] = {}
     if storage == "s3":
         seaweed: SeaweedServer = request.getfixturevalue("seaweed")
-        args = ["--storage", "s3", "--s3-endpoint", seaweed.endpoint, "--s3-bucket",
-                request.getfixturevalue("s3_bucket")]
-        env = {"AWS_ACCESS_KEY_ID": seaweed.access_key, "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-               "AWS_DEFAULT_REGION": "us-east-1", "AVIDENCE_S3_PART_SIZE": str(5 * MiB)}
+        args = [
+            "--storage",
+            "s3",
+            "--s3-endpoint",
+            seaweed.endpoint,
+            "--s3-bucket",
+            request.getfixturevalue("s3_bucket"),
+        ]
+        env = {
+            "AWS_ACCESS_KEY_ID": seaweed.access_key,
+            "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AVIDENCE_S3_PART_SIZE": str(5 * MiB),
+        }
     server = server_factory(*args, env=env)
     token = server.token()
     data = os.urandom(24 * MiB)
@@ -95,8 +113,9 @@ async def test_server_killed_mid_patch_resumes_after_restart(
         assert 0 <= offset <= 12 * MiB
         headers = await _resume_to_end(session, server.url, url, token, data)
         assert headers["Avidence-Upload-State"] == "done"
-        async with session.get(f"{server.url}/api/evidence/{headers['Avidence-Evidence-Id']}",
-                               headers=_headers(token)) as r:
+        async with session.get(
+            f"{server.url}/api/evidence/{headers['Avidence-Evidence-Id']}", headers=_headers(token)
+        ) as r:
             record = await r.json()
     # The running digest died with the process: the evidence was re-hashed from the store.
     assert record["blake3"] == blake3.blake3(data).hexdigest()
@@ -105,10 +124,22 @@ async def test_server_killed_mid_patch_resumes_after_restart(
 async def test_upload_started_on_one_replica_finishes_on_another(
     server_factory: Any, postgres_url: str, seaweed: SeaweedServer, s3_bucket: str, tmp_path: Path
 ) -> None:
-    args = ["--database", postgres_url, "--storage", "s3", "--s3-endpoint", seaweed.endpoint,
-            "--s3-bucket", s3_bucket]
-    env = {"AWS_ACCESS_KEY_ID": seaweed.access_key, "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-           "AWS_DEFAULT_REGION": "us-east-1", "AVIDENCE_S3_PART_SIZE": str(5 * MiB)}
+    args = [
+        "--database",
+        postgres_url,
+        "--storage",
+        "s3",
+        "--s3-endpoint",
+        seaweed.endpoint,
+        "--s3-bucket",
+        s3_bucket,
+    ]
+    env = {
+        "AWS_ACCESS_KEY_ID": seaweed.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AVIDENCE_S3_PART_SIZE": str(5 * MiB),
+    }
     one = server_factory(*args, env=env, data_dir=tmp_path / "one")
     two = server_factory(*args, env=env, data_dir=tmp_path / "two")
     token = one.token()
@@ -119,8 +150,15 @@ async def test_upload_started_on_one_replica_finishes_on_another(
         assert status == 204
         assert await _offset(session, two.url + url, token) == 7 * MiB
         # A writer stalled on replica one is taken over by a request to replica two.
-        stalled = asyncio.create_task(_patch(
-            session, one.url + url, token, _drip(data[7 * MiB :], first=MiB, then_wait=60), 7 * MiB))
+        stalled = asyncio.create_task(
+            _patch(
+                session,
+                one.url + url,
+                token,
+                _drip(data[7 * MiB :], first=MiB, then_wait=60),
+                7 * MiB,
+            )
+        )
         await asyncio.sleep(1.0)
         headers = await _resume_to_end(session, two.url, url, token, data)
         assert headers["Avidence-Upload-State"] == "done"
@@ -129,8 +167,9 @@ async def test_upload_started_on_one_replica_finishes_on_another(
             assert result[0] >= 400
         except aiohttp.ClientError:
             pass  # the stalled request's connection was closed: it was taken over
-        async with session.get(f"{one.url}/api/evidence/{headers['Avidence-Evidence-Id']}",
-                               headers=_headers(token)) as r:
+        async with session.get(
+            f"{one.url}/api/evidence/{headers['Avidence-Evidence-Id']}", headers=_headers(token)
+        ) as r:
             assert (await r.json())["blake3"] == blake3.blake3(data).hexdigest()
 
 
@@ -151,8 +190,9 @@ async def test_stalled_body_ends_after_read_timeout_keeping_bytes(quick_api: Api
     url = "/files/" + response.headers["Location"].rsplit("/", 1)[1]
     base = str(api.client.make_url(""))
     async with aiohttp.ClientSession() as session:
-        status, _, body = await _patch(session, base + url, api.uploader,
-                                       _drip(data, first=MiB, then_wait=4), 0)
+        status, _, body = await _patch(
+            session, base + url, api.uploader, _drip(data, first=MiB, then_wait=4), 0
+        )
         assert status == 400 and b"stalled" in body
         assert await _offset(session, base + url, api.uploader) == MiB
         final = await _resume_to_end(session, base, url, api.uploader, data)
@@ -168,7 +208,8 @@ async def test_concurrent_patches_one_writer_wins_and_bytes_stay_right(quick_api
     base = str(api.client.make_url(""))
     async with aiohttp.ClientSession() as session:
         first = asyncio.create_task(
-            _patch(session, base + url, api.uploader, _drip(data, first=MiB, then_wait=0.5), 0))
+            _patch(session, base + url, api.uploader, _drip(data, first=MiB, then_wait=0.5), 0)
+        )
         results = await asyncio.gather(
             *(_patch(session, base + url, api.uploader, io.BytesIO(data), 0) for _ in range(3)),
             return_exceptions=True,
@@ -180,6 +221,9 @@ async def test_concurrent_patches_one_writer_wins_and_bytes_stay_right(quick_api
         for result in results:
             assert isinstance(result, aiohttp.ClientError) or result[0] in (204, 409, 423, 400)
         final = await _resume_to_end(session, base, url, api.uploader, data)
-        upload = await (await api.client.get(f"/api/evidence/{final['Avidence-Evidence-Id']}",
-                                             headers=api.auth())).json()
+        upload = await (
+            await api.client.get(
+                f"/api/evidence/{final['Avidence-Evidence-Id']}", headers=api.auth()
+            )
+        ).json()
     assert upload["blake3"] == blake3.blake3(data).hexdigest()

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support.files import get_json, random_file, tus_head
 from tusclient import client as tus
 from tusclient.storage.filestorage import FileStorage
@@ -31,7 +30,9 @@ def test_tuspy_sync_upload_with_checksums(server_factory: Any, tmp_path: Path) -
     client = tus.TusClient(server.url + "/files/", headers={"Authorization": f"Bearer {token}"})
     with path.open("rb") as stream:  # tuspy leaves files it opened itself unclosed
         uploader = client.uploader(
-            file_stream=stream, chunk_size=4 * MiB, upload_checksum=True,
+            file_stream=stream,
+            chunk_size=4 * MiB,
+            upload_checksum=True,
             metadata={"case": "案-2026-01", "filename": "clip.ts", "blake3": digest},
         )
         uploader.upload()
@@ -48,7 +49,9 @@ async def test_tuspy_async_upload(server_factory: Any, tmp_path: Path) -> None:
     digest = random_file(path, 3 * MiB)
     client = tus.TusClient(server.url + "/files/", headers={"Authorization": f"Bearer {token}"})
     with path.open("rb") as stream:
-        uploader = client.async_uploader(file_stream=stream, chunk_size=MiB, metadata={"case": "C-2"})
+        uploader = client.async_uploader(
+            file_stream=stream, chunk_size=MiB, metadata={"case": "C-2"}
+        )
         await uploader.upload()
     assert _evidence_of(server, token, uploader.url)["blake3"] == digest
 
@@ -94,8 +97,13 @@ def test_tuspy_resumes_after_the_client_is_killed(server_factory: Any, tmp_path:
     client = tus.TusClient(server.url + "/files/", headers={"Authorization": f"Bearer {token}"})
     # With store_url tuspy must open the file itself (it closes given streams while
     # fingerprinting) and never closes it: that leak is tuspy's, hence the filter on this test.
-    resumed = client.uploader(str(path), chunk_size=4 * MiB, store_url=True,
-                              url_storage=FileStorage(str(storage)), metadata={"case": "C-3"})
+    resumed = client.uploader(
+        str(path),
+        chunk_size=4 * MiB,
+        store_url=True,
+        url_storage=FileStorage(str(storage)),
+        metadata={"case": "C-3"},
+    )
     assert resumed.offset >= offset  # continued, not restarted
     resumed.upload()
     assert resumed.url == url

@@ -15,8 +15,14 @@ from support.servers import Api, metadata
 OCTET = "application/offset+octet-stream"
 
 
-async def create(api: Api, length: int | None = None, *, token: str | None = None,
-                 meta: str | None = None, **extra: str) -> str:
+async def create(
+    api: Api,
+    length: int | None = None,
+    *,
+    token: str | None = None,
+    meta: str | None = None,
+    **extra: str,
+) -> str:
     headers = api.auth(token)
     if length is None:
         headers["Upload-Defer-Length"] = "1"
@@ -31,8 +37,9 @@ async def create(api: Api, length: int | None = None, *, token: str | None = Non
     return "/files/" + location.rsplit("/", 1)[1]
 
 
-async def patch(api: Api, url: str, data: bytes, offset: int, *, token: str | None = None,
-                **extra: str) -> Any:
+async def patch(
+    api: Api, url: str, data: bytes, offset: int, *, token: str | None = None, **extra: str
+) -> Any:
     headers = {**api.auth(token), "Upload-Offset": str(offset), "Content-Type": OCTET, **extra}
     return await api.client.patch(url, data=io.BytesIO(data), headers=headers)
 
@@ -47,15 +54,24 @@ async def test_options_advertises_every_extension_without_auth(api: Api) -> None
     assert response.headers["Tus-Version"] == "1.0.0"
     assert response.headers["Tus-Max-Size"] == str(64 * 1024 * 1024)
     extensions = set(response.headers["Tus-Extension"].split(","))
-    assert extensions >= {"creation", "creation-with-upload", "creation-defer-length",
-                          "termination", "expiration", "checksum", "concatenation"}
+    assert extensions >= {
+        "creation",
+        "creation-with-upload",
+        "creation-defer-length",
+        "termination",
+        "expiration",
+        "checksum",
+        "concatenation",
+    }
     assert set(response.headers["Tus-Checksum-Algorithm"].split(",")) >= {"sha1", "sha256", "md5"}
 
 
 async def test_upload_in_chunks_becomes_evidence_with_digests(api: Api) -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)
     b3 = blake3.blake3(data).hexdigest()
-    url = await create(api, len(data), meta=metadata(case="C-1", item="7", filename="a.ts", blake3=b3))
+    url = await create(
+        api, len(data), meta=metadata(case="C-1", item="7", filename="a.ts", blake3=b3)
+    )
     offset = 0
     for size in (1, 1024 * 1024, 2 * 1024 * 1024):
         response = await patch(api, url, data[offset : offset + size], offset)
@@ -113,7 +129,9 @@ async def test_head_reports_offset_length_metadata_and_no_store(api: Api) -> Non
         ({"Upload-Concat": "final;http://evil.example/files/abc"}, 400),
     ],
 )
-async def test_post_rejects_bad_headers(api: Api, headers: dict[str, str | None], status: int) -> None:
+async def test_post_rejects_bad_headers(
+    api: Api, headers: dict[str, str | None], status: int
+) -> None:
     sent = {**api.auth(), "Upload-Length": "10", "Upload-Metadata": metadata(case="C1")}
     for name, value in headers.items():
         if value is None:
@@ -129,7 +147,9 @@ async def test_post_rejects_bad_headers(api: Api, headers: dict[str, str | None]
 
 
 async def test_requests_without_token_get_401_and_wrong_role_403(api: Api) -> None:
-    response = await api.client.post("/files/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "1"})
+    response = await api.client.post(
+        "/files/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "1"}
+    )
     assert response.status == 401
     assert "Bearer" in response.headers["WWW-Authenticate"]
     bad = await api.client.post("/files/", headers={**api.auth("avd_forged"), "Upload-Length": "1"})
@@ -193,8 +213,12 @@ async def test_declared_digest_mismatch_quarantines_and_is_not_evidence(api: Api
 
 
 async def test_creation_with_upload_and_zero_length(api: Api) -> None:
-    headers = {**api.auth(), "Upload-Length": "5", "Upload-Metadata": metadata(case="C1"),
-               "Content-Type": OCTET}
+    headers = {
+        **api.auth(),
+        "Upload-Length": "5",
+        "Upload-Metadata": metadata(case="C1"),
+        "Content-Type": OCTET,
+    }
     response = await api.client.post("/files/", data=b"hello", headers=headers)
     assert response.status == 201
     assert response.headers["Upload-Offset"] == "5"
@@ -239,8 +263,12 @@ async def test_other_uploaders_uploads_look_missing(api: Api) -> None:
 
 async def test_method_override_turns_post_into_patch_and_delete(api: Api) -> None:
     url = await create(api, 3)
-    headers = {**api.auth(), "X-HTTP-Method-Override": "PATCH", "Upload-Offset": "0",
-               "Content-Type": OCTET}
+    headers = {
+        **api.auth(),
+        "X-HTTP-Method-Override": "PATCH",
+        "Upload-Offset": "0",
+        "Content-Type": OCTET,
+    }
     response = await api.client.post(url, data=b"abc", headers=headers)
     assert response.status == 204
     assert response.headers["Upload-Offset"] == "3"
@@ -260,8 +288,11 @@ async def test_concatenation_of_partials_into_evidence(api: Api) -> None:
         urls.append(url)
     assert (await patch(api, urls[0], b"", 6 * 1024 * 1024)).status == 204  # idempotent no-op
     whole = b"".join(pieces)
-    headers = {**api.auth(), "Upload-Concat": "final;" + " ".join(urls),
-               "Upload-Metadata": metadata(case="C-9", sha256=hashlib.sha256(whole).hexdigest())}
+    headers = {
+        **api.auth(),
+        "Upload-Concat": "final;" + " ".join(urls),
+        "Upload-Metadata": metadata(case="C-9", sha256=hashlib.sha256(whole).hexdigest()),
+    }
     response = await api.client.post("/files/", headers=headers)
     assert response.status == 201, await response.text()
     final = "/files/" + response.headers["Location"].rsplit("/", 1)[1]
@@ -270,16 +301,25 @@ async def test_concatenation_of_partials_into_evidence(api: Api) -> None:
     assert probe.headers["Upload-Offset"] == probe.headers["Upload-Length"] == str(len(whole))
     assert probe.headers["Upload-Concat"].startswith("final;")
     assert (await patch(api, final, b"x", len(whole))).status == 403
-    record = await (await api.client.get(
-        f"/api/evidence/{response.headers['Avidence-Evidence-Id']}", headers=api.auth())).json()
+    record = await (
+        await api.client.get(
+            f"/api/evidence/{response.headers['Avidence-Evidence-Id']}", headers=api.auth()
+        )
+    ).json()
     assert record["blake3"] == blake3.blake3(whole).hexdigest()
 
 
 async def test_final_upload_refuses_unfinished_or_foreign_partials(api: Api) -> None:
     unfinished = await create(api, 10, meta="", **{"Upload-Concat": "partial"})
-    headers = {**api.auth(), "Upload-Concat": f"final;{unfinished}", "Upload-Metadata": metadata(case="C")}
+    headers = {
+        **api.auth(),
+        "Upload-Concat": f"final;{unfinished}",
+        "Upload-Metadata": metadata(case="C"),
+    }
     assert (await api.client.post("/files/", headers=headers)).status == 400
-    foreign = await create(api, 1, token=api.other_uploader, meta="", **{"Upload-Concat": "partial"})
+    foreign = await create(
+        api, 1, token=api.other_uploader, meta="", **{"Upload-Concat": "partial"}
+    )
     assert (await patch(api, foreign, b"x", 0, token=api.other_uploader)).status == 204
     headers["Upload-Concat"] = f"final;{foreign}"
     assert (await api.client.post("/files/", headers=headers)).status == 400
@@ -287,7 +327,8 @@ async def test_final_upload_refuses_unfinished_or_foreign_partials(api: Api) -> 
 
 async def test_cors_preflight_and_exposed_headers(api: Api) -> None:
     response = await api.client.options(
-        "/files/", headers={"Origin": "https://court.example", "Access-Control-Request-Method": "POST"}
+        "/files/",
+        headers={"Origin": "https://court.example", "Access-Control-Request-Method": "POST"},
     )
     assert response.status == 204
     assert "Access-Control-Allow-Origin" not in response.headers  # origin not configured

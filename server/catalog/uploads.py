@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .schema import uploads
 
+__all__ = ["FINAL_STATES", "OPEN_STATES", "Upload", "uploads"]
+
 OPEN_STATES = ("receiving",)
 FINAL_STATES = ("done", "quarantined", "terminated", "expired", "failed", "consumed")
 

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import StreamReader
-
 from avidence.storage.digests import Hasher, new_hasher
 
 from ..errors import ChecksumMismatch, TooLarge
@@ -60,7 +59,9 @@ class Spool:
     must not reach the store before the whole request was checked."""
 
     def __init__(self, spool_dir: Path) -> None:
-        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, dir=spool_dir)  # noqa: SIM115
+        self._file = tempfile.SpooledTemporaryFile(
+            max_size=SPOOL_MEMORY, mode="w+b", dir=str(spool_dir)
+        )
         self.length = 0
 
     async def fill(self, source: AsyncIterator[bytes], checksum: Checksum) -> None:
@@ -88,4 +89,3 @@ class Spool:
 
     def close(self) -> None:
         self._file.close()
-

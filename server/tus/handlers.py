@@ -10,7 +10,6 @@ from email.utils import format_datetime
 
 import aiohttp
 from aiohttp import web
-
 from avidence.storage.base import Target
 
 from ..auth import require
@@ -109,7 +108,9 @@ class TusHandlers:
 
     async def create(self, request: web.Request, principal: Principal) -> web.Response:
         ctx, h = self.ctx, request.headers
-        concat_spec = headers.parse_concat(header(h, "Upload-Concat"), tus_path=ctx.settings.tus_path)
+        concat_spec = headers.parse_concat(
+            header(h, "Upload-Concat"), tus_path=ctx.settings.tus_path
+        )
         length = headers.non_negative_int(header(h, "Upload-Length"), "Upload-Length")
         defer = header(h, "Upload-Defer-Length")
         if defer is not None and defer.strip() != "1":
@@ -277,7 +278,9 @@ class TusHandlers:
         except TimeoutError:
             raise BadRequest("the request body stalled; resume from HEAD") from None
         except (ConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise BadRequest(f"the connection broke ({type(exc).__name__}); resume from HEAD") from None
+            raise BadRequest(
+                f"the connection broke ({type(exc).__name__}); resume from HEAD"
+            ) from None
         finally:
             await lease.release()
 
@@ -299,9 +302,8 @@ class TusHandlers:
     def _has_body(request: web.Request) -> bool:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         return content_type == OFFSET_CONTENT_TYPE and (
-            (request.content_length or 0) > 0 or "chunked" in request.headers.get(
-                "Transfer-Encoding", ""
-            ).lower()
+            (request.content_length or 0) > 0
+            or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
         )
 
     def _location(self, request: web.Request, upload_id: str) -> str:

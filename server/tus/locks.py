@@ -42,8 +42,11 @@ def _pid_alive(pid: int) -> bool:
 def _holder_is_dead(owner: str) -> bool:
     host, _, rest = owner.partition(":")
     pid_text = rest.split(":", 1)[0]
-    return host == HOST and pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(
-        int(pid_text)
+    return (
+        host == HOST
+        and pid_text.isdigit()
+        and int(pid_text) != os.getpid()
+        and not _pid_alive(int(pid_text))
     )
 
 

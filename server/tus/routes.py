@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ..state import CATALOG, METRICS, SETTINGS, STORE
 from .context import TusContext
@@ -33,7 +34,7 @@ def setup(app: web.Application) -> None:
     app.router.add_route("*", path + "{upload_id}", dispatch)
 
 
-def tus_headers(path: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def tus_headers(path: str) -> Middleware:
     @web.middleware
     async def add(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import signal
@@ -17,7 +16,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-
 from avidence.server import config, tokens
 from avidence.server.app import create_app
 from avidence.server.catalog.db import Catalog
@@ -104,9 +102,20 @@ class ServerProcess:
         banner.unlink(missing_ok=True)
         with (self.data_dir / f"server-{self.port}.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(BIN / "avidence-server"), "serve", "--data-dir", str(self.data_dir),
-                 "--port", str(self.port), "--banner-file", str(banner), *self.args],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                [
+                    str(BIN / "avidence-server"),
+                    "serve",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    str(self.port),
+                    "--banner-file",
+                    str(banner),
+                    *self.args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
             )
         deadline = time.monotonic() + timeout
         while not banner.exists():
@@ -116,7 +125,11 @@ class ServerProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         path = self.data_dir / f"server-{self.port}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
 
     def kill(self) -> None:
         """SIGKILL: no clean-up code runs, as in a crash."""
@@ -134,9 +147,22 @@ class ServerProcess:
 
     def token(self, role: str = "uploader", name: str = "test") -> str:
         out = subprocess.run(
-            [str(BIN / "avidence-server"), "token", "create", "--data-dir", str(self.data_dir),
-             "--role", role, "--name", name, *self._db_args()],
-            check=True, capture_output=True, env=self.env, timeout=60,
+            [
+                str(BIN / "avidence-server"),
+                "token",
+                "create",
+                "--data-dir",
+                str(self.data_dir),
+                "--role",
+                role,
+                "--name",
+                name,
+                *self._db_args(),
+            ],
+            check=True,
+            capture_output=True,
+            env=self.env,
+            timeout=60,
         )
         return out.stdout.decode().strip().splitlines()[-1]
 
@@ -152,7 +178,9 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
     """Start real server processes; all are stopped at the end of the test."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None) -> ServerProcess:
+    def start(
+        *args: str, data_dir: Path | None = None, env: dict[str, str] | None = None
+    ) -> ServerProcess:
         data = data_dir or tmp_path / "srv"
         data.mkdir(parents=True, exist_ok=True)
         server = ServerProcess(data, free_port(), list(args), {**os.environ, **(env or {})})
@@ -164,10 +192,3 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
     for server in started:
         server.stop()
 
-
-async def wait_until(predicate: Any, *, timeout: float = 10.0, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)
