@@ -39,7 +39,7 @@ from measure import (
     rss_bytes,
     wait_quiet,
 )
-from servers import AvidenceServer, NodePeer, SeaweedServer, seaweed_pid, start_seaweed
+from servers import ROOT, AvidenceServer, NodePeer, SeaweedServer, seaweed_pid, start_seaweed
 
 TUSPY_CHUNK = 64 * MiB
 CASE = "BENCH-1"
@@ -260,10 +260,13 @@ def _concat(
     url: str, auth: dict[str, str], path: Path, size: int, parts: int, meta: dict[str, str]
 ) -> Callable[[int], None]:
     async def go() -> None:
+        started = time.perf_counter()
         async with clients.new_session() as session:
-            await clients.concat_upload(
+            _, sent = await clients.concat_upload(
                 session, url=url, headers=auth, path=path, length=size, parts=parts, metadata=meta
             )
+        joined = time.perf_counter() - started - sent
+        print(f"     {parts} partials sent in {sent:.2f}s, final POST (join, verify) {joined:.2f}s")
 
     return lambda rep: asyncio.run(go())
 
@@ -542,6 +545,10 @@ def describe_machine() -> dict[str, object]:
         "python": sys.version.split()[0],
         "node": node,
         "kernel": os.uname().release,
+        "commit": os.popen(f"git -C {ROOT} rev-parse --short HEAD 2>/dev/null").read().strip(),
+        "uncommitted_files": len(
+            os.popen(f"git -C {ROOT} status --porcelain 2>/dev/null").read().splitlines()
+        ),
     }
 
 

@@ -5,4 +5,5 @@ pytest_plugins = [
     "support.stores",
     "support.postgres",
     "support.servers",
+    "support.media",
 ]

@@ -20,15 +20,19 @@ log = logging.getLogger("avidence.tus.maintenance")
 async def expire_abandoned(ctx: TusContext) -> int:
     """Abort every receiving upload past its expiry (multipart aborted, staged bytes deleted)."""
     count = 0
-    for upload in await uploads_db.in_state(
-        ctx.engine, "receiving", expired_before=datetime.now(UTC)
-    ):
+    now = datetime.now(UTC)
+    stale = await uploads_db.in_state(ctx.engine, "receiving", expired_before=now)
+    # Finished partial uploads that no final upload joined are abandoned too.
+    stale += await uploads_db.in_state(ctx.engine, "complete", expired_before=now)
+    for upload in stale:
         try:
             lease = await ctx.locks.acquire(upload.id, on_takeover=lambda: None, wait=0)
         except Exception:
             continue  # someone is writing to it right now: not abandoned
         try:
-            if upload.concat != "final":
+            if upload.state == "complete":
+                await ctx.store.delete(upload.storage_key)
+            elif upload.concat != "final":
                 await ctx.store.abort(Target(upload.storage_key, upload.store_handle))
             await uploads_db.update(ctx.engine, upload.id, state="expired")
         except store_errors.StoreError as exc:
