@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
-from avidence.storage.base import Store
 
 from avidence import __version__
+from avidence.storage.base import Store
 
 from . import api, health
 from .catalog.db import Catalog

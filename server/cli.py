@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
-from avidence.storage.errors import StoreError
 
 from avidence import __version__
+from avidence.storage.errors import StoreError
 
 from . import config, tokens
 from .catalog.db import Catalog, CatalogUnavailable

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import ClassVar
 
 from aiohttp import web
+
 from avidence.storage import errors as store_errors
 
 log = logging.getLogger("avidence.http")

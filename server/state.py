@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+
 from avidence.storage.base import Store
 
 from .catalog.db import Catalog

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
 from avidence.server import tokens
 from avidence.server.catalog.db import Catalog, CatalogUnavailable, head_revision
 from avidence.server.catalog.schema import metadata
 from avidence.server.config import ConfigError, normalize_database_url
-from sqlalchemy.engine import Connection
 
 
 def _drift(connection: Connection) -> list[object]:

@@ -7,8 +7,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from avidence.server.cli import main
 from click.testing import CliRunner
+
+from avidence.server.cli import main
+
 from support.seaweed import SeaweedServer
 from support.servers import free_port
 

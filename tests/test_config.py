@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+
 from avidence.server.config import ConfigError, Settings, load
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from avidence.storage.errors import (
     AlreadyExists,
     InvalidKey,
@@ -19,6 +20,7 @@ from avidence.storage.errors import (
     StoreUnavailable,
 )
 from avidence.storage.local import BATCH, LocalStore
+
 from support.stores import chunks_of, collect
 
 MiB = 1024 * 1024

@@ -17,12 +17,14 @@ from typing import Any
 import boto3
 import pytest
 import pytest_asyncio
+from botocore.exceptions import ClientError
+
 from avidence.storage import s3 as s3_module
 from avidence.storage.base import Target
 from avidence.storage.errors import AlreadyExists, ObjectLocked, StoreUnavailable
 from avidence.storage.s3 import S3Store
 from avidence.storage.s3parts import ByteBudget, PartCutter, part_size
-from botocore.exceptions import ClientError
+
 from support.seaweed import SeaweedServer, free_ports
 from support.stores import chunks_of, collect
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import blake3
 import pytest
+
 from avidence.storage.base import Concatenator, Store, Target
 from avidence.storage.errors import (
     AlreadyExists,
@@ -20,6 +21,7 @@ from avidence.storage.errors import (
     NotFound,
     OffsetMismatch,
 )
+
 from support.stores import chunks_of, collect
 
 MiB = 1024 * 1024

@@ -13,7 +13,9 @@ from typing import Any
 import aiohttp
 import blake3
 import pytest
+
 from avidence.storage.local import LocalStore
+
 from support.seaweed import SeaweedServer
 from support.servers import Api, make_api, metadata
 

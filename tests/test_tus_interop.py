@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.files import get_json, random_file, tus_head
 from tusclient import client as tus
 from tusclient.storage.filestorage import FileStorage
+
+from support.files import get_json, random_file, tus_head
 
 MiB = 1024 * 1024
 

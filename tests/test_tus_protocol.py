@@ -10,6 +10,7 @@ from typing import Any
 
 import blake3
 import pytest
+
 from support.servers import Api, metadata
 
 OCTET = "application/offset+octet-stream"

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from support.servers import Api, make_api, metadata
 
 from avidence.server.catalog import uploads as uploads_db
 from avidence.server.tus.maintenance import expire_abandoned
 from avidence.server.tus.routes import TUS
 from avidence.storage import errors as store_errors
 from avidence.storage.base import Store, Target
+
+from support.servers import Api, make_api, metadata
 
 OCTET = "application/offset+octet-stream"
 
@@ -60,22 +62,33 @@ async def test_abandoned_uploads_expire_and_their_bytes_are_deleted(api: Api) ->
 
 async def test_cors_for_configured_origins_only(cors_api: Api) -> None:
     api = cors_api
-    allowed = {"Origin": "https://court.example", "Access-Control-Request-Method": "PATCH",
-               "Access-Control-Request-Headers": "Upload-Offset, Tus-Resumable"}
+    allowed = {
+        "Origin": "https://court.example",
+        "Access-Control-Request-Method": "PATCH",
+        "Access-Control-Request-Headers": "Upload-Offset, Tus-Resumable",
+    }
     response = await api.client.options("/files/abc", headers=allowed)
     assert response.status == 204
     assert response.headers["Access-Control-Allow-Origin"] == "https://court.example"
     assert "PATCH" in response.headers["Access-Control-Allow-Methods"]
     assert "Upload-Offset" in response.headers["Access-Control-Allow-Headers"]
     evil = {**allowed, "Origin": "https://evil.example"}
-    assert "Access-Control-Allow-Origin" not in (await api.client.options("/files/", headers=evil)).headers
-    response = await api.client.post("/files/", headers={**api.auth(), "Origin": "https://court.example",
-                                                          "Upload-Length": "1",
-                                                          "Upload-Metadata": metadata(case="U")})
+    refused = await api.client.options("/files/", headers=evil)
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    response = await api.client.post(
+        "/files/",
+        headers={
+            **api.auth(),
+            "Origin": "https://court.example",
+            "Upload-Length": "1",
+            "Upload-Metadata": metadata(case="U"),
+        },
+    )
     exposed = response.headers["Access-Control-Expose-Headers"]
     assert "Location" in exposed and "Upload-Offset" in exposed and "Upload-Expires" in exposed
-    unauthorized = await api.client.post("/files/", headers={"Origin": "https://court.example",
-                                                             "Tus-Resumable": "1.0.0"})
+    unauthorized = await api.client.post(
+        "/files/", headers={"Origin": "https://court.example", "Tus-Resumable": "1.0.0"}
+    )
     assert unauthorized.status == 401
     assert unauthorized.headers["Access-Control-Allow-Origin"] == "https://court.example"
     assert unauthorized.headers["Tus-Resumable"] == "1.0.0"
@@ -92,7 +105,7 @@ async def test_metrics_count_requests_and_bytes(api: Api) -> None:
 
 
 async def test_recorder_clip_uploads_in_parallel_parts_as_evidence(api: Api, ts_clip: Path) -> None:
-    data = ts_clip.read_bytes()
+    data = await asyncio.to_thread(ts_clip.read_bytes)
     cut = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
 
     async def part(start: int, end: int) -> str:
@@ -102,14 +115,21 @@ async def test_recorder_clip_uploads_in_parallel_parts_as_evidence(api: Api, ts_
         assert response.status == 204
         return url
 
-    urls = await asyncio.gather(*(part(a, b) for a, b in zip(cut, cut[1:], strict=False)))
+    urls = await asyncio.gather(*(part(a, b) for a, b in itertools.pairwise(cut)))
     sha = hashlib.sha256(data).hexdigest()
-    headers = {**api.auth(), "Upload-Concat": "final;" + " ".join(urls),
-               "Upload-Metadata": metadata(case="2026-刑-0042", filename=ts_clip.name, sha256=sha,
-                                           filetype="video/mp2t")}
+    headers = {
+        **api.auth(),
+        "Upload-Concat": "final;" + " ".join(urls),
+        "Upload-Metadata": metadata(
+            case="2026-刑-0042", filename=ts_clip.name, sha256=sha, filetype="video/mp2t"
+        ),
+    }
     response = await api.client.post("/files/", headers=headers)
     assert response.status == 201
-    record = await (await api.client.get(
-        f"/api/evidence/{response.headers['Avidence-Evidence-Id']}", headers=api.auth())).json()
+    record = await (
+        await api.client.get(
+            f"/api/evidence/{response.headers['Avidence-Evidence-Id']}", headers=api.auth()
+        )
+    ).json()
     assert record["sha256"] == sha and record["size"] == len(data)
     assert record["filetype"] == "video/mp2t"

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import StreamReader
+
 from avidence.storage.digests import Hasher, new_hasher
 
 from ..errors import ChecksumMismatch, TooLarge

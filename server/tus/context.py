@@ -6,9 +6,10 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from avidence.storage.base import Store
 from avidence.storage.digests import MultiDigest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config import Settings
 from ..metrics import Metrics

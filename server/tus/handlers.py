@@ -10,6 +10,7 @@ from email.utils import format_datetime
 
 import aiohttp
 from aiohttp import web
+
 from avidence.storage.base import Target
 
 from ..auth import require

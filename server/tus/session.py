@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from aiohttp import StreamReader
+
 from avidence.storage import errors as store_errors
 from avidence.storage.base import Target
 from avidence.storage.digests import MultiDigest

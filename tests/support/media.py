@@ -14,11 +14,32 @@ def make_clip(path: Path, *, seconds: int = 10, size: str = "1280x720") -> Path:
     if shutil.which("ffmpeg") is None:
         pytest.fail("ffmpeg is missing: `make test` installs Debian's ffmpeg")
     subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-         "-t", str(seconds), "-c:v", "mpeg2video", "-b:v", "8M", "-c:a", "mp2", str(path)],
-        check=True, timeout=120,
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            str(seconds),
+            "-c:v",
+            "mpeg2video",
+            "-b:v",
+            "8M",
+            "-c:a",
+            "mp2",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
     )
     return path
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+
 from avidence.server import config, tokens
 from avidence.server.app import create_app
 from avidence.server.catalog.db import Catalog
@@ -191,4 +192,3 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
     yield start
     for server in started:
         server.stop()
-

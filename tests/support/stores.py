@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+
 from avidence.storage.base import Store
 from avidence.storage.local import LocalStore
 

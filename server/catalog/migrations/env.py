@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from avidence.server.catalog.schema import metadata
 
 connection = context.config.attributes.get("connection")
