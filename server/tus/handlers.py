@@ -11,8 +11,6 @@ from email.utils import format_datetime
 import aiohttp
 from aiohttp import web
 
-from avidence.storage.base import Target
-
 from ..auth import require
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
@@ -30,6 +28,7 @@ from ..errors import (
 from ..tokens import Principal
 from . import concat, headers
 from .context import TusContext
+from .discard import DISCARDABLE, discard
 from .headers import OFFSET_CONTENT_TYPE, TUS_VERSION, header
 from .session import UploadSession, complete_if_full
 
@@ -239,20 +238,9 @@ class TusHandlers:
         return web.Response(status=204, headers=out)
 
     async def delete(self, upload: Upload) -> web.Response:
-        ctx = self.ctx
-        if upload.state not in ("receiving", "complete"):
+        if upload.state not in DISCARDABLE:
             raise Forbidden(f"a {upload.state} upload is kept; evidence is never deleted by tus")
-        lease = await ctx.locks.acquire(upload.id, on_takeover=lambda: None)
-        try:
-            if upload.state == "complete":
-                await ctx.store.delete(upload.storage_key)
-            elif upload.concat != "final":
-                await ctx.store.abort(Target(upload.storage_key, upload.store_handle))
-            await uploads_db.update(ctx.engine, upload.id, state="terminated")
-        finally:
-            await lease.release()
-        ctx.digests.pop(upload.id, None)
-        log.info("upload.terminated id=%s", upload.id)
+        await discard(self.ctx, upload, state="terminated")
         return web.Response(status=204)
 
     # -- helpers ------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ import logging
 from datetime import UTC, datetime
 
 from avidence.storage import errors as store_errors
-from avidence.storage.base import Target
 
 from ..catalog import uploads as uploads_db
+from ..errors import Locked
 from .context import TusContext
+from .discard import discard
 from .finish import start_verification
 
 log = logging.getLogger("avidence.tus.maintenance")
@@ -26,23 +27,13 @@ async def expire_abandoned(ctx: TusContext) -> int:
     stale += await uploads_db.in_state(ctx.engine, "complete", expired_before=now)
     for upload in stale:
         try:
-            lease = await ctx.locks.acquire(upload.id, on_takeover=lambda: None, wait=0)
-        except Exception:
+            await discard(ctx, upload, state="expired", wait=0)
+        except Locked:
             continue  # someone is writing to it right now: not abandoned
-        try:
-            if upload.state == "complete":
-                await ctx.store.delete(upload.storage_key)
-            elif upload.concat != "final":
-                await ctx.store.abort(Target(upload.storage_key, upload.store_handle))
-            await uploads_db.update(ctx.engine, upload.id, state="expired")
         except store_errors.StoreError as exc:
             log.warning("upload.expire_failed id=%s error=%s", upload.id, exc)
             continue
-        finally:
-            await lease.release()
-        ctx.digests.pop(upload.id, None)
         count += 1
-        log.info("upload.expired id=%s offset=%s", upload.id, upload.offset)
     return count
 
 
