@@ -229,3 +229,48 @@ async def test_concurrent_patches_one_writer_wins_and_bytes_stay_right(quick_api
             )
         ).json()
     assert upload["blake3"] == blake3.blake3(data).hexdigest()
+
+
+async def test_s3_outage_mid_upload_is_503_and_the_upload_resumes(
+    seaweed_private: SeaweedServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from avidence.storage.s3 import S3Store
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed_private.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed_private.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    store = S3Store(endpoint_url=seaweed_private.endpoint, bucket="outage", part_size=5 * MiB)
+    await store.open()
+    data = os.urandom(11 * MiB)
+    try:
+        async for api in make_api(tmp_path, store):
+            headers = {
+                **api.auth(),
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": metadata(case="O"),
+            }
+            response = await api.client.post("/files/", headers=headers)
+            url = "/files/" + response.headers["Location"].rsplit("/", 1)[1]
+            base = str(api.client.make_url(""))
+            async with aiohttp.ClientSession() as session:
+                status, _, _ = await _patch(session, base + url, api.uploader, data[: 6 * MiB], 0)
+                assert status == 204
+                await asyncio.to_thread(seaweed_private.stop)
+                status, _, body = await _patch(
+                    session, base + url, api.uploader, data[6 * MiB :], 6 * MiB
+                )
+                assert status == 503, body
+                assert b'"unavailable"' in body
+                async with session.head(base + url, headers=_headers(api.uploader)) as r:
+                    assert r.status == 503
+                await asyncio.to_thread(seaweed_private.restart)
+                final = await _resume_to_end(session, base, url, api.uploader, data)
+            assert final["Avidence-Upload-State"] == "done"
+            record = await (
+                await api.client.get(
+                    f"/api/evidence/{final['Avidence-Evidence-Id']}", headers=api.auth()
+                )
+            ).json()
+            assert record["blake3"] == blake3.blake3(data).hexdigest()
+    finally:
+        await store.close()
