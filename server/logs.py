@@ -32,5 +32,5 @@ def setup(*, level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "aiohttp.access"):
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "aiohttp.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
