@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import receipts, signing
 from .auth import require
 from .catalog import evidence as evidence_db
 from .catalog import uploads as uploads_db
@@ -44,14 +45,34 @@ async def get_upload(request: web.Request) -> web.Response:
     return web.json_response(upload_json(upload))
 
 
-async def get_evidence(request: web.Request) -> web.Response:
+async def _readable_evidence(request: web.Request) -> evidence_db.Evidence:
     principal = await require(request, *READERS)
     record = await evidence_db.get(request.app[CATALOG].engine, request.match_info["evidence_id"])
     if record is None or (principal.role == "uploader" and record.uploader != principal.token_id):
         raise NotFound("no such evidence")
-    return web.json_response(record.to_json())
+    return record
+
+
+async def get_evidence(request: web.Request) -> web.Response:
+    return web.json_response((await _readable_evidence(request)).to_json())
+
+
+async def get_receipt(request: web.Request) -> web.Response:
+    """The signed receipt exactly as issued; verify it with `avidence verify`."""
+    record = await _readable_evidence(request)
+    document = await receipts.get(request.app[CATALOG].engine, record.id)
+    if document is None:
+        raise NotFound("this evidence has no receipt")
+    return web.json_response(document)
+
+
+async def get_keys(request: web.Request) -> web.Response:
+    """Every public key that ever signed a receipt or checkpoint. Public by design."""
+    return web.json_response({"keys": await signing.published(request.app[CATALOG].engine)})
 
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/uploads/{upload_id}", get_upload)
     app.router.add_get("/api/evidence/{evidence_id}", get_evidence)
+    app.router.add_get("/api/evidence/{evidence_id}/receipt", get_receipt)
+    app.router.add_get("/api/keys", get_keys)

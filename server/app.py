@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,16 +14,20 @@ from avidence import __version__
 from avidence.storage.base import Store
 
 from . import api, health
+from .audit import log as audit
 from .catalog.db import Catalog
 from .config import Settings
 from .cors import cors_middleware
 from .errors import error_middleware
 from .metrics import Metrics
-from .state import CATALOG, METRICS, SETTINGS, STORE
+from .signing import load_signer, register
+from .state import CATALOG, METRICS, SETTINGS, SIGNER, STORE
 from .stores import build_store
 from .tus import routes as tus_routes
 
 log = logging.getLogger("avidence.server")
+
+CHECKPOINT_INTERVAL = 300.0
 
 
 def create_app(
@@ -49,6 +55,16 @@ def create_app(
     return app
 
 
+async def _seal_audit_log(app: web.Application) -> None:
+    """Sign the audit log's head regularly, so a truncation is detectable."""
+    while True:
+        await asyncio.sleep(CHECKPOINT_INTERVAL)
+        try:
+            await audit.checkpoint(app[CATALOG].engine, app[SIGNER])
+        except Exception:
+            log.exception("audit.checkpoint_failed")
+
+
 def _resources(catalog: Catalog | None, store: Store | None) -> Any:
     async def open_and_close(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
@@ -56,6 +72,8 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
         app[CATALOG] = catalog or Catalog(settings.database_url)
         if own_catalog:
             await app[CATALOG].ensure_current()
+        app[SIGNER] = load_signer(settings)
+        await register(app[CATALOG].engine, app[SIGNER])
         app[STORE] = store or build_store(settings)
         await app[STORE].open()
         log.info(
@@ -64,7 +82,12 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
             app[STORE].name,
             ",".join(settings.digests),
         )
+        sealer = asyncio.create_task(_seal_audit_log(app), name="audit-checkpoints")
         yield
+        sealer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sealer
+        await audit.checkpoint(app[CATALOG].engine, app[SIGNER])
         await app[STORE].close()
         if own_catalog:
             await app[CATALOG].close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import tokens
+from .audit import log as audit
+from .audit.events import Event
 from .errors import Forbidden, Unauthorized
 from .state import CATALOG
 from .tokens import Principal
@@ -18,6 +20,16 @@ async def require(request: web.Request, *roles: str) -> Principal:
         raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="avidence"'})
     principal = await tokens.authenticate(request.app[CATALOG].engine, secret.strip())
     if principal is None:
+        await audit.append(
+            request.app[CATALOG].engine,
+            Event(
+                action="auth.failed",
+                actor="unknown",
+                object=f"{request.method} {request.path}"[:200],
+                details={"token_sha256_prefix": tokens.hash_secret(secret.strip())[:12]},
+                client=request.remote,
+            ),
+        )
         raise Unauthorized(
             "the bearer token is unknown, revoked or expired",
             headers={"WWW-Authenticate": 'Bearer realm="avidence", error="invalid_token"'},

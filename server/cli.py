@@ -20,6 +20,8 @@ from avidence import __version__
 from avidence.storage.errors import StoreError
 
 from . import config, tokens
+from .audit import log as audit
+from .audit.events import Event
 from .catalog.db import Catalog, CatalogUnavailable
 
 T = TypeVar("T")
@@ -143,7 +145,17 @@ def token_create(ctx: Context, role: str, name: str) -> None:
         catalog = Catalog(settings.database_url)
         try:
             await catalog.migrate()
-            return await tokens.create(catalog.engine, role=role, name=name)
+            principal, secret = await tokens.create(catalog.engine, role=role, name=name)
+            await audit.append(
+                catalog.engine,
+                Event(
+                    action="token.created",
+                    actor="cli",
+                    object=f"token:{principal.token_id}",
+                    details={"role": role, "name": name},
+                ),
+            )
+            return principal, secret
         finally:
             await catalog.close()
 
@@ -184,7 +196,13 @@ def token_revoke(ctx: Context, token_id: str) -> None:
         catalog = Catalog(settings.database_url)
         try:
             await catalog.ensure_current()
-            return await tokens.revoke(catalog.engine, token_id)
+            revoked = await tokens.revoke(catalog.engine, token_id)
+            if revoked:
+                await audit.append(
+                    catalog.engine,
+                    Event(action="token.revoked", actor="cli", object=f"token:{token_id}"),
+                )
+            return revoked
         finally:
             await catalog.close()
 
@@ -196,3 +214,4 @@ def token_revoke(ctx: Context, token_id: str) -> None:
 from .serve import serve  # noqa: E402  (registers the command on `main`)
 
 main.add_command(serve)
+from .audit import cli as _audit_cli  # noqa: E402,F401  (registers `audit` and `key`)

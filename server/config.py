@@ -46,6 +46,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     upload_expiry: int = 7 * 24 * 3600
     read_timeout: int = 60
+    signing_key: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)

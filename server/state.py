@@ -9,8 +9,10 @@ from avidence.storage.base import Store
 from .catalog.db import Catalog
 from .config import Settings
 from .metrics import Metrics
+from .signing import Signer
 
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG = web.AppKey("catalog", Catalog)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
+SIGNER = web.AppKey("signer", Signer)

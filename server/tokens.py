@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .catalog.schema import tokens
 
@@ -30,6 +30,11 @@ class Principal:
     token_id: str
     name: str
     role: str
+
+    @property
+    def label(self) -> str:
+        """How the audit log names this caller."""
+        return f"{self.token_id} ({self.name})"
 
 
 def hash_secret(secret: str) -> str:
@@ -91,3 +96,9 @@ async def revoke(engine: AsyncEngine, token_id: str) -> bool:
 async def listing(engine: AsyncEngine) -> list[sa.Row[tuple[object, ...]]]:
     async with engine.connect() as conn:
         return list((await conn.execute(sa.select(tokens).order_by(tokens.c.created_at))).all())
+
+
+async def name_of(conn: AsyncConnection, token_id: str) -> str:
+    """The name a token was given, for receipts and audit entries ("" when unknown)."""
+    name = (await conn.execute(sa.select(tokens.c.name).where(tokens.c.id == token_id))).scalar()
+    return str(name) if name is not None else ""

@@ -183,7 +183,7 @@ class S3Store:
             s3={"addressing_style": "path"},
             connect_timeout=3,  # an outage must surface in seconds, not minutes
             read_timeout=60,
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"total_max_attempts": 3, "mode": "standard"},
             max_pool_connections=self._workers,
             tcp_keepalive=True,
         )

@@ -29,10 +29,14 @@ class Evidence:
     storage_key: str
     metadata: dict[str, str]
     received_at: datetime
+    integrity: str = "unchecked"  # "ok" or "failed" once a scrub has re-read the object
+    checked_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["received_at"] = self.received_at.isoformat().replace("+00:00", "Z")
+        if self.checked_at is not None:
+            data["checked_at"] = self.checked_at.isoformat().replace("+00:00", "Z")
         return data
 
 

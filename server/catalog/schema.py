@@ -110,4 +110,51 @@ evidence = Table(
     Column("storage_key", String(512), nullable=False, unique=True),
     Column("metadata", JSON(), nullable=False),
     Column("received_at", UTCDateTime(), nullable=False),
+    Column("integrity", String(16), nullable=False, default="unchecked"),
+    Column("checked_at", UTCDateTime()),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("public_key_pem", Text(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("evidence_id", String(32), ForeignKey("evidence.id"), primary_key=True),
+    Column("key_id", String(32), ForeignKey("signing_keys.id"), nullable=False),
+    Column("document", JSON(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Append-only: no code path updates or deletes a row. Each row's `hash` covers its content and
+# the previous row's hash; `prev_hash` is unique, so two writers cannot both extend one head.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger(), primary_key=True, autoincrement=False),
+    Column("time", UTCDateTime(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("object", String(200), nullable=False),
+    Column("case_id", String(128), index=True),
+    Column("details", JSON(), nullable=False),
+    Column("client", String(64)),
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", BigInteger(), primary_key=True, autoincrement=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("count", BigInteger(), nullable=False),
+    Column("time", UTCDateTime(), nullable=False),
+    Column("document", JSON(), nullable=False),
 )

@@ -13,6 +13,7 @@ from avidence.storage.digests import MultiDigest
 
 from ..config import Settings
 from ..metrics import Metrics
+from ..signing import Signer
 from .locks import UploadLocks
 
 
@@ -23,6 +24,7 @@ class TusContext:
     store: Store
     metrics: Metrics
     locks: UploadLocks
+    signer: Signer
     # Running digests of uploads this process is receiving; lost on restart, then rebuilt by
     # reading the finished object back.
     digests: dict[str, MultiDigest] = field(default_factory=dict)

@@ -6,6 +6,8 @@ import logging
 
 from avidence.storage.base import Target
 
+from ..audit import log as audit
+from ..audit.events import Event
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
 from .context import TusContext
@@ -16,7 +18,7 @@ DISCARDABLE = ("receiving", "complete")
 
 
 async def discard(
-    ctx: TusContext, upload: Upload, *, state: str, wait: float | None = None
+    ctx: TusContext, upload: Upload, *, state: str, actor: str, wait: float | None = None
 ) -> None:
     """Delete the staged bytes (or a finished partial's object) under the upload's lock and mark
     the upload `state`. Raises `Locked` when a writer holds it beyond `wait` seconds."""
@@ -30,4 +32,14 @@ async def discard(
     finally:
         await lease.release()
     ctx.digests.pop(upload.id, None)
+    await audit.append(
+        ctx.engine,
+        Event(
+            action=f"upload.{state}",
+            actor=actor,
+            object=f"upload:{upload.id}",
+            case_id=upload.metadata.get("case"),
+            details={"offset": upload.offset, "length": upload.length},
+        ),
+    )
     log.info("upload.%s id=%s offset=%s", state, upload.id, upload.offset)

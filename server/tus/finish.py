@@ -18,6 +18,9 @@ from avidence.storage import errors as store_errors
 from avidence.storage.base import Target
 from avidence.storage.digests import MultiDigest, matches
 
+from .. import receipts, tokens
+from ..audit import log as audit
+from ..audit.events import Event
 from ..catalog import evidence as evidence_db
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
@@ -85,6 +88,16 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
         await uploads_db.update(
             ctx.engine, upload.id, state="quarantined", digests=computed, error=message
         )
+        await audit.append(
+            ctx.engine,
+            Event(
+                action="integrity.failed",
+                actor="server",
+                object=f"upload:{upload.id}",
+                case_id=upload.metadata.get("case"),
+                details={"reason": message, "declared": declared, "computed": computed},
+            ),
+        )
     else:
         record = evidence_db.Evidence(
             id=new_evidence_id(),
@@ -104,13 +117,31 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
             received_at=now,
         )
         async with ctx.engine.begin() as conn:
+            uploader_name = await tokens.name_of(conn, upload.uploader)
             await evidence_db.insert(conn, record)
+            await receipts.issue(conn, ctx.signer, record, uploader_name=uploader_name)
             await conn.execute(
                 uploads_db.uploads.update()
                 .where(uploads_db.uploads.c.id == upload.id)
                 .values(state="done", digests=computed, evidence_id=record.id, updated_at=now)
             )
         ctx.metrics.uploads_finished.labels("evidence").inc()
+        await audit.append(
+            ctx.engine,
+            Event(
+                action="evidence.created",
+                actor=f"{upload.uploader} ({uploader_name})",
+                object=f"evidence:{record.id}",
+                case_id=record.case_id,
+                details={
+                    "upload": upload.id,
+                    "size": record.size,
+                    "filename": record.filename,
+                    "item": record.item,
+                    **computed,
+                },
+            ),
+        )
         log.info(
             "evidence.created id=%s upload=%s case=%s size=%s blake3=%s",
             record.id,

@@ -11,6 +11,8 @@ from email.utils import format_datetime
 import aiohttp
 from aiohttp import web
 
+from ..audit import log as audit
+from ..audit.events import Event
 from ..auth import require
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
@@ -72,7 +74,7 @@ class TusHandlers:
         if method == "PATCH":
             return await self.patch(request, upload)
         if method == "DELETE":
-            return await self.delete(upload)
+            return await self.delete(upload, principal)
         raise MethodNotAllowed(headers={"Allow": "OPTIONS, HEAD, PATCH, DELETE"})
 
     async def _load(self, upload_id: str, principal: Principal) -> Upload:
@@ -171,6 +173,18 @@ class TusHandlers:
             metadata.get("case", "-"),
             principal.token_id,
         )
+        if not partial:  # partials are pieces of one upload; the final one names them all
+            await audit.append(
+                ctx.engine,
+                Event(
+                    action="upload.created",
+                    actor=principal.label,
+                    object=f"upload:{upload_id}",
+                    case_id=metadata.get("case"),
+                    details={"length": length, "metadata": metadata, "parts": upload.parts},
+                    client=request.remote,
+                ),
+            )
         response_headers = {"Location": self._location(request, upload_id)}
         if is_final:
             upload = await concat.join(ctx, upload, partials)
@@ -237,10 +251,10 @@ class TusHandlers:
         out.update(self._outcome_headers(upload))
         return web.Response(status=204, headers=out)
 
-    async def delete(self, upload: Upload) -> web.Response:
+    async def delete(self, upload: Upload, principal: Principal) -> web.Response:
         if upload.state not in DISCARDABLE:
             raise Forbidden(f"a {upload.state} upload is kept; evidence is never deleted by tus")
-        await discard(self.ctx, upload, state="terminated")
+        await discard(self.ctx, upload, state="terminated", actor=principal.label)
         return web.Response(status=204)
 
     # -- helpers ------------------------------------------------------------------------------

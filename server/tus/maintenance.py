@@ -27,7 +27,7 @@ async def expire_abandoned(ctx: TusContext) -> int:
     stale += await uploads_db.in_state(ctx.engine, "complete", expired_before=now)
     for upload in stale:
         try:
-            await discard(ctx, upload, state="expired", wait=0)
+            await discard(ctx, upload, state="expired", actor="server", wait=0)
         except Locked:
             continue  # someone is writing to it right now: not abandoned
         except store_errors.StoreError as exc:

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 _PORT_LOW, _PORT_HIGH = 10000, 22700
 _GRPC_OFFSET = 10000
 _READY_TIMEOUT = 60.0
-_STOP_TIMEOUT = 15.0
+_STOP_TIMEOUT = 3.0  # SIGTERM takes ~2 s; a restarted filer can linger 10 s more
+_PROBE_BUCKET = "weed-ready-probe"
 
 
 def find_weed() -> str:
@@ -134,7 +135,7 @@ class SeaweedServer:
                 s3={"addressing_style": "path"},
                 connect_timeout=connect_timeout,
                 read_timeout=10,
-                retries={"max_attempts": 1, "mode": "standard"},
+                retries={"total_max_attempts": 1, "mode": "standard"},
             ),
         )
 
@@ -184,29 +185,28 @@ class SeaweedServer:
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
-        # A listening port is not enough: the gateway answers 503 until the filer is up.
+        # A listening port is not enough: the gateway answers 503 until the filer is up, and
+        # after a restart writes stall until the volume server has re-registered (~5 s). So
+        # wait for a real signed write.
         client = self.client(connect_timeout=1.0)
         deadline = time.monotonic() + timeout
         last: Exception | None = None
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise RuntimeError(f"weed exited early ({self._exit_code()}):\n{self.log_tail()}")
-            try:
-                client.list_buckets()
-            except Exception as exc:
-                last = exc
-                time.sleep(0.2)
-            else:
-                client.close()
-                return
-        client.close()
+        try:
+            while time.monotonic() < deadline:
+                if not self.running:
+                    raise RuntimeError(f"weed exited early:\n{self.log_tail()}")
+                try:
+                    _probe(client)
+                    return
+                except Exception as exc:
+                    last = exc
+                    time.sleep(0.2)
+        finally:
+            client.close()
         self.stop()
         raise RuntimeError(
             f"SeaweedFS S3 not ready after {timeout:.0f}s ({last}):\n{self.log_tail()}"
         )
-
-    def _exit_code(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
 
     def stop(self, *, timeout: float = _STOP_TIMEOUT) -> None:
         """SIGTERM, wait, then SIGKILL; a stopped server can be started again."""
@@ -230,6 +230,14 @@ class SeaweedServer:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _probe(client: S3Client) -> None:
+    """One signed write into a bucket of its own; raises until the server takes it."""
+    names = {bucket.get("Name") for bucket in client.list_buckets().get("Buckets", [])}
+    if _PROBE_BUCKET not in names:
+        client.create_bucket(Bucket=_PROBE_BUCKET)
+    client.put_object(Bucket=_PROBE_BUCKET, Key="probe", Body=b"\0" * 65536)
 
 
 def start_seaweed(base_dir: Path) -> SeaweedServer:

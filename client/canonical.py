@@ -1,0 +1,95 @@
+"""Canonical JSON and Ed25519 signatures: the one encoding receipts, manifests and audit
+checkpoints are signed in, shared by the server that signs and the client that verifies offline.
+
+Canonical means: keys sorted, no insignificant whitespace, UTF-8, no floats (their text form is
+not portable), so any implementation re-encoding the same document gets the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+ALGORITHM = "ed25519"
+
+
+class VerificationError(Exception):
+    """A signature, digest or document that does not check out; the message says which."""
+
+
+def _check(value: Any, path: str) -> None:
+    if isinstance(value, float):
+        raise ValueError(f"canonical JSON refuses floats ({path})")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"canonical JSON keys must be strings ({path})")
+            _check(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check(item, f"{path}[{i}]")
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical bytes of a JSON document."""
+    _check(value, "$")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """A short, stable id of a public key: the first 16 hex digits of SHA-256 of its raw bytes."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(slots=True, frozen=True)
+class PublicKeys:
+    """The server public keys a verifier trusts, by key id."""
+
+    keys: Mapping[str, Ed25519PublicKey]
+
+    @classmethod
+    def load(cls, text: str) -> PublicKeys:
+        """From a PEM public key or the JSON document `GET /api/keys` serves."""
+        text = text.strip()
+        if text.startswith("{"):
+            document = json.loads(text)
+            pems = [k["public_key_pem"] for k in document.get("keys", [])]
+        else:
+            pems = [text]
+        keys: dict[str, Ed25519PublicKey] = {}
+        for pem in pems:
+            loaded = serialization.load_pem_public_key(pem.encode())
+            if not isinstance(loaded, Ed25519PublicKey):
+                raise VerificationError("only Ed25519 public keys are accepted")
+            keys[key_id(loaded)] = loaded
+        if not keys:
+            raise VerificationError("no public key found")
+        return cls(keys)
+
+    def verify(self, signed: Mapping[str, Any], *, body: str) -> dict[str, Any]:
+        """Check `signed[body]` against `signed["signature"]` by `signed["key_id"]` and return
+        the body. Raises VerificationError with the reason."""
+        if signed.get("algorithm") != ALGORITHM:
+            raise VerificationError(f"unsupported signature algorithm {signed.get('algorithm')!r}")
+        kid = signed.get("key_id")
+        public = self.keys.get(str(kid))
+        if public is None:
+            raise VerificationError(f"signed by unknown key {kid!r}")
+        payload = signed.get(body)
+        if not isinstance(payload, dict):
+            raise VerificationError(f"no {body!r} object in the document")
+        try:
+            signature = base64.b64decode(str(signed.get("signature", "")), validate=True)
+            public.verify(signature, canonical_json(payload))
+        except (InvalidSignature, ValueError):
+            raise VerificationError("the signature does not match the document") from None
+        return payload

@@ -1,0 +1,143 @@
+"""`avidence-server audit ...` and `avidence-server key rotate`: custody commands for admins."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from avidence.client.canonical import PublicKeys
+
+from .. import signing
+from ..catalog.db import Catalog
+from ..cli import Context, main, run, shared_options
+from . import log as audit
+from .events import Event
+
+
+async def _keys(catalog: Catalog) -> PublicKeys:
+    return PublicKeys.load(json.dumps({"keys": await signing.published(catalog.engine)}))
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """Verify, checkpoint and export the tamper-evident audit log."""
+
+
+@audit_group.command("verify")
+@shared_options
+def audit_verify(ctx: Context) -> None:
+    """Walk the hash chain and every signed checkpoint; name the first bad entry."""
+    settings = ctx.settings()
+
+    async def go() -> audit.Verdict:
+        catalog = Catalog(settings.database_url)
+        try:
+            await catalog.ensure_current()
+            return await audit.verify(catalog.engine, await _keys(catalog))
+        finally:
+            await catalog.close()
+
+    verdict = run(go())
+    if not verdict.ok:
+        click.echo(f"audit log BROKEN at entry {verdict.bad_seq}: {verdict.problem}", err=True)
+        sys.exit(1)
+    click.echo(f"audit log OK: {verdict.entries} entries, {verdict.checkpoints} signed checkpoints")
+
+
+@audit_group.command("checkpoint")
+@shared_options
+def audit_checkpoint(ctx: Context) -> None:
+    """Sign the current head of the log now."""
+    settings = ctx.settings()
+
+    async def go() -> dict[str, Any] | None:
+        catalog = Catalog(settings.database_url)
+        try:
+            await catalog.ensure_current()
+            signer = signing.load_signer(settings)
+            await signing.register(catalog.engine, signer)
+            return await audit.checkpoint(catalog.engine, signer)
+        finally:
+            await catalog.close()
+
+    document = run(go())
+    click.echo("head already signed" if document is None else json.dumps(document["checkpoint"]))
+
+
+@audit_group.command("export")
+@shared_options
+@click.option("--case", "case_id", default=None, help="Only this case's entries.")
+@click.option("--out", type=click.File("w", encoding="utf-8"), default="-")
+def audit_export(ctx: Context, case_id: str | None, out: Any) -> None:
+    """JSON Lines: every entry with its hashes, then the signed checkpoints and public keys."""
+    settings = ctx.settings()
+
+    async def go() -> int:
+        catalog = Catalog(settings.database_url)
+        try:
+            await catalog.ensure_current()
+            count = 0
+            async for row in audit.rows(catalog.engine, case_id=case_id):
+                line = {"type": "entry", **audit.entry_body(row), "hash": row.hash}
+                out.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+                count += 1
+            for document in await audit.checkpoints(catalog.engine):
+                out.write(json.dumps({"type": "checkpoint", **document}, sort_keys=True) + "\n")
+            keys = await signing.published(catalog.engine)
+            out.write(json.dumps({"type": "keys", "keys": keys}, sort_keys=True) + "\n")
+            await audit.append(
+                catalog.engine,
+                Event(
+                    action="admin.command",
+                    actor="cli",
+                    object="audit:export",
+                    case_id=case_id,
+                    details={"entries": count},
+                ),
+            )
+            return count
+        finally:
+            await catalog.close()
+
+    count = run(go())
+    click.echo(f"exported {count} entries", err=True)
+
+
+@main.group("key")
+def key_group() -> None:
+    """Manage the server's signing keys."""
+
+
+@key_group.command("rotate")
+@shared_options
+def key_rotate(ctx: Context) -> None:
+    """Make a new signing key active; receipts signed by old keys stay valid."""
+    settings = ctx.settings()
+
+    async def go() -> signing.Signer:
+        catalog = Catalog(settings.database_url)
+        try:
+            await catalog.ensure_current()
+            old = signing.load_signer(settings)
+            await signing.register(catalog.engine, old)
+            await audit.checkpoint(catalog.engine, old)  # seal the log under the old key
+            new = signing.rotate(settings)
+            await signing.register(catalog.engine, new)
+            await audit.append(
+                catalog.engine,
+                Event(
+                    action="key.rotated",
+                    actor="cli",
+                    object=f"key:{new.key_id}",
+                    details={"previous": old.key_id},
+                ),
+            )
+            return new
+        finally:
+            await catalog.close()
+
+    signer = run(go())
+    click.echo(f"active signing key is now {signer.key_id}; restart servers to use it")

@@ -1,0 +1,186 @@
+"""Appending to, checkpointing and verifying the audit chain.
+
+Entry hash = SHA-256 of the canonical JSON of (seq, time, actor, action, object, case, details,
+client, prev_hash). The first entry's prev_hash is 64 zeros. A checkpoint signs (seq, head hash,
+count, time) with the server key, so truncating the log after a checkpoint, or rewriting it and
+recomputing every hash, is detectable with the public key alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from avidence.client.canonical import PublicKeys, VerificationError, canonical_json
+
+from ..catalog.schema import audit_checkpoints, audit_log
+from ..signing import Signer
+from .events import Event
+
+log = logging.getLogger("avidence.audit")
+
+GENESIS = "0" * 64
+_RETRIES = 50
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def entry_body(row: Any) -> dict[str, Any]:
+    """The hashed content of a row (or of a mapping with the same keys)."""
+    get = row.__getitem__ if isinstance(row, dict) else lambda k: getattr(row, k)
+    return {
+        "seq": int(get("seq")),
+        "time": _iso(get("time")),
+        "actor": get("actor"),
+        "action": get("action"),
+        "object": get("object"),
+        "case_id": get("case_id"),
+        "details": get("details"),
+        "client": get("client"),
+        "prev_hash": get("prev_hash"),
+    }
+
+
+def entry_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+async def _head(conn: AsyncConnection) -> tuple[int, str]:
+    row = (
+        await conn.execute(
+            sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+        )
+    ).first()
+    return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
+
+
+async def append(engine: AsyncEngine, event: Event) -> int:
+    """Chain `event` onto the log and return its sequence number.
+
+    Concurrent writers (threads, processes, replicas) race on the unique `seq` and `prev_hash`;
+    the loser re-reads the head and tries again."""
+    for _ in range(_RETRIES):
+        try:
+            async with engine.begin() as conn:
+                seq, prev = await _head(conn)
+                row = {
+                    "seq": seq + 1,
+                    "time": event.time,
+                    "actor": event.actor,
+                    "action": event.action,
+                    "object": event.object,
+                    "case_id": event.case_id,
+                    "details": event.details,
+                    "client": event.client,
+                    "prev_hash": prev,
+                }
+                row["hash"] = entry_hash(entry_body(row))
+                await conn.execute(audit_log.insert().values(**row))
+            return seq + 1
+        except IntegrityError:
+            continue
+    raise RuntimeError("could not append to the audit log: too much contention")
+
+
+async def checkpoint(engine: AsyncEngine, signer: Signer) -> dict[str, Any] | None:
+    """Sign the current head; None when the log is empty or the head is already signed."""
+    async with engine.connect() as conn:
+        seq, head = await _head(conn)
+        last = (await conn.execute(sa.select(sa.func.max(audit_checkpoints.c.seq)))).scalar()
+    if seq == 0 or last == seq:
+        return None
+    now = datetime.now(UTC)
+    document = signer.sign(
+        "checkpoint", {"seq": seq, "head_hash": head, "count": seq, "time": _iso(now)}
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                audit_checkpoints.insert().values(
+                    seq=seq, head_hash=head, count=seq, time=now, document=document
+                )
+            )
+    except IntegrityError:
+        return None  # another replica signed the same head
+    log.info("audit.checkpoint seq=%s head=%s key=%s", seq, head, signer.key_id)
+    return document
+
+
+async def rows(engine: AsyncEngine, *, case_id: str | None = None) -> AsyncIterator[Any]:
+    """Every entry in order (or a case's entries), streamed from the database."""
+    query = sa.select(audit_log).order_by(audit_log.c.seq)
+    if case_id is not None:
+        query = query.where(audit_log.c.case_id == case_id)
+    async with engine.connect() as conn:
+        result = await conn.stream(query.execution_options(yield_per=1000))
+        async for row in result:
+            yield row
+
+
+@dataclass(slots=True, frozen=True)
+class Verdict:
+    ok: bool
+    entries: int
+    checkpoints: int
+    problem: str | None = None
+    bad_seq: int | None = None
+
+
+async def verify(engine: AsyncEngine, keys: PublicKeys) -> Verdict:
+    """Walk the whole chain and every checkpoint; name the first entry that does not fit."""
+    expected_prev, expected_seq, count = GENESIS, 1, 0
+    heads: dict[int, str] = {}
+    async for row in rows(engine):
+        if int(row.seq) != expected_seq:
+            return Verdict(
+                False, count, 0, f"entry {expected_seq} is missing or out of order", expected_seq
+            )
+        body = entry_body(row)
+        if row.prev_hash != expected_prev:
+            return Verdict(
+                False,
+                count,
+                0,
+                f"entry {row.seq} does not follow entry {row.seq - 1}",
+                int(row.seq),
+            )
+        if entry_hash(body) != row.hash:
+            return Verdict(False, count, 0, f"entry {row.seq} was altered", int(row.seq))
+        heads[int(row.seq)] = row.hash
+        expected_prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
+    checked = 0
+    for document in await checkpoints(engine):
+        try:
+            signed = keys.verify(document, body="checkpoint")
+        except VerificationError as exc:
+            return Verdict(False, count, checked, f"a checkpoint does not verify: {exc}")
+        seq = int(signed["seq"])
+        if heads.get(seq) != signed["head_hash"]:
+            return Verdict(
+                False,
+                count,
+                checked,
+                f"checkpoint {seq} signed a head the log no longer has (truncated or rewritten)",
+                seq,
+            )
+        checked += 1
+    return Verdict(True, count, checked)
+
+
+async def checkpoints(engine: AsyncEngine) -> list[dict[str, Any]]:
+    """Every signed checkpoint document, oldest first."""
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            sa.select(audit_checkpoints.c.document).order_by(audit_checkpoints.c.seq)
+        )
+        return [dict(document) for document in result.scalars()]
