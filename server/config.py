@@ -47,6 +47,8 @@ class Settings:
     upload_expiry: int = 7 * 24 * 3600
     read_timeout: int = 60
     signing_key: str = ""
+    object_lock_mode: str = ""
+    object_lock_days: int = 0
     log_level: str = "INFO"
     log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -61,7 +63,14 @@ class Settings:
         return self.data_dir / "store"
 
 
-_INT_FIELDS = {"port", "s3_part_size", "max_size", "upload_expiry", "read_timeout"}
+_INT_FIELDS = {
+    "port",
+    "s3_part_size",
+    "max_size",
+    "upload_expiry",
+    "read_timeout",
+    "object_lock_days",
+}
 _TUPLE_FIELDS = {"digests", "cors_origins"}
 _FIELDS = {f.name for f in dataclasses.fields(Settings)} - {"extra"}
 
@@ -155,6 +164,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("max_size: must be a positive number of bytes")
     if settings.s3_part_size < 5 * 1024 * 1024:
         raise ConfigError("s3_part_size: S3 needs parts of at least 5 MiB (5242880 bytes)")
+    if settings.object_lock_mode.upper() not in ("", "GOVERNANCE", "COMPLIANCE"):
+        raise ConfigError("object_lock_mode: choose governance or compliance (or leave empty)")
+    if settings.object_lock_days < 0:
+        raise ConfigError("object_lock_days: must be zero or a positive number of days")
     if settings.read_timeout <= 0:
         raise ConfigError("read_timeout: must be a positive number of seconds")
     if settings.upload_expiry <= 0:

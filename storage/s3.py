@@ -280,10 +280,14 @@ class S3Store:
             upload=functools.partial(self._upload_part, target),
             run=self._call,
         )
+        # The old tail leads the next part; keep only its size so its bytes can go with the part.
+        head, head_size = tail.body, len(tail.body)
+        tail = _Tail(exists=tail.exists, version=tail.version)
         broken: Exception | None = None
         try:
-            for number, body in cutter.feed(tail.body):  # the tail leads the next part
+            for number, body in cutter.feed(head):
                 await uploads.start(number, body)
+            del head
             async for chunk in chunks:
                 for number, body in cutter.feed(chunk if type(chunk) is bytes else bytes(chunk)):
                     if not await uploads.start(number, body):
@@ -291,7 +295,11 @@ class S3Store:
                     del body  # the upload task holds the only reference until S3 has it
                 if uploads.failure is not None:
                     break
-        except Exception as exc:  # the caller's stream broke, or the upload outgrew S3
+        except TooManyParts:
+            broken = StoreFull(
+                f"upload {target.key!r} outgrows S3's largest object", key=target.key
+            )
+        except Exception as exc:  # the caller's stream broke
             broken = exc
         failure = await uploads.wait()
         if failure is not None:
@@ -299,12 +307,10 @@ class S3Store:
             raise broken or failure
         start = layout.parts_end + cutter.cut_bytes
         rest = cutter.remainder()
-        if rest and (cutter.cut_bytes or len(rest) != len(tail.body)):
+        if rest and (cutter.cut_bytes or len(rest) != head_size):
             await self._write_tail(target, start=start, body=rest, old=tail)
         elif not rest and cutter.cut_bytes and tail.exists:
             await self._drop_tail(target, tail)
-        if isinstance(broken, TooManyParts):
-            raise StoreFull(f"upload {target.key!r} outgrows S3's largest object", key=target.key)
         if broken is not None:
             raise broken
         # Parts a failed append left beyond a gap may just have joined the prefix.

@@ -16,7 +16,7 @@ from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
 from ..errors import BadRequest, TooLarge
 from .context import TusContext
-from .finish import await_outcome
+from .finish import await_outcome, lock_original
 
 log = logging.getLogger("avidence.tus.concat")
 
@@ -53,6 +53,7 @@ async def join(ctx: TusContext, final: Upload, partials: list[Upload]) -> Upload
         for key in keys:
             offset = await store.append(target, offset=offset, chunks=await store.read(key))
         await store.finish(target, size=offset)
+    await lock_original(ctx, final.storage_key)
     await uploads_db.update(ctx.engine, final.id, state="verifying", offset=final.length)
     for partial in partials:
         await uploads_db.update(ctx.engine, partial.id, state="consumed")

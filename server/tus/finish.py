@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from avidence.storage import errors as store_errors
-from avidence.storage.base import Target
+from avidence.storage.base import Retainer, Target
 from avidence.storage.digests import MultiDigest, matches
 
 from .. import receipts, tokens
@@ -61,8 +61,25 @@ async def publish(ctx: TusContext, upload: Upload) -> None:
         info = await ctx.store.stat(upload.storage_key)  # published by a process that then died
         if info.size != upload.length:
             raise
+    if upload.concat != "partial":
+        await lock_original(ctx, upload.storage_key)
     next_state = "complete" if upload.concat == "partial" else "verifying"
     await uploads_db.update(ctx.engine, upload.id, state=next_state, offset=upload.length)
+
+
+async def lock_original(ctx: TusContext, key: str) -> None:
+    """Write-once at the storage layer too: Object Lock retention on buckets that support it."""
+    settings, store = ctx.settings, ctx.store
+    mode = settings.object_lock_mode.upper()
+    if not mode or settings.object_lock_days <= 0 or not isinstance(store, Retainer):
+        return
+    if not (await store.lock_support()).object_lock:
+        return
+    until = datetime.now(UTC) + timedelta(days=settings.object_lock_days)
+    await store.set_retention(
+        key, until=until, mode="COMPLIANCE" if mode == "COMPLIANCE" else "GOVERNANCE"
+    )
+    log.info("original.locked key=%s mode=%s until=%s", key, mode, until.isoformat())
 
 
 async def verify(ctx: TusContext, upload_id: str) -> Upload:
