@@ -9,6 +9,7 @@ import pytest
 
 from avidence.storage import errors as store_errors
 from avidence.storage.s3 import S3Store
+
 from support.seaweed import SeaweedServer
 from support.servers import Api, make_api, metadata
 
