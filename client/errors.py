@@ -23,7 +23,8 @@ class ExitCode(IntEnum):
 
 EXIT_CODES_HELP = """\b
 Exit codes:
-  0  every file uploaded and verified
+  0  every file uploaded; verified unless the output says NOT verified
+     (only a plain tus server that publishes no digests leaves it unproven)
   1  upload failed (gave up after retries, unexpected server answer)
   2  usage error or bad input (missing, unreadable or changing file)
   3  the server refused the token (401/403)

@@ -29,7 +29,9 @@ def human_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds > 360000:
         return "--:--"
     s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    return (
+        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )
 
 
 @dataclass(slots=True)

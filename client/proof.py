@@ -47,11 +47,11 @@ def compare(*, what: str, local: dict[str, Any], remote: dict[str, Any]) -> None
 
 
 async def await_outcome(
-    tus: TusClient, url: str, *, state: str | None, evidence_id: str | None, timeout: float
+    tus: TusClient, url: str, *, state: str | None, evidence_id: str | None, patience: float
 ) -> str:
     """The evidence id of a finished final upload, polling `GET /api/uploads/{id}` while the
     server is still verifying (it answers within ~25 s and continues in the background)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience
     delay = 0.5
     while True:
         if state == "done" and evidence_id:
@@ -64,7 +64,9 @@ async def await_outcome(
         if state not in (None, "verifying", "complete", "receiving", "done"):
             raise UploadFailed(f"the upload ended in state {state!r}")
         if time.monotonic() > deadline:
-            raise UploadFailed(f"the server was still verifying after {timeout:.0f} s; rerun later")
+            raise UploadFailed(
+                f"the server was still verifying after {patience:.0f} s; rerun later"
+            )
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 5.0)
         status, document = await tus.get_json(f"/api/uploads/{upload_id(url)}")
@@ -73,8 +75,8 @@ async def await_outcome(
         state, evidence_id = document.get("state"), document.get("evidence_id")
         if state == "quarantined":
             raise IntegrityError(
-                f"the server quarantined the upload ({document.get('error') or 'digest mismatch'}); "
-                "the source is kept"
+                "the server quarantined the upload "
+                f"({document.get('error') or 'digest mismatch'}); the source is kept"
             )
 
 
@@ -108,7 +110,9 @@ async def prove(
     if keys_text is None:
         key_status, keys_text = await tus.get_text("/api/keys")
         if key_status != 200:
-            raise UploadFailed(f"cannot read the server's public keys (GET /api/keys: {key_status})")
+            raise UploadFailed(
+                f"cannot read the server's public keys (GET /api/keys: {key_status})"
+            )
     try:
         body = PublicKeys.load(keys_text).verify(receipt, body="receipt")
     except (VerificationError, ValueError, KeyError, TypeError) as exc:
@@ -116,14 +120,20 @@ async def prove(
     if body.get("evidence_id") not in (None, evidence_id):
         raise IntegrityError(f"the receipt names {body.get('evidence_id')}, not {evidence_id}")
     compare(what=f"the signed receipt of {evidence_id}", local=local, remote=body)
-    receipt_path.parent.mkdir(parents=True, exist_ok=True)
-    receipt_path.write_text(json.dumps(receipt, indent=1, ensure_ascii=False) + "\n")
+    await asyncio.to_thread(_save, receipt_path, receipt)
     return Proof(
         "receipt",
         True,
         f"signed receipt (key {receipt.get('key_id')}) states the local BLAKE3, SHA-256 and size",
         receipt,
     )
+
+
+def _save(path: Path, receipt: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(receipt, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
 
 
 async def prove_single(tus: TusClient, *, url: str, size: int, digests: dict[str, str]) -> Proof:

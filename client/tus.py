@@ -111,7 +111,7 @@ async def _message(response: aiohttp.ClientResponse) -> tuple[str, str]:
     """The server's error code and message from a JSON error body or plain text."""
     try:
         text = (await response.text(errors="replace"))[:2000]
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return "", response.reason or ""
     try:
         error = json.loads(text).get("error", {})
@@ -179,7 +179,11 @@ class TusClient:
         )
 
     async def retrying(
-        self, what: str, op: Callable[[], Awaitable[T]], *, give_up: type[ClientError] = UploadFailed
+        self,
+        what: str,
+        op: Callable[[], Awaitable[T]],
+        *,
+        give_up: type[ClientError] = UploadFailed,
     ) -> T:
         """Run `op`, retrying `Transient` failures with backoff until the policy gives up."""
         failures = 0
@@ -325,6 +329,14 @@ class TusClient:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
+    async def terminate(self, url: str) -> None:
+        """DELETE an upload we abandon (termination extension); best effort, never raises."""
+        try:
+            async with self.session.delete(url, headers=self._headers(), timeout=self._timeout(10)):
+                pass
+        except (TimeoutError, aiohttp.ClientError, ConnectionError):
+            pass
+
     # -- avidence JSON API -------------------------------------------------------------------
 
     async def get_json(self, path: str) -> tuple[int, Any]:
@@ -381,7 +393,8 @@ class _network:
     async def __aenter__(self) -> None:
         return None
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> bool:
-        if isinstance(exc, aiohttp.ClientError | ConnectionError | asyncio.TimeoutError):
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _: Any
+    ) -> None:
+        if isinstance(exc, aiohttp.ClientError | ConnectionError | TimeoutError):
             raise Transient(f"{self.what}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
-        return False

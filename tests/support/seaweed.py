@@ -119,6 +119,11 @@ class SeaweedServer:
         return self.base_dir / "identities.json"
 
     @property
+    def pid(self) -> int | None:
+        """The `weed` process id while it runs (benchmarks account its CPU)."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

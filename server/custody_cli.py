@@ -1,0 +1,128 @@
+"""`avidence-server scrub` and `avidence-server export`: custody commands for storage admins.
+
+Both act on the catalog and store the settings name, exactly as `serve` would, so a scrub run by
+cron checks the bytes the server hands out and an export bundles the records the server signed.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from . import signing
+from .catalog.db import Catalog
+from .cli import Context, fail, main, run, shared_options
+from .export import ExportReport, export_case
+from .scrub import Check, ScrubReport, scrub
+from .stores import build_store
+
+
+def _describe(check: Check) -> str:
+    if check.outcome == "missing":
+        return f"MISSING {check.evidence_id} case={check.case_id}: the stored original is gone"
+    parts = [f"{k} expected {check.expected[k]} found {check.found[k]}" for k in check.mismatched]
+    return f"FAILED {check.evidence_id} case={check.case_id}: " + "; ".join(parts)
+
+
+@main.command("scrub")
+@shared_options
+@click.option("--all", "everything", is_flag=True, help="Every original, whatever its last check.")
+@click.option("--case", "case_id", default=None, help="Only this case's originals.")
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="DAYS",
+    help="Only originals not checked for DAYS days (never-checked ones included).",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Check at most N.")
+def scrub_command(
+    ctx: Context,
+    everything: bool,
+    case_id: str | None,
+    older_than: float | None,
+    limit: int | None,
+) -> None:
+    """Re-read stored originals and compare their digests with the evidence records.
+
+    Exit code 1 when any original is missing or changed; each one is named on stderr and
+    recorded as `integrity.failed` in the audit log."""
+    if not (everything or case_id or older_than is not None):
+        fail("scrub: choose --all, --case CASE or --older-than DAYS")
+    if everything and (case_id or older_than is not None):
+        fail("scrub: --all cannot be combined with --case or --older-than")
+    settings = ctx.settings()
+
+    async def go() -> ScrubReport:
+        catalog = Catalog(settings.database_url)
+        store = build_store(settings)
+        try:
+            await catalog.ensure_current()
+            await store.open()
+            return await scrub(
+                catalog.engine,
+                store,
+                case_id=case_id,
+                older_than=timedelta(days=older_than) if older_than is not None else None,
+                limit=limit,
+                actor="cli",
+            )
+        finally:
+            await store.close()
+            await catalog.close()
+
+    report = run(go())
+    for check in report.problems:
+        click.echo(_describe(check), err=True)
+    click.echo(
+        f"scrub: checked {report.checked}, ok {report.ok}, "
+        f"failed {report.failed}, missing {report.missing}"
+    )
+    if report.problems:
+        sys.exit(1)
+
+
+@main.command("export")
+@shared_options
+@click.option("--case", "case_id", required=True, help="The case to bundle.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Bundle folder to create (absent or empty).",
+)
+@click.option("--manifests-only", is_flag=True, help="Leave the originals out.")
+def export_command(ctx: Context, case_id: str, out: Path, manifests_only: bool) -> None:
+    """Write a case's evidence bundle: originals, signed manifest, receipts, audit excerpt,
+    keys, SHA256SUMS/B3SUMS and a README for whoever receives it."""
+    settings = ctx.settings()
+
+    async def go() -> ExportReport:
+        catalog = Catalog(settings.database_url)
+        store = build_store(settings)
+        try:
+            await catalog.ensure_current()
+            signer = signing.load_signer(settings)
+            await signing.register(catalog.engine, signer)
+            if not manifests_only:
+                await store.open()
+            return await export_case(
+                catalog.engine,
+                store,
+                signer,
+                case_id=case_id,
+                out=out,
+                manifests_only=manifests_only,
+            )
+        finally:
+            await store.close()
+            await catalog.close()
+
+    report = run(go())
+    click.echo(
+        f"exported case {report.case_id}: {report.items} items, {report.originals} originals "
+        f"({report.bytes} bytes) to {report.out}; manifest signed by key {report.key_id}"
+    )

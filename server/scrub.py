@@ -1,0 +1,207 @@
+"""Integrity scrub: re-read stored originals and compare them with their evidence records.
+
+A digest taken at upload proves what arrived; only reading the bytes again proves they are still
+there, unchanged, years later (bit rot, a bad disk, someone with bucket credentials). Each check
+records its outcome on the evidence row (`integrity`, `checked_at`) and in the audit log:
+`integrity.checked` when the bytes match, `integrity.failed` with expected and found values (or
+"missing") when they do not.
+
+Selection is by `checked_at`: the rows never checked come first, then the longest unchecked.
+A check moves `checked_at` past the run's start, so a run works through its selection exactly
+once even when it fetches rows page by page, and an interrupted run resumes where it stopped.
+A store that cannot be reached stops the run (`StoreUnavailable` propagates): that says nothing
+about the evidence, so nothing is recorded for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from avidence.storage.base import Store
+from avidence.storage.digests import MultiDigest
+from avidence.storage.errors import NotFound
+
+from .audit import log as audit
+from .audit.events import Event
+from .catalog.schema import evidence
+from .metrics import Metrics
+
+log = logging.getLogger("avidence.scrub")
+
+PAGE = 100
+Outcome = Literal["ok", "failed", "missing"]
+
+
+@dataclass(slots=True, frozen=True)
+class Check:
+    """The outcome for one original; `found` is empty when the object is missing."""
+
+    evidence_id: str
+    case_id: str
+    outcome: Outcome
+    expected: dict[str, str | int]
+    found: dict[str, str | int] = field(default_factory=dict)
+
+    @property
+    def mismatched(self) -> list[str]:
+        """The fields (size, blake3, ...) whose found value differs from the expected one."""
+        return [k for k, v in self.expected.items() if k in self.found and self.found[k] != v]
+
+
+@dataclass(slots=True)
+class ScrubReport:
+    """What one run checked; `problems` keeps every failed or missing original."""
+
+    checked: int = 0
+    ok: int = 0
+    problems: list[Check] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for c in self.problems if c.outcome == "failed")
+
+    @property
+    def missing(self) -> int:
+        return sum(1 for c in self.problems if c.outcome == "missing")
+
+
+def _expected(row: sa.Row[tuple[object, ...]]) -> dict[str, str | int]:
+    """Size and every digest the record holds (SHA-256 and SM3 only when recorded)."""
+    values: dict[str, str | int] = {"size": int(row.size), "blake3": str(row.blake3)}
+    for algorithm in ("sha256", "sm3"):
+        value = getattr(row, algorithm)
+        if value:
+            values[algorithm] = str(value)
+    return values
+
+
+async def check_object(store: Store, row: sa.Row[tuple[object, ...]]) -> Check:
+    """Stream one original through the digests its record holds and compare."""
+    expected = _expected(row)
+    digest = MultiDigest([a for a in expected if a != "size"])
+    try:
+        stream = await store.read(str(row.storage_key))
+    except NotFound:
+        return Check(str(row.id), str(row.case_id), "missing", expected)
+    async for chunk in stream:
+        await digest.update_async(chunk)
+    found: dict[str, str | int] = {"size": digest.length, **digest.hexdigests()}
+    outcome: Outcome = "ok" if found == expected else "failed"
+    return Check(str(row.id), str(row.case_id), outcome, expected, found)
+
+
+async def _record(
+    engine: AsyncEngine, check: Check, *, actor: str, metrics: Metrics | None
+) -> None:
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(
+            evidence.update()
+            .where(evidence.c.id == check.evidence_id)
+            .values(integrity="ok" if check.outcome == "ok" else "failed", checked_at=now)
+        )
+    if check.outcome == "ok":
+        details: dict[str, object] = {**check.expected}
+        action = "integrity.checked"
+    else:
+        details = {"reason": check.outcome, "expected": check.expected}
+        if check.outcome == "failed":
+            details |= {"found": check.found, "mismatched": check.mismatched}
+        action = "integrity.failed"
+        if metrics is not None:
+            metrics.integrity_failures.labels(f"scrub_{check.outcome}").inc()
+        log.warning(
+            "integrity.failed evidence=%s case=%s reason=%s mismatched=%s",
+            check.evidence_id,
+            check.case_id,
+            check.outcome,
+            ",".join(check.mismatched),
+        )
+    await audit.append(
+        engine,
+        Event(
+            action=action,
+            actor=actor,
+            object=f"evidence:{check.evidence_id}",
+            case_id=check.case_id,
+            details=details,
+        ),
+    )
+
+
+async def scrub(
+    engine: AsyncEngine,
+    store: Store,
+    *,
+    case_id: str | None = None,
+    older_than: timedelta | None = None,
+    limit: int | None = None,
+    metrics: Metrics | None = None,
+    actor: str = "scrub",
+) -> ScrubReport:
+    """Check originals not checked since `older_than` ago (all of them when None), of one case
+    or of every case, at most `limit` of them, never-checked and longest-unchecked first."""
+    started = datetime.now(UTC)
+    cutoff = started - older_than if older_than is not None else started
+    stale = sa.or_(evidence.c.checked_at.is_(None), evidence.c.checked_at < cutoff)
+    query = sa.select(evidence).where(stale)
+    if case_id is not None:
+        query = query.where(evidence.c.case_id == case_id)
+    query = query.order_by(
+        sa.nulls_first(evidence.c.checked_at.asc()), evidence.c.received_at, evidence.c.id
+    )
+    report = ScrubReport()
+    while limit is None or report.checked < limit:
+        page = PAGE if limit is None else min(PAGE, limit - report.checked)
+        async with engine.connect() as conn:
+            batch = (await conn.execute(query.limit(page))).all()
+        if not batch:
+            break
+        for row in batch:
+            check = await check_object(store, row)
+            await _record(engine, check, actor=actor, metrics=metrics)
+            report.checked += 1
+            if check.outcome == "ok":
+                report.ok += 1
+            else:
+                report.problems.append(check)
+    log.info(
+        "scrub.finished checked=%s ok=%s failed=%s missing=%s case=%s",
+        report.checked,
+        report.ok,
+        report.failed,
+        report.missing,
+        case_id or "*",
+    )
+    return report
+
+
+async def run_periodically(
+    engine: AsyncEngine,
+    store: Store,
+    *,
+    interval: float,
+    older_than: timedelta = timedelta(days=30),
+    limit: int | None = 1000,
+    metrics: Metrics | None = None,
+) -> None:
+    """Every `interval` seconds check up to `limit` originals unchecked for `older_than`, until
+    cancelled. The bounded batch keeps one round's I/O predictable; the ordering makes
+    successive rounds cover every original. A failing round is logged and retried next time."""
+    while True:
+        try:
+            await scrub(
+                engine, store, older_than=older_than, limit=limit, metrics=metrics, actor="server"
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("scrub.round_failed")
+        await asyncio.sleep(interval)
