@@ -37,15 +37,11 @@ from .errors import (
     InvalidRange,
     NotFound,
     OffsetMismatch,
-    StoreError,
-    StoreFull,
     StoreUnavailable,
 )
 from .keys import check_key
+from .localwrite import BATCH, Appender, os_error
 
-BATCH = 1024 * 1024
-# Long appends are fsynced every CHECKPOINT bytes: the durable prefix a write error falls back to.
-CHECKPOINT = 64 * 1024 * 1024
 # A temp file this old belongs to a concatenation that died with its process.
 STALE_TMP_SECONDS = 24 * 3600
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -56,13 +52,6 @@ _T = TypeVar("_T")
 class _Blocked(NotFound):
     """A finished object sits where `key` needs a folder: nothing is there to read, and the
     key can never be finished."""
-
-
-def _os_error(exc: OSError, key: str | None) -> StoreError:
-    """The one mapping of unexpected OS errors: full disk or quota, else unavailable."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StoreFull(f"local store is full: {exc.strerror}", key=key)
-    return StoreUnavailable(f"local store I/O failed: {exc}", key=key)
 
 
 def _open_in(dir_fd: int, name: str, flags: int, *, key: str) -> int:
@@ -83,82 +72,6 @@ def _info(key: str, info: os.stat_result) -> ObjectInfo:
     )
 
 
-class _Appender:
-    """One append into an open staging file: chunks coalesced into BATCH writes, fsync every
-    CHECKPOINT bytes and at the end.
-
-    On a write error the file is cut back to the last fsynced position, so a full disk leaves no
-    half-written batch and `offset` reports only whole, durable bytes. Thread work is shielded
-    from cancellation and the descriptor closed only after it: a cancelled request must never
-    leave a thread writing through a descriptor number reused by someone else."""
-
-    def __init__(self, fd: int, *, key: str, pos: int, fsync: bool) -> None:
-        self.fd, self.key, self.pos, self.durable, self.fsync = fd, key, pos, pos, fsync
-        self._busy: asyncio.Future[int] | None = None
-
-    async def append(self, chunks: AsyncIterable[bytes]) -> int:
-        buf = bytearray()
-        iterator = aiter(chunks)
-        while True:
-            try:
-                chunk = await anext(iterator)
-            except StopAsyncIteration:
-                break
-            except BaseException:
-                # The sender went away: keep what arrived, durably, and let the caller see why.
-                await self._write(buf)
-                raise
-            if not buf and len(chunk) >= BATCH:
-                await self._write(chunk)
-            elif chunk:
-                buf += chunk
-                if len(buf) >= BATCH:
-                    data, buf = buf, bytearray()
-                    await self._write(data)
-        await self._write(buf, last=True)
-        return self.pos
-
-    async def _write(self, data: bytes | bytearray, *, last: bool = False) -> None:
-        sync = last or not data or self.pos + len(data) - self.durable >= CHECKPOINT
-        loop = asyncio.get_running_loop()
-        self._busy = loop.run_in_executor(None, self._write_sync, data, self.pos, sync)
-        try:
-            self.pos = await asyncio.shield(self._busy)
-        except OSError as exc:
-            raise _os_error(exc, self.key) from exc
-        if sync:
-            self.durable = self.pos
-
-    def _write_sync(self, data: bytes | bytearray, pos: int, sync: bool) -> int:
-        view = memoryview(data)
-        try:
-            while view:  # pwrite may write less than asked
-                n = os.pwrite(self.fd, view, pos)
-                view, pos = view[n:], pos + n
-            if sync and self.fsync:
-                os.fsync(self.fd)
-        except OSError:
-            try:
-                os.ftruncate(self.fd, self.durable)
-                if self.fsync:
-                    os.fsync(self.fd)
-            except OSError:
-                pass  # best effort: the write error is the one to report
-            raise
-        return pos
-
-    def close(self) -> None:
-        if self._busy is None or self._busy.done():
-            os.close(self.fd)
-        else:
-            self._busy.add_done_callback(self._close_after)
-
-    def _close_after(self, busy: asyncio.Future[int]) -> None:
-        if not busy.cancelled():
-            busy.exception()  # mark retrieved: the cancelled append had nobody left to tell
-        os.close(self.fd)
-
-
 class LocalStore:
     """`Store` and `Concatenator` on a local folder; see the module docstring for the layout."""
 
@@ -177,7 +90,7 @@ class LocalStore:
         try:
             return await asyncio.to_thread(fn, *args)
         except OSError as exc:
-            raise _os_error(exc, key) from exc
+            raise os_error(exc, key) from exc
 
     def _sync(self, fd: int) -> None:
         if self._fsync:
@@ -353,7 +266,7 @@ class LocalStore:
     async def append(self, target: Target, *, offset: int, chunks: AsyncIterable[bytes]) -> int:
         key = check_key(target.key)
         fd, size = await self._run(self._staging_size, key, os.O_WRONLY, key=key)
-        writer = _Appender(fd, key=key, pos=size, fsync=self._fsync)
+        writer = Appender(fd, key=key, pos=size, fsync=self._fsync)
         try:
             if offset != size:
                 raise OffsetMismatch(
