@@ -21,11 +21,17 @@ install: $(BIN)/.installed
 
 install-dev: $(BIN)/.installed-dev system-deps
 
-# Debian's ffmpeg (media fixtures, transcoding); installed only when missing.
+# Debian packages the tests use: ffmpeg/ffprobe (media fixtures, transcoding), b3sum (receipts
+# checked with an independent tool), chromium (the viewer and upload page in a real browser).
+# Installed only when missing.
+SYSTEM_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg b3sum:b3sum chromium:chromium
 system-deps:
-	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
 ## Start the server on the embedded default (local folder + SQLite in ./data) with an uploader token.
 run: install
