@@ -139,6 +139,11 @@ class BundleReport:
     def problem(self, path: str, reason: str) -> None:
         self.problems.append(f"{path}: {reason}")
 
+    def tidy(self) -> None:
+        """Each problem once (a missing file is found by several checks), grouped by path."""
+        unique = dict.fromkeys(self.problems)
+        self.problems = sorted(unique, key=lambda line: line.split(": ", 1)[0])
+
 
 def _safe(rel: str) -> bool:
     parts = PurePosixPath(rel).parts
@@ -206,7 +211,7 @@ def _check_items(
         rel = str(item.get("receipt"))
         receipt: dict[str, Any] | None = None
         if not _safe(rel) or not (root / rel).is_file():
-            report.problem(rel, "receipt missing")
+            report.problem(rel, "missing")
         else:
             try:
                 signed = load_json(root / rel)
@@ -224,7 +229,7 @@ def _check_items(
         if not manifest.get("originals_included") or path is None:
             continue
         if not _safe(str(path)) or str(path) not in hashed:
-            report.problem(str(path), "original missing")
+            report.problem(str(path), "missing")
             continue
         report.originals += 1
         for reason in _compare("the manifest", item, hashed[str(path)]):
@@ -289,32 +294,37 @@ def verify_bundle(root: Path, keys: PublicKeys) -> BundleReport:
     on_disk = _bundle_files(root, report)
     sums = {name: _read_sums(root, name, report) for name in SUMS}
     manifest = _load_manifest(root, keys, report)
-    sm3 = {
-        str(i.get("path")) for i in (manifest or {}).get("items", []) if i.get("sm3")
-    }
+    sm3 = {str(i.get("path")) for i in (manifest or {}).get("items", []) if i.get("sm3")}
     hashed: dict[str, dict[str, Any]] = {}
     for rel in sorted(on_disk):
-        size, digests = file_digests(root / rel, ["sha256", "blake3", *(["sm3"] * (rel in sm3))])
+        algorithms = ["blake3", "sha256", "sm3"] if rel in sm3 else ["blake3", "sha256"]
+        size, digests = file_digests(root / rel, algorithms)
         hashed[rel] = {"size": size, **digests}
     for name, algorithm in SUMS.items():
         for rel, value in sorted(sums[name].items()):
             if rel not in hashed:
-                report.problem(rel, f"missing (listed in {name})")
+                report.problem(rel, "missing")
             elif hashed[rel][algorithm] != value:
                 report.problem(rel, f"changed ({algorithm} differs from {name})")
         for rel in sorted(on_disk - set(sums[name])):
             report.problem(rel, f"not listed in {name}")
     if manifest is None:
-        report.problems = list(dict.fromkeys(report.problems))
+        report.tidy()
         return report
-    for part in ("audit", "keys"):
+    signed_paths = {"manifest.json"}
+    for part in ("audit", "keys", "readme"):
         stated = manifest.get(part) or {}
         rel = str(stated.get("path"))
+        signed_paths.add(rel)
         if rel in hashed and hashed[rel]["sha256"] != stated.get("sha256"):
             report.problem(rel, "differs from the digest the signed manifest states")
         elif rel not in hashed:
             report.problem(rel, "missing")
+    for item in manifest["items"]:
+        signed_paths |= {str(item.get("receipt")), str(item.get("path"))}
+    for rel in sorted(on_disk - signed_paths):
+        report.problem(rel, "not part of the signed manifest")
     _check_items(root, manifest, keys, hashed, report)
     _check_audit(root, manifest, keys, report)
-    report.problems = list(dict.fromkeys(report.problems))  # a missing file is named once
+    report.tidy()
     return report

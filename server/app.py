@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +14,7 @@ from aiohttp import web
 from avidence import __version__
 from avidence.storage.base import Store
 
-from . import api, health
+from . import api, health, scrub, tickets
 from .audit import log as audit
 from .catalog.db import Catalog
 from .config import Settings
@@ -52,6 +53,7 @@ def create_app(
     app.router.add_get("/api/version", health.version)
     tus_routes.setup(app)
     api.setup(app)
+    tickets.setup(app)
     return app
 
 
@@ -82,11 +84,25 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
             app[STORE].name,
             ",".join(settings.digests),
         )
-        sealer = asyncio.create_task(_seal_audit_log(app), name="audit-checkpoints")
+        background = [asyncio.create_task(_seal_audit_log(app), name="audit-checkpoints")]
+        if settings.scrub_interval > 0:
+            background.append(
+                asyncio.create_task(
+                    scrub.run_periodically(
+                        app[CATALOG].engine,
+                        app[STORE],
+                        interval=settings.scrub_interval,
+                        older_than=timedelta(days=settings.scrub_age_days),
+                        metrics=app[METRICS],
+                    ),
+                    name="integrity-scrub",
+                )
+            )
         yield
-        sealer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sealer
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await audit.checkpoint(app[CATALOG].engine, app[SIGNER])
         await app[STORE].close()
         if own_catalog:

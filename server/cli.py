@@ -214,4 +214,6 @@ def token_revoke(ctx: Context, token_id: str) -> None:
 from .serve import serve  # noqa: E402  (registers the command on `main`)
 
 main.add_command(serve)
+from . import custody_cli as _custody_cli  # noqa: E402,F401  (registers `scrub` and `export`)
 from .audit import cli as _audit_cli  # noqa: E402,F401  (registers `audit` and `key`)
+from .tickets import cli as _tickets_cli  # noqa: E402,F401  (registers `ticket`)

@@ -47,10 +47,18 @@ class Settings:
     upload_expiry: int = 7 * 24 * 3600
     read_timeout: int = 60
     signing_key: str = ""
+    scrub_interval: int = 3600
+    scrub_age_days: int = 30
     object_lock_mode: str = ""
     object_lock_days: int = 0
     log_level: str = "INFO"
     log_format: str = "text"
+    embedded_worker: bool = True
+    worker_concurrency: int = 1
+    job_lease: int = 60
+    job_attempts: int = 3
+    job_backoff: int = 30
+    transcode_profiles: tuple[str, ...] = ("mp4-h264", "poster")
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -70,8 +78,16 @@ _INT_FIELDS = {
     "upload_expiry",
     "read_timeout",
     "object_lock_days",
+    "scrub_interval",
+    "scrub_age_days",
+    "worker_concurrency",
+    "job_lease",
+    "job_attempts",
+    "job_backoff",
 }
-_TUPLE_FIELDS = {"digests", "cors_origins"}
+_TUPLE_FIELDS = {"digests", "cors_origins", "transcode_profiles"}
+_BOOL_FIELDS = {"embedded_worker"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _FIELDS = {f.name for f in dataclasses.fields(Settings)} - {"extra"}
 
 
@@ -105,6 +121,11 @@ def _coerce(name: str, value: Any) -> Any:
         except ValueError:
             raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
         return number
+    if name in _BOOL_FIELDS:
+        text = str(value).strip().lower()
+        if isinstance(value, bool) or text in _TRUE + _FALSE:
+            return value if isinstance(value, bool) else text in _TRUE
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
     if name in _TUPLE_FIELDS:
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(str(i).strip() for i in items if str(i).strip())
@@ -168,6 +189,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("object_lock_mode: choose governance or compliance (or leave empty)")
     if settings.object_lock_days < 0:
         raise ConfigError("object_lock_days: must be zero or a positive number of days")
+    if settings.scrub_interval < 0 or settings.scrub_age_days < 0:
+        raise ConfigError("scrub_interval/scrub_age_days: must be zero or positive")
     if settings.read_timeout <= 0:
         raise ConfigError("read_timeout: must be a positive number of seconds")
     if settings.upload_expiry <= 0:
@@ -178,6 +201,14 @@ def validate(settings: Settings) -> None:
         raise ConfigError("log_format: choose text or json")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level: choose DEBUG, INFO, WARNING or ERROR")
+    if settings.worker_concurrency < 1:
+        raise ConfigError("worker_concurrency: at least 1 job at a time")
+    if settings.job_lease < 1:
+        raise ConfigError("job_lease: must be a positive number of seconds")
+    if settings.job_attempts < 1:
+        raise ConfigError("job_attempts: at least 1")
+    if settings.job_backoff < 0:
+        raise ConfigError("job_backoff: zero or a positive number of seconds")
     try:
         normalize(settings.digests)
     except ValueError as exc:

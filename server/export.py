@@ -10,13 +10,16 @@ Layout (every path relative to the bundle folder):
   signed checkpoint; the export is itself audited and checkpointed first, so the excerpt ends
   with an entry a signed checkpoint covers;
 * `manifest.json`: signed with the server key; lists every item with its digests, bundle path and
-  receipt, and the SHA-256 of `audit.jsonl` and `keys.json`, so one signature covers the bundle;
+  receipt, and the SHA-256 of `audit.jsonl`, `keys.json` and `README.txt`, so one signature
+  covers every file (receipts carry signatures of their own);
 * `SHA256SUMS`, `B3SUMS`: every other file, in `sha256sum` / `b3sum` format, for tools a clerk
   already has; `README.txt` says how to check, in English and Chinese.
 
 The bundle is built in a sibling temporary folder and renamed into place at the end, so `--out`
 holds a complete bundle or nothing.
 """
+
+# ruff: noqa: RUF001  (the README's Chinese text uses full-width punctuation, as Chinese does)
 
 from __future__ import annotations
 
@@ -180,6 +183,14 @@ async def _copy_original(
     return record.size
 
 
+def _workdir(out: Path) -> Path:
+    """A fresh folder beside `out`, renamed onto it when the bundle is complete."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out} exists and is not an empty folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+
+
 async def export_case(
     engine: AsyncEngine,
     store: Store,
@@ -194,10 +205,7 @@ async def export_case(
     records = await _case_records(engine, case_id)
     if not records:
         raise ExportError(f"case {case_id!r} has no evidence")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"{out} exists and is not an empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    work = await asyncio.to_thread(_workdir, out)
     try:
         items, originals, size = await _build(
             _Bundle(work), engine, store, signer, case_id, records, manifests_only, actor
@@ -245,6 +253,9 @@ async def _build(
     await audit.checkpoint(engine, signer)  # so the excerpt ends under a signed head
     excerpt, entries = await _audit_excerpt(engine, case_id)
     audit_sha = bundle.write("audit.jsonl", excerpt)
+    has_derivatives = (bundle.root / "derivatives").is_dir()
+    readme_text = readme(case_id, len(items), signer.key_id, has_derivatives)
+    readme_sha = bundle.write("README.txt", readme_text.encode())
     body = {
         "type": MANIFEST_TYPE,
         "case": case_id,
@@ -253,10 +264,9 @@ async def _build(
         "items": items,
         "audit": {"path": "audit.jsonl", "sha256": audit_sha, "entries": entries},
         "keys": {"path": "keys.json", "sha256": keys_sha},
+        "readme": {"path": "README.txt", "sha256": readme_sha},
     }
     bundle.write_json("manifest.json", signer.sign("manifest", body))
-    has_derivatives = (bundle.root / "derivatives").is_dir()
-    bundle.write("README.txt", readme(case_id, len(items), signer.key_id, has_derivatives).encode())
     bundle.write_sums()
     originals = 0 if manifests_only else len(items)
     return len(items), originals, total

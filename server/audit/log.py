@@ -8,9 +8,10 @@ recomputing every hash, is detectable with the public key alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -116,7 +117,7 @@ async def checkpoint(engine: AsyncEngine, signer: Signer) -> dict[str, Any] | No
     return document
 
 
-async def rows(engine: AsyncEngine, *, case_id: str | None = None) -> AsyncIterator[Any]:
+async def rows(engine: AsyncEngine, *, case_id: str | None = None) -> AsyncGenerator[Any, None]:
     """Every entry in order (or a case's entries), streamed from the database."""
     query = sa.select(audit_log).order_by(audit_log.c.seq)
     if case_id is not None:
@@ -140,24 +141,30 @@ async def verify(engine: AsyncEngine, keys: PublicKeys) -> Verdict:
     """Walk the whole chain and every checkpoint; name the first entry that does not fit."""
     expected_prev, expected_seq, count = GENESIS, 1, 0
     heads: dict[int, str] = {}
-    async for row in rows(engine):
-        if int(row.seq) != expected_seq:
-            return Verdict(
-                False, count, 0, f"entry {expected_seq} is missing or out of order", expected_seq
-            )
-        body = entry_body(row)
-        if row.prev_hash != expected_prev:
-            return Verdict(
-                False,
-                count,
-                0,
-                f"entry {row.seq} does not follow entry {row.seq - 1}",
-                int(row.seq),
-            )
-        if entry_hash(body) != row.hash:
-            return Verdict(False, count, 0, f"entry {row.seq} was altered", int(row.seq))
-        heads[int(row.seq)] = row.hash
-        expected_prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
+    # aclosing: an early return must give the streamed connection back at once, not at GC.
+    async with contextlib.aclosing(rows(engine)) as entries:
+        async for row in entries:
+            if int(row.seq) != expected_seq:
+                return Verdict(
+                    False,
+                    count,
+                    0,
+                    f"entry {expected_seq} is missing or out of order",
+                    expected_seq,
+                )
+            body = entry_body(row)
+            if row.prev_hash != expected_prev:
+                return Verdict(
+                    False,
+                    count,
+                    0,
+                    f"entry {row.seq} does not follow entry {row.seq - 1}",
+                    int(row.seq),
+                )
+            if entry_hash(body) != row.hash:
+                return Verdict(False, count, 0, f"entry {row.seq} was altered", int(row.seq))
+            heads[int(row.seq)] = row.hash
+            expected_prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
     checked = 0
     for document in await checkpoints(engine):
         try:

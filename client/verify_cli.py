@@ -1,0 +1,76 @@
+"""`avidence verify` and `avidence verify-bundle`: offline checks for whoever receives evidence.
+
+One line per outcome, so a clerk can read it and a script can parse it: `OK ...` and exit 0,
+or `FAILED <what>: <reason>` lines and exit 1. Neither command talks to a server.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import verify as offline
+from .canonical import VerificationError
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command("verify")
+@click.argument("file", type=_FILE)
+@click.option("--receipt", "receipt_path", type=_FILE, required=True, help="The receipt JSON.")
+@click.option(
+    "--key",
+    "key_path",
+    type=_FILE,
+    required=True,
+    help="The server public key: a PEM file or the /api/keys JSON document.",
+)
+def verify(file: Path, receipt_path: Path, key_path: Path) -> None:
+    """Check FILE against its signed receipt: signature, size, BLAKE3, SHA-256 (and SM3)."""
+    try:
+        keys = offline.load_keys(key_path)
+        verdict = offline.verify_file(file, offline.load_json(receipt_path), keys)
+    except VerificationError as exc:
+        click.echo(f"FAILED {file.name}: {exc}", err=True)
+        sys.exit(1)
+    digests = " ".join(f"{a}={v}" for a, v in verdict.digests.items())
+    click.echo(f"OK {file.name} size={verdict.size} {digests} key={verdict.key_id}")
+
+
+@click.command("verify-bundle")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    "key_path",
+    type=_FILE,
+    default=None,
+    help="The server public key (PEM or /api/keys document); default: the bundle's keys.json.",
+)
+def verify_bundle(bundle: Path, key_path: Path | None) -> None:
+    """Check an evidence bundle made by `avidence-server export`: manifest signature, every
+    receipt, every original's digests, SHA256SUMS/B3SUMS and the audit excerpt."""
+    from_bundle = key_path is None
+    try:
+        keys = offline.load_keys(key_path or bundle / "keys.json")
+    except VerificationError as exc:
+        click.echo(f"FAILED keys: {exc}", err=True)
+        sys.exit(1)
+    report = offline.verify_bundle(bundle, keys)
+    for problem in report.problems:
+        click.echo(f"FAILED {problem}", err=True)
+    if report.problems:
+        sys.exit(1)
+    kids = ", ".join(sorted(report.key_ids))
+    originals = f"{report.originals} originals" if report.originals else "no originals included"
+    click.echo(
+        f"OK bundle {bundle}: case {report.case}, {report.items} items, {originals}, "
+        f"{report.entries} audit entries ({report.anchored} under a signed checkpoint), "
+        f"{report.checkpoints} checkpoints; signed by key {kids}"
+    )
+    if from_bundle:
+        click.echo(
+            f"NOTE the public key came from the bundle itself (keys.json): a court should "
+            f"compare key id {kids} with one obtained independently of this bundle"
+        )
