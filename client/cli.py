@@ -68,7 +68,7 @@ def common_options(fn: F) -> F:
         click.option(
             "--retries",
             type=click.IntRange(1, 10_000),
-            help="Failures in a row before giving up (default 10).",
+            help="Failures in a row before giving up (default 20, about 10 minutes of outage).",
         ),
         click.option(
             "--trusted-keys",
@@ -111,9 +111,12 @@ class Context:
         self.item = str(get("item", kwargs.get("item"), ""))
         self.parallel = int(get("parallel", kwargs.get("parallel"), 4))
         self.chunk_size = parse_size(get("chunk_size", kwargs.get("chunk_size"), DEFAULT_CHUNK))
-        self.retry = RetryPolicy(attempts=int(get("retries", kwargs.get("retries"), 10)))
+        self.retry = RetryPolicy(attempts=int(get("retries", kwargs.get("retries"), 20)))
         keys_path = get("trusted_keys", kwargs.get("trusted_keys"))
-        self.trusted_keys = Path(keys_path).read_text() if keys_path else None
+        try:
+            self.trusted_keys = Path(keys_path).read_text() if keys_path else None
+        except OSError as exc:
+            raise InputError(f"trusted keys {keys_path}: {exc.strerror}") from None
         self.store = StateStore(
             Path(get("state_dir", kwargs.get("state_dir"), default_state_dir()))
         )
@@ -170,7 +173,9 @@ def main(verbose: bool) -> None:
 
 
 @main.command(epilog=EXIT_CODES_HELP)
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument(
+    "paths", metavar="FILE...", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
 @click.option("--case", help="Case the evidence belongs to (or `case` in config).")
 @common_options
 def upload(paths: tuple[Path, ...], case: str | None, **kwargs: Any) -> None:
@@ -195,6 +200,8 @@ def upload(paths: tuple[Path, ...], case: str | None, **kwargs: Any) -> None:
         trusted_keys=ctx.trusted_keys,
     )
 
+    ctx.reporter.plan(files=len(paths), size=sum(p.stat().st_size for p in paths))
+
     async def work() -> ExitCode:
         async with ctx.session() as session:
             uploader = Uploader(ctx.client(session), ctx.store, ctx.reporter)
@@ -217,17 +224,23 @@ def _print_outcome(ctx: Context, outcome: Outcome) -> None:
             digests=outcome.digests,
             receipt=outcome.receipt_file,
             seconds=round(outcome.seconds, 3),
+            already=outcome.already,
         )
         return
     rate = outcome.size / outcome.seconds if outcome.seconds > 0 else 0
-    click.echo(f"{outcome.evidence_id or '-'}\t{outcome.path}")
-    if not isinstance(ctx.reporter, QuietReporter):
-        click.echo(
-            f"  {'verified' if outcome.verified else 'NOT verified'} by {outcome.proof or 'nothing'}"
-            f"; {human_bytes(outcome.size)} in {outcome.seconds:.1f} s ({human_bytes(rate)}/s)"
-            + (f"; receipt saved to {outcome.receipt_file}" if outcome.receipt_file else ""),
-            err=True,
-        )
+    verdict = "verified" if outcome.verified else "NOT verified"
+    sent = (
+        "uploaded by an earlier run"
+        if outcome.already
+        else f"{human_bytes(outcome.size)} in {outcome.seconds:.1f} s ({human_bytes(rate)}/s)"
+    )
+    detail = f"  {verdict} by {outcome.proof or 'nothing'}; {sent}" + (
+        f"; receipt {outcome.receipt_file}" if outcome.receipt_file else ""
+    )
+    ctx.reporter.result(
+        f"{outcome.evidence_id or '-'}\t{outcome.path}",
+        None if isinstance(ctx.reporter, QuietReporter) else detail,
+    )
 
 
 @main.command(epilog=EXIT_CODES_HELP)

@@ -69,13 +69,27 @@ class Reporter:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.files: dict[str, FileProgress] = {}
+        self.overall: FileProgress | None = None
+        self._finished = 0
+
+    def plan(self, *, files: int, size: int) -> None:
+        """Announce a batch of several files, for an overall bar."""
+        self.overall = FileProgress("all files", size) if files > 1 else None
 
     def track(self, name: str, size: int) -> FileProgress:
         self.files[name] = FileProgress(name, size)
         return self.files[name]
 
     def done(self, name: str) -> None:
-        self.files.pop(name, None)
+        progress = self.files.pop(name, None)
+        if progress is not None:
+            self._finished += progress.size
+
+    def _update_overall(self) -> FileProgress | None:
+        if self.overall is not None:
+            self.overall.sent = self._finished + sum(p.sent for p in self.files.values())
+            self.overall.rate = sum(p.rate for p in self.files.values())
+        return self.overall
 
     def event(self, kind: str, file: str | None = None, **fields: Any) -> None:
         """A discrete happening: started, resumed, retry, verified, finished, failed, info."""
@@ -85,6 +99,12 @@ class Reporter:
 
     def line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
+
+    def result(self, out: str, detail: str | None = None) -> None:
+        """A file's result: `out` on stdout (for scripts), `detail` beside the progress."""
+        print(out, flush=True)
+        if detail is not None:
+            self.line(detail)
 
     def render(self) -> None:
         """Called every `interval` seconds while uploads run."""
@@ -128,6 +148,9 @@ class PlainReporter(Reporter):
     def render(self) -> None:
         for p in self.files.values():
             self.line(f"{p.name}: {_describe(p)}")
+        total = self._update_overall()
+        if total is not None and self.files:
+            self.line(f"all files: {_describe(total)}")
 
     def close(self) -> None:
         pass
@@ -156,14 +179,20 @@ class TtyReporter(Reporter):
         self._clear()
         self._draw()
 
+    def result(self, out: str, detail: str | None = None) -> None:
+        self._clear()
+        self.stream.flush()
+        print(out, flush=True)
+        if detail is not None:
+            print(detail, file=self.stream)
+        self._draw()
+
     def _draw(self) -> None:
         rows = []
         for p in self.files.values():
             rows.append(f"{_bar(p.fraction())} {p.name[-30:]:<30} {_describe(p)}")
-        if len(self.files) > 1:
-            total = FileProgress("total", sum(p.size for p in self.files.values()))
-            total.sent = sum(p.sent for p in self.files.values())
-            total.rate = sum(p.rate for p in self.files.values())
+        total = self._update_overall()
+        if total is not None:
             rows.append(f"{_bar(total.fraction())} {'all files':<30} {_describe(total)}")
         for row in rows:
             self.stream.write(row + "\n")

@@ -80,14 +80,14 @@ class Answer:
 class RetryPolicy:
     """Exponential backoff with jitter; `attempts` counts failures in a row without progress."""
 
-    attempts: int = 10
+    attempts: int = 20
     base: float = 0.5
-    cap: float = 30.0
+    cap: float = 60.0
 
     def delay(self, failures: int) -> float:
         # "Equal jitter": at least half the backoff, so a crowd of recorder PCs that lost the
         # same link do not all come back in the same second, yet none retries too early.
-        ceiling = min(self.cap, self.base * 2 ** max(0, failures - 1))
+        ceiling: float = min(self.cap, self.base * 2.0 ** max(0, failures - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 

@@ -16,13 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import mimetypes
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from urllib.parse import urljoin
 
 from . import files
 from .errors import (
@@ -30,25 +28,22 @@ from .errors import (
     FileChanged,
     InputError,
     IntegrityError,
-    OffsetConflict,
     ProtocolError,
-    Transient,
     UploadFailed,
     UploadGone,
 )
 from .files import FileIdentity
 from .hashing import FileHasher
+from .parts import PartSender, plan_parts
 from .progress import FileProgress, Reporter
 from .proof import Proof, await_outcome, prove, prove_single
 from .state import Part, StateStore, UploadState
-from .tus import Answer, ServerCaps, TusClient
+from .tus import Answer, ServerCaps, TusClient, upload_id
 
 log = logging.getLogger("avidence.client.upload")
 
 MiB = 1024 * 1024
 DEFAULT_CHUNK = 64 * MiB
-# Partial uploads smaller than this cost more in round trips than they gain in parallelism.
-MIN_PART = 4 * MiB
 SAVE_EVERY = 1.0  # seconds between state-file writes for offsets (structure changes save at once)
 
 
@@ -75,35 +70,20 @@ class Outcome:
     receipt_file: str | None
     resumed: bool
     seconds: float
+    already: bool = False  # finished by an earlier run; nothing was sent now
 
 
 @dataclass(slots=True)
 class _Run:
-    """Everything one upload attempt shares between its part senders."""
+    """One file's upload in this process."""
 
     identity: FileIdentity
     state: UploadState
     options: UploadOptions
     caps: ServerCaps
     progress: FileProgress
-    inflight: dict[int, int] = field(default_factory=dict)
     last_save: float = 0.0
     final_answer: Answer | None = None
-
-    def update_progress(self) -> None:
-        self.progress.sent = sum(p.offset + self.inflight.get(p.index, 0) for p in self.state.parts)
-
-
-def plan_parts(size: int, parallel: int) -> list[Part]:
-    """Split `size` bytes into at most `parallel` nearly equal ranges of at least MIN_PART."""
-    count = max(1, min(parallel, math.ceil(size / MIN_PART)))
-    step = math.ceil(size / count) if size else 0
-    parts, start = [], 0
-    for index in range(count):
-        length = min(step, size - start)
-        parts.append(Part(index=index, start=start, length=length))
-        start += length
-    return parts
 
 
 def metadata_for(identity: FileIdentity, options: UploadOptions) -> dict[str, str]:
@@ -151,7 +131,10 @@ class Uploader:
         state = self.store.load(identity.key)
         resumed = state is not None
         if state is not None and state.phase == "finished" and state.endpoint == self.tus.endpoint:
-            return self._outcome(state, resumed=True, started=started)
+            name = Path(identity.path).name
+            self.reporter.track(name, identity.size).sent = identity.size
+            self.reporter.done(name)
+            return self._outcome(state, resumed=True, started=started, already=True)
         if (
             state is None
             or state.endpoint != self.tus.endpoint
@@ -205,7 +188,13 @@ class Uploader:
         return outcome
 
     def _outcome(
-        self, state: UploadState, *, resumed: bool, started: float, message: str = ""
+        self,
+        state: UploadState,
+        *,
+        resumed: bool,
+        started: float,
+        message: str = "",
+        already: bool = False,
     ) -> Outcome:
         return Outcome(
             path=state.path,
@@ -219,6 +208,7 @@ class Uploader:
             receipt_file=state.receipt_file,
             resumed=resumed,
             seconds=time.monotonic() - started,
+            already=already,
         )
 
     # -- sending ----------------------------------------------------------------------------
@@ -241,7 +231,17 @@ class Uploader:
                     state.phase = "uploading"
                     self._save(run)
                     run.progress.phase = "uploading"
-                    await _all_parts(self._send_part(run, part) for part in state.parts)
+                    await PartSender(
+                        tus=self.tus,
+                        reporter=self.reporter,
+                        identity=run.identity,
+                        state=state,
+                        progress=run.progress,
+                        chunk_size=run.options.chunk_size,
+                        checksum=run.caps.checksum,
+                        create=lambda part: self._create(run, part),
+                        save=lambda force: self._save(run, force=force),
+                    ).send_all()
                 run.progress.phase = "hashing"
                 state.digests = await asyncio.shield(hashing)
                 await asyncio.to_thread(files.check_unchanged, run.identity)
@@ -292,11 +292,14 @@ class Uploader:
             answer = await self.tus.retrying("creating the final upload", create)
         except ProtocolError as exc:
             # 400 naming a partial that is not (or no longer) ours/complete: the partials were
-            # consumed by a final upload whose answer we lost, or expired; start over.
-            if exc.status == 400 and "partial" in exc.message:
+            # consumed by a final upload whose answer we lost, or they expired.
+            if exc.status != 400 or "partial" not in exc.message:
+                raise
+            found = await self._final_of(state.parts[0])
+            if found is None:
                 log.warning("final.partials_unusable key=%s error=%s", state.key, exc.message)
                 return False
-            raise
+            answer = found
         except UploadGone:
             return False
         state.final_url = answer.url
@@ -306,120 +309,16 @@ class Uploader:
         self._save(run)
         return True
 
-    async def _send_part(self, run: _Run, part: Part) -> None:
-        """Bring one upload to its full length, resuming from the server's offset."""
-        state, tus = run.state, self.tus
-        algorithm = run.caps.checksum
-        failures = 0
-        offset: int | None = None
-        last: Answer | None = None
-        prefetch: tuple[int, int, asyncio.Task[bytes]] | None = None
-
-        def fail(exc: BaseException) -> float:
-            nonlocal failures
-            failures += 1
-            if failures >= tus.retry.attempts:
-                raise UploadFailed(f"part {part.index}: gave up after {failures} failures: {exc}")
-            delay = tus.retry.delay(failures)
-            self.reporter.event(
-                "retry", Path(state.path).name, message=f"{exc}; retrying in {delay:.1f} s"
-            )
-            return delay
-
-        try:
-            while True:
-                if part.url is None:
-                    last = await tus.retrying("creating an upload", lambda: self._create(run, part))
-                    part.url, part.offset, offset = last.url, 0, 0
-                    self._save(run)
-                if offset is None:
-                    try:
-                        last = await tus.head(part.url)
-                    except UploadGone:
-                        part.url = None
-                        continue
-                    if last.length not in (None, part.length):
-                        part.url = None  # not the upload we planned: make a new one
-                        continue
-                    offset = part.offset = last.offset or 0
-                    run.update_progress()
-                if offset >= part.length:
-                    if last is not None and (
-                        last.state == "receiving" or (part.length == 0 and last.state is None)
-                    ):
-                        # Every byte is there but the server did not finish the upload (it
-                        # crashed in between, or the part is empty): an empty PATCH finishes it.
-                        last = await tus.patch(
-                            part.url, offset=offset, length=0, body=_empty(), checksum=None
-                        )
-                    return
-                length = min(run.options.chunk_size, part.length - offset)
-                await asyncio.to_thread(files.check_stat, run.identity)
-                checksum: tuple[str, bytes] | None = None
-                if algorithm is not None:
-                    if prefetch is not None and prefetch[:2] == (offset, length):
-                        digest = await prefetch[2]
-                    else:
-                        digest = await files.digest_range(
-                            state.path,
-                            start=part.start + offset,
-                            length=length,
-                            algorithm=algorithm,
-                        )
-                    checksum = (algorithm, digest)
-                    prefetch = self._prefetch(run, part, offset + length, algorithm, prefetch)
-                try:
-                    last = await tus.patch(
-                        part.url,
-                        offset=offset,
-                        length=length,
-                        body=self._counted(run, part, offset, length),
-                        checksum=checksum,
-                    )
-                except UploadGone:
-                    part.url, part.offset = None, 0
-                    continue
-                except OffsetConflict as exc:
-                    offset = None
-                    await asyncio.sleep(fail(exc))
-                    continue
-                except Transient as exc:
-                    offset = None
-                    await asyncio.sleep(fail(exc))
-                    continue
-                finally:
-                    run.inflight[part.index] = 0
-                new_offset = last.offset if last.offset is not None else offset
-                if new_offset > offset:
-                    failures = 0
-                offset = part.offset = new_offset
-                run.update_progress()
-                self._save(run, force=False)
-        finally:
-            if prefetch is not None and not prefetch[2].done():
-                prefetch[2].cancel()
-                await asyncio.gather(prefetch[2], return_exceptions=True)
-
-    def _prefetch(
-        self,
-        run: _Run,
-        part: Part,
-        offset: int,
-        algorithm: str,
-        old: tuple[int, int, asyncio.Task[bytes]] | None,
-    ) -> tuple[int, int, asyncio.Task[bytes]] | None:
-        """Checksum the next chunk while this one is on the wire."""
-        if old is not None and not old[2].done():
-            old[2].cancel()
-        if offset >= part.length:
+    async def _final_of(self, part: Part) -> Answer | None:
+        """The final upload that consumed `part`, when the server names it (`consumed_by` in
+        `GET /api/uploads/{id}`); None when it does not, and the bytes must be sent again."""
+        if part.url is None:
             return None
-        length = min(run.options.chunk_size, part.length - offset)
-        task = asyncio.create_task(
-            files.digest_range(
-                run.state.path, start=part.start + offset, length=length, algorithm=algorithm
-            )
-        )
-        return offset, length, task
+        status, document = await self.tus.get_json(f"/api/uploads/{upload_id(part.url)}")
+        final_id = document.get("consumed_by") if status == 200 and document else None
+        if not isinstance(final_id, str) or not final_id:
+            return None
+        return await self.tus.head(urljoin(self.tus.endpoint, final_id))
 
     async def _create(self, run: _Run, part: Part) -> Answer:
         metadata = metadata_for(run.identity, run.options)
@@ -428,18 +327,6 @@ class Uploader:
                 length=part.length, metadata={"filename": metadata["filename"]}, concat="partial"
             )
         return await self.tus.create(length=part.length, metadata=metadata)
-
-    async def _counted(
-        self, run: _Run, part: Part, offset: int, length: int
-    ) -> AsyncIterator[bytes]:
-        sent = 0
-        async for block in files.read_range(
-            run.state.path, start=part.start + offset, length=length
-        ):
-            sent += len(block)
-            run.inflight[part.index] = sent
-            run.update_progress()
-            yield block
 
     async def _abandon(self, run: _Run) -> None:
         """The file changed: its partial uploads are useless; drop them and the state."""
@@ -456,7 +343,7 @@ class Uploader:
         state = run.state
         assert state.final_url is not None
         run.progress.phase = "verifying"
-        if state.mode == "single":
+        if state.mode == "single" and state.evidence_id is None:
             return await prove_single(
                 self.tus, url=state.final_url, size=state.size, digests=state.digests
             )
@@ -482,24 +369,3 @@ class Uploader:
         if proof.kind == "receipt":
             state.receipt_file = str(receipt_path)
         return proof
-
-
-async def _all_parts(senders: Iterable[Coroutine[Any, Any, None]]) -> None:
-    """Run the part senders together; the first failure cancels the others and is raised as
-    itself (not as an ExceptionGroup), preferring errors a person must act on."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for sender in senders:
-                group.create_task(sender)
-    except BaseExceptionGroup as group_error:
-        errors = list(group_error.exceptions)
-        for kind in (IntegrityError, FileChanged, ClientError):
-            for error in errors:
-                if isinstance(error, kind):
-                    raise error from None
-        raise errors[0] from None
-
-
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield b""

@@ -186,8 +186,15 @@ class Watcher:
                     trusted_keys=self.options.trusted_keys,
                 ),
             )
-        except (AuthError, ServerError):
-            raise  # nothing later scans could fix: stop the daemon with the message
+        except AuthError:
+            raise  # no later scan can fix a refused token: stop with the message
+        except ServerError as exc:
+            if self.options.once:
+                raise
+            # Unattended: the server may be down for hours; the next scan tries again.
+            self.reporter.event("failed", name, message=f"{exc.message}; will retry")
+            self._worse(exc.exit_code)
+            return
         except FileChanged as exc:
             self.reporter.event("info", name, message=f"{exc.message}; will retry")
             return

@@ -1,0 +1,167 @@
+"""A fault-injecting TCP proxy on 127.0.0.1 for client tests: throttle, cut, stall, count.
+
+It runs its own event loop in a thread, so synchronous tests driving a CLI subprocess and async
+tests alike can use it; settings are plain attributes read per read(), so a test can change
+them while connections are open (for example lift the throttle before a resumed run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+BLOCK = 64 * 1024
+_METHODS = {b"OPTIONS", b"POST", b"HEAD", b"PATCH", b"GET", b"DELETE", b"PUT"}
+
+
+@dataclass
+class FaultProxy:
+    """Forward 127.0.0.1:`port` to 127.0.0.1:`target_port`.
+
+    - `rate`: client-to-server bytes per second (None: unthrottled)
+    - `cut_after`: abort a connection once it carried this many client-to-server bytes,
+      while `cuts_left` > 0 (each cut uses one)
+    - `cut_answer_to`: abort a connection when the server answers a request with this method
+      (e.g. "PATCH": the server kept the bytes but the client never hears so), while
+      `cuts_left` > 0, after letting `answers_to_skip` such answers through
+    - `stall_after` / `stall_seconds`: pause a connection's upload once, after that many bytes
+    """
+
+    target_port: int
+    rate: float | None = None
+    cut_after: int | None = None
+    cut_answer_to: str | None = None
+    answers_to_skip: int = 0
+    cuts_left: int = 0
+    stall_after: int | None = None
+    stall_seconds: float = 0.0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    connections: int = 0
+    cuts: int = 0
+    port: int = 0
+    _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    _thread: threading.Thread | None = None
+    _server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FaultProxy:
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", 0), self._loop
+        ).result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            assert self._server is not None
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            await asyncio.sleep(0)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        self._thread.join(10)
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
+
+    def drop_connections(self) -> None:
+        """Abort every open connection now (as a link going down would)."""
+        for writer in list(self._writers):
+            self._loop.call_soon_threadsafe(writer.transport.abort)
+
+    def _take_cut(self) -> bool:
+        if self.cuts_left <= 0:
+            return False
+        self.cuts_left -= 1
+        self.cuts += 1
+        return True
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.transport.abort()
+            return
+        self._writers.update((client_w, server_w))
+
+        def abort() -> None:
+            client_w.transport.abort()
+            server_w.transport.abort()
+
+        last_method = b""
+
+        async def up() -> None:
+            nonlocal last_method
+            carried, stalled = 0, False
+            while data := await client_r.read(BLOCK):
+                method = data[:8].split(b" ", 1)[0]
+                if method in _METHODS:
+                    last_method = method
+                if self.cut_after is not None and carried + len(data) > self.cut_after:
+                    if self._take_cut():
+                        keep = max(0, self.cut_after - carried)
+                        server_w.write(data[:keep])
+                        self.bytes_up += keep
+                        await server_w.drain()
+                        abort()
+                        return
+                if self.stall_after is not None and not stalled and carried >= self.stall_after:
+                    stalled = True
+                    await asyncio.sleep(self.stall_seconds)
+                if self.rate:
+                    await asyncio.sleep(len(data) / self.rate)
+                server_w.write(data)
+                carried += len(data)
+                self.bytes_up += len(data)
+                await server_w.drain()
+            server_w.write_eof()
+
+        async def down() -> None:
+            nonlocal last_method
+            while data := await server_r.read(BLOCK):
+                answer_to = self.cut_answer_to
+                if answer_to is not None and last_method == answer_to.encode():
+                    last_method = b""  # count each answer once, however it is split
+                    if self.answers_to_skip > 0:
+                        self.answers_to_skip -= 1
+                    elif self._take_cut():
+                        abort()
+                        return
+                client_w.write(data)
+                self.bytes_down += len(data)
+                await client_w.drain()
+            client_w.close()
+
+        try:
+            results = await asyncio.gather(up(), down(), return_exceptions=True)
+            del results  # connection errors are what this proxy is for
+        finally:
+            abort()
+            self._writers.difference_update((client_w, server_w))
+
+
+@contextlib.contextmanager
+def fault_proxy(target_port: int, **settings: object) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(target_port, **settings)  # type: ignore[arg-type]
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

@@ -1,0 +1,159 @@
+"""Client pieces without a server: part planning, sizes, URLs, backoff, state files, identity,
+settings precedence, and the exit-code table in `avidence --help`."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from avidence.client.cli import main
+from avidence.client.config import Settings, endpoints, parse_size
+from avidence.client.errors import FileChanged, InputError
+from avidence.client.files import check_stat, check_unchanged, identify
+from avidence.client.parts import MIN_PART, plan_parts
+from avidence.client.state import Part, StateStore, UploadState
+from avidence.client.tus import RetryPolicy, ServerCaps, encode_metadata
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("size", "parallel", "count"),
+    [(0, 4, 1), (1, 4, 1), (MIN_PART * 2, 4, 2), (100 * MiB + 1, 4, 4), (100 * MiB, 1, 1)],
+)
+def test_parts_cover_the_file_exactly(size: int, parallel: int, count: int) -> None:
+    parts = plan_parts(size, parallel)
+    assert len(parts) == count
+    assert parts[0].start == 0
+    assert sum(p.length for p in parts) == size
+    for before, after in itertools.pairwise(parts):
+        assert after.start == before.start + before.length
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("1048576", MiB), ("64MiB", 64 * MiB), ("8M", 8 * MiB), ("1G", 1024 * MiB)]
+)
+def test_sizes_parse_in_binary_units(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "ten", "-1", "0"])
+def test_bad_sizes_are_refused(text: str) -> None:
+    with pytest.raises(InputError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("server", "endpoint", "api"),
+    [
+        ("http://h:8080", "http://h:8080/files/", "http://h:8080/"),
+        ("http://h:8080/", "http://h:8080/files/", "http://h:8080/"),
+        ("https://h/evidence/files", "https://h/evidence/files/", "https://h/evidence/"),
+        ("http://h/uploads/", "http://h/uploads/", "http://h/"),
+    ],
+)
+def test_server_urls_give_the_tus_endpoint_and_api(server: str, endpoint: str, api: str) -> None:
+    assert endpoints(server) == (endpoint, api)
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    policy = RetryPolicy(base=1.0, cap=8.0)
+    for failures, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (10, 8.0)]:
+        delays = {policy.delay(failures) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(delays) > 1
+
+
+def test_checksum_algorithm_prefers_blake3_and_needs_the_extension() -> None:
+    both = ("sha1", "sha256", "blake3")
+    assert ServerCaps(frozenset({"creation", "checksum"}), both, None).checksum == "blake3"
+    assert ServerCaps(frozenset({"creation", "checksum"}), ("sha1",), None).checksum == "sha1"
+    assert ServerCaps(frozenset({"creation"}), both, None).checksum is None
+
+
+def test_metadata_is_base64_with_bare_keys_for_empty_values() -> None:
+    assert encode_metadata({"case": "案", "item": ""}) == "case 5qGI,item"
+
+
+def test_state_round_trips_and_is_replaced_atomically(tmp_path: Path) -> None:
+    source = tmp_path / "a.ts"
+    source.write_bytes(b"x" * 100)
+    store = StateStore(tmp_path / "state")
+    state = UploadState.new(identify(source), endpoint="http://h/files/", case="C", item="I")
+    state.parts = [Part(index=0, start=0, length=100, url="http://h/files/1", offset=40)]
+    store.save(state)
+    loaded = store.load(state.key)
+    assert loaded == state
+    assert loaded is not None and loaded.confirmed == 40
+    assert [s.key for s in store.all()] == [state.key]
+    assert not list((tmp_path / "state").glob(".tmp-*"))
+    store.path(state.key).write_text("{not json")
+    assert store.load(state.key) is None  # a damaged state starts afresh
+
+
+def test_identity_changes_with_content_at_either_end(tmp_path: Path) -> None:
+    path = tmp_path / "rec.ts"
+    path.write_bytes(os.urandom(3 * MiB))
+    first = identify(path)
+    stat = path.stat()
+    with path.open("r+b") as f:
+        f.seek(3 * MiB - 1)
+        f.write(b"\0")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime
+    check_stat(first)  # cheap check cannot see it
+    with pytest.raises(FileChanged):
+        check_unchanged(first)
+    assert identify(path).key != first.key
+
+
+def test_missing_and_directory_inputs_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        identify(tmp_path / "missing")
+    with pytest.raises(InputError, match="directory"):
+        identify(tmp_path)
+
+
+def test_flags_beat_environment_beat_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('server = "http://file"\ntoken = "from-file"\nparallel = 2\n')
+    settings = Settings.load(config, env={"AVIDENCE_SERVER": "http://env"})
+    assert settings.get("server", None) == "http://env"
+    assert settings.get("server", "http://flag") == "http://flag"
+    assert settings.get("token", None) == "from-file"
+    assert settings.get("parallel", None, 4) == 2
+    assert settings.get("chunk_size", None, "64MiB") == "64MiB"
+
+
+def test_unknown_config_settings_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('sever = "typo"\n')
+    with pytest.raises(InputError, match="sever"):
+        Settings.load(config, env={})
+
+
+def test_help_documents_exit_codes_and_commands() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for text in ("upload", "watch", "status", "version", "Exit codes", "3  the server refused"):
+        assert text in result.output
+    assert CliRunner().invoke(main, ["version"]).output.startswith("avidence ")
+
+
+def test_upload_without_a_server_says_so(tmp_path: Path) -> None:
+    source = tmp_path / "a.ts"
+    source.write_bytes(b"x")
+    result = CliRunner().invoke(
+        main,
+        ["upload", str(source), "--case", "C"],
+        env={
+            "AVIDENCE_CONFIG": str(tmp_path / "none.toml"),
+            "AVIDENCE_SERVER": "",
+            "AVIDENCE_TOKEN": "",
+        },
+    )
+    assert result.exit_code == 2
+    assert "no server: give --server" in result.output

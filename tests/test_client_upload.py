@@ -1,0 +1,322 @@
+"""The `avidence upload` CLI against real server processes: parallel partial uploads, proof by
+receipt, resume after SIGKILL and after a server restart, and the messages for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from avidence.client.config import endpoints
+from avidence.client.progress import QuietReporter
+from avidence.client.proof import prove_single
+from avidence.client.state import StateStore
+from avidence.client.tus import RetryPolicy, ServerCaps, TusClient
+from avidence.client.upload import Uploader, UploadOptions
+
+from support.files import get_json, random_file
+from support.proxy import fault_proxy
+from support.servers import ServerProcess, free_port
+
+MiB = 1024 * 1024
+BIN = Path(sys.executable).parent
+
+
+def avidence_cmd(*args: str, state: Path) -> list[str]:
+    return [str(BIN / "avidence"), *args, "--state-dir", str(state)]
+
+
+def client_env(tmp_path: Path) -> dict[str, str]:
+    # No config file or server/token from the machine running the tests.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AVIDENCE_")}
+    env["AVIDENCE_CONFIG"] = str(tmp_path / "no-config.toml")
+    return env
+
+
+def run_avidence(
+    tmp_path: Path, *args: str, state: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        avidence_cmd(*args, state=state or tmp_path / "state"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=client_env(tmp_path),
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """One server for the tests that do not kill it (a start plus a token costs seconds)."""
+    data = tmp_path_factory.mktemp("srv")
+    process = ServerProcess(data, free_port(), [], dict(os.environ))
+    process.start()
+    try:
+        yield process, process.token()
+    finally:
+        process.stop()
+
+
+def evidence_id(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    return line.split("\t")[0]
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_upload_makes_evidence_with_the_files_digests(
+    server: tuple[ServerProcess, str], tmp_path: Path, parallel: int
+) -> None:
+    srv, token = server
+    path = tmp_path / "interview.ts"
+    digest = random_file(path, 18 * MiB + 3)
+    args = ["upload", str(path), "--server", srv.url, "--token", token, "--case", "C-1"]
+    result = run_avidence(
+        tmp_path, *args, "--item", "A1", "--parallel", str(parallel), "--chunk-size", "4MiB"
+    )
+    ev = evidence_id(result)
+    record = get_json(f"{srv.url}/api/evidence/{ev}", token)
+    assert record["blake3"] == digest
+    assert record["size"] == 18 * MiB + 3
+    assert (record["case_id"], record["item"], record["filename"]) == ("C-1", "A1", "interview.ts")
+    assert "verified by receipt" in result.stderr
+    receipts = list((tmp_path / "state").glob("*.receipt.json"))
+    assert len(receipts) == 1
+    assert json.loads(receipts[0].read_text())["receipt"]["blake3"] == digest
+    # Running the same command again reports the same evidence without sending anything.
+    again = run_avidence(tmp_path, *args)
+    assert evidence_id(again) == ev
+
+
+def test_json_lines_report_progress_and_result(
+    server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    srv, token = server
+    path = tmp_path / "cam.mp4"
+    digest = random_file(path, 3 * MiB)
+    result = run_avidence(
+        tmp_path, "upload", str(path), "--server", srv.url, "--token", token, "--case", "C-2",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "started" and "verified" in kinds
+    final = events[-1]
+    assert final["event"] == "result" and final["verified"] is True
+    assert final["digests"]["blake3"] == digest and final["proof"] == "receipt"
+
+
+def test_resume_after_the_client_is_killed_resends_at_most_a_chunk_per_part(
+    server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    srv, token = server
+    size, parallel = 40 * MiB, 2
+    path = tmp_path / "long.ts"
+    digest = random_file(path, size)
+    with fault_proxy(srv.port, rate=12 * MiB) as proxy:
+        args = ["upload", str(path), "--server", proxy.url, "--token", token, "--case", "C-3"]
+        args += ["--parallel", str(parallel), "--chunk-size", "1MiB"]
+        child = subprocess.Popen(
+            avidence_cmd(*args, state=tmp_path / "state"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=client_env(tmp_path),
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while proxy.bytes_up < 0.3 * size:
+                assert time.monotonic() < deadline, "the upload made no progress"
+                assert child.poll() is None, child.communicate()
+                time.sleep(0.05)
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.kill()
+            child.communicate()
+        first_run = proxy.bytes_up
+        assert first_run < 0.6 * size
+        proxy.rate = None
+        result = run_avidence(tmp_path, *args)
+        ev = evidence_id(result)
+        assert "resuming" in result.stderr
+        # Every byte once, plus at most the chunk each part had in flight, plus headers.
+        assert proxy.bytes_up <= size + parallel * MiB + 256 * 1024, proxy.bytes_up - size
+    assert get_json(f"{srv.url}/api/evidence/{ev}", token)["blake3"] == digest
+
+
+def test_server_restart_mid_upload_is_survived(server_factory: Any, tmp_path: Path) -> None:
+    srv = server_factory()
+    token = srv.token()
+    path = tmp_path / "restart.ts"
+    digest = random_file(path, 24 * MiB)
+    with fault_proxy(srv.port, rate=10 * MiB) as proxy:
+        args = ["upload", str(path), "--server", proxy.url, "--token", token, "--case", "C-4"]
+        child = subprocess.Popen(
+            avidence_cmd(*args, "--chunk-size", "2MiB", state=tmp_path / "state"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=client_env(tmp_path),
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while proxy.bytes_up < 8 * MiB:
+                assert time.monotonic() < deadline and child.poll() is None
+                time.sleep(0.05)
+            srv.kill()
+            proxy.drop_connections()
+            time.sleep(0.5)
+            proxy.rate = None
+            srv.start()
+            out, err = child.communicate(timeout=90)
+        finally:
+            child.kill()
+    assert child.returncode == 0, err
+    assert "retry" in err
+    ev = out.strip().split("\t")[0]
+    assert get_json(f"{srv.url}/api/evidence/{ev}", token)["blake3"] == digest
+
+
+def test_wrong_token_exits_3_with_a_clear_message(
+    server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    srv, _ = server
+    path = tmp_path / "a.ts"
+    random_file(path, 1000)
+    result = run_avidence(
+        tmp_path, "upload", str(path), "--server", srv.url, "--token", "avd_wrong", "--case", "C"
+    )
+    assert result.returncode == 3
+    assert "refused the token" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    result = run_avidence(
+        tmp_path, "upload", str(tmp_path / "nope.ts"), "--server", "http://127.0.0.1:9",
+        "--token", "t", "--case", "C",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "nope.ts: no such file" in result.stderr
+
+
+def test_unreadable_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "secret.ts"
+    path.write_bytes(b"x")
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: nothing to refuse
+        pytest.skip("running as root")
+    result = run_avidence(
+        tmp_path, "upload", str(path), "--server", "http://127.0.0.1:9", "--token", "t",
+        "--case", "C",
+    )  # fmt: skip
+    assert result.returncode == 2 and "not readable" in result.stderr
+
+
+async def test_a_server_that_is_not_tus_gets_a_clear_message(tmp_path: Path) -> None:
+    app = web.Application()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    path = tmp_path / "b.ts"
+    random_file(path, 1000)
+    args = ["upload", str(path), "--server", f"http://127.0.0.1:{port}", "--token", "t"]
+    try:
+        child = await asyncio.create_subprocess_exec(
+            *avidence_cmd(*args, "--case", "C", state=tmp_path / "state"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=client_env(tmp_path),
+        )
+        _, err = await asyncio.wait_for(child.communicate(), 60)
+    finally:
+        await runner.cleanup()
+    assert child.returncode == 4
+    assert "is not a tus server" in err.decode()
+
+
+def test_an_unreachable_server_exits_4(tmp_path: Path) -> None:
+    path = tmp_path / "c.ts"
+    random_file(path, 1000)
+    result = run_avidence(
+        tmp_path, "upload", str(path), "--server", f"http://127.0.0.1:{free_port()}",
+        "--token", "t", "--case", "C", "--retries", "2",
+    )  # fmt: skip
+    assert result.returncode == 4
+    assert "OPTIONS failed" in result.stderr
+
+
+def test_a_file_changing_while_uploading_is_refused(
+    server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    srv, token = server
+    path = tmp_path / "growing.ts"
+    random_file(path, 12 * MiB)
+    with fault_proxy(srv.port, rate=8 * MiB) as proxy:
+        args = ["upload", str(path), "--server", proxy.url, "--token", token, "--case", "C-5"]
+        child = subprocess.Popen(
+            avidence_cmd(*args, "--chunk-size", "1MiB", state=tmp_path / "state"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=client_env(tmp_path),
+        )
+        deadline = time.monotonic() + 30
+        while proxy.bytes_up < 2 * MiB:
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.05)
+        with path.open("ab") as out:  # the recorder is still writing
+            out.write(os.urandom(MiB))
+        _, err = child.communicate(timeout=60)
+    assert child.returncode == 2, err
+    assert "changed while uploading" in err
+    assert not list((tmp_path / "state").glob("*.json")), "stale state was kept"
+
+
+async def test_without_concatenation_one_plain_upload_is_made_and_checked(
+    server: tuple[ServerProcess, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a tus server without concatenation the file goes as one upload; the digests
+    the server computed are compared afterwards."""
+    srv, token = server
+    original = TusClient.options
+
+    async def without_concatenation(self: TusClient) -> ServerCaps:
+        caps = await original(self)
+        return ServerCaps(
+            caps.extensions - {"concatenation"}, caps.checksum_algorithms, caps.max_size
+        )
+
+    monkeypatch.setattr(TusClient, "options", without_concatenation)
+    path = tmp_path / "plain.ts"
+    digest = random_file(path, 5 * MiB + 1)
+    store = StateStore(tmp_path / "state")
+    endpoint, api = endpoints(srv.url)
+    async with aiohttp.ClientSession() as session:
+        tus = TusClient(session, endpoint=endpoint, api_base=api, token=token, retry=RetryPolicy())
+        uploader = Uploader(tus, store, QuietReporter(io.StringIO()))
+        outcome = await uploader.upload(path, UploadOptions(case="S-1", chunk_size=2 * MiB))
+        [state] = store.all()
+        assert state.mode == "single" and len(state.parts) == 1 and state.parts[0].url
+        # What a server without evidence ids is checked by: the digests it computed.
+        proof = await prove_single(
+            tus, url=state.parts[0].url, size=state.size, digests=outcome.digests
+        )
+    assert proof.kind == "server-digests" and proof.verified
+    assert outcome.verified and outcome.digests["blake3"] == digest
+    url = f"{srv.url}/api/evidence/{outcome.evidence_id}"
+    assert (await asyncio.to_thread(get_json, url, token))["blake3"] == digest
