@@ -12,6 +12,7 @@ from .catalog import evidence as evidence_db
 from .catalog import uploads as uploads_db
 from .catalog.uploads import Upload
 from .errors import NotFound
+from .jobs.views import with_media
 from .state import CATALOG
 
 READERS = ("uploader", "admin", "auditor")
@@ -24,7 +25,8 @@ def upload_json(upload: Upload) -> dict[str, Any]:
         "length": upload.length,
         "offset": upload.offset,
         "concat": upload.concat or None,
-        "parts": upload.parts,
+        "parts": upload.parts if upload.concat == "final" else None,
+        "consumed_by": (upload.parts or [None])[0] if upload.state == "consumed" else None,
         "metadata": upload.metadata,
         "digests": upload.digests,
         "evidence_id": upload.evidence_id,
@@ -54,7 +56,8 @@ async def _readable_evidence(request: web.Request) -> evidence_db.Evidence:
 
 
 async def get_evidence(request: web.Request) -> web.Response:
-    return web.json_response((await _readable_evidence(request)).to_json())
+    document = (await _readable_evidence(request)).to_json()
+    return web.json_response(await with_media(request.app[CATALOG].engine, document))
 
 
 async def get_receipt(request: web.Request) -> web.Response:

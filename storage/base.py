@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
+from .digests import MultiDigest
+
 
 @dataclass(slots=True, frozen=True)
 class Target:
@@ -120,10 +122,25 @@ class Concatenator(Protocol):
     """A store that can build one object from finished objects without routing bytes through
     the caller (tus concatenation)."""
 
-    async def concatenate(self, key: str, sources: Sequence[str]) -> ObjectInfo:
+    async def concatenate(
+        self, key: str, sources: Sequence[str], *, digest: MultiDigest | None = None
+    ) -> ObjectInfo:
         """Create the finished object `key` holding `sources` one after another.
 
+        When the bytes pass through this process anyway (a local copy, a streamed fallback) the
+        store feeds them to `digest` on the way, so the caller need not read the result back;
+        a store that copies remotely leaves `digest` untouched (`digest.length` tells which).
         Raises `NotFound` for a missing source and `AlreadyExists` when `key` is taken."""
+
+
+@runtime_checkable
+class Truncator(Protocol):
+    """A store that can cut an upload target back, so a request's bytes can be streamed in
+    before its checksum is known and taken back if it does not match."""
+
+    async def truncate(self, target: Target, *, offset: int) -> None:
+        """Discard every byte of `target` after `offset`; `offset` must not exceed the durable
+        offset (`OffsetMismatch` otherwise)."""
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .base import ObjectInfo, Target
+from .digests import MultiDigest
 from .errors import (
     AlreadyExists,
     InvalidKey,
@@ -303,6 +304,25 @@ class LocalStore:
             os.close(fd)
             os.close(dfd)
 
+    async def truncate(self, target: Target, *, offset: int) -> None:
+        key = check_key(target.key)
+        await self._run(self._truncate_sync, key, offset, key=key)
+
+    def _truncate_sync(self, key: str, offset: int) -> None:
+        fd, size = self._staging_size(key, os.O_WRONLY)
+        try:
+            if offset > size or offset < 0:
+                raise OffsetMismatch(
+                    f"cannot cut back to {offset}: the target holds {size} bytes",
+                    key=key,
+                    expected=size,
+                    got=offset,
+                )
+            os.ftruncate(fd, offset)
+            self._sync(fd)
+        finally:
+            os.close(fd)
+
     async def abort(self, target: Target) -> None:
         await self._run(self._abort_sync, check_key(target.key), key=target.key)
 
@@ -367,12 +387,18 @@ class LocalStore:
 
     # -- Concatenator ------------------------------------------------------------------------
 
-    async def concatenate(self, key: str, sources: Sequence[str]) -> ObjectInfo:
+    async def concatenate(
+        self, key: str, sources: Sequence[str], *, digest: MultiDigest | None = None
+    ) -> ObjectInfo:
         for source in sources:
             check_key(source)
-        return await self._run(self._concatenate_sync, check_key(key), list(sources), key=key)
+        return await self._run(
+            self._concatenate_sync, check_key(key), list(sources), digest, key=key
+        )
 
-    def _concatenate_sync(self, key: str, sources: list[str]) -> ObjectInfo:
+    def _concatenate_sync(
+        self, key: str, sources: list[str], digest: MultiDigest | None
+    ) -> ObjectInfo:
         self._taken(key)
         tmp, name = self._areas["tmp"], f"{uuid.uuid4().hex}.tmp"
         out = _open_in(tmp, name, os.O_RDWR | os.O_CREAT | os.O_EXCL, key=key)
@@ -381,6 +407,8 @@ class LocalStore:
                 src = self._open_object(source)
                 try:
                     while data := os.read(src, BATCH):
+                        if digest is not None:
+                            digest.update(data)
                         view = memoryview(data)
                         while view:
                             view = view[os.write(out, view) :]

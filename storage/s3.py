@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .base import ObjectInfo, Target
+from .digests import MultiDigest
 from .errors import (
     AlreadyExists,
     NotFound,
@@ -311,7 +312,9 @@ class S3Store(S3Bucket):
 
     # -- capabilities -----------------------------------------------------------------------
 
-    async def concatenate(self, key: str, sources: Sequence[str]) -> ObjectInfo:
+    async def concatenate(
+        self, key: str, sources: Sequence[str], *, digest: MultiDigest | None = None
+    ) -> ObjectInfo:
         check_key(key)
         infos = [await self.stat(source) for source in sources]
         if await self._exists(key):
@@ -321,7 +324,7 @@ class S3Store(S3Bucket):
         # UploadPartCopy keeps the bytes inside S3, but only when every part but the last is
         # at least 5 MiB; otherwise the bytes take a detour through this process.
         if not filled or len(ranges) > MAX_PARTS or any(i.size < MIN_PART for i in filled[:-1]):
-            return await self._concatenate_streaming(key, infos)
+            return await self._concatenate_streaming(key, infos, digest)
         target = await self.create(key)
         slots = asyncio.Semaphore(self._max_inflight)
 
@@ -355,10 +358,14 @@ class S3Store(S3Bucket):
             raise
         return await self.stat(key)
 
-    async def _concatenate_streaming(self, key: str, infos: list[ObjectInfo]) -> ObjectInfo:
+    async def _concatenate_streaming(
+        self, key: str, infos: list[ObjectInfo], digest: MultiDigest | None
+    ) -> ObjectInfo:
         async def stream() -> AsyncIterator[bytes]:
             for info in infos:
                 async for chunk in await self.read(info.key):
+                    if digest is not None:
+                        await digest.update_async(chunk)
                     yield chunk
 
         target = await self.create(key)

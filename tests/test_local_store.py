@@ -209,3 +209,16 @@ async def test_failed_concatenation_leaves_no_temp_file(local: LocalStore) -> No
     with pytest.raises(NotFound):
         await local.concatenate("case/9/all.bin", ["case/9/a.bin", "case/9/missing.bin"])
     assert os.listdir(local.root / "tmp") == []
+
+
+async def test_truncate_takes_unverified_bytes_back(local: LocalStore) -> None:
+    from avidence.storage.base import Truncator
+    from avidence.storage.errors import OffsetMismatch
+
+    assert isinstance(local, Truncator)
+    target = await local.create("cut/back")
+    await local.append(target, offset=0, chunks=chunks_of(b"0123456789", 4))
+    await local.truncate(target, offset=4)
+    assert await local.offset(target) == 4
+    with pytest.raises(OffsetMismatch):
+        await local.truncate(target, offset=5)

@@ -339,3 +339,39 @@ async def test_unknown_method_405_and_errors_are_json(api: Api) -> None:
     response = await api.client.put("/files/", headers=api.auth())
     assert response.status == 405
     assert (await response.json())["error"]["code"] == "method_not_allowed"
+
+
+async def test_large_chunk_with_bad_checksum_is_discarded_whole(api: Api) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    url = await create(api, len(data) * 2)
+    good = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert (await patch(api, url, data, 0, **{"Upload-Checksum": f"sha256 {good}"})).status == 204
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    response = await patch(api, url, data, len(data), **{"Upload-Checksum": f"sha256 {wrong}"})
+    assert response.status == 460
+    assert (await head(api, url)).headers["Upload-Offset"] == str(len(data))
+    response = await patch(api, url, data, len(data), **{"Upload-Checksum": f"sha256 {good}"})
+    assert response.status == 204
+    record = await (
+        await api.client.get(
+            f"/api/evidence/{response.headers['Avidence-Evidence-Id']}", headers=api.auth()
+        )
+    ).json()
+    assert record["sha256"] == hashlib.sha256(data + data).hexdigest()
+
+
+async def test_consumed_partial_names_its_final_upload(api: Api) -> None:
+    part = await create(api, 3, meta="", **{"Upload-Concat": "partial"})
+    assert (await patch(api, part, b"abc", 0)).status == 204
+    headers = {
+        **api.auth(),
+        "Upload-Concat": f"final;{part}",
+        "Upload-Metadata": metadata(case="C"),
+    }
+    response = await api.client.post("/files/", headers=headers)
+    final_id = response.headers["Location"].rsplit("/", 1)[1]
+    state = await (
+        await api.client.get(f"/api/uploads/{part.rsplit('/', 1)[1]}", headers=api.auth())
+    ).json()
+    assert state["state"] == "consumed"
+    assert state["consumed_by"] == final_id

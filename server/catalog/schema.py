@@ -12,12 +12,15 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -75,7 +78,8 @@ uploads = Table(
     Column("offset", BigInteger(), nullable=False, default=0),
     Column("metadata", JSON(), nullable=False),
     Column("concat", String(8), nullable=False, default=""),  # "", "partial" or "final"
-    Column("parts", JSON()),  # ids of the partial uploads of a final upload
+    # A final upload: ids of its partials; a consumed partial: the id of the final that joined it.
+    Column("parts", JSON()),
     Column("store", String(16), nullable=False),
     Column("storage_key", String(512), nullable=False),
     Column("store_handle", String(1024), nullable=False, default=""),
@@ -157,4 +161,117 @@ audit_checkpoints = Table(
     Column("count", BigInteger(), nullable=False),
     Column("time", UTCDateTime(), nullable=False),
     Column("document", JSON(), nullable=False),
+)
+
+# Access tickets: only the SHA-256 of the link token is stored, like bearer tokens. The evidence a
+# ticket covers is fixed when it is issued (a case ticket does not grow with the case).
+tickets = Table(
+    "tickets",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("recipient", String(200), nullable=False),
+    Column("note", Text()),
+    Column("case_id", String(128)),
+    Column("can_download", Boolean(), nullable=False),
+    Column("max_views", Integer()),
+    Column("views_used", Integer(), nullable=False, default=0),
+    Column("access_code_hash", String(200)),  # scrypt of the 6-digit code, salted
+    Column("code_failures", Integer(), nullable=False, default=0),
+    Column("code_locked_until", UTCDateTime()),
+    Column("issuer", String(200), nullable=False),
+    Column("issuer_token", String(32), ForeignKey("tokens.id")),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+    Column("revoked_by", String(200)),
+    Column("last_used_at", UTCDateTime()),
+)
+
+ticket_evidence = Table(
+    "ticket_evidence",
+    metadata,
+    Column("ticket_id", String(32), ForeignKey("tickets.id"), nullable=False),
+    Column("evidence_id", String(32), ForeignKey("evidence.id"), nullable=False, index=True),
+    Column("position", Integer(), nullable=False),
+    PrimaryKeyConstraint("ticket_id", "evidence_id"),
+)
+
+# One row per view session (a player started on one evidence item); bytes are added as the
+# session's streams end, so the issuer can see what was watched without reading the audit log.
+ticket_views = Table(
+    "ticket_views",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("ticket_id", String(32), ForeignKey("tickets.id"), nullable=False, index=True),
+    Column("evidence_id", String(32), ForeignKey("evidence.id"), nullable=False),
+    Column("client", String(64)),
+    Column("user_agent", String(300)),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("first_byte_at", UTCDateTime()),
+    Column("last_byte_at", UTCDateTime()),
+    Column("bytes_served", BigInteger(), nullable=False, default=0),
+    Column("requests", Integer(), nullable=False, default=0),
+)
+
+# Media work queued for workers (see server/jobs/queue.py): one row per (evidence, kind,
+# profile). A running job holds a lease its worker renews with every heartbeat; a lease that
+# runs out means the worker died, and the job is claimed again. `staged` lists the upload
+# targets a run has opened in the store, so the next run can remove what a dead one left.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("evidence_id", String(32), ForeignKey("evidence.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # "analyse" or "derive"
+    Column("profile", String(64), nullable=False, default=""),
+    Column("state", String(16), nullable=False),  # queued, running, done, failed
+    Column("attempts", Integer(), nullable=False, default=0),
+    Column("run_after", UTCDateTime(), nullable=False),
+    Column("worker", String(128)),
+    Column("lease_until", UTCDateTime()),
+    Column("heartbeat_at", UTCDateTime()),
+    Column("progress", JSON()),
+    Column("staged", JSON()),
+    Column("error", Text()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    Index("ix_jobs_evidence_id", "evidence_id", "kind", "profile", unique=True),
+    Index("ix_jobs_state_run_after", "state", "run_after"),
+)
+
+# What ffprobe says an original is, and its continuity report; written once by the analyse job.
+media = Table(
+    "media",
+    metadata,
+    Column("evidence_id", String(32), ForeignKey("evidence.id"), primary_key=True),
+    Column("probe", JSON(), nullable=False),
+    Column("continuity", JSON()),
+    Column("ffprobe_version", String(100), nullable=False),
+    Column("analysed_at", UTCDateTime(), nullable=False),
+)
+
+# Derivatives never replace an original: each is its own object, with the provenance needed to
+# reproduce it (the source's digests, the exact command line and the ffmpeg version).
+derivatives = Table(
+    "derivatives",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("evidence_id", String(32), ForeignKey("evidence.id"), nullable=False, index=True),
+    Column("job_id", String(32), ForeignKey("jobs.id"), nullable=False),
+    Column("profile", String(64), nullable=False),
+    Column("role", String(16), nullable=False),  # playable, playlist, segment, poster, sprite
+    Column("angle", Integer(), nullable=False),
+    Column("storage_key", String(512), nullable=False, unique=True),
+    Column("content_type", String(100), nullable=False),
+    Column("size", BigInteger(), nullable=False),
+    Column("blake3", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("source_blake3", String(64), nullable=False),
+    Column("source_sha256", String(64)),
+    Column("command", JSON(), nullable=False),
+    Column("ffmpeg_version", String(100), nullable=False),
+    Column("details", JSON(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
 )

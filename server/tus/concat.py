@@ -8,9 +8,11 @@ verified like any other by reading it back, since digests of parts cannot be com
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 from avidence.storage import errors as store_errors
 from avidence.storage.base import Concatenator
+from avidence.storage.digests import MultiDigest
 
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
@@ -19,6 +21,12 @@ from .context import TusContext
 from .finish import await_outcome, lock_original
 
 log = logging.getLogger("avidence.tus.concat")
+
+
+async def _hashed(chunks: AsyncIterator[bytes], digest: MultiDigest) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        await digest.update_async(chunk)
+        yield chunk
 
 
 async def check_partials(ctx: TusContext, ids: tuple[str, ...], *, uploader: str) -> list[Upload]:
@@ -45,18 +53,25 @@ async def join(ctx: TusContext, final: Upload, partials: list[Upload]) -> Upload
     """Build the final object from the partials, then verify it as evidence."""
     keys = [p.storage_key for p in partials]
     store = ctx.store
+    # Where the bytes pass through this process, they are hashed on the way: no read-back.
+    digest = MultiDigest(ctx.settings.digests)
     if isinstance(store, Concatenator):
-        await store.concatenate(final.storage_key, keys)
+        await store.concatenate(final.storage_key, keys, digest=digest)
     else:
         target = await store.create(final.storage_key)
         offset = 0
         for key in keys:
-            offset = await store.append(target, offset=offset, chunks=await store.read(key))
+            offset = await store.append(
+                target, offset=offset, chunks=_hashed(await store.read(key), digest)
+            )
         await store.finish(target, size=offset)
+    if digest.length == final.length:
+        ctx.digests[final.id] = digest
     await lock_original(ctx, final.storage_key)
     await uploads_db.update(ctx.engine, final.id, state="verifying", offset=final.length)
     for partial in partials:
-        await uploads_db.update(ctx.engine, partial.id, state="consumed")
+        # consumed_by lets a client whose answer to the final POST was lost find its evidence.
+        await uploads_db.update(ctx.engine, partial.id, state="consumed", parts=[final.id])
     log.info("upload.concatenated id=%s parts=%s size=%s", final.id, len(partials), final.length)
     result = await await_outcome(ctx, final.id)
     for key in keys:  # the joined object holds every byte; the parts are no longer needed

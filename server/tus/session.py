@@ -8,6 +8,7 @@ made durable, and records the new offset in the catalog so any replica can conti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -15,12 +16,12 @@ from datetime import timedelta
 from aiohttp import StreamReader
 
 from avidence.storage import errors as store_errors
-from avidence.storage.base import Target
-from avidence.storage.digests import MultiDigest
+from avidence.storage.base import Target, Truncator
+from avidence.storage.digests import MultiDigest, new_hasher
 
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
-from ..errors import Conflict, Gone, NotFound
+from ..errors import ChecksumMismatch, Conflict, Gone, NotFound
 from . import finish
 from .body import Spool, blocks
 from .context import TusContext
@@ -68,6 +69,10 @@ class UploadSession:
         room = (upload.length if upload.length is not None else ctx.settings.max_size) - offset
         digest = self._digest_at(offset)
         source = blocks(content, limit=room, read_timeout=ctx.settings.read_timeout)
+        if checksum is not None and isinstance(ctx.store, Truncator):
+            # The store can take bytes back: stream them in and cut back on a mismatch,
+            # instead of holding the whole request aside first.
+            return await self._append(source, offset=offset, digest=digest, checksum=checksum)
         spool: Spool | None = None
         try:
             if checksum is not None:
@@ -93,12 +98,22 @@ class UploadSession:
         return digest
 
     async def _append(
-        self, source: AsyncIterator[bytes], *, offset: int, digest: MultiDigest | None
+        self,
+        source: AsyncIterator[bytes],
+        *,
+        offset: int,
+        digest: MultiDigest | None,
+        checksum: Checksum | None = None,
     ) -> int:
+        """Stream `source` into the store. With `checksum` (a Truncator store only) the bytes
+        count only if the whole request matches it; otherwise they are cut back off."""
         ctx, upload = self.ctx, self.upload
+        check = new_hasher(checksum.algorithm) if checksum is not None else None
 
         async def fed() -> AsyncIterator[bytes]:
             async for chunk in source:
+                if check is not None:
+                    await asyncio.to_thread(check.update, chunk)
                 if digest is not None:
                     await digest.update_async(chunk)
                 yield chunk
@@ -107,10 +122,21 @@ class UploadSession:
         failure: BaseException | None = None
         try:
             new_offset = await ctx.store.append(self.target, offset=offset, chunks=fed())
+            if check is not None and checksum is not None and check.digest() != checksum.digest:
+                raise ChecksumMismatch(
+                    f"Upload-Checksum {checksum.algorithm} does not match the "
+                    f"{new_offset - offset} bytes received; they were discarded"
+                )
         except BaseException as exc:
             failure = exc
             try:
-                new_offset = await ctx.store.offset(self.target)
+                if check is not None and isinstance(ctx.store, Truncator):
+                    # Bytes of a request whose checksum did not match, or that never ended,
+                    # are unverified: "the Server MUST ... discard the chunk".
+                    await ctx.store.truncate(self.target, offset=offset)
+                    new_offset = offset
+                else:
+                    new_offset = await ctx.store.offset(self.target)
             except store_errors.StoreError:
                 new_offset = offset  # the store is unreachable: nothing more is known durable
         finally:
