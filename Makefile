@@ -22,9 +22,11 @@ install: $(BIN)/.installed
 install-dev: $(BIN)/.installed-dev system-deps
 
 # Debian packages the tests use: ffmpeg/ffprobe (media fixtures, transcoding), b3sum (receipts
-# checked with an independent tool), chromium (the viewer and upload page in a real browser).
+# checked with an independent tool), chromium (the viewer and upload page in a real browser),
+# nginx (the documented reverse proxy), sqlite3 and pg_dump (backup and restore tests).
 # Installed only when missing.
-SYSTEM_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg b3sum:b3sum chromium:chromium
+SYSTEM_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg b3sum:b3sum chromium:chromium nginx:nginx-light \
+	sqlite3:sqlite3 pg_dump:postgresql-client
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
