@@ -20,7 +20,9 @@ from .catalog.db import Catalog
 from .config import Settings
 from .cors import cors_middleware
 from .errors import error_middleware
+from .jobs import embedded as embedded_worker
 from .metrics import Metrics
+from .proxies import forwarded_middleware, parse_networks
 from .signing import load_signer, register
 from .state import CATALOG, METRICS, SETTINGS, SIGNER, STORE
 from .stores import build_store
@@ -38,6 +40,7 @@ def create_app(
     metrics = Metrics.create()
     app = web.Application(
         middlewares=[
+            forwarded_middleware(parse_networks(settings.trusted_proxies)),
             cors_middleware(settings.cors_origins),
             metrics.middleware(),
             tus_routes.tus_headers(settings.tus_path),
@@ -53,6 +56,7 @@ def create_app(
     app.router.add_get("/api/version", health.version)
     tus_routes.setup(app)
     api.setup(app)
+    embedded_worker.setup(app)  # starts after the catalog and store open, stops before they close
     tickets.setup(app)
     return app
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from avidence.storage.digests import normalize
 
+from .proxies import parse_networks
+
 STORAGE_KINDS = ("local", "s3")
 ENV_PREFIX = "AVIDENCE_"
 
@@ -44,6 +46,7 @@ class Settings:
     tus_path: str = "/files/"
     public_url: str = ""
     cors_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
     upload_expiry: int = 7 * 24 * 3600
     read_timeout: int = 60
     signing_key: str = ""
@@ -85,7 +88,7 @@ _INT_FIELDS = {
     "job_attempts",
     "job_backoff",
 }
-_TUPLE_FIELDS = {"digests", "cors_origins", "transcode_profiles"}
+_TUPLE_FIELDS = {"digests", "cors_origins", "transcode_profiles", "trusted_proxies"}
 _BOOL_FIELDS = {"embedded_worker"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _FIELDS = {f.name for f in dataclasses.fields(Settings)} - {"extra"}
@@ -209,6 +212,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("job_attempts: at least 1")
     if settings.job_backoff < 0:
         raise ConfigError("job_backoff: zero or a positive number of seconds")
+    try:
+        parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         normalize(settings.digests)
     except ValueError as exc:

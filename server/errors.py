@@ -52,11 +52,22 @@ Gone = _error(410, "gone", "the resource has expired or was terminated")
 PreconditionFailed = _error(412, "unsupported_version", "unsupported protocol version")
 TooLarge = _error(413, "too_large", "the upload exceeds the maximum size")
 UnsupportedMediaType = _error(415, "unsupported_media_type", "wrong Content-Type")
+RangeNotSatisfiable = _error(416, "range_not_satisfiable", "the requested range is not satisfiable")
 Locked = _error(423, "locked", "the upload is in use by another request")
+TooManyRequests = _error(429, "too_many_requests", "too many requests; slow down")
 ChecksumMismatch = _error(460, "checksum_mismatch", "the chunk does not match its checksum")
 InsufficientStorage = _error(507, "insufficient_storage", "no room left to store the upload")
 ServiceUnavailable = _error(503, "unavailable", "storage is unreachable; retry later")
 Internal = _error(500, "internal", "internal error")
+
+# Access tickets (viewer links): the holder learns why a link stopped working, nothing more.
+TicketUnknown = _error(404, "ticket_unknown", "this link is not valid")
+TicketExpired = _error(410, "ticket_expired", "this link has expired")
+TicketRevoked = _error(410, "ticket_revoked", "this link was revoked")
+TicketExhausted = _error(410, "ticket_exhausted", "this link has no views left")
+AccessCodeRequired = _error(401, "access_code_required", "enter the link's access code first")
+AccessCodeWrong = _error(403, "access_code_wrong", "wrong access code")
+AccessCodeLocked = _error(403, "access_code_locked", "too many wrong access codes; try later")
 
 
 def from_store_error(exc: store_errors.StoreError) -> ApiError:

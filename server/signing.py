@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence.client.canonical import ALGORITHM, canonical_json, key_id
@@ -120,12 +121,15 @@ def rotate(settings: Settings) -> Signer:
 
 
 async def register(engine: AsyncEngine, signer: Signer) -> None:
-    """Record the public key in the catalog (once) so every replica can publish it."""
-    async with engine.begin() as conn:
-        known = await conn.execute(
-            sa.select(signing_keys.c.id).where(signing_keys.c.id == signer.key_id)
-        )
-        if known.first() is None:
+    """Record the public key in the catalog (once) so every replica can publish it. Replicas
+    starting together race to insert the same key; the loser finds it there."""
+    try:
+        async with engine.begin() as conn:
+            known = await conn.execute(
+                sa.select(signing_keys.c.id).where(signing_keys.c.id == signer.key_id)
+            )
+            if known.first() is not None:
+                return
             await conn.execute(
                 signing_keys.insert().values(
                     id=signer.key_id,
@@ -134,6 +138,8 @@ async def register(engine: AsyncEngine, signer: Signer) -> None:
                     created_at=datetime.now(UTC),
                 )
             )
+    except IntegrityError:
+        pass  # another replica registered it a moment ago
 
 
 async def published(engine: AsyncEngine) -> list[dict[str, str]]:

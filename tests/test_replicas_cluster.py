@@ -486,12 +486,6 @@ async def test_every_replica_received_bytes_and_reports_healthy(cluster: Cluster
     assert all(value > 0 for value in received.values()), received
 
 
-@pytest.mark.xfail(
-    reason="signing.register selects, then inserts: replicas registering one shared key at the "
-    "same moment hit the primary key (IntegrityError, the replica exits at start-up); needs "
-    "INSERT ... ON CONFLICT DO NOTHING",
-    strict=False,
-)
 async def test_replicas_registering_the_shared_key_together_all_start(postgres_url: str) -> None:
     from avidence.server import signing
     from avidence.server.catalog.db import Catalog

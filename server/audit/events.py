@@ -21,6 +21,15 @@ ACTIONS = (
     "key.rotated",
     "audit.checkpoint",
     "admin.command",
+    "media.analysed",
+    "derivative.created",
+    "job.failed",
+    "ticket.issued",
+    "ticket.opened",
+    "ticket.viewed",
+    "ticket.downloaded",
+    "ticket.revoked",
+    "ticket.code_failed",
 )
 
 

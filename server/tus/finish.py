@@ -25,6 +25,7 @@ from ..catalog import evidence as evidence_db
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
 from ..errors import ApiError, Internal
+from ..jobs import queue as jobs_queue
 from .context import TusContext
 from .headers import DIGEST_KEYS
 
@@ -142,6 +143,7 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
                 .where(uploads_db.uploads.c.id == upload.id)
                 .values(state="done", digests=computed, evidence_id=record.id, updated_at=now)
             )
+            await jobs_queue.enqueue(conn, record.id, kind="analyse")  # probe, continuity, copies
         ctx.metrics.uploads_finished.labels("evidence").inc()
         await audit.append(
             ctx.engine,

@@ -69,8 +69,10 @@ class Lease:
             self.on_takeover()
 
     async def _beat(self) -> None:
+        # The lease is renewed until `release`, even after a takeover was asked for: the old
+        # writer may still be flushing, and the new one must not start before it has finished.
         owner, engine = self.locks.owner, self.locks.engine
-        while not self.lost.is_set():
+        while True:
             await asyncio.sleep(self.locks.heartbeat.total_seconds())
             async with engine.begin() as conn:
                 renewed = await conn.execute(
@@ -83,7 +85,9 @@ class Lease:
                         sa.select(uploads.c.lock_wanted).where(uploads.c.id == self.upload_id)
                     )
                 ).scalar()
-            if renewed.rowcount == 0 or (wanted is not None and wanted != owner):
+            if (renewed.rowcount == 0 or (wanted is not None and wanted != owner)) and not (
+                self.lost.is_set()
+            ):
                 log.info("lock.taken_over upload=%s by=%s", self.upload_id, wanted)
                 self.take_over()
 

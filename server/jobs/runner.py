@@ -1,0 +1,268 @@
+"""One job, start to finish: the transcode functions composed with the catalog and the store.
+
+`analyse` copies the original into a work folder, probes it, checks its continuity, records both
+and queues one `derive` job per enabled profile that applies, all in one transaction with the
+job's completion. `derive` removes what an earlier, killed run of the same job left, runs the
+profile's ffmpeg commands, stores each output as its own object and records the derivatives in
+the transaction that marks the job done. If the worker lost the job meanwhile (its lease ran out
+and another worker took over), that transaction does nothing and this run's objects are removed.
+
+Failures are raised to the worker, which decides between retrying and failing for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from avidence.storage.base import Store, Target
+from avidence.transcode import continuity
+from avidence.transcode.errors import MediaError
+from avidence.transcode.plan import SOURCE, Command, applies, plan
+from avidence.transcode.probe import MediaInfo, probe
+from avidence.transcode.profiles import Profile
+from avidence.transcode.run import Progress, execute
+
+from ..audit import log as audit
+from ..audit.events import Event
+from ..catalog import evidence as evidence_db
+from ..catalog.evidence import Evidence
+from . import outputs, queue, records
+from .queue import Job
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now; this run's results must not be recorded."""
+
+
+@dataclass(slots=True)
+class Context:
+    """What every run needs; built once by the worker."""
+
+    engine: AsyncEngine
+    store: Store
+    workroot: Path
+    worker: str
+    profiles: dict[str, Profile]
+    enabled: tuple[str, ...]
+    ffmpeg_version: str
+    ffprobe_version: str
+
+
+@dataclass(slots=True)
+class Meter:
+    """The latest progress of a run; the heartbeat stores it with the lease."""
+
+    step: str = "starting"
+    percent: float | None = None
+    speed: float | None = None
+    out_time: float | None = None
+    commands: int = 1
+    done_commands: int = 0
+
+    def set(self, step: str, percent: float | None = None) -> None:
+        self.step, self.percent, self.speed, self.out_time = step, percent, None, None
+
+    async def ffmpeg(self, progress: Progress) -> None:
+        share = 100.0 / max(1, self.commands)
+        inner = progress.percent if progress.percent is not None else 0.0
+        self.percent = round(share * self.done_commands + share * inner / 100.0, 1)
+        self.speed, self.out_time = progress.speed, round(progress.out_time, 3)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "percent": self.percent,
+            "speed": self.speed,
+            "out_time": self.out_time,
+        }
+
+
+def derivative_key(evidence_id: str, name: str) -> str:
+    return f"derivatives/{evidence_id}/{name}"
+
+
+def _actor(ctx: Context) -> str:
+    return f"worker {ctx.worker}"
+
+
+async def _audit(ctx: Context, event: Event) -> None:
+    """Append after the job's commit, shielded: a stop at that moment must not lose the entry."""
+    await asyncio.shield(audit.append(ctx.engine, event))
+
+
+async def perform(ctx: Context, job: Job, meter: Meter) -> None:
+    """Run `job` to completion, or raise."""
+    evidence = await evidence_db.get(ctx.engine, job.evidence_id)
+    if evidence is None:
+        raise MediaError(f"evidence {job.evidence_id} does not exist")
+    work = outputs.fresh_folder(ctx.workroot / job.id)
+    try:
+        if job.kind == "analyse":
+            await analyse(ctx, job, evidence, work, meter)
+        else:
+            await derive(ctx, job, evidence, work, meter)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def analyse(ctx: Context, job: Job, evidence: Evidence, work: Path, meter: Meter) -> None:
+    meter.set("fetching")
+    source = work / SOURCE
+    await outputs.fetch(ctx.store, evidence.storage_key, source, size=evidence.size)
+    meter.set("probing", 40.0)
+    info = await probe(source)
+    meter.set("continuity", 50.0)
+    report = await continuity.check(source, info)
+    wanted = [ctx.profiles[name] for name in ctx.enabled]
+    profiles = [p.name for p in wanted if applies(info, p)]
+    at = datetime.now(UTC)
+    async with ctx.engine.begin() as conn:
+        if not await queue.complete(conn, job.id, worker=ctx.worker):
+            raise LeaseLost(job.id)
+        await records.save_media(
+            conn,
+            evidence.id,
+            probe=info.to_json(),
+            continuity=report.to_json() if report else None,
+            ffprobe_version=ctx.ffprobe_version,
+            at=at,
+        )
+        for name in profiles:
+            await queue.enqueue(conn, evidence.id, kind="derive", profile=name)
+    # Audit details are canonical JSON, which has no floats: durations go as text.
+    details: dict[str, Any] = {
+        "container": info.container,
+        "duration": f"{info.duration:.3f}" if info.duration is not None else None,
+        "video_streams": len(info.videos),
+        "audio_streams": len(info.audios),
+        "profiles": profiles,
+    }
+    if report is not None:
+        details["continuity"] = {"ok": report.ok, **report.counts}
+    await _audit(
+        ctx,
+        Event(
+            action="media.analysed",
+            actor=_actor(ctx),
+            object=f"evidence:{evidence.id}",
+            case_id=evidence.case_id,
+            details=details,
+        ),
+    )
+
+
+async def _media_info(ctx: Context, evidence: Evidence, source: Path) -> MediaInfo:
+    stored = await records.media_of(ctx.engine, evidence.id)
+    if stored is not None:
+        return MediaInfo.from_json(stored["probe"])
+    return await probe(source)
+
+
+async def derive(ctx: Context, job: Job, evidence: Evidence, work: Path, meter: Meter) -> None:
+    profile = ctx.profiles.get(job.profile)
+    if profile is None:
+        raise MediaError(f"profile {job.profile!r} is not configured on this worker")
+    meter.set("fetching")
+    source = work / SOURCE
+    await outputs.fetch(ctx.store, evidence.storage_key, source, size=evidence.size)
+    commands = plan(await _media_info(ctx, evidence, source), profile)
+    keys = [derivative_key(evidence.id, o.name) for c in commands for o in c.outputs]
+    meter.set("cleaning")
+    await outputs.remove_leftovers(ctx.store, ctx.engine, staged=job.staged or [], keys=keys)
+    await queue.clear_staged(ctx.engine, job.id, worker=ctx.worker)
+    meter.set("encoding", 0.0)
+    meter.commands = len(commands)
+    for n, command in enumerate(commands):
+        meter.done_commands = n
+        await execute(command, cwd=work, on_progress=meter.ffmpeg)
+    meter.set("storing", 100.0)
+    await _store(ctx, job, evidence, work, commands, profile)
+
+
+async def _store(
+    ctx: Context,
+    job: Job,
+    evidence: Evidence,
+    work: Path,
+    commands: list[Command],
+    profile: Profile,
+) -> None:
+    made: list[records.Derivative] = []
+
+    async def staged(target: Target) -> None:
+        ok = await queue.stage(
+            ctx.engine, job.id, worker=ctx.worker, key=target.key, handle=target.handle
+        )
+        if not ok:
+            await ctx.store.abort(target)
+            raise LeaseLost(job.id)
+
+    try:
+        for command in commands:
+            for output in command.outputs:
+                key = derivative_key(evidence.id, output.name)
+                size, digests = await outputs.put_replacing(
+                    ctx.store, ctx.engine, work / output.name, key, staged=staged
+                )
+                made.append(
+                    records.Derivative(
+                        id=records.new_derivative_id(),
+                        evidence_id=evidence.id,
+                        job_id=job.id,
+                        profile=profile.name,
+                        role=output.role,
+                        angle=output.angle,
+                        storage_key=key,
+                        content_type=output.content_type,
+                        size=size,
+                        blake3=digests["blake3"],
+                        sha256=digests["sha256"],
+                        source_blake3=evidence.blake3,
+                        source_sha256=evidence.sha256,
+                        command=list(command.argv),
+                        ffmpeg_version=ctx.ffmpeg_version,
+                        details={**output.details, "copied_video": command.copies_video},
+                        created_at=datetime.now(UTC),
+                    )
+                )
+        async with ctx.engine.begin() as conn:
+            if not await queue.complete(conn, job.id, worker=ctx.worker):
+                raise LeaseLost(job.id)
+            for record in made:
+                await records.insert_derivative(conn, record)
+    except BaseException:
+        # Not recorded: remove what this run stored. If this fails too (the store is down),
+        # the staged list on the job lets the next run do it.
+        with contextlib.suppress(Exception):
+            keys = [d.storage_key for d in made]
+            await outputs.remove_leftovers(ctx.store, ctx.engine, staged=[], keys=keys)
+        raise
+    for record in made:
+        await _audit(
+            ctx,
+            Event(
+                action="derivative.created",
+                actor=_actor(ctx),
+                object=f"evidence:{evidence.id}",
+                case_id=evidence.case_id,
+                details={
+                    "derivative": record.id,
+                    "profile": record.profile,
+                    "storage_key": record.storage_key,
+                    "size": record.size,
+                    "blake3": record.blake3,
+                    "sha256": record.sha256,
+                    "source_blake3": record.source_blake3,
+                    "ffmpeg_version": record.ffmpeg_version,
+                    "command": record.command,
+                },
+            ),
+        )

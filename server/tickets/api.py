@@ -1,0 +1,144 @@
+"""JSON API for tickets: issue, list, show, revoke, and the views of one ticket.
+
+Admins act on every ticket. An uploader may issue tickets only for evidence it uploaded, and sees
+and revokes only the tickets it issued; an auditor may read them all. The answer to an issue is
+the only place the link token and the access code ever appear.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..auth import require
+from ..catalog import evidence as evidence_db
+from ..errors import BadRequest, Forbidden, NotFound
+from ..state import CATALOG, SETTINGS
+from ..tokens import Principal
+from . import records
+from .issue import issue_ticket, link, parse_expiry, revoke_ticket
+from .records import Ticket
+from .runtime import RUNTIME
+
+ISSUERS = ("admin", "uploader")
+READERS = ("admin", "auditor", "uploader")
+
+
+def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    """A body field of the given JSON type (a bool is never taken for a number)."""
+    value = body.get(name, default)
+    if value is None:
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise BadRequest(f"{name}: wrong type")
+    return value
+
+
+async def _evidence_ids(
+    request: web.Request, principal: Principal, body: dict[str, Any]
+) -> list[str]:
+    engine = request.app[CATALOG].engine
+    listed = _field(body, "evidence", list, None)
+    case_id = _field(body, "case", str, None)
+    if (listed is None) == (case_id is None):
+        raise BadRequest('give either "evidence": [ids] or "case": "case id"')
+    if case_id is not None:
+        ids = await records.evidence_ids_for_case(engine, case_id)
+        if not ids:
+            raise NotFound(f"case {case_id!r} has no evidence")
+    else:
+        if not listed or not all(isinstance(i, str) for i in listed):
+            raise BadRequest("evidence: a non-empty list of evidence ids")
+        ids = list(listed)
+    for evidence_id in ids:
+        record = await evidence_db.get(engine, evidence_id)
+        mine = record is not None and (
+            principal.role == "admin" or record.uploader == principal.token_id
+        )
+        if not mine:
+            if case_id is not None:
+                raise Forbidden("this case holds evidence uploaded by others: ask an admin")
+            raise NotFound(f"no such evidence {evidence_id}")
+    return ids
+
+
+async def create(request: web.Request) -> web.Response:
+    """POST /api/tickets -> 201 {"ticket", "url", "token", "access_code"}."""
+    principal = await require(request, *ISSUERS)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    ids = await _evidence_ids(request, principal, body)
+    max_views = _field(body, "max_views", int, None)
+    try:
+        ticket, token, pin = await issue_ticket(
+            request.app[CATALOG].engine,
+            evidence_ids=ids,
+            recipient=_field(body, "recipient", str, ""),
+            expires=parse_expiry(_field(body, "expires", (str, int), "7d")),
+            download=_field(body, "download", bool, False),
+            max_views=max_views,
+            note=_field(body, "note", str, None),
+            access_code=_field(body, "access_code", bool, False),
+            issuer=principal,
+            case_id=_field(body, "case", str, None),
+            client=request.remote,
+        )
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    return web.json_response(
+        {
+            "ticket": ticket.to_json(),
+            "url": link(request.app[SETTINGS], token),
+            "token": token,
+            "access_code": pin,
+        },
+        status=201,
+    )
+
+
+async def _readable(request: web.Request, *roles: str) -> tuple[Principal, Ticket]:
+    principal = await require(request, *roles)
+    ticket = await records.get(request.app[CATALOG].engine, request.match_info["ticket_id"])
+    if ticket is None or (
+        principal.role == "uploader" and ticket.issuer_token != principal.token_id
+    ):
+        raise NotFound("no such ticket")
+    return principal, ticket
+
+
+async def listing(request: web.Request) -> web.Response:
+    principal = await require(request, *READERS)
+    mine = principal.token_id if principal.role == "uploader" else None
+    found = await records.listing(request.app[CATALOG].engine, issuer_token=mine)
+    return web.json_response({"tickets": [t.to_json() for t in found]})
+
+
+async def show(request: web.Request) -> web.Response:
+    _, ticket = await _readable(request, *READERS)
+    return web.json_response(ticket.to_json())
+
+
+async def views(request: web.Request) -> web.Response:
+    """GET /api/tickets/{id}/views: every view session, with bytes served."""
+    _, ticket = await _readable(request, *READERS)
+    sessions = await records.views(request.app[CATALOG].engine, ticket.id)
+    return web.json_response({"ticket": ticket.id, "views": sessions})
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """POST /api/tickets/{id}/revoke: takes effect on the next request, and ends this
+    process's streams of the ticket at their next chunk."""
+    principal, ticket = await _readable(request, *ISSUERS)
+    await revoke_ticket(
+        request.app[CATALOG].engine, ticket.id, actor=principal.label, client=request.remote
+    )
+    request.app[RUNTIME].revoked.add(ticket.id)
+    fresh = await records.get(request.app[CATALOG].engine, ticket.id)
+    assert fresh is not None
+    return web.json_response(fresh.to_json())

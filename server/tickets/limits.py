@@ -1,0 +1,57 @@
+"""Per-ticket request rate limits: a token bucket per ticket, in this process's memory.
+
+A link that leaks should not become a way to pull a recording a thousand times a second, nor to
+hammer the catalog. A player needs a handful of requests per seek; the defaults leave room for
+fast scrubbing. Buckets are per process: behind N replicas the effective limit is N times higher,
+which is still a limit; the access-code lock, which matters more, is in the catalog.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+class RateLimiter:
+    """`allow(key)` spends one token from `key`'s bucket; refills at `rate` per second."""
+
+    def __init__(self, *, rate: float = 40.0, burst: int = 240, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: dict[str, _Bucket] = {}
+
+    def allow(self, key: str, *, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._forget_full(now)
+            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.stamp) * self.rate)
+        bucket.stamp = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+    def retry_after(self, key: str) -> int:
+        """Whole seconds until `key` has a token again (at least 1)."""
+        bucket = self._buckets.get(key)
+        if bucket is None or self.rate <= 0:
+            return 1
+        return max(1, int((1.0 - bucket.tokens) / self.rate) + 1)
+
+    def _forget_full(self, now: float) -> None:
+        """Drop buckets that have refilled: they carry no information."""
+        for key, bucket in list(self._buckets.items()):
+            if bucket.tokens + (now - bucket.stamp) * self.rate >= self.burst:
+                del self._buckets[key]
+        if len(self._buckets) >= self.max_keys:
+            self._buckets.clear()

@@ -1,0 +1,200 @@
+"""HTML of the viewer: the evidence page, the access-code page and the "link unusable" pages.
+
+Rendered on the server from the layout in `server/viewer/`, every value escaped; no inline script
+or style, so the Content-Security-Policy can forbid both. Pages for unusable links say which of
+unknown, expired, revoked or exhausted applies, and nothing else (no ids, no stack traces).
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+from importlib import resources
+from string import Template
+from urllib.parse import urlencode
+
+from ..catalog.evidence import Evidence
+from . import i18n
+from .records import Ticket
+
+_LAYOUT = Template(
+    resources.files("avidence.server.viewer").joinpath("layout.html").read_text(encoding="utf-8")
+)
+
+# error code -> the message keys of its page
+_PROBLEMS = {
+    "ticket_unknown": "unknown",
+    "ticket_expired": "expired",
+    "ticket_revoked": "revoked",
+    "ticket_exhausted": "exhausted",
+    "too_many_requests": "busy",
+}
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def size_text(size: int, lang: str) -> str:
+    value, unit = float(size), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    short = f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    return f"{short} ({size:,} {i18n.text(lang, 'bytes')})"
+
+
+def duration_text(record: Evidence) -> str:
+    """The duration from the evidence metadata, when a prober or the uploader recorded one."""
+    raw = record.metadata.get("duration", "")
+    try:
+        seconds = round(float(raw))
+    except ValueError:
+        return ""
+    if seconds < 0:
+        return ""
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def layout(lang: str, title: str, body: str, *, path: str) -> str:
+    other = "en" if lang == "zh" else "zh"
+    return _LAYOUT.substitute(
+        lang="zh-CN" if lang == "zh" else "en",
+        title=_e(title),
+        heading=_e(i18n.text(lang, "title")),
+        switch_href=_e(f"{path}?{urlencode({'lang': other})}"),
+        switch_lang=other,
+        switch_label=_e(i18n.text(lang, "switch")),
+        body=body,
+    )
+
+
+def _player(record: Evidence, kind: str, base: str, lang: str) -> str:
+    t = lambda key: _e(i18n.text(lang, key))  # noqa: E731
+    if kind == "none":
+        return f'<div class="player none"><p>{t("no_player")}</p></div>'
+    if kind == "video":
+        element = '<video preload="none" playsinline></video>'
+    else:
+        element = '<audio preload="none"></audio>'
+
+    return (
+        f'<div class="player {kind}" data-evidence="{_e(record.id)}" '
+        f'data-media="{_e(base)}/media/{_e(record.id)}">{element}'
+        f'<button type="button" class="start">&#9654; {t("play")}</button></div>'
+        f'<p class="status" role="status"></p><p class="hint">{t("play_note")}</p>'
+    )
+
+
+def _card(
+    record: Evidence, *, kind: str, uploader: str, ticket: Ticket, base: str, lang: str
+) -> str:
+    t = lambda key: _e(i18n.text(lang, key))  # noqa: E731
+    duration = duration_text(record)
+    facts = [
+        ("case", _e(record.case_id)),
+        ("item", _e(record.item or "-")),
+        ("filename", _e(record.filename or "-")),
+        (
+            "duration",
+            f'<span id="duration-{_e(record.id)}" data-known="{1 if duration else 0}">'
+            f"{_e(duration or '-')}</span>",
+        ),
+        ("size", _e(size_text(record.size, lang))),
+        ("blake3", f'<span class="hash">{_e(record.blake3)}</span>'),
+        ("sha256", f'<span class="hash">{_e(record.sha256 or "-")}</span>'),
+        ("uploader", _e(uploader)),
+        ("received", _e(when(record.received_at))),
+    ]
+    labels = {"blake3": "BLAKE3", "sha256": "SHA-256"}
+    rows = "".join(
+        f"<dt>{_e(labels[key]) if key in labels else t(key)}</dt><dd>{value}</dd>"
+        for key, value in facts
+    )
+    actions = f'<a href="{_e(base)}/receipt/{_e(record.id)}">{t("receipt")}</a>'
+    if ticket.can_download:
+        actions += (
+            f'<a class="download" href="{_e(base)}/download/{_e(record.id)}" download>'
+            f"{t('download')}</a>"
+        )
+    title = record.filename or record.id
+    return (
+        f'<section class="evidence" id="{_e(record.id)}"><h2>{_e(title)}</h2>'
+        f"{_player(record, kind, base, lang)}"
+        f'<dl class="facts">{rows}</dl><div class="actions">{actions}</div></section>'
+    )
+
+
+def viewer(
+    ticket: Ticket,
+    items: list[tuple[Evidence, str, str]],
+    *,
+    token: str,
+    lang: str,
+) -> str:
+    """The page: notice, ticket facts, and one card per (evidence, player kind, uploader)."""
+    t = lambda key: _e(i18n.text(lang, key))  # noqa: E731
+    base = f"/t/{token}"
+    left = ticket.views_left
+    facts = (
+        f'<p class="ticket"><span>{t("recipient")}: <b>{_e(ticket.recipient)}</b></span>'
+        f"<span>{t('expires')}: <b>{_e(when(ticket.expires_at))}</b></span>"
+        f'<span>{t("views_left")}: <b id="views-left">'
+        f"{_e(left) if left is not None else t('unlimited')}</b></span></p>"
+    )
+    index = ""
+    if len(items) > 1:
+        links = "".join(
+            f'<li><a href="#{_e(r.id)}">{_e(r.filename or r.id)}</a></li>' for r, _, _ in items
+        )
+        index = f'<nav class="items"><b>{t("items")}</b><ol>{links}</ol></nav>'
+    cards = "".join(
+        _card(record, kind=kind, uploader=uploader, ticket=ticket, base=base, lang=lang)
+        for record, kind, uploader in items
+    )
+    exhausted = f"{i18n.text(lang, 'exhausted_title')}. {i18n.text(lang, 'exhausted_body')}"
+    main = (
+        f'<main data-views="{_e(base)}/views" data-msg-unplayable="{t("unplayable")}" '
+        f'data-msg-network="{t("network")}" data-msg-exhausted="{_e(exhausted)}">'
+        f'<p class="notice" role="note">{t("notice")}</p>{facts}{index}{cards}</main>'
+    )
+    return layout(lang, i18n.text(lang, "title"), main, path=base)
+
+
+def code_form(
+    *, token: str, lang: str, tries_left: int | None = None, locked_until: datetime | None = None
+) -> str:
+    t = lambda key: _e(i18n.text(lang, key))  # noqa: E731
+    status = ""
+    if locked_until is not None:
+        status = _e(i18n.text(lang, "code_locked", time=when(locked_until)))
+    elif tries_left is not None:
+        status = _e(i18n.text(lang, "code_wrong", n=tries_left))
+    body = (
+        f'<main class="message"><h1>{t("code_title")}</h1><p>{t("code_prompt")}</p>'
+        f'<form method="post" action="/t/{_e(token)}/code">'
+        f'<label for="code" class="visually-hidden">{t("code_label")}</label>'
+        '<input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" '
+        'pattern="[0-9]{6}" maxlength="6" required autofocus>'
+        f'<button type="submit">{t("code_submit")}</button></form>'
+        f'<p class="status" role="alert">{status}</p>'
+        f'<p class="notice" role="note">{t("notice")}</p></main>'
+    )
+    return layout(lang, i18n.text(lang, "code_title"), body, path=f"/t/{token}")
+
+
+def problem(code: str, *, lang: str, path: str) -> str:
+    """The page for an unusable link (or any other failure: a generic one)."""
+    key = _PROBLEMS.get(code, "error")
+    title = i18n.text(lang, f"{key}_title")
+    body = (
+        f'<main class="message"><h1>{_e(title)}</h1>'
+        f"<p>{_e(i18n.text(lang, f'{key}_body'))}</p></main>"
+    )
+    return layout(lang, title, body, path=path)

@@ -1,0 +1,291 @@
+"""Ticket records in the catalog: lookup by token hash, state, listing, views, revocation.
+
+The link token is `secrets.token_urlsafe(24)` (192 random bits); only its SHA-256 is stored, so a
+copy of the catalog opens no link, and the lookup by hash leaks nothing through timing about the
+token itself. State that several replicas must agree on (revocation, views counted, access-code
+failures) lives here, never only in one process's memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..catalog import evidence as evidence_db
+from ..catalog.schema import evidence, ticket_evidence, ticket_views, tickets
+
+TOKEN_BYTES = 24
+# A ticket's evidence list never changes after issue, so each process keeps it once read: a media
+# request then costs one catalog query (the ticket's mutable state), not two.
+_EVIDENCE_IDS: dict[str, tuple[str, ...]] = {}
+_EVIDENCE_IDS_MAX = 10_000
+TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}$")  # token_urlsafe(24) is 32 characters
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(slots=True, frozen=True)
+class Ticket:
+    """A ticket as the viewer and the APIs see it; the code hash never leaves this module."""
+
+    id: str
+    recipient: str
+    note: str | None
+    case_id: str | None
+    can_download: bool
+    max_views: int | None
+    views_used: int
+    has_access_code: bool
+    code_locked_until: datetime | None
+    issuer: str
+    issuer_token: str | None
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    revoked_by: str | None
+    last_used_at: datetime | None
+    evidence_ids: tuple[str, ...]
+
+    def state(self, now: datetime | None = None) -> str:
+        """`revoked`, `expired`, `exhausted` or `active`, in that order of precedence."""
+        now = now or datetime.now(UTC)
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= now:
+            return "expired"
+        if self.max_views is not None and self.views_used >= self.max_views:
+            return "exhausted"
+        return "active"
+
+    @property
+    def views_left(self) -> int | None:
+        return None if self.max_views is None else max(0, self.max_views - self.views_used)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state(),
+            "recipient": self.recipient,
+            "note": self.note,
+            "case": self.case_id,
+            "evidence": list(self.evidence_ids),
+            "permissions": ["view", "download"] if self.can_download else ["view"],
+            "max_views": self.max_views,
+            "views_used": self.views_used,
+            "access_code": self.has_access_code,
+            "issuer": self.issuer,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "revoked_at": iso(self.revoked_at),
+            "revoked_by": self.revoked_by,
+            "last_used_at": iso(self.last_used_at),
+        }
+
+
+async def _load(conn: AsyncConnection, where: Any) -> Ticket | None:
+    row = (await conn.execute(sa.select(tickets).where(where))).first()
+    if row is None:
+        return None
+    evidence_ids = _EVIDENCE_IDS.get(row.id)
+    if evidence_ids is None:
+        result = await conn.execute(
+            sa.select(ticket_evidence.c.evidence_id)
+            .where(ticket_evidence.c.ticket_id == row.id)
+            .order_by(ticket_evidence.c.position)
+        )
+        evidence_ids = tuple(result.scalars())
+        if len(_EVIDENCE_IDS) >= _EVIDENCE_IDS_MAX:
+            _EVIDENCE_IDS.clear()
+        _EVIDENCE_IDS[row.id] = evidence_ids
+    return Ticket(
+        id=row.id,
+        recipient=row.recipient,
+        note=row.note,
+        case_id=row.case_id,
+        can_download=bool(row.can_download),
+        max_views=row.max_views,
+        views_used=int(row.views_used),
+        has_access_code=row.access_code_hash is not None,
+        code_locked_until=row.code_locked_until,
+        issuer=row.issuer,
+        issuer_token=row.issuer_token,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        revoked_by=row.revoked_by,
+        last_used_at=row.last_used_at,
+        evidence_ids=evidence_ids,
+    )
+
+
+async def by_token(engine: AsyncEngine, token: str) -> Ticket | None:
+    """The ticket a link token opens, or None (also for anything not shaped like a token)."""
+    if not TOKEN_PATTERN.match(token):
+        return None
+    async with engine.connect() as conn:
+        return await _load(conn, tickets.c.token_hash == hash_token(token))
+
+
+async def get(engine: AsyncEngine, ticket_id: str) -> Ticket | None:
+    async with engine.connect() as conn:
+        return await _load(conn, tickets.c.id == ticket_id)
+
+
+async def listing(engine: AsyncEngine, *, issuer_token: str | None = None) -> list[Ticket]:
+    """Every ticket, oldest first (or those one API token issued)."""
+    query = sa.select(tickets.c.id).order_by(tickets.c.created_at)
+    if issuer_token is not None:
+        query = query.where(tickets.c.issuer_token == issuer_token)
+    async with engine.connect() as conn:
+        found = []
+        for ticket_id in (await conn.execute(query)).scalars().all():
+            ticket = await _load(conn, tickets.c.id == ticket_id)
+            if ticket is not None:
+                found.append(ticket)
+        return found
+
+
+async def evidence_of(engine: AsyncEngine, ticket: Ticket) -> list[evidence_db.Evidence]:
+    """The ticket's evidence records, in the order they were listed at issue."""
+    found = []
+    for evidence_id in ticket.evidence_ids:
+        record = await evidence_db.get(engine, evidence_id)
+        if record is not None:
+            found.append(record)
+    return found
+
+
+async def evidence_ids_for_case(engine: AsyncEngine, case_id: str) -> list[str]:
+    """A case's evidence at this moment, oldest first: what a `--case` ticket covers."""
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            sa.select(evidence.c.id)
+            .where(evidence.c.case_id == case_id)
+            .order_by(evidence.c.received_at, evidence.c.id)
+        )
+        return list(result.scalars())
+
+
+async def revoke(engine: AsyncEngine, ticket_id: str, *, by: str) -> bool:
+    """Revoke at once; False when unknown or already revoked."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            tickets.update()
+            .where(tickets.c.id == ticket_id, tickets.c.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC), revoked_by=by[:200])
+        )
+    return result.rowcount > 0
+
+
+async def touch(engine: AsyncEngine, ticket_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            tickets.update().where(tickets.c.id == ticket_id).values(last_used_at=datetime.now(UTC))
+        )
+
+
+async def start_view(
+    engine: AsyncEngine, ticket: Ticket, evidence_id: str, *, client: str | None, user_agent: str
+) -> str | None:
+    """Count one view and open its session row; None when the view limit is used up.
+
+    The count is one conditional UPDATE, so two players starting at once on two replicas can
+    never both take the last view."""
+    view_id = "vw_" + secrets.token_hex(10)
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        condition = [tickets.c.id == ticket.id, tickets.c.revoked_at.is_(None)]
+        condition.append(tickets.c.expires_at > now)
+        condition.append(
+            sa.or_(tickets.c.max_views.is_(None), tickets.c.views_used < tickets.c.max_views)
+        )
+        counted = await conn.execute(
+            tickets.update()
+            .where(*condition)
+            .values(views_used=tickets.c.views_used + 1, last_used_at=now)
+        )
+        if counted.rowcount == 0:
+            return None
+        await conn.execute(
+            ticket_views.insert().values(
+                id=view_id,
+                ticket_id=ticket.id,
+                evidence_id=evidence_id,
+                client=(client or "")[:64] or None,
+                user_agent=user_agent[:300],
+                started_at=now,
+                bytes_served=0,
+                requests=0,
+            )
+        )
+    return view_id
+
+
+async def add_view_bytes(
+    engine: AsyncEngine,
+    view_id: str,
+    *,
+    sent: int,
+    requests: int,
+    first: datetime | None,
+    last: datetime | None,
+) -> None:
+    """Add a finished session's bytes to its view row (several sessions may share one view)."""
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(
+                sa.select(ticket_views.c.first_byte_at).where(ticket_views.c.id == view_id)
+            )
+        ).first()
+        if row is None:
+            return
+        values: dict[str, Any] = {
+            "bytes_served": ticket_views.c.bytes_served + sent,
+            "requests": ticket_views.c.requests + requests,
+        }
+        if row.first_byte_at is None and first is not None:
+            values["first_byte_at"] = first
+        if last is not None:
+            values["last_byte_at"] = last
+        await conn.execute(ticket_views.update().where(ticket_views.c.id == view_id).values(values))
+
+
+async def views(engine: AsyncEngine, ticket_id: str) -> list[dict[str, Any]]:
+    """The ticket's view sessions, oldest first (`GET /api/tickets/{id}/views`)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(ticket_views)
+            .where(ticket_views.c.ticket_id == ticket_id)
+            .order_by(ticket_views.c.started_at, ticket_views.c.id)
+        )
+        return [
+            {
+                "id": row.id,
+                "evidence": row.evidence_id,
+                "client": row.client,
+                "user_agent": row.user_agent,
+                "started_at": iso(row.started_at),
+                "first_byte_at": iso(row.first_byte_at),
+                "last_byte_at": iso(row.last_byte_at),
+                "bytes_served": int(row.bytes_served),
+                "requests": int(row.requests),
+            }
+            for row in rows
+        ]

@@ -1,0 +1,205 @@
+"""What the ticket handlers share in one process, how a request finds its ticket, and the
+security headers every viewer response carries.
+
+The headers are set in `on_response_prepare`, so error answers (written by the one error exit
+path in `errors.py`) carry them too: the token is in the URL, so no response under `/t/` may be
+cached or leak it through a Referer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from ..catalog.evidence import Evidence
+from ..errors import (
+    AccessCodeRequired,
+    TicketExhausted,
+    TicketExpired,
+    TicketRevoked,
+    TicketUnknown,
+    TooManyRequests,
+)
+from ..state import CATALOG, SETTINGS, SIGNER
+from . import records, seals
+from .limits import RateLimiter
+from .records import Ticket
+from .views import ViewTracker
+
+log = logging.getLogger("avidence.tickets")
+
+# Pages (HTML) are /t/<token> and /t/<token>/code; everything else under /t/ is data.
+_PAGE = re.compile(r"^/t/[^/]+(/code)?/?$")
+_FRAME_SOURCE = re.compile(r"^[A-Za-z0-9'*:/.\-_ ]+$")
+_TOKEN_IN_PATH = re.compile(r"/t/([A-Za-z0-9_-]{8,64})")
+
+
+class RedactTokens(logging.Filter):
+    """Replace link tokens in log lines (`path=/t/<token>/...` from the error log) by a hash
+    prefix: a log file must not become a list of working links. The prefix matches the
+    `token_sha256_prefix` of the `ticket.issued` audit entry, so lines stay traceable."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_PATH.sub(_hashed, a) if isinstance(a, str) else a for a in record.args
+            )
+        if isinstance(record.msg, str) and "/t/" in record.msg:
+            record.msg = _TOKEN_IN_PATH.sub(_hashed, record.msg)
+        return True
+
+
+def _hashed(match: re.Match[str]) -> str:
+    return f"/t/sha256:{records.hash_token(match.group(1))[:12]}"
+
+
+def install_log_redaction() -> None:
+    """Once per process, on the loggers that print request paths."""
+    for name in ("avidence.http", "aiohttp.access", "aiohttp.server"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+
+
+@dataclass(slots=True)
+class TicketRuntime:
+    """Per-process state of the viewer."""
+
+    secret: bytes
+    tracker: ViewTracker
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    revoked: set[str] = field(default_factory=set)  # revoked through this process's API
+    evidence: dict[str, Evidence] = field(default_factory=dict)  # immutable records, by id
+    frame_ancestors: str = "'none'"
+
+
+@dataclass(slots=True, frozen=True)
+class CookieRenewal:
+    name: str
+    value: str
+    path: str
+
+
+RUNTIME = web.AppKey("ticket_runtime", TicketRuntime)
+_RENEW = web.RequestKey("ticket_cookie_renewal", CookieRenewal)
+
+
+def frame_ancestors(app: web.Application) -> str:
+    """`[viewer] frame_ancestors = "'self' https://cases.example"` in the TOML settings lets a
+    case system embed the viewer; the default forbids framing (clickjacking)."""
+    section = app[SETTINGS].extra.get("viewer", {})
+    value = str(section.get("frame_ancestors", "'none'")).strip() if section else "'none'"
+    if not value or not _FRAME_SOURCE.match(value):
+        raise ValueError(f"viewer.frame_ancestors: {value!r} is not a CSP source list")
+    return value
+
+
+async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Start the view-session sweeper after the catalog opens; write every session at shutdown."""
+    tracker = ViewTracker(app[CATALOG].engine)
+    app[RUNTIME] = TicketRuntime(
+        secret=seals.derive_secret(app[SIGNER]),
+        tracker=tracker,
+        frame_ancestors=frame_ancestors(app),
+    )
+    tracker.start()
+    yield
+    await tracker.close()
+
+
+def _csp(request: web.BaseRequest, ancestors: str) -> str:
+    if _PAGE.match(request.path) or request.path.startswith("/viewer/"):
+        return (
+            "default-src 'self'; media-src 'self'; img-src 'self' data:; script-src 'self'; "
+            "style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+            f"frame-ancestors {ancestors}"
+        )
+    return f"default-src 'none'; frame-ancestors {ancestors}; sandbox"
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if not request.path.startswith(("/t/", "/viewer/")) or RUNTIME not in request.app:
+        return
+    ancestors = request.app[RUNTIME].frame_ancestors
+    headers = response.headers
+    headers["Content-Security-Policy"] = _csp(request, ancestors)
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Cross-Origin-Resource-Policy"] = "same-origin"
+    if ancestors in ("'none'", "'self'"):
+        headers["X-Frame-Options"] = "DENY" if ancestors == "'none'" else "SAMEORIGIN"
+    if request.path.startswith("/t/"):
+        headers["Cache-Control"] = "no-store"
+        renew = request.get(_RENEW)
+        if renew is not None:
+            set_access_cookie(request, response, renew.name, renew.value, renew.path)
+
+
+def set_access_cookie(
+    request: web.Request, response: web.StreamResponse, name: str, value: str, path: str
+) -> None:
+    settings = request.app[SETTINGS]
+    secure = request.secure or settings.public_url.startswith("https://")
+    response.set_cookie(
+        name,
+        value,
+        path=path,
+        max_age=seals.COOKIE_TTL,
+        httponly=True,
+        secure=secure,
+        samesite="Lax",
+    )
+
+
+def has_access(request: web.Request, ticket: Ticket) -> bool:
+    """True when the ticket has no code, or this browser holds a current access cookie (which
+    is renewed past half its life)."""
+    if not ticket.has_access_code:
+        return True
+    runtime = request.app[RUNTIME]
+    name = seals.cookie_name(ticket.id)
+    expires = seals.cookie_expiry(runtime.secret, ticket.id, request.cookies.get(name, ""))
+    if not expires:
+        return False
+    if seals.needs_renewal(expires):
+        token = request.match_info["token"]
+        value = seals.make_cookie(runtime.secret, ticket.id)
+        request[_RENEW] = CookieRenewal(name, value, f"/t/{token}")
+    return True
+
+
+def _limited(runtime: TicketRuntime, key: str) -> None:
+    if not runtime.limiter.allow(key):
+        raise TooManyRequests(headers={"Retry-After": str(runtime.limiter.retry_after(key))})
+
+
+async def resolve(
+    request: web.Request, *, need_access: bool = True, allow_exhausted: bool = False
+) -> Ticket:
+    """The request's ticket, or the error its holder should see: 404 unknown, 429 too fast,
+    410 revoked / expired / exhausted, 401 without the access cookie."""
+    runtime = request.app[RUNTIME]
+    ticket = await records.by_token(request.app[CATALOG].engine, request.match_info["token"])
+    if ticket is None:
+        _limited(runtime, f"client:{request.remote}")  # slows down scanning for tokens
+        raise TicketUnknown()
+    _limited(runtime, ticket.id)
+    state = "revoked" if ticket.id in runtime.revoked else ticket.state()
+    if state == "revoked":
+        raise TicketRevoked()
+    if state == "expired":
+        raise TicketExpired()
+    if state == "exhausted" and not allow_exhausted:
+        raise TicketExhausted()
+    if need_access and not has_access(request, ticket):
+        raise AccessCodeRequired(headers={"WWW-Authenticate": 'AccessCode realm="avidence"'})
+    return ticket
+
+
+def describe_client(request: web.Request) -> dict[str, Any]:
+    return {"user_agent": request.headers.get("User-Agent", "")[:300]}

@@ -1,0 +1,80 @@
+"""Short signed values the viewer hands to the browser: the access cookie and view grants.
+
+Both are HMAC-SHA256 under a secret derived from the server's Ed25519 signing key, so every
+replica sharing that key (as they must, for receipts) accepts what another one issued, and
+nothing needs storing. Rotating the signing key logs viewers out, which is harmless.
+
+- The access cookie says "this browser entered the ticket's access code" until it expires.
+- A view grant says "view session V of evidence E on ticket T was counted at time S"; media
+  requests carry it, so bytes flow only inside a counted, audited view.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+
+from ..signing import Signer
+
+COOKIE_TTL = 2 * 3600  # renewed while the viewer is in use; see `needs_renewal`
+GRANT_TTL = 12 * 3600  # longer than any single recording takes to watch
+
+
+def derive_secret(signer: Signer) -> bytes:
+    """A MAC key of its own, so no MAC is ever a signature-key operation."""
+    raw = signer.private.private_bytes_raw()
+    return hmac.new(raw, b"avidence viewer seals v1", hashlib.sha256).digest()
+
+
+def _mac(secret: bytes, *parts: str) -> str:
+    digest = hmac.new(secret, "\x1f".join(parts).encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:20]).decode().rstrip("=")
+
+
+def cookie_name(ticket_id: str) -> str:
+    return f"avd_{ticket_id}"
+
+
+def make_cookie(secret: bytes, ticket_id: str, *, now: float | None = None) -> str:
+    expires = int((now or time.time()) + COOKIE_TTL)
+    return f"{expires}.{_mac(secret, 'cookie', ticket_id, str(expires))}"
+
+
+def cookie_expiry(secret: bytes, ticket_id: str, value: str, *, now: float | None = None) -> int:
+    """The cookie's expiry time when it is genuine and current, else 0."""
+    expires, _, mac = value.partition(".")
+    if not expires.isdigit() or int(expires) <= (now or time.time()):
+        return 0
+    if not hmac.compare_digest(mac, _mac(secret, "cookie", ticket_id, expires)):
+        return 0
+    return int(expires)
+
+
+def needs_renewal(expires: int, *, now: float | None = None) -> bool:
+    """Renew a cookie past half its life, so a long recording does not lose access mid-way."""
+    return expires - (now or time.time()) < COOKIE_TTL / 2
+
+
+def make_grant(
+    secret: bytes, ticket_id: str, evidence_id: str, view_id: str, *, now: float | None = None
+) -> str:
+    issued = str(int(now or time.time()))
+    return f"{view_id}.{issued}.{_mac(secret, 'view', ticket_id, evidence_id, view_id, issued)}"
+
+
+def check_grant(
+    secret: bytes, ticket_id: str, evidence_id: str, value: str, *, now: float | None = None
+) -> str | None:
+    """The view id of a genuine, current grant for this ticket and evidence, else None."""
+    parts = value.split(".")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    view_id, issued, mac = parts
+    if not view_id.startswith("vw_") or len(view_id) > 32:
+        return None
+    if int(issued) + GRANT_TTL <= (now or time.time()):
+        return None
+    expected = _mac(secret, "view", ticket_id, evidence_id, view_id, issued)
+    return view_id if hmac.compare_digest(mac, expected) else None

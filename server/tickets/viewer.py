@@ -1,0 +1,185 @@
+"""The viewer page `/t/<token>`, its access-code form, and the start of a counted view.
+
+The page is HTML for people: an unusable link gets a page saying why (404 unknown, 410 expired,
+revoked or exhausted), a code-protected link gets the code form (401, then 403 for a wrong code),
+never a JSON error or a traceback. `POST /t/<token>/views` is what the page's script calls when
+a player starts: it counts the view (refusing past the limit) and returns the grant the media
+requests carry.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from .. import tokens
+from ..audit import log as audit
+from ..audit.events import Event
+from ..catalog import evidence as evidence_db
+from ..errors import (
+    ApiError,
+    BadRequest,
+    NotFound,
+    TicketExhausted,
+    TicketExpired,
+    TicketRevoked,
+    UnsupportedMediaType,
+)
+from ..media import content_type
+from ..state import CATALOG
+from . import codes, i18n, pages, records, seals
+from .runtime import RUNTIME, has_access, resolve, set_access_cookie
+
+_CODE_CHALLENGE = {"WWW-Authenticate": 'AccessCode realm="avidence"'}
+
+
+def _html(request: web.Request, body: str, *, status: int = 200, **headers: str) -> web.Response:
+    response = web.Response(
+        status=status, text=body, content_type="text/html", charset="utf-8", headers=headers
+    )
+    chosen = request.query.get("lang")
+    if chosen in i18n.LANGS:
+        response.set_cookie(i18n.COOKIE, chosen, path="/", max_age=365 * 86400, samesite="Lax")
+    return response
+
+
+def _problem(request: web.Request, error: ApiError) -> web.Response:
+    lang = i18n.pick(request)
+    body = pages.problem(error.code, lang=lang, path=request.path)
+    headers = {k: v for k, v in error.headers.items() if k == "Retry-After"}
+    return _html(request, body, status=error.status, **headers)
+
+
+def _player_kind(record: evidence_db.Evidence) -> str:
+    kind = content_type(record.filename, record.filetype).split("/")[0]
+    return kind if kind in ("video", "audio") else "none"
+
+
+async def page(request: web.Request) -> web.StreamResponse:
+    """GET /t/<token>: the evidence, its facts and players, or why the link cannot be used."""
+    lang = i18n.pick(request)
+    token = request.match_info["token"]
+    try:
+        ticket = await resolve(request, need_access=False)
+    except ApiError as exc:
+        return _problem(request, exc)
+    if not has_access(request, ticket):
+        body = pages.code_form(token=token, lang=lang, locked_until=_locked(ticket))
+        return _html(request, body, status=401, **_CODE_CHALLENGE)
+    engine = request.app[CATALOG].engine
+    items = []
+    async with engine.connect() as conn:
+        for record in await records.evidence_of(engine, ticket):
+            uploader = await tokens.name_of(conn, record.uploader) or record.uploader
+            items.append((record, _player_kind(record), uploader))
+    await records.touch(engine, ticket.id)
+    await audit.append(
+        engine,
+        Event(
+            action="ticket.opened",
+            actor=f"ticket:{ticket.id} ({ticket.recipient})"[:200],
+            object=f"ticket:{ticket.id}",
+            case_id=ticket.case_id,
+            details={
+                "recipient": ticket.recipient,
+                "evidence": list(ticket.evidence_ids),
+                "user_agent": request.headers.get("User-Agent", "")[:300],
+            },
+            client=request.remote,
+        ),
+    )
+    return _html(request, pages.viewer(ticket, items, token=token, lang=lang))
+
+
+def _locked(ticket: records.Ticket) -> datetime | None:
+    until = ticket.code_locked_until
+    return until if until is not None and until > datetime.now(UTC) else None
+
+
+async def enter_code(request: web.Request) -> web.StreamResponse:
+    """POST /t/<token>/code: the right code sets the access cookie and goes back to the page;
+    a wrong one is counted, audited and answered 403; five lock the ticket for 15 minutes."""
+    lang = i18n.pick(request)
+    token = request.match_info["token"]
+    try:
+        ticket = await resolve(request, need_access=False)
+    except ApiError as exc:
+        return _problem(request, exc)
+    if not ticket.has_access_code:
+        raise web.HTTPSeeOther(f"/t/{token}")
+    form = await request.post()
+    code = str(form.get("code", ""))[:32].strip()
+    engine = request.app[CATALOG].engine
+    result = await codes.check(engine, ticket.id, code)
+    if result.ok:
+        runtime = request.app[RUNTIME]
+        response = web.Response(status=303, headers={"Location": f"/t/{token}"})
+        value = seals.make_cookie(runtime.secret, ticket.id)
+        set_access_cookie(request, response, seals.cookie_name(ticket.id), value, f"/t/{token}")
+        return response
+    await audit.append(
+        engine,
+        Event(
+            action="ticket.code_failed",
+            actor=f"ticket:{ticket.id} ({ticket.recipient})"[:200],
+            object=f"ticket:{ticket.id}",
+            case_id=ticket.case_id,
+            details={
+                "tries_left": result.tries_left,
+                "locked_until": records.iso(result.locked_until),
+                "user_agent": request.headers.get("User-Agent", "")[:300],
+            },
+            client=request.remote,
+        ),
+    )
+    body = pages.code_form(
+        token=token,
+        lang=lang,
+        tries_left=None if result.locked_until else result.tries_left,
+        locked_until=result.locked_until,
+    )
+    return _html(request, body, status=403)
+
+
+async def start_view(request: web.Request) -> web.Response:
+    """POST /t/<token>/views {"evidence": ID}: count one view, answer 201 with its grant."""
+    ticket = await resolve(request)
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("send JSON")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("the body is not JSON") from None
+    evidence_id = body.get("evidence") if isinstance(body, dict) else None
+    if not isinstance(evidence_id, str) or evidence_id not in ticket.evidence_ids:
+        raise NotFound("no such evidence in this link")
+    engine = request.app[CATALOG].engine
+    record = await evidence_db.get(engine, evidence_id)
+    if record is None:
+        raise NotFound("no such evidence in this link")
+    user_agent = request.headers.get("User-Agent", "")
+    view_id = await records.start_view(
+        engine, ticket, evidence_id, client=request.remote, user_agent=user_agent
+    )
+    if view_id is None:  # lost a race with revocation, expiry or the last view
+        fresh = await records.get(engine, ticket.id)
+        state = fresh.state() if fresh else "revoked"
+        raise {"revoked": TicketRevoked, "expired": TicketExpired}.get(state, TicketExhausted)()
+    runtime = request.app[RUNTIME]
+    runtime.tracker.session(
+        view_id,
+        ticket,
+        evidence_id,
+        case_id=record.case_id,
+        client=request.remote,
+        user_agent=user_agent,
+    )
+    fresh = await records.get(engine, ticket.id)
+    return web.json_response(
+        {
+            "view": seals.make_grant(runtime.secret, ticket.id, evidence_id, view_id),
+            "views_left": fresh.views_left if fresh else None,
+        },
+        status=201,
+    )
