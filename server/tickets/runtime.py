@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from typing import Any
 
 from aiohttp import web
@@ -83,10 +85,14 @@ class CookieRenewal:
     name: str
     value: str
     path: str
+    secure: bool
 
 
 RUNTIME = web.AppKey("ticket_runtime", TicketRuntime)
-_RENEW = web.RequestKey("ticket_cookie_renewal", CookieRenewal)
+# Set while handling a request, read when its response is prepared. A context variable, not
+# request state: behind a trusted proxy the handler sees a clone of the request, and aiohttp
+# prepares a returned response with the original, which does not share the clone's state.
+_RENEW: ContextVar[CookieRenewal | None] = ContextVar("ticket_cookie_renewal", default=None)
 
 
 def frame_ancestors(app: web.Application) -> str:
@@ -135,25 +141,37 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         headers["X-Frame-Options"] = "DENY" if ancestors == "'none'" else "SAMEORIGIN"
     if request.path.startswith("/t/"):
         headers["Cache-Control"] = "no-store"
-        renew = request.get(_RENEW)
-        if renew is not None:
-            set_access_cookie(request, response, renew.name, renew.value, renew.path)
+        renew = _RENEW.get()
+        if renew is not None and request.path.startswith(renew.path):
+            _RENEW.set(None)
+            set_access_cookie(response, renew)
 
 
-def set_access_cookie(
-    request: web.Request, response: web.StreamResponse, name: str, value: str, path: str
-) -> None:
-    settings = request.app[SETTINGS]
-    secure = request.secure or settings.public_url.startswith("https://")
-    response.set_cookie(
-        name,
-        value,
-        path=path,
-        max_age=seals.COOKIE_TTL,
-        httponly=True,
-        secure=secure,
-        samesite="Lax",
+def access_cookie(request: web.Request, ticket_id: str) -> CookieRenewal:
+    """A fresh access cookie for this ticket, Secure when the client talks HTTPS (as a trusted
+    proxy reports it) or the public URL is HTTPS."""
+    runtime, settings = request.app[RUNTIME], request.app[SETTINGS]
+    return CookieRenewal(
+        name=seals.cookie_name(ticket_id),
+        value=seals.make_cookie(runtime.secret, ticket_id),
+        path=f"/t/{request.match_info['token']}",
+        secure=request.secure or settings.public_url.startswith("https://"),
     )
+
+
+def set_access_cookie(response: web.StreamResponse, cookie: CookieRenewal) -> None:
+    """Add the access cookie as a header: aiohttp turns `response.set_cookie` into headers
+    before `on_response_prepare` runs, so a cookie set there would be lost."""
+    jar: SimpleCookie = SimpleCookie()
+    jar[cookie.name] = cookie.value
+    morsel = jar[cookie.name]
+    morsel["path"] = cookie.path
+    morsel["max-age"] = str(seals.COOKIE_TTL)
+    morsel["httponly"] = True
+    morsel["samesite"] = "Lax"
+    if cookie.secure:
+        morsel["secure"] = True
+    response.headers.add("Set-Cookie", morsel.OutputString())
 
 
 def has_access(request: web.Request, ticket: Ticket) -> bool:
@@ -167,9 +185,7 @@ def has_access(request: web.Request, ticket: Ticket) -> bool:
     if not expires:
         return False
     if seals.needs_renewal(expires):
-        token = request.match_info["token"]
-        value = seals.make_cookie(runtime.secret, ticket.id)
-        request[_RENEW] = CookieRenewal(name, value, f"/t/{token}")
+        _RENEW.set(access_cookie(request, ticket.id))
     return True
 
 

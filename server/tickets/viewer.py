@@ -29,7 +29,7 @@ from ..errors import (
 from ..media import content_type
 from ..state import CATALOG
 from . import codes, i18n, pages, records, seals
-from .runtime import RUNTIME, has_access, resolve, set_access_cookie
+from .runtime import RUNTIME, access_cookie, has_access, resolve, set_access_cookie
 
 _CODE_CHALLENGE = {"WWW-Authenticate": 'AccessCode realm="avidence"'}
 
@@ -113,10 +113,8 @@ async def enter_code(request: web.Request) -> web.StreamResponse:
     engine = request.app[CATALOG].engine
     result = await codes.check(engine, ticket.id, code)
     if result.ok:
-        runtime = request.app[RUNTIME]
         response = web.Response(status=303, headers={"Location": f"/t/{token}"})
-        value = seals.make_cookie(runtime.secret, ticket.id)
-        set_access_cookie(request, response, seals.cookie_name(ticket.id), value, f"/t/{token}")
+        set_access_cookie(response, access_cookie(request, ticket.id))
         return response
     await audit.append(
         engine,
