@@ -121,14 +121,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         error = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)()
         error.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "allow"})
     except Exception:
-        log.exception("http.unhandled method=%s path=%s", request.method, request.path)
+        log.exception(
+            "http.unhandled method=%s route=%s",
+            request.method,
+            request.match_info.route.resource.canonical
+            if request.match_info.route.resource
+            else "unmatched",
+        )
         error = Internal()
     level = logging.WARNING if error.status < 500 else logging.ERROR
+    # The route template, not the path: paths can carry ticket tokens and upload ids.
+    resource = request.match_info.route.resource
     log.log(
         level,
-        "http.error method=%s path=%s status=%s code=%s message=%s",
+        "http.error method=%s route=%s status=%s code=%s message=%s",
         request.method,
-        request.path,
+        resource.canonical if resource is not None else "unmatched",
         error.status,
         error.code,
         error.message,

@@ -228,22 +228,31 @@ class S3Bucket:
         check_key(key)
         if start < 0 or (length is not None and length < 0):
             raise InvalidRange(f"negative range start={start} length={length}", key=key)
+        if length == 0:
+            await self._check_start(key, start)
+            return empty_stream()
+        # One ranged GET, no HEAD first: a seek in the viewer costs one round trip. S3 answers
+        # 416 for a start at or past the end; only then is the size looked up.
+        request: dict[str, str] = {"Bucket": self._bucket, "Key": self._k(key)}
+        if start or length is not None:  # RFC 9110 14.1.1: last-pos is inclusive
+            last = "" if length is None else str(start + length - 1)
+            request["Range"] = f"bytes={start}-{last}"
+        try:
+            out = await self._run(self._s3.get_object, **request)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if client_error(exc)[1] != 416:
+                raise self._error(exc, key) from exc
+            await self._check_start(key, start)
+            return empty_stream()
+        except Exception as exc:
+            raise self._error(exc, key) from exc
+        return self._stream(key, out["Body"])
+
+    async def _check_start(self, key: str, start: int) -> None:
+        """`start` may equal the size (an empty read) but not exceed it."""
         info = await self.stat(key)
         if start > info.size:
             raise InvalidRange(f"start {start} beyond the end ({info.size} bytes)", key=key)
-        end = info.size if length is None else min(info.size, start + length)
-        if end <= start:
-            return empty_stream()
-        if start == 0 and end == info.size:
-            out = await self._call(self._s3.get_object, Bucket=self._bucket, Key=self._k(key))
-        else:  # RFC 9110 14.1.1: last-pos is inclusive
-            out = await self._call(
-                self._s3.get_object,
-                Bucket=self._bucket,
-                Key=self._k(key),
-                Range=f"bytes={start}-{end - 1}",
-            )
-        return self._stream(key, out["Body"])
 
     async def _stream(self, key: str, body: StreamingBody) -> AsyncIterator[bytes]:
         """Read the body in 1 MiB pieces, each in a worker thread: never the whole object."""
