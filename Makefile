@@ -35,11 +35,10 @@ system-deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
-## Start the server on the embedded default (local folder + SQLite in ./data) with an uploader token.
+## Start the server on the embedded default (local folder + SQLite in ./data): it prints an
+## uploader token, the upload endpoint and a ticket link to watch a demo recording.
 run: install
-	@$(BIN)/avidence-server token create --data-dir $(DATA) --role uploader --name "make run" \
-		| tail -n 1 | sed 's/^/uploader token (Authorization: Bearer ...): /'
-	$(BIN)/avidence-server serve --data-dir $(DATA)
+	$(BIN)/avidence-server serve --data-dir $(DATA) --demo
 
 ## Run the whole test suite (SeaweedFS, PostgreSQL and ffmpeg are real).
 test: install-dev

@@ -70,6 +70,14 @@ class Settings:
         return normalize_database_url(self.database or f"sqlite:///{self.data_dir / 'catalog.db'}")
 
     @property
+    def base_url(self) -> str:
+        """Where people reach this server: `public_url`, else the address it listens on."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
     def store_root(self) -> Path:
         return self.data_dir / "store"
 

@@ -18,6 +18,7 @@ from .app import create_app
 from .catalog.db import Catalog
 from .cli import Context, run, shared_options
 from .config import Settings
+from .demo import run as run_demo
 
 
 @click.command()
@@ -28,15 +29,16 @@ from .config import Settings
 @click.option("--s3-endpoint", default=None, help="S3 endpoint URL (MinIO, SeaweedFS, Ceph).")
 @click.option("--s3-bucket", default=None, help="Bucket; created when missing and allowed.")
 @click.option("--max-size", type=int, default=None, help="Largest upload in bytes.")
+@click.option("--demo", is_flag=True, help="Also upload a demo recording and print a ticket link.")
 @click.option("--banner-file", type=click.Path(path_type=Path), default=None, hidden=True)
-def serve(ctx: Context, banner_file: Path | None, **flags: Any) -> None:
+def serve(ctx: Context, demo: bool, banner_file: Path | None, **flags: Any) -> None:
     """Run the HTTP server until interrupted."""
     settings = ctx.settings(**flags)
     logs.setup(level=settings.log_level, fmt=settings.log_format)
-    run(_serve(settings, banner_file))
+    run(_serve(settings, banner_file, demo=demo))
 
 
-async def _serve(settings: Settings, banner_file: Path | None) -> None:
+async def _serve(settings: Settings, banner_file: Path | None, *, demo: bool = False) -> None:
     catalog = Catalog(settings.database_url)
     try:
         await catalog.migrate()
@@ -53,6 +55,8 @@ async def _serve(settings: Settings, banner_file: Path | None) -> None:
                 ) from None
             text = banner(settings)
             click.echo(text)
+            if demo:
+                await run_demo(settings, catalog.engine)
             if banner_file is not None:
                 await asyncio.to_thread(banner_file.write_text, text + "\n", encoding="utf-8")
             await _wait_for_signal()
@@ -62,15 +66,8 @@ async def _serve(settings: Settings, banner_file: Path | None) -> None:
         await catalog.close()
 
 
-def base_url(settings: Settings) -> str:
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"http://{host}:{settings.port}"
-
-
 def banner(settings: Settings) -> str:
-    url = base_url(settings)
+    url = settings.base_url
     where = settings.s3_bucket if settings.storage == "s3" else str(settings.store_root)
     return "\n".join(
         [

@@ -107,3 +107,17 @@ def test_serve_answers_healthz(server_factory: object) -> None:
         assert response.status == 200
     with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
         assert b"avidence_http_requests_total" in response.read()
+
+
+def test_serve_demo_prints_token_and_a_working_ticket_link(server_factory: object) -> None:
+    server = server_factory("--demo")  # type: ignore[operator]
+    log = server.log_tail(80)
+    lines = [line.strip() for line in log.splitlines()]
+    token = next(line.split()[-1] for line in lines if line.startswith("uploader token:"))
+    assert token.startswith("avd_")
+    link = next(line.split()[-1] for line in lines if line.startswith("watch the demo:"))
+    assert link.startswith(server.url + "/t/")
+    with urllib.request.urlopen(link, timeout=10) as response:
+        page = response.read().decode()
+    assert response.status == 200
+    assert "demo-interrogation.mp4" in page

@@ -39,12 +39,7 @@ def parse_expiry(text: str | int) -> timedelta:
 
 def link(settings: Settings, token: str) -> str:
     """The URL to hand to the recipient: `public_url`, else this server's own address."""
-    if settings.public_url:
-        base = settings.public_url.rstrip("/")
-    else:
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        base = f"http://{host}:{settings.port}"
-    return f"{base}/t/{token}"
+    return f"{settings.base_url}/t/{token}"
 
 
 def _check_text(name: str, value: str | None, limit: int) -> str | None:
