@@ -153,6 +153,9 @@ class SeaweedServer:
             "-ip.bind=127.0.0.1",
             f"-master.port={self.master_port}",
             f"-volume.port={self.volume_port}",
+            # Every bucket is a collection with volumes of its own; the default cap (free disk /
+            # volume size) runs out after a few dozen test buckets. Volumes are not preallocated.
+            "-volume.max=5000",
             f"-filer.port={self.filer_port}",
             f"-s3.port={self.s3_port}",
             f"-s3.config={self.identities_path}",
