@@ -14,6 +14,7 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 from .errors import MediaError, ToolError, TranscodeError
 
@@ -24,14 +25,24 @@ _MACHINE = ("No space left on device", "Cannot allocate memory", "Resource tempo
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _load_prctl() -> Any:
+    """libc's prctl, looked up once in the parent: the child must not load libraries."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
 
 
-PREEXEC = _die_with_parent if sys.platform.startswith("linux") else None
+_prctl = _load_prctl()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PREEXEC = _die_with_parent if _prctl is not None else None
 
 
 def readable(stderr: Iterable[str], *, source: str = "source") -> str:

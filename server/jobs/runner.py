@@ -103,14 +103,15 @@ async def perform(ctx: Context, job: Job, meter: Meter) -> None:
     evidence = await evidence_db.get(ctx.engine, job.evidence_id)
     if evidence is None:
         raise MediaError(f"evidence {job.evidence_id} does not exist")
-    work = outputs.fresh_folder(ctx.workroot / job.id)
+    work = await asyncio.to_thread(outputs.fresh_folder, ctx.workroot / job.id)
     try:
         if job.kind == "analyse":
             await analyse(ctx, job, evidence, work, meter)
         else:
             await derive(ctx, job, evidence, work, meter)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        # Shielded: a cancelled run still leaves no working copy of an original behind.
+        await asyncio.shield(asyncio.to_thread(shutil.rmtree, work, True))
 
 
 async def analyse(ctx: Context, job: Job, evidence: Evidence, work: Path, meter: Meter) -> None:
