@@ -43,9 +43,9 @@ def free_port() -> int:
 
 
 def seaweed_pid(server: SeaweedServer) -> int | None:
-    """The `weed` process id, for CPU accounting (SeaweedServer keeps its Popen private)."""
-    proc: subprocess.Popen[bytes] | None = getattr(server, "_proc", None)
-    return None if proc is None else proc.pid
+    """The `weed` process id, for CPU accounting."""
+    pid: int | None = server.pid
+    return pid
 
 
 def s3_env(server: SeaweedServer) -> dict[str, str]:

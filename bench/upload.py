@@ -16,13 +16,12 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import blake3
@@ -39,42 +38,11 @@ from measure import (
     rss_bytes,
     wait_quiet,
 )
+from results import Result, report
 from servers import ROOT, AvidenceServer, NodePeer, SeaweedServer, seaweed_pid, start_seaweed
 
 TUSPY_CHUNK = 64 * MiB
 CASE = "BENCH-1"
-
-
-@dataclass
-class Result:
-    """One target measured `repeat` times."""
-
-    key: str
-    target: str
-    client: str
-    size: int
-    seconds: list[float] = field(default_factory=list)
-    server_cores: list[float] = field(default_factory=list)
-    weed_cores: list[float] = field(default_factory=list)
-    client_cores: list[float] = field(default_factory=list)
-    other_cores: list[float] = field(default_factory=list)
-    rss_growth: list[int] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    skipped: str | None = None
-
-    @property
-    def mbps(self) -> float | None:
-        if not self.seconds:
-            return None
-        return mb_per_s(self.size, statistics.median(self.seconds))
-
-    def spread(self) -> str:
-        if len(self.seconds) < 2:
-            return ""
-        return (
-            f"{mb_per_s(self.size, max(self.seconds)):.0f}-"
-            f"{mb_per_s(self.size, min(self.seconds)):.0f}"
-        )
 
 
 @dataclass
@@ -363,119 +331,6 @@ def concurrent_run(
     return res, len(failures)
 
 
-# -- the report -------------------------------------------------------------------------------
-
-
-def report(results: list[Result], concurrent_failures: int | None) -> list[dict[str, object]]:
-    by_key = {r.key: r for r in results}
-    base = by_key["boto3"].mbps if "boto3" in by_key else None
-    print()
-    print(
-        "| target | client | MB/s (median) | range | x boto3 direct | server cores "
-        "| SeaweedFS cores | client cores | other load | server RSS growth |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        if r.skipped:
-            print(f"| {r.target} | {r.client} | skipped: {r.skipped} | | | | | | | |")
-            continue
-        if r.mbps is None:
-            print(
-                f"| {r.target} | {r.client} | failed: {r.errors[0][:80] if r.errors else '?'}"
-                " | | | | | | | |"
-            )
-            continue
-        times = f"{r.mbps / base:.2f}" if base else "-"
-        rss = f"{max(r.rss_growth) / MiB:.0f} MiB" if r.rss_growth else "-"
-        print(
-            f"| {r.target} | {r.client} | {r.mbps:.0f} | {r.spread()} | {times} "
-            f"| {_med(r.server_cores)} | {_med(r.weed_cores)} | {_med(r.client_cores)} "
-            f"| {_med(r.other_cores)} | {rss} |"
-        )
-
-    def speed(key: str) -> float | None:
-        r = by_key.get(key)
-        return r.mbps if r else None
-
-    checks: list[dict[str, object]] = []
-
-    def check(name: str, wanted: str, measured: float | None, ok: bool | None, note: str) -> None:
-        verdict = "not measured" if ok is None else "met" if ok else "MISSED"
-        checks.append(
-            {
-                "target": name,
-                "wanted": wanted,
-                "measured": measured,
-                "verdict": verdict,
-                "note": note,
-            }
-        )
-
-    s3 = {k: speed(k) for k in ("av_s3_tuspy", "av_s3_stream", "av_s3_concat")}
-    best_key = max((k for k in s3 if s3[k]), key=lambda k: s3[k] or 0.0, default=None)
-    for key, label in ((best_key, "best client"), ("av_s3_tuspy", "tuspy")):
-        value = s3.get(key) if key else None
-        ratio = value / base if value and base else None
-        check(
-            f"avidence->S3 ({label}) vs boto3 direct",
-            ">= 0.80x",
-            ratio,
-            None if ratio is None else ratio >= 0.8,
-            f"{by_key[key].client}: {value:.0f} vs {base:.0f} MB/s" if ratio and key else "",
-        )
-    for mine, peer, wanted, name in (
-        ("av_s3_tuspy", "node_s3_tuspy", 2.0, "avidence->S3 vs @tus/server S3 (both tuspy)"),
-        (
-            "av_local_tuspy",
-            "node_file_tuspy",
-            1.2,
-            "avidence->local vs @tus/server file (both tuspy)",
-        ),
-    ):
-        a, b = speed(mine), speed(peer)
-        ratio = a / b if a and b else None
-        check(
-            name,
-            f">= {wanted:.2f}x",
-            ratio,
-            None if ratio is None else ratio >= wanted,
-            f"{a:.0f} vs {b:.0f} MB/s" if ratio and a and b else "",
-        )
-    mem = by_key.get("memory")
-    growth = max(mem.rss_growth) / MiB if mem and mem.rss_growth else None
-    check(
-        "server RSS growth, one large upload",
-        "< 150 MiB",
-        growth,
-        None if growth is None else growth < 150,
-        mem.client if mem else "",
-    )
-    conc = by_key.get("concurrent")
-    if conc is not None and concurrent_failures is not None:
-        check(
-            "concurrent uploads failed",
-            "0",
-            float(concurrent_failures),
-            concurrent_failures == 0,
-            f"{conc.client}: {conc.mbps or 0:.0f} MB/s aggregate, server RSS growth "
-            f"{max(conc.rss_growth, default=0) / MiB:.0f} MiB",
-        )
-    else:
-        check("concurrent uploads failed", "0", None, None, "")
-    print()
-    print("| project target | wanted | measured | verdict | numbers |")
-    print("|---|---|---:|---|---|")
-    for c in checks:
-        m = c["measured"]
-        shown = "-" if m is None else f"{m:.2f}" if isinstance(m, float) else str(m)
-        print(f"| {c['target']} | {c['wanted']} | {shown} | {c['verdict']} | {c['note']} |")
-    return checks
-
-
-def _med(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f}" if values else "-"
-
-
 # -- command line -----------------------------------------------------------------------------
 
 
@@ -506,7 +361,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=None,
-        help="rounds of single uploads; the median is reported (3, 1 with --quick)",
+        help="rounds of single uploads; best and median are reported (3, 1 with --quick)",
     )
     parser.add_argument(
         "--quick",
@@ -594,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "machine": machine,
                     "args": {k: str(v) for k, v in vars(args).items()},
-                    "results": [asdict(r) | {"mbps": r.mbps} for r in results],
+                    "results": [asdict(r) | {"best": r.best, "median": r.median} for r in results],
                     "checks": checks,
                 },
                 indent=2,
