@@ -45,6 +45,13 @@ test: install-dev
 	$(BIN)/pytest
 
 # mypy needs the installed package names (avidence.server ...): type-check through a link tree.
+## Benchmarks (minutes; print ratios against the peers measured in the same run).
+bench: install-dev
+	cd bench && npm install --no-audit --no-fund --silent
+	$(BIN)/python bench/upload.py
+	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/transcode.py
+
 lint: install-dev
 	$(BIN)/ruff check server client storage transcode tests bench
 	rm -rf build/typecheck && mkdir -p build/typecheck/avidence

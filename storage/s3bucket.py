@@ -143,6 +143,10 @@ class S3Bucket:
             retries={"total_max_attempts": 3, "mode": "standard"},
             max_pool_connections=self._workers,
             tcp_keepalive=True,
+            # The server hashes every byte itself (BLAKE3, SHA-256) and checks them end to end;
+            # an extra CRC32 per part costs CPU the box needs for the upload.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         session = self._session or boto3.session.Session()
         return session.client(

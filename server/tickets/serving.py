@@ -21,6 +21,7 @@ from ..audit import log as audit
 from ..audit.events import Event
 from ..catalog import evidence as evidence_db
 from ..errors import Forbidden, NotFound, TicketExhausted
+from ..jobs import playable_derivative
 from ..media import Representation, content_type, disposition, stream
 from ..receipts import get as get_receipt
 from ..state import CATALOG, STORE
@@ -41,6 +42,23 @@ def representation(record: evidence_db.Evidence) -> Representation:
         etag=f'"{record.blake3}"',  # the content's own hash: a strong validator by nature
         last_modified=record.received_at,
         content_type=content_type(record.filename, record.filetype),
+    )
+
+
+async def playable(request: web.Request, record: evidence_db.Evidence) -> Representation:
+    """What the player gets: the browser-playable copy when the worker made one (MPEG-2 TS,
+    MJPEG AVI and HEVC originals play nowhere as they are), else the original itself."""
+    found = await playable_derivative(request.app[CATALOG].engine, record.id)
+    if found is None:
+        return representation(record)
+    key, kind = found
+    info = await request.app[STORE].stat(key)
+    return Representation(
+        key=key,
+        size=info.size,
+        etag=f'"{record.blake3}-{key.rsplit("/", 1)[-1]}"',
+        last_modified=info.modified or record.received_at,
+        content_type=kind,
     )
 
 
@@ -95,7 +113,7 @@ async def media(request: web.Request) -> web.StreamResponse:
         response, outcome = await stream(
             request,
             request.app[STORE],
-            representation(record),
+            await playable(request, record),
             extra_headers={"Content-Disposition": disposition("inline", record.filename)},
             on_bytes=sent,
             should_stop=watch.should_stop,
