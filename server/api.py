@@ -26,7 +26,7 @@ def upload_json(upload: Upload) -> dict[str, Any]:
         "offset": upload.offset,
         "concat": upload.concat or None,
         "parts": upload.parts if upload.concat == "final" else None,
-        "consumed_by": (upload.parts or [None])[0] if upload.state == "consumed" else None,
+        "consumed_by": upload.parts[0] if upload.state == "consumed" and upload.parts else None,
         "metadata": upload.metadata,
         "digests": upload.digests,
         "evidence_id": upload.evidence_id,

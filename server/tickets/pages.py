@@ -7,6 +7,7 @@ unknown, expired, revoked or exhausted applies, and nothing else (no ids, no sta
 
 from __future__ import annotations
 
+import functools
 import html
 from datetime import UTC, datetime
 from importlib import resources
@@ -33,6 +34,11 @@ _PROBLEMS = {
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _text(lang: str, key: str) -> str:
+    """A UI string in `lang`, HTML-escaped."""
+    return _e(i18n.text(lang, key))
 
 
 def when(moment: datetime) -> str:
@@ -76,7 +82,7 @@ def layout(lang: str, title: str, body: str, *, path: str) -> str:
 
 
 def _player(record: Evidence, kind: str, base: str, lang: str) -> str:
-    t = lambda key: _e(i18n.text(lang, key))  # noqa: E731
+    t = functools.partial(_text, lang)
     if kind == "none":
         return f'<div class="player none"><p>{t("no_player")}</p></div>'
     if kind == "video":
@@ -95,7 +101,7 @@ def _player(record: Evidence, kind: str, base: str, lang: str) -> str:
 def _card(
     record: Evidence, *, kind: str, uploader: str, ticket: Ticket, base: str, lang: str
 ) -> str:
-    t = lambda key: _e(i18n.text(lang, key))  # noqa: E731
+    t = functools.partial(_text, lang)
     duration = duration_text(record)
     facts = [
         ("case", _e(record.case_id)),
@@ -139,7 +145,7 @@ def viewer(
     lang: str,
 ) -> str:
     """The page: notice, ticket facts, and one card per (evidence, player kind, uploader)."""
-    t = lambda key: _e(i18n.text(lang, key))  # noqa: E731
+    t = functools.partial(_text, lang)
     base = f"/t/{token}"
     left = ticket.views_left
     facts = (
@@ -170,7 +176,7 @@ def viewer(
 def code_form(
     *, token: str, lang: str, tries_left: int | None = None, locked_until: datetime | None = None
 ) -> str:
-    t = lambda key: _e(i18n.text(lang, key))  # noqa: E731
+    t = functools.partial(_text, lang)
     status = ""
     if locked_until is not None:
         status = _e(i18n.text(lang, "code_locked", time=when(locked_until)))
