@@ -272,3 +272,21 @@ async def test_non_media_and_truncated_uploads_fail_with_a_reason_original_kept(
     assert original == await asyncio.to_thread(path.read_bytes)
     assert await playable_derivative(lapi.catalog.engine, evidence_id) is None
     assert "job.failed" in await audit_actions(lapi, evidence_id)
+
+
+async def test_ticket_viewer_plays_the_mp4_made_from_a_ts_original(
+    lapi: Api, small_ts_clip: Path
+) -> None:
+    from support.tickets import issue, media_url, start_view, token_of
+
+    evidence_id = await upload_file(lapi, small_ts_clip)
+    await settled(lapi, evidence_id)
+    token = token_of(await issue(lapi, [evidence_id], download=True))
+    grant = await start_view(lapi, token, evidence_id)
+    response = await lapi.client.get(media_url(token, evidence_id, grant))
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "video/mp4"
+    body = await response.read()
+    assert body[4:8] == b"ftyp"  # an MP4 a browser plays, not the MPEG-2 TS
+    original = await lapi.client.get(f"/t/{token}/download/{evidence_id}")
+    assert (await original.read()) == await asyncio.to_thread(small_ts_clip.read_bytes)
