@@ -40,8 +40,8 @@ system-deps:
 run: install
 	$(BIN)/avidence-server serve --data-dir $(DATA) --demo
 
-## Run the whole test suite (SeaweedFS, PostgreSQL and ffmpeg are real).
-test: install-dev
+## Lint, type-check, then run the whole test suite (SeaweedFS, PostgreSQL, ffmpeg, Chromium are real).
+test: lint
 	$(BIN)/pytest
 
 # mypy needs the installed package names (avidence.server ...): type-check through a link tree.
