@@ -9,92 +9,6 @@ from pathlib import Path
 import pytest
 
 
-def make_clip(path: Path, *, seconds: int = 10, size: str = "1280x720") -> Path:
-    """An MPEG-2 TS with MP2 audio, like an interrogation-room recorder writes."""
-    if shutil.which("ffmpeg") is None:
-        pytest.fail("ffmpeg is missing: `make test` installs Debian's ffmpeg")
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=size={size}:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            str(seconds),
-            "-c:v",
-            "mpeg2video",
-            "-b:v",
-            "8M",
-            "-c:a",
-            "mp2",
-            str(path),
-        ],
-        check=True,
-        timeout=120,
-    )
-    return path
-
-
-@pytest.fixture(scope="session")
-def ts_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 10 s 720p MPEG-2 TS recording (about 10 MB)."""
-    return make_clip(tmp_path_factory.mktemp("media") / "interrogation.ts")
-
-
-def make_mp4(path: Path, *, seconds: int = 6, size: str = "640x360") -> Path:
-    """An H.264/AAC MP4 with the index up front (faststart): what every browser plays."""
-    if shutil.which("ffmpeg") is None:
-        pytest.fail("ffmpeg is missing: `make test` installs Debian's ffmpeg")
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=size={size}:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440",
-            "-t",
-            str(seconds),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-movflags",
-            "+faststart",
-            str(path),
-        ],
-        check=True,
-        timeout=120,
-    )
-    return path
-
-
-@pytest.fixture(scope="session")
-def mp4_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 6 s 360p H.264/AAC MP4 (a few hundred KB), browser-playable."""
-    return make_mp4(tmp_path_factory.mktemp("media") / "interview.mp4")
-
-
 def ffmpeg(*args: str) -> None:
     """Run ffmpeg quietly; a failure fails the test with ffmpeg's message."""
     if shutil.which("ffmpeg") is None:
@@ -111,6 +25,38 @@ def _lavfi(*sources: str, seconds: float) -> list[str]:
     for source in sources:
         args += ["-t", str(seconds), "-f", "lavfi", "-i", source]
     return args
+
+
+def make_clip(path: Path, *, seconds: int = 10, size: str = "1280x720") -> Path:
+    """An MPEG-2 TS with MP2 audio, like an interrogation-room recorder writes."""
+    ffmpeg(
+        *_lavfi(f"testsrc2=size={size}:rate=30", "sine=frequency=440:sample_rate=48000",
+                seconds=seconds),
+        "-c:v", "mpeg2video", "-b:v", "8M", "-c:a", "mp2", str(path),
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="session")
+def ts_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 10 s 720p MPEG-2 TS recording (about 10 MB)."""
+    return make_clip(tmp_path_factory.mktemp("media") / "interrogation.ts")
+
+
+def make_mp4(path: Path, *, seconds: int = 6, size: str = "640x360") -> Path:
+    """An H.264/AAC MP4 with the index up front (faststart): what every browser plays."""
+    ffmpeg(
+        *_lavfi(f"testsrc2=size={size}:rate=25", "sine=frequency=440", seconds=seconds),
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-movflags", "+faststart", str(path),
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="session")
+def mp4_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6 s 360p H.264/AAC MP4 (a few hundred KB), browser-playable."""
+    return make_mp4(tmp_path_factory.mktemp("media") / "interview.mp4")
 
 
 @pytest.fixture(scope="session")
