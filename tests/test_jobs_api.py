@@ -251,6 +251,35 @@ async def test_cut_in_the_recording_is_reported_and_kept_in_the_copy(
     assert int(video["nb_frames"]) == pytest.approx(180, abs=2), "no frames invented in the gap"
 
 
+async def test_viewer_shows_probed_duration_format_and_where_the_cut_is(
+    lapi: Api, gap_clip: Path
+) -> None:
+    from support.tickets import issue, token_of
+
+    evidence_id = await upload_file(lapi, gap_clip)
+    document = await settled(lapi, evidence_id)
+    token = token_of(await issue(lapi, [evidence_id]))
+    page = await (await lapi.client.get(f"/t/{token}?lang=en")).text()
+    seconds = round(document["media"]["duration"])
+    assert f'data-known="1">0:{seconds:02d}</span>' in page
+    assert "mpeg2video 320x240 30 fps" in page and "Not continuous" in page
+    assert f"1 gap(s): at 0:{round(GAP_AT):02d} ({GAP_SECONDS:.1f} s)" in page
+    zh = await (await lapi.client.get(f"/t/{token}?lang=zh")).text()
+    assert "不连续" in zh and "1 处中断" in zh
+
+
+async def test_viewer_says_continuous_for_an_uncut_recording(
+    lapi: Api, small_ts_clip: Path
+) -> None:
+    from support.tickets import issue, token_of
+
+    evidence_id = await upload_file(lapi, small_ts_clip)
+    await settled(lapi, evidence_id)
+    token = token_of(await issue(lapi, [evidence_id]))
+    page = await (await lapi.client.get(f"/t/{token}?lang=en")).text()
+    assert "Continuous: no gaps" in page and "mpegts" in page
+
+
 @pytest.mark.parametrize(
     ("fixture", "reason"),
     [

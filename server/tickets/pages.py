@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import functools
 import html
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from string import Template
+from typing import Any
 from urllib.parse import urlencode
 
 from ..catalog.evidence import Evidence
-from . import i18n
+from . import i18n, mediafacts
 from .records import Ticket
 
 _LAYOUT = Template(
@@ -55,17 +57,14 @@ def size_text(size: int, lang: str) -> str:
     return f"{short} ({size:,} {i18n.text(lang, 'bytes')})"
 
 
-def duration_text(record: Evidence) -> str:
-    """The duration from the evidence metadata, when a prober or the uploader recorded one."""
-    raw = record.metadata.get("duration", "")
-    try:
-        seconds = round(float(raw))
-    except ValueError:
-        return ""
-    if seconds < 0:
-        return ""
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+@dataclass(slots=True, frozen=True)
+class Item:
+    """One evidence card: the record, its player kind, the uploader's name, the media analysis."""
+
+    record: Evidence
+    kind: str  # "video", "audio" or "none"
+    uploader: str
+    analysis: dict[str, Any] | None = None  # `jobs.records.media_of`: probe and continuity
 
 
 def layout(lang: str, title: str, body: str, *, path: str) -> str:
@@ -98,11 +97,18 @@ def _player(record: Evidence, kind: str, base: str, lang: str) -> str:
     )
 
 
-def _card(
-    record: Evidence, *, kind: str, uploader: str, ticket: Ticket, base: str, lang: str
-) -> str:
+def _card(item: Item, *, ticket: Ticket, base: str, lang: str) -> str:
     t = functools.partial(_text, lang)
-    duration = duration_text(record)
+    record, analysis = item.record, item.analysis or {}
+    duration = mediafacts.duration(analysis.get("probe"), record.metadata)
+    media = [
+        (key, value)
+        for key, value in (
+            ("format", mediafacts.media_format(analysis.get("probe"))),
+            ("continuity", mediafacts.continuity(analysis.get("continuity"), lang)),
+        )
+        if value
+    ]
     facts = [
         ("case", _e(record.case_id)),
         ("item", _e(record.item or "-")),
@@ -112,10 +118,11 @@ def _card(
             f'<span id="duration-{_e(record.id)}" data-known="{1 if duration else 0}">'
             f"{_e(duration or '-')}</span>",
         ),
+        *media,
         ("size", _e(size_text(record.size, lang))),
         ("blake3", f'<span class="hash">{_e(record.blake3)}</span>'),
         ("sha256", f'<span class="hash">{_e(record.sha256 or "-")}</span>'),
-        ("uploader", _e(uploader)),
+        ("uploader", _e(item.uploader)),
         ("received", _e(when(record.received_at))),
     ]
     labels = {"blake3": "BLAKE3", "sha256": "SHA-256"}
@@ -132,19 +139,19 @@ def _card(
     title = record.filename or record.id
     return (
         f'<section class="evidence" id="{_e(record.id)}"><h2>{_e(title)}</h2>'
-        f"{_player(record, kind, base, lang)}"
+        f"{_player(record, item.kind, base, lang)}"
         f'<dl class="facts">{rows}</dl><div class="actions">{actions}</div></section>'
     )
 
 
 def viewer(
     ticket: Ticket,
-    items: list[tuple[Evidence, str, str]],
+    items: list[Item],
     *,
     token: str,
     lang: str,
 ) -> str:
-    """The page: notice, ticket facts, and one card per (evidence, player kind, uploader)."""
+    """The page: notice, ticket facts, and one card per evidence item."""
     t = functools.partial(_text, lang)
     base = f"/t/{token}"
     left = ticket.views_left
@@ -157,12 +164,12 @@ def viewer(
     index = ""
     if len(items) > 1:
         links = "".join(
-            f'<li><a href="#{_e(r.id)}">{_e(r.filename or r.id)}</a></li>' for r, _, _ in items
+            f'<li><a href="#{_e(i.record.id)}">{_e(i.record.filename or i.record.id)}</a></li>'
+            for i in items
         )
         index = f'<nav class="items"><b>{t("items")}</b><ol>{links}</ol></nav>'
     cards = "".join(
-        _card(record, kind=kind, uploader=uploader, ticket=ticket, base=base, lang=lang)
-        for record, kind, uploader in items
+        _card(item, ticket=ticket, base=base, lang=lang) for item in items
     )
     exhausted = f"{i18n.text(lang, 'exhausted_title')}. {i18n.text(lang, 'exhausted_body')}"
     main = (

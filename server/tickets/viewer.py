@@ -26,6 +26,7 @@ from ..errors import (
     TicketRevoked,
     UnsupportedMediaType,
 )
+from ..jobs import records as jobs_records
 from ..media import content_type
 from ..state import CATALOG
 from . import codes, i18n, pages, records, seals
@@ -72,7 +73,8 @@ async def page(request: web.Request) -> web.StreamResponse:
     async with engine.connect() as conn:
         for record in await records.evidence_of(engine, ticket):
             uploader = await tokens.name_of(conn, record.uploader) or record.uploader
-            items.append((record, _player_kind(record), uploader))
+            analysis = await jobs_records.media_of(engine, record.id)
+            items.append(pages.Item(record, _player_kind(record), uploader, analysis))
     await records.touch(engine, ticket.id)
     await audit.append(
         engine,
