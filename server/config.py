@@ -49,6 +49,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     upload_expiry: int = 7 * 24 * 3600
     read_timeout: int = 60
+    view_idle: int = 60
     signing_key: str = ""
     scrub_interval: int = 3600
     scrub_age_days: int = 30
@@ -88,6 +89,7 @@ _INT_FIELDS = {
     "max_size",
     "upload_expiry",
     "read_timeout",
+    "view_idle",
     "object_lock_days",
     "scrub_interval",
     "scrub_age_days",
@@ -204,6 +206,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("scrub_interval/scrub_age_days: must be zero or positive")
     if settings.read_timeout <= 0:
         raise ConfigError("read_timeout: must be a positive number of seconds")
+    if settings.view_idle <= 0:
+        raise ConfigError("view_idle: must be a positive number of seconds")
     if settings.upload_expiry <= 0:
         raise ConfigError("upload_expiry: must be a positive number of seconds")
     if not (settings.tus_path.startswith("/") and settings.tus_path.endswith("/")):

@@ -1,9 +1,8 @@
 """Scale-out as deployed: three `avidence-server serve` processes on one PostgreSQL and one S3
 bucket, behind a round-robin balancer, so consecutive requests of one upload land on different
 replicas. Uploads finish with the right digests, the upload lock holds across replicas, and
-evidence, receipts and keys read the same from every replica.
-
-Tickets, ranged streaming and worker jobs across replicas are tested with those features."""
+evidence, receipts and keys read the same from every replica (tickets, streaming and workers:
+`test_replicas_viewing.py`)."""
 
 from __future__ import annotations
 
@@ -13,258 +12,30 @@ import io
 import itertools
 import os
 import re
-import shutil
-import threading
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import blake3
 import pytest
-from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tusclient import client as tus
 from yarl import URL
 
 from avidence.client.canonical import PublicKeys, key_id
 
-from support.postgres import create_database, drop_database
-from support.seaweed import SeaweedServer
-from support.servers import ServerProcess, free_port, metadata
+from support.cluster import (
+    OCTET,
+    REPLICAS,
+    Cluster,
+    backends_used,
+    get_json,
+    head_of,
+    signing_pem,
+)
+from support.servers import metadata
 
 MiB = 1024 * 1024
-OCTET = "application/offset+octet-stream"
-REPLICAS = 3
-# Headers that describe one connection, not the message (RFC 9110 section 7.6.1), plus the
-# framing ones aiohttp sets itself for the forwarded message.
-HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-}
-
-pytestmark = pytest.mark.timeout(120)
-
-
-# -- the balancer -------------------------------------------------------------------------------
-
-
-class RoundRobin:
-    """A loopback HTTP balancer: each request goes to the next replica, bodies streamed both ways
-    (as nginx with `proxy_request_buffering off`). It runs its own event loop in a thread so it
-    outlives every test's loop; `served` records which replica answered what."""
-
-    def __init__(self, backends: list[str], *, port: int) -> None:
-        self.backends = backends
-        self.port = port
-        self.served: list[tuple[str, str, str]] = []
-        self._next = itertools.cycle(backends)
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="round-robin", daemon=True)
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("balancer did not start")
-
-    def stop(self) -> None:
-        if not self._thread.is_alive():
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(15)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._open())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._close())
-        self._loop.close()
-
-    async def _open(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=64),
-            timeout=aiohttp.ClientTimeout(total=90, sock_read=60),
-            auto_decompress=False,
-        )
-        app = web.Application(client_max_size=0)
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def _close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        assert self._session is not None
-        backend = next(self._next)
-        self.served.append((request.method, request.path, backend))
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        headers["X-Forwarded-For"] = request.remote or ""
-        headers["X-Forwarded-Proto"] = request.scheme
-        headers["X-Forwarded-Host"] = request.host
-        if request.content_length is not None:
-            headers["Content-Length"] = str(request.content_length)
-
-        async def body() -> AsyncIterator[bytes]:
-            async for chunk in request.content.iter_chunked(256 * 1024):
-                yield chunk
-
-        try:
-            async with self._session.request(
-                request.method,
-                URL(backend + request.raw_path, encoded=True),
-                headers=headers,
-                data=body() if request.body_exists else None,
-                allow_redirects=False,
-            ) as upstream:
-                out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-                if request.method == "HEAD" or upstream.status in (204, 304):
-                    return web.Response(status=upstream.status, headers=out)
-                response = web.StreamResponse(status=upstream.status, headers=out)
-                if upstream.content_length is not None:
-                    response.content_length = upstream.content_length
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_chunked(256 * 1024):
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # The replica closed the connection (a request taken over by another writer, say).
-            return web.Response(status=502, text=f"upstream {backend}: {type(exc).__name__}")
-
-
-# -- the cluster --------------------------------------------------------------------------------
-
-
-@dataclass
-class Cluster:
-    replicas: list[ServerProcess]
-    balancer: RoundRobin
-    token: str
-    signing_key: Ed25519PrivateKey
-    seaweed: SeaweedServer
-    bucket: str
-
-    @property
-    def url(self) -> str:
-        return self.balancer.url
-
-    def auth(self, **extra: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}", "Tus-Resumable": "1.0.0", **extra}
-
-
-def _signing_pem() -> tuple[Ed25519PrivateKey, str]:
-    private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return private, pem
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    postgres_server: str, seaweed: SeaweedServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    """Three replicas started at the same moment on a fresh database (as a Deployment rolls out
-    on a new catalog: they race for the migration and the key registration), one shared key."""
-    database = create_database()
-    bucket = f"replicas-{os.urandom(4).hex()}"
-    private, pem = _signing_pem()
-    base = tmp_path_factory.mktemp("replicas")
-    balancer_port = free_port()
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": seaweed.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AVIDENCE_S3_PART_SIZE": str(5 * MiB),
-        "AVIDENCE_SIGNING_KEY_PEM": pem,
-        "AVIDENCE_PUBLIC_URL": f"http://127.0.0.1:{balancer_port}",
-        "AVIDENCE_EMBEDDED_WORKER": "false",  # as deployed: jobs run in worker processes
-    }
-    args = [
-        "--database",
-        database,
-        "--storage",
-        "s3",
-        "--s3-endpoint",
-        seaweed.endpoint,
-        "--s3-bucket",
-        bucket,
-    ]
-    replicas = []
-    for n in range(REPLICAS):
-        data = base / f"replica-{n}"
-        data.mkdir()
-        replicas.append(ServerProcess(data, free_port(), list(args), dict(env)))
-    balancer = RoundRobin([r.url for r in replicas], port=balancer_port)
-    try:
-        _start_together(replicas)
-        balancer.start()
-        yield Cluster(replicas, balancer, replicas[0].token(), private, seaweed, bucket)
-    finally:
-        balancer.stop()
-        for replica in replicas:
-            replica.stop()
-        drop_database(database)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _start_together(replicas: list[ServerProcess]) -> None:
-    """Start every replica at once; one that exits is started again, once, as Kubernetes or
-    systemd would restart it (start-up races are tested on their own below)."""
-
-    def start(replica: ServerProcess) -> None:
-        try:
-            replica.start(timeout=45)
-        except RuntimeError:
-            replica.start(timeout=45)
-
-    threads = [threading.Thread(target=start, args=(r,)) for r in replicas]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(100)
-    down = [r for r in replicas if r.proc is None or r.proc.poll() is not None]
-    assert not down, "replica(s) did not start:\n" + "\n---\n".join(r.log_tail() for r in down)
-
-
-def _backends_used(cluster: Cluster, since: int) -> set[str]:
-    return {backend for _, _, backend in cluster.balancer.served[since:]}
-
-
-async def _json(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> Any:
-    async with session.get(url, headers=headers) as r:
-        assert r.status == 200, (url, r.status, await r.text())
-        return await r.json()
-
-
-async def _head(session: aiohttp.ClientSession, url: str, cluster: Cluster) -> dict[str, str]:
-    async with session.head(url, headers=cluster.auth()) as r:
-        assert r.status == 200, (url, r.status)
-        return dict(r.headers)
 
 
 # -- uploads through the balancer ----------------------------------------------------------------
@@ -297,9 +68,9 @@ def test_tuspy_upload_hopping_across_replicas_finishes_with_right_digests(
 
     async def check() -> None:
         async with aiohttp.ClientSession() as session:
-            head = await _head(session, uploader.url, cluster)
+            head = await head_of(session, uploader.url, cluster)
             assert head["Avidence-Upload-State"] == "done"
-            record = await _json(
+            record = await get_json(
                 session,
                 f"{cluster.url}/api/evidence/{head['Avidence-Evidence-Id']}",
                 cluster.auth(),
@@ -352,13 +123,15 @@ async def test_parallel_concatenation_through_the_balancer_finishes_as_one_evide
             assert r.headers["Avidence-Upload-State"] == "done"
             evidence_id = r.headers["Avidence-Evidence-Id"]
             final = r.headers["Location"]
-        record = await _json(session, f"{cluster.url}/api/evidence/{evidence_id}", cluster.auth())
-        head = await _head(session, final, cluster)  # the final upload, asked of another replica
+        record = await get_json(
+            session, f"{cluster.url}/api/evidence/{evidence_id}", cluster.auth()
+        )
+        head = await head_of(session, final, cluster)  # the final upload, asked of another replica
     assert record["size"] == len(data)
     assert record["blake3"] == blake3.blake3(data).hexdigest()
     assert head["Upload-Offset"] == str(len(data))
     assert head["Avidence-Evidence-Id"] == evidence_id
-    assert _backends_used(cluster, since) == {r.url for r in cluster.replicas}
+    assert backends_used(cluster, since) == {r.url for r in cluster.replicas}
 
 
 # -- one writer at a time, across replicas -------------------------------------------------------
@@ -403,7 +176,7 @@ async def test_concurrent_patches_via_different_replicas_have_one_writer_at_a_ti
 
         results = await asyncio.gather(*(write(n) for n in range(REPLICAS)))
         offsets = [
-            int((await _head(session, replica.url + path, cluster))["Upload-Offset"])
+            int((await head_of(session, replica.url + path, cluster))["Upload-Offset"])
             for replica in cluster.replicas
         ]
         assert len(set(offsets)) == 1, offsets  # every replica reports the same durable offset
@@ -416,7 +189,7 @@ async def test_concurrent_patches_via_different_replicas_have_one_writer_at_a_ti
         ) as r:
             assert r.status == 204, await r.text()
             evidence_id = r.headers["Avidence-Evidence-Id"]
-        record = await _json(
+        record = await get_json(
             session, f"{cluster.replicas[2].url}/api/evidence/{evidence_id}", cluster.auth()
         )
     explained = [
@@ -451,9 +224,11 @@ async def test_evidence_receipt_and_keys_read_the_same_from_every_replica(
             evidence_id = r.headers["Avidence-Evidence-Id"]
         answers = [
             (
-                await _json(session, f"{r.url}/api/evidence/{evidence_id}", cluster.auth()),
-                await _json(session, f"{r.url}/api/evidence/{evidence_id}/receipt", cluster.auth()),
-                await _json(session, f"{r.url}/api/keys", {}),
+                await get_json(session, f"{r.url}/api/evidence/{evidence_id}", cluster.auth()),
+                await get_json(
+                    session, f"{r.url}/api/evidence/{evidence_id}/receipt", cluster.auth()
+                ),
+                await get_json(session, f"{r.url}/api/keys", {}),
             )
             for r in cluster.replicas
         ]
@@ -476,7 +251,7 @@ async def test_every_replica_received_bytes_and_reports_healthy(cluster: Cluster
     received = {}
     async with aiohttp.ClientSession() as session:
         for replica in cluster.replicas:
-            health = await _json(session, f"{replica.url}/healthz", {})
+            health = await get_json(session, f"{replica.url}/healthz", {})
             assert health["status"] == "ok" and health["store"] == "s3"
             async with session.get(f"{replica.url}/metrics") as r:
                 text = await r.text()
@@ -495,7 +270,7 @@ async def test_replicas_registering_the_shared_key_together_all_start(postgres_u
     try:
         await catalogs[0].migrate()
         for _ in range(5):
-            private, _ = _signing_pem()
+            private, _ = signing_pem()
             signer = signing.Signer(private, key_id(private.public_key()))
             await asyncio.gather(*(signing.register(c.engine, signer) for c in catalogs))
     finally:

@@ -107,7 +107,7 @@ def frame_ancestors(app: web.Application) -> str:
 
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Start the view-session sweeper after the catalog opens; write every session at shutdown."""
-    tracker = ViewTracker(app[CATALOG].engine)
+    tracker = ViewTracker(app[CATALOG].engine, idle=float(app[SETTINGS].view_idle))
     app[RUNTIME] = TicketRuntime(
         secret=seals.derive_secret(app[SIGNER]),
         tracker=tracker,

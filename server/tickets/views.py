@@ -157,7 +157,7 @@ class ViewTracker:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(SWEEP_SECONDS)
+            await asyncio.sleep(min(SWEEP_SECONDS, self.idle / 2))
             await self.sweep()
 
     async def close(self) -> None:
