@@ -32,6 +32,7 @@ from avidence.storage.base import Store
 from avidence.storage.errors import StoreError
 
 from .errors import RangeNotSatisfiable
+from .streams import read_ahead
 
 log = logging.getLogger("avidence.media")
 
@@ -243,7 +244,7 @@ async def stream(
         await response.prepare(request)
         return response, outcome
     # Opened before the headers go out, so a missing object is still a clean error answer.
-    chunks = await store.read(rep.key, start=start, length=length)
+    chunks = read_ahead(await store.read(rep.key, start=start, length=length))
     try:
         await response.prepare(request)
         async for chunk in chunks:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -58,6 +59,7 @@ _META_START = "avidence-start"
 _META_UPLOAD = "avidence-upload"
 _OCTETS = "application/octet-stream"
 _LIST_PAGE = 1000  # ListParts page size, S3's maximum
+_SEEN_FOR = 2.0  # seconds a layout read by `offset` may stand for the append that follows it
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,11 +95,27 @@ class S3Store(S3Bucket):
         return Target(key=key, handle=out["UploadId"])
 
     async def offset(self, target: Target) -> int:
-        layout, _ = await self._layout(target, with_body=False)
+        layout, tail = await self._layout(target, with_body=False)
+        now = time.monotonic()
+        if len(self._seen) > 1000:  # HEADs that no append followed
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] <= _SEEN_FOR}
+        self._seen[target.handle] = (now, layout, tail.exists, tail.version)
         return layout.offset
 
+    async def _layout_for_append(self, target: Target) -> tuple[Layout, _Tail]:
+        """The layout an append starts from. A PATCH reads the offset and appends right after
+        (holding the upload's lock): the layout `offset` just read is reused then, and the tail
+        is fetched only when its bytes count, instead of listing parts a second time."""
+        seen = self._seen.pop(target.handle, None)
+        if seen is None or time.monotonic() - seen[0] > _SEEN_FOR:
+            return await self._layout(target, with_body=True)
+        _, layout, exists, version = seen
+        if layout.tail_size:
+            return await self._layout(target, with_body=True)
+        return layout, _Tail(exists=exists, version=version)
+
     async def append(self, target: Target, *, offset: int, chunks: AsyncIterable[bytes]) -> int:
-        layout, tail = await self._layout(target, with_body=True)
+        layout, tail = await self._layout_for_append(target)
         if offset != layout.offset:
             raise OffsetMismatch(
                 f"append at {offset} but the durable offset is {layout.offset}",

@@ -33,6 +33,7 @@ from .s3parts import (
     MIN_PART,
     S3API,
     ByteBudget,
+    Layout,
     MiB,
     client_error,
     translate,
@@ -87,6 +88,9 @@ class S3Bucket:
         self._pool: ThreadPoolExecutor | None = None
         self._client: S3API | None = None
         self._lock = LockSupport(object_lock=False)
+        # UploadId -> (when, layout, tail exists, tail version) read by the last `offset`
+        # (see S3Store.append).
+        self._seen: dict[str, tuple[float, Layout, bool, str | None]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
 

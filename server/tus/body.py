@@ -31,26 +31,29 @@ async def blocks(
     A read that stalls for `read_timeout` seconds ends the body with TimeoutError, so a dead
     client cannot hold an upload; bytes past `limit` raise BodyTooLong after the allowed ones
     were yielded."""
-    buffer = bytearray()
-    total = 0
+    pieces: list[bytes] = []
+    held = 0  # bytes in `pieces`
+    total = 0  # bytes yielded
     while True:
         async with asyncio.timeout(read_timeout):
             chunk = await content.readany()
         if not chunk:
             break
-        if total + len(buffer) + len(chunk) > limit:
-            keep = limit - total - len(buffer)
-            buffer += chunk[:keep]
-            if buffer:
-                yield bytes(buffer)
+        if total + held + len(chunk) > limit:
+            pieces.append(chunk[: limit - total - held])
+            rest = b"".join(pieces)
+            if rest:
+                yield rest
             raise BodyTooLong("the body is longer than the upload's remaining length")
-        buffer += chunk
-        if len(buffer) >= block:
-            total += len(buffer)
-            yield bytes(buffer)
-            buffer.clear()
-    if buffer:
-        yield bytes(buffer)
+        pieces.append(chunk)
+        held += len(chunk)
+        if held >= block:
+            # One join per block: each byte is copied once here, not once per chunk received.
+            yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            total += held
+            pieces, held = [], 0
+    if pieces:
+        yield b"".join(pieces)
 
 
 class Spool:

@@ -9,6 +9,7 @@ made durable, and records the new offset in the catalog so any replica can conti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -22,6 +23,7 @@ from avidence.storage.digests import MultiDigest, new_hasher
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
 from ..errors import ChecksumMismatch, Conflict, Gone, NotFound
+from ..streams import read_ahead
 from . import finish
 from .body import Spool, blocks
 from .context import TusContext
@@ -68,7 +70,7 @@ class UploadSession:
             raise Conflict(f"Upload-Offset {offset} does not match the upload's offset {durable}")
         room = (upload.length if upload.length is not None else ctx.settings.max_size) - offset
         digest = self._digest_at(offset)
-        source = blocks(content, limit=room, read_timeout=ctx.settings.read_timeout)
+        source = read_ahead(blocks(content, limit=room, read_timeout=ctx.settings.read_timeout))
         if checksum is not None and isinstance(ctx.store, Truncator):
             # The store can take bytes back: stream them in and cut back on a mismatch,
             # instead of holding the whole request aside first.
@@ -110,13 +112,31 @@ class UploadSession:
         ctx, upload = self.ctx, self.upload
         check = new_hasher(checksum.algorithm) if checksum is not None else None
 
+        def hash_block(chunk: bytes) -> None:
+            if check is not None:
+                check.update(chunk)
+            if digest is not None:
+                digest.update(chunk)
+
         async def fed() -> AsyncIterator[bytes]:
-            async for chunk in source:
-                if check is not None:
-                    await asyncio.to_thread(check.update, chunk)
-                if digest is not None:
-                    await digest.update_async(chunk)
-                yield chunk
+            # A block is hashed in a thread while the store writes it: the two overlap, and
+            # the next hash waits for the previous one (block order is the digest). The last
+            # hash is awaited before the store sees the end, so a digest checked after
+            # `append` returned covers every byte it took.
+            hashing: asyncio.Future[None] | None = None
+            try:
+                async for chunk in source:
+                    if hashing is not None:
+                        await hashing
+                    hashing = asyncio.ensure_future(asyncio.to_thread(hash_block, chunk))
+                    yield chunk
+                if hashing is not None:
+                    await hashing
+                    hashing = None
+            finally:
+                if hashing is not None:  # the store stopped early: let the thread finish
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(hashing)
 
         ctx.metrics.uploads_active.inc()
         failure: BaseException | None = None
