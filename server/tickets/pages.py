@@ -168,9 +168,7 @@ def viewer(
             for i in items
         )
         index = f'<nav class="items"><b>{t("items")}</b><ol>{links}</ol></nav>'
-    cards = "".join(
-        _card(item, ticket=ticket, base=base, lang=lang) for item in items
-    )
+    cards = "".join(_card(item, ticket=ticket, base=base, lang=lang) for item in items)
     exhausted = f"{i18n.text(lang, 'exhausted_title')}. {i18n.text(lang, 'exhausted_body')}"
     main = (
         f'<main data-views="{_e(base)}/views" data-msg-unplayable="{t("unplayable")}" '
