@@ -80,7 +80,10 @@ class TusHandlers:
     async def _load(self, upload_id: str, principal: Principal) -> Upload:
         upload = await uploads_db.get(self.ctx.engine, upload_id) if len(upload_id) == 32 else None
         # Another uploader's upload is answered exactly like a missing one: no probing.
-        if upload is None or (principal.role != "admin" and upload.uploader != principal.token_id):
+        if upload is None or not (
+            upload.uploader == principal.token_id
+            or (principal.role == "admin" and upload.agency_id == principal.agency_id)
+        ):
             raise NotFound("no such upload")
         if upload.state == "terminated":
             raise NotFound("the upload was terminated")
@@ -162,6 +165,7 @@ class TusHandlers:
             created_at=now,
             updated_at=now,
             expires_at=now + timedelta(seconds=ctx.settings.upload_expiry),
+            agency_id=principal.agency_id,
         )
         async with ctx.engine.begin() as conn:
             await uploads_db.insert(conn, upload)
