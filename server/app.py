@@ -14,7 +14,7 @@ from aiohttp import web
 from avidence import __version__
 from avidence.storage.base import Store
 
-from . import api, health, scrub, tickets
+from . import api, health, kinds, scrub, tickets
 from .audit import log as audit
 from .catalog.db import Catalog
 from .config import Settings
@@ -54,6 +54,7 @@ def create_app(
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_get("/api/version", health.version)
+    kinds.setup(app, settings)
     tus_routes.setup(app)
     api.setup(app)
     embedded_worker.setup(app)  # starts after the catalog and store open, stops before they close

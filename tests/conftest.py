@@ -6,4 +6,5 @@ pytest_plugins = [
     "support.postgres",
     "support.servers",
     "support.media",
+    "support.agencies",
 ]

@@ -4,6 +4,7 @@ can probe another agency's ids. Within an agency, an uploader sees only what it 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,3 +51,39 @@ def owns_upload(principal: Principal, *, agency_id: str, uploader: str) -> bool:
     if agency_id != principal.agency_id:
         return False
     return principal.role in ("admin", "auditor") or uploader == principal.token_id
+
+
+# What a sender allows the receiver of a transfer, unless it says otherwise: its own view-only
+# tickets (a court to a defence lawyer) for up to 30 days, no downloads.
+DEFAULT_LIMITS: dict[str, Any] = {"tickets": True, "download": False, "max_ticket_days": 30}
+
+
+def normalize_limits(given: Any) -> dict[str, Any]:
+    """Validated limits for a transfer; ValueError naming the bad field."""
+    if given is None:
+        return dict(DEFAULT_LIMITS)
+    if not isinstance(given, dict):
+        raise ValueError("limits: a JSON object")
+    unknown = sorted(set(given) - set(DEFAULT_LIMITS))
+    if unknown:
+        raise ValueError(f"limits: unknown field(s) {', '.join(unknown)}")
+    limits = {**DEFAULT_LIMITS, **given}
+    for name in ("tickets", "download"):
+        if not isinstance(limits[name], bool):
+            raise ValueError(f"limits.{name}: true or false")
+    days = limits["max_ticket_days"]
+    if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= 366:
+        raise ValueError("limits.max_ticket_days: a number of days from 1 to 366")
+    return limits
+
+
+def check_ticket_limits(limits: dict[str, Any], *, download: bool, expires: Any) -> None:
+    """Raise PermissionError when a ticket would go beyond what the sender allowed."""
+    if not limits.get("tickets", False):
+        raise PermissionError("the sending agency allowed no tickets for this item")
+    if download and not limits.get("download", False):
+        raise PermissionError("the sending agency allowed no downloads of this item")
+    if isinstance(expires, timedelta) and expires > timedelta(days=limits["max_ticket_days"]):
+        raise PermissionError(
+            f"tickets for this item may last at most {limits['max_ticket_days']} days"
+        )

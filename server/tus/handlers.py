@@ -27,6 +27,8 @@ from ..errors import (
     TooLarge,
     UnsupportedMediaType,
 )
+from ..kinds import KINDS
+from ..kinds.check import check_kind
 from ..tokens import Principal
 from . import concat, headers
 from .context import TusContext
@@ -132,6 +134,8 @@ class TusHandlers:
         metadata = headers.parse_metadata(header(h, "Upload-Metadata"))
         partial = concat_spec is not None and concat_spec.kind == "partial"
         headers.validate_evidence_fields(metadata, require_case=not partial)
+        if not partial:  # the final upload carries the metadata the kind is checked on
+            check_kind(request.app[KINDS], metadata)
         partials = (
             await concat.check_partials(ctx, concat_spec.ids, uploader=principal.token_id)
             if is_final and concat_spec is not None
