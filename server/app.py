@@ -15,6 +15,7 @@ from avidence import __version__
 from avidence.storage.base import Store
 
 from . import api, health, kinds, scrub, tickets
+from .cases import api as cases_api
 from .audit import log as audit
 from .catalog.db import Catalog
 from .config import Settings
@@ -26,6 +27,7 @@ from .proxies import forwarded_middleware, parse_networks
 from .signing import load_signer, register
 from .state import CATALOG, METRICS, SETTINGS, SIGNER, STORE
 from .stores import build_store
+from .transfers import api as transfers_api
 from .tus import routes as tus_routes
 
 log = logging.getLogger("avidence.server")
@@ -59,6 +61,8 @@ def create_app(
     api.setup(app)
     embedded_worker.setup(app)  # starts after the catalog and store open, stops before they close
     tickets.setup(app)
+    cases_api.setup(app)
+    transfers_api.setup(app)
     return app
 
 

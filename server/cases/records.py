@@ -14,6 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..agencies.access import held_by
+from ..audit import log as audit
+from ..audit.events import Event
 from ..catalog.schema import evidence
 from ..catalog.schema_exchange import agencies, case_agencies, case_evidence, cases
 
@@ -49,7 +51,15 @@ def check_number(number: str) -> str:
     return number
 
 
-async def ensure(engine: AsyncEngine, *, agency_id: str, number: str, title: str = "") -> str:
+async def ensure(
+    engine: AsyncEngine,
+    *,
+    agency_id: str,
+    number: str,
+    title: str = "",
+    actor: str = "server",
+    client: str | None = None,
+) -> str:
     """The id of the agency's case with this number, created when missing. Two uploads racing
     to create it both end with the same id: the loser of the unique (agency, number) re-reads."""
     number = check_number(number)
@@ -71,9 +81,20 @@ async def ensure(engine: AsyncEngine, *, agency_id: str, number: str, title: str
                 await conn.execute(
                     case_agencies.insert().values(case_id=case_id, agency_id=agency_id, since=now)
                 )
-            return case_id
         except IntegrityError:
             continue
+        await audit.append(
+            engine,
+            Event(
+                action="case.created",
+                actor=actor[:200],
+                object=f"case:{case_id}",
+                case_id=number,
+                details={"number": number, "title": title[:300], "agency": agency_id},
+                client=client,
+            ),
+        )
+        return case_id
     raise RuntimeError(f"could not create case {number!r}: too much contention")
 
 
@@ -169,7 +190,13 @@ async def evidence_ids(engine: AsyncEngine, case_id: str, *, agency_id: str) -> 
 
 
 async def create(
-    engine: AsyncEngine, *, agency_id: str, number: str, title: str
+    engine: AsyncEngine,
+    *,
+    agency_id: str,
+    number: str,
+    title: str,
+    actor: str = "server",
+    client: str | None = None,
 ) -> Case:
     """A new case; ValueError when the agency already has one with this number."""
     number = check_number(number)
@@ -178,7 +205,9 @@ async def create(
     async with engine.connect() as conn:
         if await _id_by_number(conn, agency_id, number) is not None:
             raise ValueError(f"case {number!r} already exists")
-    case_id = await ensure(engine, agency_id=agency_id, number=number, title=title.strip())
+    case_id = await ensure(
+        engine, agency_id=agency_id, number=number, title=title.strip(), actor=actor, client=client
+    )
     found = await get(engine, case_id)
     assert found is not None
     return found
