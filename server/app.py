@@ -29,6 +29,7 @@ from .state import CATALOG, METRICS, SETTINGS, SIGNER, STORE
 from .stores import build_store
 from .transfers import api as transfers_api
 from .tus import routes as tus_routes
+from .webhooks import api as webhooks_api
 
 log = logging.getLogger("avidence.server")
 
@@ -63,6 +64,7 @@ def create_app(
     tickets.setup(app)
     cases_api.setup(app)
     transfers_api.setup(app)
+    webhooks_api.setup(app)  # its dispatcher starts after the catalog opens
     return app
 
 
