@@ -23,6 +23,7 @@ from .cors import cors_middleware
 from .errors import error_middleware
 from .jobs import embedded as embedded_worker
 from .metrics import Metrics
+from .openapi import document as openapi
 from .proxies import forwarded_middleware, parse_networks
 from .signing import load_signer, register
 from .state import CATALOG, METRICS, SETTINGS, SIGNER, STORE
@@ -65,6 +66,7 @@ def create_app(
     cases_api.setup(app)
     transfers_api.setup(app)
     webhooks_api.setup(app)  # its dispatcher starts after the catalog opens
+    openapi.setup(app)
     return app
 
 
