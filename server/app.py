@@ -15,8 +15,8 @@ from avidence import __version__
 from avidence.storage.base import Store
 
 from . import api, health, kinds, scrub, tickets
-from .cases import api as cases_api
 from .audit import log as audit
+from .cases import api as cases_api
 from .catalog.db import Catalog
 from .config import Settings
 from .cors import cors_middleware

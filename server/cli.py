@@ -138,7 +138,9 @@ def token() -> None:
 @shared_options
 @click.option("--role", type=click.Choice(tokens.ROLES), required=True)
 @click.option("--name", required=True, help="Who or what holds the token (a PC, a person).")
-@click.option("--agency", default=None, help="The agency (name or id) it acts for; default: default.")
+@click.option(
+    "--agency", default=None, help="The agency (name or id) it acts for; default: default."
+)
 def token_create(ctx: Context, role: str, name: str, agency: str | None) -> None:
     """Create a token; it is printed once, alone on the last line."""
     settings = ctx.settings()

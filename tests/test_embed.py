@@ -29,7 +29,9 @@ async def embedding(tmp_path: Path) -> AsyncIterator[TwoAgencies]:
 
 async def _link(agencies: TwoAgencies) -> str:
     evidence_id = await upload(agencies.api, b"clip", token=agencies.police.tokens["uploader"])
-    return token_of(await issue(agencies.api, [evidence_id], token=agencies.police.tokens["handler"]))
+    return token_of(
+        await issue(agencies.api, [evidence_id], token=agencies.police.tokens["handler"])
+    )
 
 
 def _ancestors(csp: str) -> str:
@@ -65,12 +67,18 @@ async def test_without_embed_origins_nothing_may_frame_the_embed_page(
 
 @pytest.mark.parametrize(
     "value",
-    ['"https://cases.example"', '["*"]', '["https://cases.example/path"]', '["javascript:x"]', "[1]"],
+    [
+        '"https://cases.example"',
+        '["*"]',
+        '["https://cases.example/path"]',
+        '["javascript:x"]',
+        "[1]",
+    ],
 )
 def test_bad_embed_origins_stop_the_server(tmp_path: Path, value: str) -> None:
     toml = tmp_path / "avidence.toml"
     toml.write_text(f"[viewer]\nembed_origins = {value}\n")
     app = web.Application()
     app[SETTINGS] = config.load(config_file=toml, env={})
-    with pytest.raises(ValueError, match="viewer.embed_origins"):
+    with pytest.raises(ValueError, match=r"viewer\.embed_origins"):
         embed_ancestors(app)

@@ -104,7 +104,8 @@ async def test_partial_uploads_skip_the_kind_check_and_the_final_one_is_checked(
 ) -> None:
     token = agencies.police.tokens["uploader"]
     partial = await agencies.api.client.post(
-        "/files/", headers={**_headers(token, {"kind": "interrogation"}), "Upload-Concat": "partial"}
+        "/files/",
+        headers={**_headers(token, {"kind": "interrogation"}), "Upload-Concat": "partial"},
     )
     assert partial.status == 201
     url = partial.headers["Location"]

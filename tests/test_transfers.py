@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from avidence.client.canonical import PublicKeys
 from avidence.server.catalog.schema import evidence
@@ -163,7 +162,9 @@ async def test_digest_mismatch_blocks_acknowledgement(agencies: TwoAgencies) -> 
     assert problems == [f"{ids[1]}: sha256 differ from the manifest"]
     # the stored original failing a scrub blocks it too
     async with api.catalog.engine.begin() as conn:
-        await conn.execute(evidence.update().where(evidence.c.id == ids[0]).values(integrity="failed"))
+        await conn.execute(
+            evidence.update().where(evidence.c.id == ids[0]).values(integrity="failed")
+        )
     response = await api.client.post(f"/api/transfers/{sent['id']}/ack", headers=court.auth())
     assert response.status == 409
     assert "integrity" in (await response.json())["error"]["message"]
@@ -178,7 +179,7 @@ async def test_rejected_transfer_leaves_custody_unchanged(agencies: TwoAgencies)
     assert no_reason.status == 400
     rejected = await api.client.post(
         f"/api/transfers/{sent['id']}/reject",
-        json={"reason": "证据不足，退回补充侦查"},
+        json={"reason": "证据不足 退回补充侦查"},
         headers=court.auth(),
     )
     assert rejected.status == 200
@@ -186,12 +187,14 @@ async def test_rejected_transfer_leaves_custody_unchanged(agencies: TwoAgencies)
     late = await api.client.post(f"/api/transfers/{sent['id']}/ack", headers=court.auth())
     assert late.status == 409
     assert await _status(agencies, court, f"/api/evidence/{ids[0]}") == 404
-    case = await (await api.client.get(f"/api/cases/{case_id}", headers=agencies.police.auth())).json()
+    case = await (
+        await api.client.get(f"/api/cases/{case_id}", headers=agencies.police.auth())
+    ).json()
     assert case["agencies"] == ["City police"]
     custody = await api.client.get(f"/api/cases/{case_id}/custody", headers=agencies.police.auth())
     timeline = (await custody.json())["timeline"]
     assert [e["step"] for e in timeline][-2:] == ["transferred", "rejected"]
-    assert timeline[-1]["reason"] == "证据不足，退回补充侦查"
+    assert timeline[-1]["reason"] == "证据不足 退回补充侦查"
 
 
 async def test_return_transfer_goes_back_to_the_owner(agencies: TwoAgencies) -> None:

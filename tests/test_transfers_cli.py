@@ -42,26 +42,51 @@ async def test_agencies_tokens_and_a_transfer_from_the_command_line(api: Api) ->
     assert "default" in listed.output and "District procuratorate" in listed.output
 
     made = await cli(
-        api, "token", "create", "--role", "handler", "--name", "Prosecutor Li",
-        "--agency", "District procuratorate",
-    )  # fmt: skip
+        api,
+        "token",
+        "create",
+        "--role",
+        "handler",
+        "--name",
+        "Prosecutor Li",
+        "--agency",
+        "District procuratorate",
+    )
     assert made.exit_code == 0, made.output
     secret = made.output.strip().splitlines()[-1]
-    unknown = await cli(api, "token", "create", "--role", "handler", "--name", "x", "--agency", "Nope")
+    unknown = await cli(
+        api, "token", "create", "--role", "handler", "--name", "x", "--agency", "Nope"
+    )
     assert unknown.exit_code == 2 and "no agency 'Nope'" in unknown.output
 
     evidence_id = await upload(api, b"recording", case="GA-9")
-    missing = await cli(api, "transfer", "create", "--case", "GA-404", "--to", "District procuratorate")
+    missing = await cli(
+        api, "transfer", "create", "--case", "GA-404", "--to", "District procuratorate"
+    )
     assert missing.exit_code == 2 and "holds no case 'GA-404'" in missing.output
     bad_limits = await cli(
-        api, "transfer", "create", "--case", "GA-9", "--to", "District procuratorate",
-        "--limits", "{no",
-    )  # fmt: skip
+        api,
+        "transfer",
+        "create",
+        "--case",
+        "GA-9",
+        "--to",
+        "District procuratorate",
+        "--limits",
+        "{no",
+    )
     assert bad_limits.exit_code == 2
     sent = await cli(
-        api, "transfer", "create", "--case", "GA-9", "--to", "District procuratorate",
-        "--note", "移送审查起诉",
-    )  # fmt: skip
+        api,
+        "transfer",
+        "create",
+        "--case",
+        "GA-9",
+        "--to",
+        "District procuratorate",
+        "--note",
+        "移送审查起诉",
+    )
     assert sent.exit_code == 0, sent.output
     assert sent.output.startswith("transfer trf_") and "1 items" in sent.output
 

@@ -55,9 +55,10 @@ def independent_check(secret: str, body: bytes, header: str) -> bool:
     """The receiver's side, written from the docs, not with the server's code."""
     parts = dict(p.split("=", 1) for p in header.split(","))
     expected = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256)
-    return hmac.compare_digest(expected.hexdigest(), parts["v1"]) and abs(
-        time.time() - int(parts["t"])
-    ) < 300
+    return (
+        hmac.compare_digest(expected.hexdigest(), parts["v1"])
+        and abs(time.time() - int(parts["t"])) < 300
+    )
 
 
 @pytest.fixture()
@@ -174,9 +175,7 @@ async def test_a_receiver_that_is_down_fails_then_replay_delivers(
     rx = Receiver()
     receivers.append(rx)
     await rx.start(port)
-    replayed = await api.client.post(
-        f"{url}/{found[0]['id']}/replay", headers=police.auth("admin")
-    )
+    replayed = await api.client.post(f"{url}/{found[0]['id']}/replay", headers=police.auth("admin"))
     assert replayed.status == 202
     await wait_for(lambda: len(rx.got) == 1)
     assert independent_check(hook["secret"], rx.got[0][2], rx.got[0][1][signature.HEADER])
@@ -243,8 +242,9 @@ async def test_webhooks_are_the_agency_admins_own(agencies: TwoAgencies) -> None
         assert response.status == 404, path
     listed = await api.client.get("/api/webhooks", headers=court.auth("admin"))
     assert (await listed.json())["webhooks"] == []
-    assert "secret" not in json.dumps(await (await api.client.get(
-        "/api/webhooks", headers=police.auth("admin"))).json())  # fmt: skip
+    assert "secret" not in json.dumps(
+        await (await api.client.get("/api/webhooks", headers=police.auth("admin"))).json()
+    )
     gone = await api.client.delete(f"/api/webhooks/{hook_id}", headers=police.auth("admin"))
     assert gone.status == 204
 

@@ -42,14 +42,18 @@ async def create(engine: AsyncEngine, *, name: str) -> Agency:
     try:
         async with engine.begin() as conn:
             await conn.execute(
-                agencies.insert().values(id=agency.id, name=agency.name, created_at=agency.created_at)
+                agencies.insert().values(
+                    id=agency.id, name=agency.name, created_at=agency.created_at
+                )
             )
     except IntegrityError:
         raise ValueError(f"an agency named {agency.name!r} already exists") from None
     return agency
 
 
-async def _one(engine: AsyncEngine | AsyncConnection, where: sa.ColumnElement[bool]) -> Agency | None:
+async def _one(
+    engine: AsyncEngine | AsyncConnection, where: sa.ColumnElement[bool]
+) -> Agency | None:
     query = sa.select(agencies).where(where)
     if isinstance(engine, AsyncConnection):
         row = (await engine.execute(query)).first()

@@ -74,10 +74,14 @@ async def ensure(
             async with engine.begin() as conn:
                 await conn.execute(
                     cases.insert().values(
-                        id=case_id, agency_id=agency_id, number=number, title=title[:300],
-                        status="open", created_at=now,
+                        id=case_id,
+                        agency_id=agency_id,
+                        number=number,
+                        title=title[:300],
+                        status="open",
+                        created_at=now,
                     )
-                )  # fmt: skip
+                )
                 await conn.execute(
                     case_agencies.insert().values(case_id=case_id, agency_id=agency_id, since=now)
                 )

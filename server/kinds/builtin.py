@@ -17,7 +17,7 @@ def _time(description: str) -> dict[str, Any]:
     return {
         "type": "string",
         "pattern": DATE_TIME,
-        "description": f"{description}: ISO 8601 date-time with zone, e.g. 2026-03-01T09:30:00+08:00",
+        "description": f"{description}: ISO 8601 with zone, e.g. 2026-03-01T09:30:00+08:00",
     }
 
 

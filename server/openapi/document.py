@@ -20,10 +20,7 @@ _STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content"}
 
 def concrete_path(op: Op, settings: Settings) -> str:
     tus = settings.tus_path
-    return (
-        op.path.replace("{tus_bare}", tus.rstrip("/"))
-        .replace("{tus}", tus)
-    )
+    return op.path.replace("{tus_bare}", tus.rstrip("/")).replace("{tus}", tus)
 
 
 def _operation(op: Op) -> dict[str, Any]:
@@ -31,10 +28,11 @@ def _operation(op: Op) -> dict[str, Any]:
     if op.status != 204:
         schema = ref(op.answer) if op.answer else {}
         answer["content"] = {op.media: {"schema": schema}}
+    slug = re.sub(r"[^a-z0-9]+", "_", op.path.lower()).strip("_")
     operation: dict[str, Any] = {
         "tags": [op.tag],
         "summary": op.summary,
-        "operationId": f"{op.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', op.path.lower()).strip('_')}",
+        "operationId": f"{op.method.lower()}_{slug}",
         "responses": {
             str(op.status): answer,
             "default": {

@@ -134,8 +134,10 @@ async def create(request: web.Request) -> web.Response:
 async def _readable(request: web.Request, *roles: str) -> tuple[Principal, Ticket]:
     principal = await require(request, *roles)
     ticket = await records.get(request.app[CATALOG].engine, request.match_info["ticket_id"])
-    if ticket is None or ticket.agency_id != principal.agency_id or (
-        principal.role == "uploader" and ticket.issuer_token != principal.token_id
+    if (
+        ticket is None
+        or ticket.agency_id != principal.agency_id
+        or (principal.role == "uploader" and ticket.issuer_token != principal.token_id)
     ):
         raise NotFound("no such ticket")
     return principal, ticket

@@ -99,7 +99,9 @@ async def listing(request: web.Request) -> web.Response:
 async def _visible(request: web.Request) -> tuple[Principal, records.Transfer]:
     principal = await require(request, *READERS)
     transfer = await records.get(
-        request.app[CATALOG].engine, request.match_info["transfer_id"], agency_id=principal.agency_id
+        request.app[CATALOG].engine,
+        request.match_info["transfer_id"],
+        agency_id=principal.agency_id,
     )
     if transfer is None:
         raise NotFound("no such transfer")

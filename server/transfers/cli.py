@@ -11,8 +11,8 @@ from ..agencies import records as agencies_db
 from ..agencies.records import Agency
 from ..audit import log as audit
 from ..audit.events import Event
-from ..catalog.db import Catalog
 from ..cases import records as cases_db
+from ..catalog.db import Catalog
 from ..cli import Context, main, run, shared_options
 from . import flow
 from . import records as transfers_db

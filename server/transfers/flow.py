@@ -21,9 +21,10 @@ from ..agencies import records as agencies_db
 from ..agencies.access import normalize_limits
 from ..audit import log as audit
 from ..audit.events import Event
-from ..catalog import evidence as evidence_db
-from ..catalog.schema_exchange import holdings
 from ..cases import records as cases_db
+from ..catalog import evidence as evidence_db
+from ..catalog.schema import evidence
+from ..catalog.schema_exchange import holdings
 from ..signing import Signer
 from . import manifest, records
 from .records import Transfer
@@ -109,7 +110,8 @@ async def create(
         entries.append(await manifest.item_entry(engine, record))
     now = datetime.now(UTC)
     transfer_id = "trf_" + secrets.token_hex(12)
-    body = {
+    checked_note = _text("note", note, 2000)
+    body: dict[str, Any] = {
         "type": manifest.MANIFEST_TYPE,
         "transfer_id": transfer_id,
         "case": {"id": case.id, "number": case.number, "title": case.title},
@@ -117,7 +119,7 @@ async def create(
         "to": {"id": receiver.id, "name": receiver.name},
         "created_by": actor.label,
         "created_at": manifest.iso(now),
-        "note": _text("note", note, 2000),
+        "note": checked_note,
         "limits": checked_limits,
         "items": entries,
     }
@@ -127,7 +129,7 @@ async def create(
         from_agency=sender.id,
         to_agency=receiver.id,
         state="pending",
-        note=body["note"],
+        note=checked_note,
         reason=None,
         limits=checked_limits,
         manifest=signer.sign("manifest", body),
@@ -251,11 +253,7 @@ async def acknowledge(
 async def _hold(conn: Any, transfer: Transfer, evidence_id: str, now: datetime) -> None:
     """The receiver holds the item under the sender's limits (its owner needs no holding)."""
     owner = (
-        await conn.execute(
-            sa.select(evidence_db.evidence.c.agency_id).where(
-                evidence_db.evidence.c.id == evidence_id
-            )
-        )
+        await conn.execute(sa.select(evidence.c.agency_id).where(evidence.c.id == evidence_id))
     ).scalar()
     if owner == transfer.to_agency:
         return  # a return (退回): the owner gets its own item back

@@ -66,7 +66,9 @@ async def insert(conn: AsyncConnection, transfer: Transfer) -> None:
     await conn.execute(transfers.insert().values(**values))
 
 
-async def get(engine: AsyncEngine, transfer_id: str, *, agency_id: str | None = None) -> Transfer | None:
+async def get(
+    engine: AsyncEngine, transfer_id: str, *, agency_id: str | None = None
+) -> Transfer | None:
     """A transfer; with `agency_id`, only when that agency sent or receives it."""
     query = sa.select(transfers).where(transfers.c.id == transfer_id)
     if agency_id is not None:

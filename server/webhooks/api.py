@@ -12,7 +12,7 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..state import CATALOG
 from ..tokens import Principal
 from ..transfers.api import json_body
-from . import dispatch, records
+from . import dispatch, outbox, records
 from .records import Webhook
 
 
@@ -71,8 +71,8 @@ async def replay(request: web.Request) -> web.Response:
     if not await records.replay(request.app[CATALOG].engine, hook.id, delivery_id):
         raise NotFound("no such delivery, or it is being sent right now")
     await _audit(request, principal, "webhook.replayed", hook, delivery=delivery_id)
-    if dispatch.outbox.WAKE is not None:
-        dispatch.outbox.WAKE.set()
+    if outbox.WAKE is not None:
+        outbox.WAKE.set()
     return web.json_response({"delivery": delivery_id, "state": "pending"}, status=202)
 
 

@@ -39,7 +39,9 @@ async def _scalar(conn: AsyncConnection, query: Any) -> Any:
     return (await conn.execute(query)).scalar()
 
 
-async def _evidence_data(conn: AsyncConnection, evidence_id: str) -> tuple[str | None, dict[str, Any]]:
+async def _evidence_data(
+    conn: AsyncConnection, evidence_id: str
+) -> tuple[str | None, dict[str, Any]]:
     row = (await conn.execute(sa.select(evidence).where(evidence.c.id == evidence_id))).first()
     if row is None:
         return None, {}

@@ -49,7 +49,9 @@ class Webhook:
 
 
 def _webhook(row: Any) -> Webhook:
-    return Webhook(row.id, row.agency_id, row.url, list(row.events), row.created_at, row.disabled_at)
+    return Webhook(
+        row.id, row.agency_id, row.url, list(row.events), row.created_at, row.disabled_at
+    )
 
 
 def check(url: Any, events: Any) -> tuple[str, list[str]]:
@@ -87,10 +89,14 @@ async def create(
             raise ValueError(f"an agency may have at most {MAX_PER_AGENCY} webhooks")
         await conn.execute(
             webhooks.insert().values(
-                id=hook_id, agency_id=agency_id, url=url, secret=secret, events=chosen,
+                id=hook_id,
+                agency_id=agency_id,
+                url=url,
+                secret=secret,
+                events=chosen,
                 created_at=now,
             )
-        )  # fmt: skip
+        )
     return Webhook(hook_id, agency_id, url, chosen, now, None), secret
 
 
@@ -132,11 +138,16 @@ async def enqueue(
         if event in events:
             await conn.execute(
                 webhook_deliveries.insert().values(
-                    id="dlv_" + secrets.token_hex(12), webhook_id=hook_id, event=event,
-                    payload=payload, state="pending", attempts=0, next_attempt_at=now,
+                    id="dlv_" + secrets.token_hex(12),
+                    webhook_id=hook_id,
+                    event=event,
+                    payload=payload,
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=now,
                     created_at=now,
                 )
-            )  # fmt: skip
+            )
             count += 1
     return count
 
@@ -163,13 +174,20 @@ async def claim(engine: AsyncEngine, *, lease: timedelta, limit: int = 20) -> li
         sa.and_(d.c.state == "sending", d.c.lease_until < now),
     )
     query = (
-        sa.select(d.c.id, d.c.state, d.c.event, d.c.payload, d.c.attempts, webhooks.c.url,
-                  webhooks.c.secret)
+        sa.select(
+            d.c.id,
+            d.c.state,
+            d.c.event,
+            d.c.payload,
+            d.c.attempts,
+            webhooks.c.url,
+            webhooks.c.secret,
+        )
         .select_from(d.join(webhooks, webhooks.c.id == d.c.webhook_id))
         .where(ready, webhooks.c.disabled_at.is_(None))
         .order_by(d.c.next_attempt_at)
         .limit(limit)
-    )  # fmt: skip
+    )
     claimed = []
     async with engine.begin() as conn:
         for row in (await conn.execute(query)).all():
@@ -179,7 +197,9 @@ async def claim(engine: AsyncEngine, *, lease: timedelta, limit: int = 20) -> li
                 .values(state="sending", lease_until=now + lease)
             )
             if taken.rowcount == 1:
-                claimed.append(Due(row.id, row.url, row.secret, row.event, row.payload, row.attempts))
+                claimed.append(
+                    Due(row.id, row.url, row.secret, row.event, row.payload, row.attempts)
+                )
     return claimed
 
 
@@ -210,9 +230,13 @@ async def finish(
         await conn.execute(d.update().where(d.c.id == delivery_id).values(**values))
 
 
-async def deliveries(engine: AsyncEngine, hook_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+async def deliveries(
+    engine: AsyncEngine, hook_id: str, *, limit: int = 100
+) -> list[dict[str, Any]]:
     d = webhook_deliveries
-    query = sa.select(d).where(d.c.webhook_id == hook_id).order_by(d.c.created_at.desc()).limit(limit)
+    query = (
+        sa.select(d).where(d.c.webhook_id == hook_id).order_by(d.c.created_at.desc()).limit(limit)
+    )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [

@@ -160,15 +160,21 @@ def _cases_for_existing_evidence(
             ids[number] = "case_" + secrets.token_hex(12)
             bind.execute(
                 cases.insert().values(
-                    id=ids[number], agency_id=DEFAULT, number=number, title="",
-                    status="open", created_at=now,
+                    id=ids[number],
+                    agency_id=DEFAULT,
+                    number=number,
+                    title="",
+                    status="open",
+                    created_at=now,
                 )
-            )  # fmt: skip
+            )
             bind.execute(
                 case_agencies.insert().values(case_id=ids[number], agency_id=DEFAULT, since=now)
             )
         bind.execute(
-            case_evidence.insert().values(case_id=ids[number], evidence_id=evidence_id, added_at=now)
+            case_evidence.insert().values(
+                case_id=ids[number], evidence_id=evidence_id, added_at=now
+            )
         )
 
 
