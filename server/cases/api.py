@@ -8,9 +8,9 @@ from aiohttp import web
 from ..auth import require
 from ..catalog import evidence as evidence_db
 from ..errors import BadRequest, Conflict, NotFound
+from ..requests import json_body
 from ..state import CATALOG
 from ..tokens import Principal
-from ..transfers.api import json_body
 from . import custody, records
 from .records import Case
 

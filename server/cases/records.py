@@ -110,33 +110,23 @@ async def _id_by_number(conn: AsyncConnection, agency_id: str, number: str) -> s
     return str(value) if value is not None else None
 
 
-async def attach(conn: AsyncConnection, *, case_id: str, evidence_id: str) -> None:
-    """Put an item in a case (inside the caller's transaction); repeating it is harmless."""
+async def _link(conn: AsyncConnection, table: sa.Table, keys: dict[str, str], when: str) -> None:
+    """Insert the (case, other) link row unless present, stamped `when` = now."""
     present = await conn.execute(
-        sa.select(case_evidence.c.case_id).where(
-            case_evidence.c.case_id == case_id, case_evidence.c.evidence_id == evidence_id
-        )
+        sa.select(table.c.case_id).where(*(table.c[name] == value for name, value in keys.items()))
     )
     if present.first() is None:
-        await conn.execute(
-            case_evidence.insert().values(
-                case_id=case_id, evidence_id=evidence_id, added_at=datetime.now(UTC)
-            )
-        )
+        await conn.execute(table.insert().values(**keys, **{when: datetime.now(UTC)}))
+
+
+async def attach(conn: AsyncConnection, *, case_id: str, evidence_id: str) -> None:
+    """Put an item in a case (inside the caller's transaction); repeating it is harmless."""
+    await _link(conn, case_evidence, {"case_id": case_id, "evidence_id": evidence_id}, "added_at")
 
 
 async def add_holder(conn: AsyncConnection, *, case_id: str, agency_id: str) -> None:
-    present = await conn.execute(
-        sa.select(case_agencies.c.case_id).where(
-            case_agencies.c.case_id == case_id, case_agencies.c.agency_id == agency_id
-        )
-    )
-    if present.first() is None:
-        await conn.execute(
-            case_agencies.insert().values(
-                case_id=case_id, agency_id=agency_id, since=datetime.now(UTC)
-            )
-        )
+    """Make an agency a holder of the case (inside the caller's transaction)."""
+    await _link(conn, case_agencies, {"case_id": case_id, "agency_id": agency_id}, "since")
 
 
 async def _load(conn: AsyncConnection, row: Any) -> Case:

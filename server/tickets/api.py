@@ -17,6 +17,7 @@ from ..agencies.access import can_see, check_ticket_limits, holding
 from ..auth import require
 from ..catalog import evidence as evidence_db
 from ..errors import BadRequest, Forbidden, NotFound
+from ..requests import json_body
 from ..state import CATALOG, SETTINGS
 from ..tokens import Principal
 from . import records
@@ -93,12 +94,7 @@ async def _check_limits(
 async def create(request: web.Request) -> web.Response:
     """POST /api/tickets -> 201 {"ticket", "url", "token", "access_code"}."""
     principal = await require(request, *ISSUERS)
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+    body = await json_body(request, required=True)
     ids = await _evidence_ids(request, principal, body)
     max_views = _field(body, "max_views", int, None)
     download = bool(_field(body, "download", bool, False))

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ..auth import require
 from ..errors import BadRequest, Conflict, NotFound, TransferBlocked
+from ..requests import json_body
 from ..state import CATALOG, SETTINGS, SIGNER
 from ..tickets import issue_ticket, link
 from ..tokens import Principal
@@ -18,19 +19,6 @@ from . import flow, records
 HANDLERS = ("handler", "admin")
 READERS = ("handler", "admin", "auditor")
 REVIEW_TICKET = timedelta(hours=4)
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object (an empty body is `{}`); 400 otherwise."""
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 def actor(request: web.Request, principal: Principal) -> flow.Actor:

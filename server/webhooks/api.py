@@ -9,9 +9,9 @@ from ..audit import log as audit
 from ..audit.events import Event
 from ..auth import require
 from ..errors import BadRequest, Conflict, NotFound
+from ..requests import json_body
 from ..state import CATALOG
 from ..tokens import Principal
-from ..transfers.api import json_body
 from . import dispatch, outbox, records
 from .records import Webhook
 
