@@ -190,7 +190,8 @@ def downgrade() -> None:
     ):
         op.drop_table(table)
     op.drop_index("ix_evidence_agency_id", "evidence")
+    # A plain DROP COLUMN (SQLite 3.35+ has it): batch mode would re-create tables that
+    # others reference, which SQLite refuses while foreign keys are enforced.
     for table in ("tickets", "evidence", "uploads", "tokens"):
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("agency_id")
+        op.drop_column(table, "agency_id")
     op.drop_table("agencies")
