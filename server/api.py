@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from . import receipts, signing
+from .agencies.access import can_see, owns_upload
 from .auth import require
 from .catalog import evidence as evidence_db
 from .catalog import uploads as uploads_db
@@ -15,7 +16,7 @@ from .errors import NotFound
 from .jobs.views import with_media
 from .state import CATALOG
 
-READERS = ("uploader", "admin", "auditor")
+READERS = ("uploader", "handler", "admin", "auditor")
 
 
 def upload_json(upload: Upload) -> dict[str, Any]:
@@ -42,15 +43,18 @@ def upload_json(upload: Upload) -> dict[str, Any]:
 async def get_upload(request: web.Request) -> web.Response:
     principal = await require(request, *READERS)
     upload = await uploads_db.get(request.app[CATALOG].engine, request.match_info["upload_id"])
-    if upload is None or (principal.role == "uploader" and upload.uploader != principal.token_id):
+    if upload is None or not owns_upload(
+        principal, agency_id=upload.agency_id, uploader=upload.uploader
+    ):
         raise NotFound("no such upload")
     return web.json_response(upload_json(upload))
 
 
 async def _readable_evidence(request: web.Request) -> evidence_db.Evidence:
     principal = await require(request, *READERS)
-    record = await evidence_db.get(request.app[CATALOG].engine, request.match_info["evidence_id"])
-    if record is None or (principal.role == "uploader" and record.uploader != principal.token_id):
+    engine = request.app[CATALOG].engine
+    record = await evidence_db.get(engine, request.match_info["evidence_id"])
+    if record is None or not await can_see(engine, principal, record):
         raise NotFound("no such evidence")
     return record
 

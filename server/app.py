@@ -14,19 +14,23 @@ from aiohttp import web
 from avidence import __version__
 from avidence.storage.base import Store
 
-from . import api, health, scrub, tickets
+from . import api, health, kinds, scrub, tickets
 from .audit import log as audit
+from .cases import api as cases_api
 from .catalog.db import Catalog
 from .config import Settings
 from .cors import cors_middleware
 from .errors import error_middleware
 from .jobs import embedded as embedded_worker
 from .metrics import Metrics
+from .openapi import document as openapi
 from .proxies import forwarded_middleware, parse_networks
 from .signing import load_signer, register
 from .state import CATALOG, METRICS, SETTINGS, SIGNER, STORE
 from .stores import build_store
+from .transfers import api as transfers_api
 from .tus import routes as tus_routes
+from .webhooks import api as webhooks_api
 
 log = logging.getLogger("avidence.server")
 
@@ -54,10 +58,15 @@ def create_app(
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_get("/api/version", health.version)
+    kinds.setup(app, settings)
     tus_routes.setup(app)
     api.setup(app)
     embedded_worker.setup(app)  # starts after the catalog and store open, stops before they close
     tickets.setup(app)
+    cases_api.setup(app)
+    transfers_api.setup(app)
+    webhooks_api.setup(app)  # its dispatcher starts after the catalog opens
+    openapi.setup(app)
     return app
 
 

@@ -20,6 +20,7 @@ from avidence import __version__
 from avidence.storage.errors import StoreError
 
 from . import config, tokens
+from .agencies import records as agencies_db
 from .audit import log as audit
 from .audit.events import Event
 from .catalog.db import Catalog, CatalogUnavailable
@@ -137,7 +138,10 @@ def token() -> None:
 @shared_options
 @click.option("--role", type=click.Choice(tokens.ROLES), required=True)
 @click.option("--name", required=True, help="Who or what holds the token (a PC, a person).")
-def token_create(ctx: Context, role: str, name: str) -> None:
+@click.option(
+    "--agency", default=None, help="The agency (name or id) it acts for; default: default."
+)
+def token_create(ctx: Context, role: str, name: str, agency: str | None) -> None:
     """Create a token; it is printed once, alone on the last line."""
     settings = ctx.settings()
 
@@ -145,14 +149,17 @@ def token_create(ctx: Context, role: str, name: str) -> None:
         catalog = Catalog(settings.database_url)
         try:
             await catalog.migrate()
-            principal, secret = await tokens.create(catalog.engine, role=role, name=name)
+            agency_id = await _agency_id(catalog, agency)
+            principal, secret = await tokens.create(
+                catalog.engine, role=role, name=name, agency_id=agency_id
+            )
             await audit.append(
                 catalog.engine,
                 Event(
                     action="token.created",
                     actor="cli",
                     object=f"token:{principal.token_id}",
-                    details={"role": role, "name": name},
+                    details={"role": role, "name": name, "agency": principal.agency_id},
                 ),
             )
             return principal, secret
@@ -162,6 +169,15 @@ def token_create(ctx: Context, role: str, name: str) -> None:
     principal, secret = run(go())
     click.echo(f"created {principal.role} token {principal.token_id} for {principal.name!r}")
     click.echo(secret)
+
+
+async def _agency_id(catalog: Catalog, agency: str | None) -> str:
+    if agency is None:
+        return agencies_db.DEFAULT_AGENCY
+    found = await agencies_db.resolve(catalog.engine, agency)
+    if found is None:
+        raise ValueError(f"no agency {agency!r}: create it with `avidence-server agency create`")
+    return found.id
 
 
 @token.command("list")
@@ -218,3 +234,4 @@ from . import custody_cli as _custody_cli  # noqa: E402,F401  (registers `scrub`
 from .audit import cli as _audit_cli  # noqa: E402,F401  (registers `audit` and `key`)
 from .jobs import cli as _jobs_cli  # noqa: E402,F401  (registers `worker` and `jobs`)
 from .tickets import cli as _tickets_cli  # noqa: E402,F401  (registers `ticket`)
+from .transfers import cli as _transfers_cli  # noqa: E402,F401  (`agency`, `transfer`)

@@ -63,6 +63,9 @@ class Settings:
     job_attempts: int = 3
     job_backoff: int = 30
     transcode_profiles: tuple[str, ...] = ("mp4-h264", "poster")
+    webhook_attempts: int = 8
+    webhook_backoff: int = 10
+    webhook_timeout: int = 10
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -97,6 +100,9 @@ _INT_FIELDS = {
     "job_lease",
     "job_attempts",
     "job_backoff",
+    "webhook_attempts",
+    "webhook_backoff",
+    "webhook_timeout",
 }
 _TUPLE_FIELDS = {"digests", "cors_origins", "transcode_profiles", "trusted_proxies"}
 _BOOL_FIELDS = {"embedded_worker"}
@@ -224,6 +230,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("job_attempts: at least 1")
     if settings.job_backoff < 0:
         raise ConfigError("job_backoff: zero or a positive number of seconds")
+    if settings.webhook_attempts < 1 or settings.webhook_backoff < 0:
+        raise ConfigError("webhook_attempts/webhook_backoff: at least 1 attempt, backoff >= 0")
+    if settings.webhook_timeout < 1:
+        raise ConfigError("webhook_timeout: a positive number of seconds")
     try:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:

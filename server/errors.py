@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -28,10 +28,17 @@ class ApiError(Exception):
     code: ClassVar[str] = "internal"
     default_message: ClassVar[str] = "internal error"
 
-    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ):
         super().__init__(message or self.default_message)
         self.message = message or self.default_message
         self.headers = dict(headers or {})
+        self.details = dict(details or {})  # machine-readable specifics, e.g. the fields at fault
 
 
 def _error(status: int, code: str, message: str) -> type[ApiError]:
@@ -69,6 +76,10 @@ AccessCodeRequired = _error(401, "access_code_required", "enter the link's acces
 AccessCodeWrong = _error(403, "access_code_wrong", "wrong access code")
 AccessCodeLocked = _error(403, "access_code_locked", "too many wrong access codes; try later")
 
+# Agencies, kinds and transfers (issue 7).
+MetadataIncomplete = _error(400, "metadata_incomplete", "the metadata misses required fields")
+TransferBlocked = _error(409, "transfer_blocked", "the transfer cannot be acknowledged")
+
 
 def from_store_error(exc: store_errors.StoreError) -> ApiError:
     """The one place storage errors become HTTP answers."""
@@ -95,7 +106,11 @@ def render(request: web.Request, error: ApiError) -> web.Response:
     headers = dict(error.headers)
     if "text/plain" in accept and "json" not in accept:
         return web.Response(status=error.status, text=error.message + "\n", headers=headers)
-    body = {"error": {"code": error.code, "message": error.message, "status": error.status}}
+    body: dict[str, Any] = {
+        "error": {"code": error.code, "message": error.message, "status": error.status}
+    }
+    if error.details:
+        body["error"]["details"] = error.details
     return web.Response(
         status=error.status,
         body=json.dumps(body, ensure_ascii=False).encode(),

@@ -1,4 +1,4 @@
-"""Bearer tokens for uploaders, admins and auditors.
+"""Bearer tokens for uploaders, case handlers, admins and auditors, each acting for one agency.
 
 A token is `avd_` followed by 32 random bytes in base64url. Only its SHA-256 is stored, so a copy of
 the catalog gives nobody a usable token; the lookup is by that hash, which leaks nothing through
@@ -16,8 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .catalog.schema import tokens
+from .catalog.schema_exchange import DEFAULT_AGENCY
 
-ROLES = ("uploader", "admin", "auditor")
+# A handler moves a case between agencies (transfers, acknowledgements) and issues tickets;
+# an admin may also manage its agency's webhooks. Every role sees only its agency's holdings.
+ROLES = ("uploader", "handler", "admin", "auditor")
 PREFIX = "avd_"
 # Recording every use would turn each PATCH into a catalog write; a minute is precise enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -25,11 +28,12 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 @dataclass(slots=True, frozen=True)
 class Principal:
-    """Who is calling: the token's id, name and role."""
+    """Who is calling: the token's id, name, role and the agency it acts for."""
 
     token_id: str
     name: str
     role: str
+    agency_id: str = DEFAULT_AGENCY
 
     @property
     def label(self) -> str:
@@ -41,7 +45,9 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-async def create(engine: AsyncEngine, *, role: str, name: str) -> tuple[Principal, str]:
+async def create(
+    engine: AsyncEngine, *, role: str, name: str, agency_id: str = DEFAULT_AGENCY
+) -> tuple[Principal, str]:
     """Create a token and return it with its secret, which is not kept anywhere."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
@@ -58,9 +64,10 @@ async def create(engine: AsyncEngine, *, role: str, name: str) -> tuple[Principa
                 role=role,
                 secret_hash=hash_secret(secret),
                 created_at=datetime.now(UTC),
+                agency_id=agency_id,
             )
         )
-    return Principal(token_id=token_id, name=name, role=role), secret
+    return Principal(token_id=token_id, name=name, role=role, agency_id=agency_id), secret
 
 
 async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
@@ -80,7 +87,7 @@ async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
             await conn.execute(
                 tokens.update().where(tokens.c.id == row.id).values(last_used_at=now)
             )
-    return Principal(token_id=row.id, name=row.name, role=row.role)
+    return Principal(token_id=row.id, name=row.name, role=row.role, agency_id=row.agency_id)
 
 
 async def revoke(engine: AsyncEngine, token_id: str) -> bool:

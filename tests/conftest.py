@@ -7,4 +7,5 @@ pytest_plugins = [
     "support.servers",
     "support.media",
     "support.cluster",
+    "support.agencies",
 ]

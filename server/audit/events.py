@@ -30,6 +30,16 @@ ACTIONS = (
     "ticket.downloaded",
     "ticket.revoked",
     "ticket.code_failed",
+    # agencies, cases, transfers, webhooks (issue 7)
+    "agency.created",
+    "case.created",
+    "transfer.created",
+    "transfer.acknowledged",
+    "transfer.rejected",
+    "transfer.blocked",
+    "webhook.created",
+    "webhook.deleted",
+    "webhook.replayed",
 )
 
 

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .schema import evidence
+from .schema_exchange import DEFAULT_AGENCY
 
 
 @dataclass(slots=True, frozen=True)
@@ -31,6 +32,7 @@ class Evidence:
     received_at: datetime
     integrity: str = "unchecked"  # "ok" or "failed" once a scrub has re-read the object
     checked_at: datetime | None = None
+    agency_id: str = DEFAULT_AGENCY  # the owner; others hold it through acknowledged transfers
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -67,6 +67,8 @@ tokens = Table(
     Column("expires_at", UTCDateTime()),
     Column("revoked_at", UTCDateTime()),
     Column("last_used_at", UTCDateTime()),
+    # issue 7: every token acts for one agency (no FK: SQLite cannot add one to a table)
+    Column("agency_id", String(32), nullable=False, server_default="agc_default"),
 )
 
 uploads = Table(
@@ -93,6 +95,7 @@ uploads = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime()),
+    Column("agency_id", String(32), nullable=False, server_default="agc_default"),
     Index("ix_uploads_state_expires", "state", "expires_at"),
 )
 
@@ -116,6 +119,8 @@ evidence = Table(
     Column("received_at", UTCDateTime(), nullable=False),
     Column("integrity", String(16), nullable=False, default="unchecked"),
     Column("checked_at", UTCDateTime()),
+    # the owning agency (issue 7); others see it only through `holdings`
+    Column("agency_id", String(32), nullable=False, server_default="agc_default", index=True),
 )
 
 signing_keys = Table(
@@ -186,6 +191,7 @@ tickets = Table(
     Column("revoked_at", UTCDateTime()),
     Column("revoked_by", String(200)),
     Column("last_used_at", UTCDateTime()),
+    Column("agency_id", String(32), nullable=False, server_default="agc_default"),
 )
 
 ticket_evidence = Table(
@@ -275,3 +281,6 @@ derivatives = Table(
     Column("details", JSON(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
 )
+
+# Agencies, cases, transfers and webhooks share this metadata (issue 7).
+from . import schema_exchange as _exchange  # noqa: E402,F401

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .schema import uploads
+from .schema_exchange import DEFAULT_AGENCY
 
 __all__ = ["FINAL_STATES", "OPEN_STATES", "Upload", "uploads"]
 
@@ -45,6 +46,7 @@ class Upload:
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None
+    agency_id: str = DEFAULT_AGENCY
 
     @property
     def deferred(self) -> bool:

@@ -1,7 +1,9 @@
 """JSON API for tickets: issue, list, show, revoke, and the views of one ticket.
 
-Admins act on every ticket. An uploader may issue tickets only for evidence it uploaded, and sees
-and revokes only the tickets it issued; an auditor may read them all. The answer to an issue is
+Everything is within the caller's agency: admins and handlers act on every ticket their agency
+issued, for evidence it owns or holds (held evidence only within the limits its sender set). An
+uploader may issue tickets only for evidence it uploaded, and sees and revokes only the tickets
+it issued; an auditor may read its agency's tickets. The answer to an issue is
 the only place the link token and the access code ever appear.
 """
 
@@ -11,9 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
+from ..agencies.access import can_see, check_ticket_limits, holding
 from ..auth import require
 from ..catalog import evidence as evidence_db
 from ..errors import BadRequest, Forbidden, NotFound
+from ..requests import json_body
 from ..state import CATALOG, SETTINGS
 from ..tokens import Principal
 from . import records
@@ -21,8 +25,8 @@ from .issue import issue_ticket, link, parse_expiry, revoke_ticket
 from .records import Ticket
 from .runtime import RUNTIME
 
-ISSUERS = ("admin", "uploader")
-READERS = ("admin", "auditor", "uploader")
+ISSUERS = ("admin", "handler", "uploader")
+READERS = ("admin", "handler", "auditor", "uploader")
 
 
 def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -45,43 +49,64 @@ async def _evidence_ids(
     if (listed is None) == (case_id is None):
         raise BadRequest('give either "evidence": [ids] or "case": "case id"')
     if case_id is not None:
-        ids = await records.evidence_ids_for_case(engine, case_id)
+        ids = []
+        for evidence_id in await records.evidence_ids_for_case(engine, case_id):
+            record = await evidence_db.get(engine, evidence_id)
+            if record is None or not await can_see(engine, _as_agency(principal), record):
+                continue  # another agency's item that happens to carry the same case number
+            if principal.role == "uploader" and record.uploader != principal.token_id:
+                raise Forbidden("this case holds evidence uploaded by others: ask an admin")
+            ids.append(evidence_id)
         if not ids:
             raise NotFound(f"case {case_id!r} has no evidence")
     else:
         if not listed or not all(isinstance(i, str) for i in listed):
             raise BadRequest("evidence: a non-empty list of evidence ids")
         ids = list(listed)
+        for evidence_id in ids:
+            record = await evidence_db.get(engine, evidence_id)
+            if record is None or not await can_see(engine, principal, record):
+                raise NotFound(f"no such evidence {evidence_id}")
+    return ids
+
+
+def _as_agency(principal: Principal) -> Principal:
+    """The principal with its agency's view (an uploader's own-items rule is checked apart)."""
+    return Principal(principal.token_id, principal.name, "auditor", principal.agency_id)
+
+
+async def _check_limits(
+    request: web.Request, principal: Principal, ids: list[str], *, download: bool, expires: Any
+) -> None:
+    """Evidence held through a transfer: tickets only within what its sender allowed."""
+    engine = request.app[CATALOG].engine
     for evidence_id in ids:
         record = await evidence_db.get(engine, evidence_id)
-        mine = record is not None and (
-            principal.role == "admin" or record.uploader == principal.token_id
-        )
-        if not mine:
-            if case_id is not None:
-                raise Forbidden("this case holds evidence uploaded by others: ask an admin")
-            raise NotFound(f"no such evidence {evidence_id}")
-    return ids
+        if record is None or record.agency_id == principal.agency_id:
+            continue
+        limits = await holding(engine, principal.agency_id, evidence_id)
+        try:
+            check_ticket_limits(limits or {}, download=download, expires=expires)
+        except PermissionError as exc:
+            raise Forbidden(f"{evidence_id}: {exc}") from None
 
 
 async def create(request: web.Request) -> web.Response:
     """POST /api/tickets -> 201 {"ticket", "url", "token", "access_code"}."""
     principal = await require(request, *ISSUERS)
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+    body = await json_body(request, required=True)
     ids = await _evidence_ids(request, principal, body)
     max_views = _field(body, "max_views", int, None)
+    download = bool(_field(body, "download", bool, False))
     try:
+        expires = parse_expiry(_field(body, "expires", (str, int), "7d"))
+        await _check_limits(request, principal, ids, download=download, expires=expires)
         ticket, token, pin = await issue_ticket(
             request.app[CATALOG].engine,
             evidence_ids=ids,
             recipient=_field(body, "recipient", str, ""),
-            expires=parse_expiry(_field(body, "expires", (str, int), "7d")),
-            download=_field(body, "download", bool, False),
+            expires=expires,
+            download=download,
             max_views=max_views,
             note=_field(body, "note", str, None),
             access_code=_field(body, "access_code", bool, False),
@@ -105,8 +130,10 @@ async def create(request: web.Request) -> web.Response:
 async def _readable(request: web.Request, *roles: str) -> tuple[Principal, Ticket]:
     principal = await require(request, *roles)
     ticket = await records.get(request.app[CATALOG].engine, request.match_info["ticket_id"])
-    if ticket is None or (
-        principal.role == "uploader" and ticket.issuer_token != principal.token_id
+    if (
+        ticket is None
+        or ticket.agency_id != principal.agency_id
+        or (principal.role == "uploader" and ticket.issuer_token != principal.token_id)
     ):
         raise NotFound("no such ticket")
     return principal, ticket
@@ -115,7 +142,9 @@ async def _readable(request: web.Request, *roles: str) -> tuple[Principal, Ticke
 async def listing(request: web.Request) -> web.Response:
     principal = await require(request, *READERS)
     mine = principal.token_id if principal.role == "uploader" else None
-    found = await records.listing(request.app[CATALOG].engine, issuer_token=mine)
+    found = await records.listing(
+        request.app[CATALOG].engine, issuer_token=mine, agency_id=principal.agency_id
+    )
     return web.json_response({"tickets": [t.to_json() for t in found]})
 
 

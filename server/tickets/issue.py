@@ -16,6 +16,7 @@ from ..audit import log as audit
 from ..audit.events import Event
 from ..catalog import evidence as evidence_db
 from ..catalog.schema import ticket_evidence, tickets
+from ..catalog.schema_exchange import DEFAULT_AGENCY
 from ..config import Settings
 from ..tokens import Principal
 from . import codes, records
@@ -87,9 +88,11 @@ async def issue_ticket(
     if missing:
         raise ValueError(f"unknown evidence: {', '.join(missing)}")
     if isinstance(issuer, Principal):
-        label, issuer_token = issuer.label, issuer.token_id
-    else:
+        label, issuer_token, agency_id = issuer.label, issuer.token_id, issuer.agency_id
+    else:  # the CLI or the demo: the ticket belongs to the agency owning the first item
+        first = records_found[0]
         label, issuer_token = issuer, None
+        agency_id = first.agency_id if first is not None else DEFAULT_AGENCY
     token = records.new_token()
     pin = codes.new_code() if access_code else None
     ticket_id = "tkt_" + secrets.token_hex(8)
@@ -110,6 +113,7 @@ async def issue_ticket(
                 issuer_token=issuer_token,
                 created_at=now,
                 expires_at=expires_at,
+                agency_id=agency_id,
             )
         )
         await conn.execute(

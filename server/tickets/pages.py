@@ -67,9 +67,10 @@ class Item:
     analysis: dict[str, Any] | None = None  # `jobs.records.media_of`: probe and continuity
 
 
-def layout(lang: str, title: str, body: str, *, path: str) -> str:
+def layout(lang: str, title: str, body: str, *, path: str, embed: bool = False) -> str:
     other = "en" if lang == "zh" else "zh"
     return _LAYOUT.substitute(
+        body_class="embed" if embed else "page",
         lang="zh-CN" if lang == "zh" else "en",
         title=_e(title),
         heading=_e(i18n.text(lang, "title")),
@@ -150,6 +151,7 @@ def viewer(
     *,
     token: str,
     lang: str,
+    embed: bool = False,
 ) -> str:
     """The page: notice, ticket facts, and one card per evidence item."""
     t = functools.partial(_text, lang)
@@ -175,7 +177,7 @@ def viewer(
         f'data-msg-network="{t("network")}" data-msg-exhausted="{_e(exhausted)}">'
         f'<p class="notice" role="note">{t("notice")}</p>{facts}{index}{cards}</main>'
     )
-    return layout(lang, i18n.text(lang, "title"), main, path=base)
+    return layout(lang, i18n.text(lang, "title"), main, path=base, embed=embed)
 
 
 def code_form(

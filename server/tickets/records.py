@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..catalog import evidence as evidence_db
 from ..catalog.schema import evidence, ticket_evidence, ticket_views, tickets
+from ..catalog.schema_exchange import DEFAULT_AGENCY
 
 TOKEN_BYTES = 24
 # A ticket's evidence list never changes after issue, so each process keeps it once read: a media
@@ -62,6 +63,7 @@ class Ticket:
     revoked_by: str | None
     last_used_at: datetime | None
     evidence_ids: tuple[str, ...]
+    agency_id: str = DEFAULT_AGENCY  # the issuing agency; only it lists and revokes the ticket
 
     def state(self, now: datetime | None = None) -> str:
         """`revoked`, `expired`, `exhausted` or `active`, in that order of precedence."""
@@ -132,6 +134,7 @@ async def _load(conn: AsyncConnection, where: Any) -> Ticket | None:
         revoked_by=row.revoked_by,
         last_used_at=row.last_used_at,
         evidence_ids=evidence_ids,
+        agency_id=row.agency_id,
     )
 
 
@@ -148,9 +151,13 @@ async def get(engine: AsyncEngine, ticket_id: str) -> Ticket | None:
         return await _load(conn, tickets.c.id == ticket_id)
 
 
-async def listing(engine: AsyncEngine, *, issuer_token: str | None = None) -> list[Ticket]:
-    """Every ticket, oldest first (or those one API token issued)."""
+async def listing(
+    engine: AsyncEngine, *, issuer_token: str | None = None, agency_id: str | None = None
+) -> list[Ticket]:
+    """Every ticket, oldest first (or those one agency, or one API token, issued)."""
     query = sa.select(tickets.c.id).order_by(tickets.c.created_at)
+    if agency_id is not None:
+        query = query.where(tickets.c.agency_id == agency_id)
     if issuer_token is not None:
         query = query.where(tickets.c.issuer_token == issuer_token)
     async with engine.connect() as conn:

@@ -78,6 +78,7 @@ class TicketRuntime:
     revoked: set[str] = field(default_factory=set)  # revoked through this process's API
     evidence: dict[str, Evidence] = field(default_factory=dict)  # immutable records, by id
     frame_ancestors: str = "'none'"
+    embed_ancestors: str = "'none'"  # who may frame `/t/<token>?embed=1`
 
 
 @dataclass(slots=True, frozen=True)
@@ -105,6 +106,22 @@ def frame_ancestors(app: web.Application) -> str:
     return value
 
 
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+def embed_ancestors(app: web.Application) -> str:
+    """`[viewer] embed_origins = ["https://cases.example"]`: the case systems that may show
+    the viewer inside their own pages with `?embed=1`; none by default."""
+    section = app[SETTINGS].extra.get("viewer", {}) or {}
+    origins = section.get("embed_origins", [])
+    if isinstance(origins, str) or not isinstance(origins, list):
+        raise ValueError("viewer.embed_origins: a list of origins like https://cases.example")
+    for origin in origins:
+        if not isinstance(origin, str) or not _ORIGIN.match(origin):
+            raise ValueError(f"viewer.embed_origins: {origin!r} is not an origin (scheme://host)")
+    return " ".join(origins) or "'none'"
+
+
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Start the view-session sweeper after the catalog opens; write every session at shutdown."""
     tracker = ViewTracker(app[CATALOG].engine, idle=float(app[SETTINGS].view_idle))
@@ -112,6 +129,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         secret=seals.derive_secret(app[SIGNER]),
         tracker=tracker,
         frame_ancestors=frame_ancestors(app),
+        embed_ancestors=embed_ancestors(app),
     )
     tracker.start()
     yield
@@ -132,6 +150,8 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     if not request.path.startswith(("/t/", "/viewer/")) or RUNTIME not in request.app:
         return
     ancestors = request.app[RUNTIME].frame_ancestors
+    if request.query.get("embed") == "1" and _PAGE.match(request.path):
+        ancestors = request.app[RUNTIME].embed_ancestors
     headers = response.headers
     headers["Content-Security-Policy"] = _csp(request, ancestors)
     headers["Referrer-Policy"] = "no-referrer"

@@ -91,7 +91,8 @@ async def page(request: web.Request) -> web.StreamResponse:
             client=request.remote,
         ),
     )
-    return _html(request, pages.viewer(ticket, items, token=token, lang=lang))
+    embed = request.query.get("embed") == "1"
+    return _html(request, pages.viewer(ticket, items, token=token, lang=lang, embed=embed))
 
 
 def _locked(ticket: records.Ticket) -> datetime | None:

@@ -21,6 +21,7 @@ from avidence.storage.digests import MultiDigest, matches
 from .. import receipts, tokens
 from ..audit import log as audit
 from ..audit.events import Event
+from ..cases import records as cases_db
 from ..catalog import evidence as evidence_db
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
@@ -133,7 +134,10 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
             storage_key=upload.storage_key,
             metadata=upload.metadata,
             received_at=now,
+            agency_id=upload.agency_id,
         )
+        # The case row first, in its own transaction: creating it may race with another upload.
+        case = await cases_db.ensure(ctx.engine, agency_id=record.agency_id, number=record.case_id)
         async with ctx.engine.begin() as conn:
             uploader_name = await tokens.name_of(conn, upload.uploader)
             await evidence_db.insert(conn, record)
@@ -144,6 +148,7 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
                 .values(state="done", digests=computed, evidence_id=record.id, updated_at=now)
             )
             await jobs_queue.enqueue(conn, record.id, kind="analyse")  # probe, continuity, copies
+            await cases_db.attach(conn, case_id=case, evidence_id=record.id)
         ctx.metrics.uploads_finished.labels("evidence").inc()
         await audit.append(
             ctx.engine,

@@ -27,6 +27,8 @@ from ..errors import (
     TooLarge,
     UnsupportedMediaType,
 )
+from ..kinds import KINDS
+from ..kinds.check import check_kind
 from ..tokens import Principal
 from . import concat, headers
 from .context import TusContext
@@ -80,7 +82,10 @@ class TusHandlers:
     async def _load(self, upload_id: str, principal: Principal) -> Upload:
         upload = await uploads_db.get(self.ctx.engine, upload_id) if len(upload_id) == 32 else None
         # Another uploader's upload is answered exactly like a missing one: no probing.
-        if upload is None or (principal.role != "admin" and upload.uploader != principal.token_id):
+        if upload is None or not (
+            upload.uploader == principal.token_id
+            or (principal.role == "admin" and upload.agency_id == principal.agency_id)
+        ):
             raise NotFound("no such upload")
         if upload.state == "terminated":
             raise NotFound("the upload was terminated")
@@ -129,6 +134,8 @@ class TusHandlers:
         metadata = headers.parse_metadata(header(h, "Upload-Metadata"))
         partial = concat_spec is not None and concat_spec.kind == "partial"
         headers.validate_evidence_fields(metadata, require_case=not partial)
+        if not partial:  # the final upload carries the metadata the kind is checked on
+            check_kind(request.app[KINDS], metadata)
         partials = (
             await concat.check_partials(ctx, concat_spec.ids, uploader=principal.token_id)
             if is_final and concat_spec is not None
@@ -162,6 +169,7 @@ class TusHandlers:
             created_at=now,
             updated_at=now,
             expires_at=now + timedelta(seconds=ctx.settings.upload_expiry),
+            agency_id=principal.agency_id,
         )
         async with ctx.engine.begin() as conn:
             await uploads_db.insert(conn, upload)

@@ -46,13 +46,19 @@ def metadata(**fields: str) -> str:
 
 
 async def make_api(
-    tmp_path: Path, store: Store, *, database: str | None = None, **settings: Any
+    tmp_path: Path,
+    store: Store,
+    *,
+    database: str | None = None,
+    config_file: Path | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Api]:
     """An app whose background work runs only when a test asks for it (`embedded_worker=True`,
     `scrub_interval=N`), so no test sees audit entries it did not cause."""
     settings.setdefault("embedded_worker", False)
     settings.setdefault("scrub_interval", 0)
     cfg = config.load(
+        config_file=config_file,
         env={},
         data_dir=tmp_path / "data",
         database=database,

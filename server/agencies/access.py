@@ -1,0 +1,89 @@
+"""What a caller may see. An agency sees the evidence it owns and the evidence it holds after
+acknowledging a transfer; everything else answers 404, exactly like a missing item, so nobody
+can probe another agency's ids. Within an agency, an uploader sees only what it uploaded."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..catalog.evidence import Evidence
+from ..catalog.schema import evidence
+from ..catalog.schema_exchange import holdings
+from ..tokens import Principal
+
+
+def held_by(agency_id: str) -> sa.ColumnElement[bool]:
+    """A WHERE clause on `evidence`: the rows this agency owns or holds."""
+    held = sa.select(holdings.c.evidence_id).where(holdings.c.agency_id == agency_id)
+    return sa.or_(evidence.c.agency_id == agency_id, evidence.c.id.in_(held))
+
+
+async def holding(
+    engine: AsyncEngine | AsyncConnection, agency_id: str, evidence_id: str
+) -> dict[str, Any] | None:
+    """The limits under which `agency_id` holds someone else's item, or None."""
+    query = sa.select(holdings.c.limits).where(
+        holdings.c.agency_id == agency_id, holdings.c.evidence_id == evidence_id
+    )
+    if isinstance(engine, AsyncConnection):
+        limits = (await engine.execute(query)).scalar()
+    else:
+        async with engine.connect() as conn:
+            limits = (await conn.execute(query)).scalar()
+    return dict(limits) if limits is not None else None
+
+
+async def can_see(engine: AsyncEngine, principal: Principal, record: Evidence) -> bool:
+    """True when the principal's agency owns or holds the record (an uploader: its own only)."""
+    if principal.role == "uploader":
+        return record.agency_id == principal.agency_id and record.uploader == principal.token_id
+    if record.agency_id == principal.agency_id:
+        return True
+    return await holding(engine, principal.agency_id, record.id) is not None
+
+
+def owns_upload(principal: Principal, *, agency_id: str, uploader: str) -> bool:
+    """Uploads are never shared: an admin sees its agency's, an uploader only its own."""
+    if agency_id != principal.agency_id:
+        return False
+    return principal.role in ("admin", "auditor") or uploader == principal.token_id
+
+
+# What a sender allows the receiver of a transfer, unless it says otherwise: its own view-only
+# tickets (a court to a defence lawyer) for up to 30 days, no downloads.
+DEFAULT_LIMITS: dict[str, Any] = {"tickets": True, "download": False, "max_ticket_days": 30}
+
+
+def normalize_limits(given: Any) -> dict[str, Any]:
+    """Validated limits for a transfer; ValueError naming the bad field."""
+    if given is None:
+        return dict(DEFAULT_LIMITS)
+    if not isinstance(given, dict):
+        raise ValueError("limits: a JSON object")
+    unknown = sorted(set(given) - set(DEFAULT_LIMITS))
+    if unknown:
+        raise ValueError(f"limits: unknown field(s) {', '.join(unknown)}")
+    limits = {**DEFAULT_LIMITS, **given}
+    for name in ("tickets", "download"):
+        if not isinstance(limits[name], bool):
+            raise ValueError(f"limits.{name}: true or false")
+    days = limits["max_ticket_days"]
+    if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= 366:
+        raise ValueError("limits.max_ticket_days: a number of days from 1 to 366")
+    return limits
+
+
+def check_ticket_limits(limits: dict[str, Any], *, download: bool, expires: Any) -> None:
+    """Raise PermissionError when a ticket would go beyond what the sender allowed."""
+    if not limits.get("tickets", False):
+        raise PermissionError("the sending agency allowed no tickets for this item")
+    if download and not limits.get("download", False):
+        raise PermissionError("the sending agency allowed no downloads of this item")
+    if isinstance(expires, timedelta) and expires > timedelta(days=limits["max_ticket_days"]):
+        raise PermissionError(
+            f"tickets for this item may last at most {limits['max_ticket_days']} days"
+        )

@@ -1,0 +1,183 @@
+"""Component schemas: the shapes of request and response bodies, loose where a document is
+signed (its body is described in docs/api.md and verified with the public keys)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+S = dict[str, Any]
+
+
+def obj(properties: dict[str, S], required: list[str] | None = None) -> S:
+    schema: S = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+STR: S = {"type": "string"}
+INT: S = {"type": "integer"}
+BOOL: S = {"type": "boolean"}
+NSTR: S = {"type": ["string", "null"]}
+TIME: S = {"type": "string", "format": "date-time"}
+ANY_OBJ: S = {"type": "object"}
+
+
+def ref(name: str) -> S:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def array(item: S) -> S:
+    return {"type": "array", "items": item}
+
+
+SCHEMAS: dict[str, S] = {
+    "Error": obj(
+        {
+            "error": obj(
+                {"code": STR, "message": STR, "status": INT, "details": ANY_OBJ},
+                ["code", "message", "status"],
+            )
+        },
+        ["error"],
+    ),
+    "Signed": obj(
+        {"algorithm": {"const": "ed25519"}, "key_id": STR, "signature": STR},
+        ["algorithm", "key_id", "signature"],
+    ),
+    "Upload": obj(
+        {
+            "id": STR,
+            "state": STR,
+            "length": {"type": ["integer", "null"]},
+            "offset": INT,
+            "metadata": ANY_OBJ,
+            "digests": {"type": ["object", "null"]},
+            "evidence_id": NSTR,
+        },
+        ["id", "state", "offset"],
+    ),
+    "Evidence": obj(
+        {
+            "id": STR,
+            "case_id": STR,
+            "item": STR,
+            "filename": STR,
+            "size": INT,
+            "blake3": STR,
+            "sha256": NSTR,
+            "sm3": NSTR,
+            "metadata": ANY_OBJ,
+            "received_at": TIME,
+            "integrity": STR,
+            "agency_id": STR,
+        },
+        ["id", "case_id", "size", "blake3"],
+    ),
+    "Keys": obj({"keys": array(obj({"id": STR, "algorithm": STR, "public_key_pem": STR}))}),
+    "Kinds": obj({"kinds": array(obj({"name": STR, "title": STR, "schema": ANY_OBJ}))}),
+    "Case": obj(
+        {
+            "id": STR,
+            "number": STR,
+            "title": STR,
+            "status": STR,
+            "owner": STR,
+            "agencies": array(STR),
+            "created_at": TIME,
+        },
+        ["id", "number", "owner"],
+    ),
+    "CaseCreate": obj({"number": STR, "title": STR}, ["number"]),
+    "Custody": obj(
+        {
+            "case": ref("Case"),
+            "evidence": array(STR),
+            "timeline": array(
+                obj(
+                    {
+                        "seq": INT,
+                        "time": TIME,
+                        "step": STR,
+                        "action": STR,
+                        "actor": STR,
+                        "object": STR,
+                    }
+                )
+            ),
+        },
+    ),
+    "Limits": obj({"tickets": BOOL, "download": BOOL, "max_ticket_days": INT}),
+    "TransferCreate": obj(
+        {"to": STR, "items": array(STR), "note": STR, "limits": ref("Limits")}, ["to"]
+    ),
+    "Transfer": obj(
+        {
+            "id": STR,
+            "case": STR,
+            "from": STR,
+            "to": STR,
+            "state": {"enum": ["pending", "acknowledged", "rejected"]},
+            "note": NSTR,
+            "reason": NSTR,
+            "limits": ref("Limits"),
+            "evidence": array(STR),
+            "manifest": ref("Signed"),
+            "acknowledgement": {"oneOf": [ref("Signed"), {"type": "null"}]},
+            "created_at": TIME,
+        },
+        ["id", "case", "from", "to", "state", "manifest"],
+    ),
+    "Acknowledge": obj({"checked": {"type": "object", "additionalProperties": ANY_OBJ}}),
+    "Reject": obj({"reason": STR}, ["reason"]),
+    "TicketCreate": obj(
+        {
+            "evidence": array(STR),
+            "case": STR,
+            "recipient": STR,
+            "expires": {"type": ["string", "integer"]},
+            "download": BOOL,
+            "max_views": INT,
+            "note": STR,
+            "access_code": BOOL,
+        },
+        ["recipient"],
+    ),
+    "Ticket": obj(
+        {
+            "id": STR,
+            "state": STR,
+            "recipient": STR,
+            "evidence": array(STR),
+            "permissions": array(STR),
+            "expires_at": TIME,
+        },
+        ["id", "state"],
+    ),
+    "TicketIssued": obj(
+        {"ticket": ref("Ticket"), "url": STR, "token": STR, "access_code": NSTR}, ["ticket", "url"]
+    ),
+    "WebhookCreate": obj({"url": STR, "events": array(STR)}, ["url"]),
+    "Webhook": obj(
+        {"id": STR, "agency": STR, "url": STR, "events": array(STR), "active": BOOL}, ["id", "url"]
+    ),
+    "WebhookCreated": obj({"webhook": ref("Webhook"), "secret": STR}, ["webhook", "secret"]),
+    "Deliveries": obj(
+        {
+            "webhook": STR,
+            "deliveries": array(
+                obj(
+                    {
+                        "id": STR,
+                        "event": STR,
+                        "state": STR,
+                        "attempts": INT,
+                        "last_status": {"type": ["integer", "null"]},
+                        "last_error": NSTR,
+                        "payload": ANY_OBJ,
+                    }
+                )
+            ),
+        },
+    ),
+}

@@ -1,0 +1,100 @@
+"""HTTP API of webhooks, for an agency's admin: register (the secret is shown once), list,
+remove, list deliveries, replay a delivery. Another agency's webhooks answer 404."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..audit import log as audit
+from ..audit.events import Event
+from ..auth import require
+from ..errors import BadRequest, Conflict, NotFound
+from ..requests import json_body
+from ..state import CATALOG
+from ..tokens import Principal
+from . import dispatch, outbox, records
+from .records import Webhook
+
+
+async def create(request: web.Request) -> web.Response:
+    """POST /api/webhooks {"url", "events"?} -> 201 {"webhook", "secret"}."""
+    principal = await require(request, "admin")
+    body = await json_body(request)
+    engine = request.app[CATALOG].engine
+    try:
+        hook, secret = await records.create(
+            engine, agency_id=principal.agency_id, url=body.get("url"), events=body.get("events")
+        )
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    await _audit(request, principal, "webhook.created", hook)
+    return web.json_response({"webhook": hook.to_json(), "secret": secret}, status=201)
+
+
+async def listing(request: web.Request) -> web.Response:
+    principal = await require(request, "admin", "auditor")
+    hooks = await records.listing(request.app[CATALOG].engine, agency_id=principal.agency_id)
+    return web.json_response({"webhooks": [h.to_json() for h in hooks]})
+
+
+async def _own(request: web.Request, *roles: str) -> tuple[Principal, Webhook]:
+    principal = await require(request, *roles)
+    hook = await records.get(
+        request.app[CATALOG].engine, request.match_info["webhook_id"], agency_id=principal.agency_id
+    )
+    if hook is None:
+        raise NotFound("no such webhook")
+    return principal, hook
+
+
+async def delete(request: web.Request) -> web.Response:
+    """DELETE /api/webhooks/{id}: no further deliveries; the history stays listable."""
+    principal, hook = await _own(request, "admin")
+    await records.disable(request.app[CATALOG].engine, hook.id)
+    await _audit(request, principal, "webhook.deleted", hook)
+    return web.Response(status=204)
+
+
+async def deliveries(request: web.Request) -> web.Response:
+    """GET /api/webhooks/{id}/deliveries: the newest 100, with state, attempts, last error."""
+    _, hook = await _own(request, "admin", "auditor")
+    found = await records.deliveries(request.app[CATALOG].engine, hook.id)
+    return web.json_response({"webhook": hook.id, "deliveries": found})
+
+
+async def replay(request: web.Request) -> web.Response:
+    """POST /api/webhooks/{id}/deliveries/{delivery_id}/replay -> 202: sent again soon."""
+    principal, hook = await _own(request, "admin")
+    if not hook.to_json()["active"]:
+        raise Conflict("the webhook was removed")
+    delivery_id = request.match_info["delivery_id"]
+    if not await records.replay(request.app[CATALOG].engine, hook.id, delivery_id):
+        raise NotFound("no such delivery, or it is being sent right now")
+    await _audit(request, principal, "webhook.replayed", hook, delivery=delivery_id)
+    if outbox.WAKE is not None:
+        outbox.WAKE.set()
+    return web.json_response({"delivery": delivery_id, "state": "pending"}, status=202)
+
+
+async def _audit(
+    request: web.Request, principal: Principal, action: str, hook: Webhook, **details: str
+) -> None:
+    await audit.append(
+        request.app[CATALOG].engine,
+        Event(
+            action=action,
+            actor=principal.label,
+            object=f"webhook:{hook.id}",
+            details={"url": hook.url, "events": hook.events, **details},
+            client=request.remote,
+        ),
+    )
+
+
+def setup(app: web.Application) -> None:
+    app.cleanup_ctx.append(dispatch.lifecycle)
+    app.router.add_post("/api/webhooks", create)
+    app.router.add_get("/api/webhooks", listing)
+    app.router.add_delete("/api/webhooks/{webhook_id}", delete)
+    app.router.add_get("/api/webhooks/{webhook_id}/deliveries", deliveries)
+    app.router.add_post("/api/webhooks/{webhook_id}/deliveries/{delivery_id}/replay", replay)

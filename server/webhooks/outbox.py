@@ -1,0 +1,112 @@
+"""Audit entries become webhook deliveries: the one place events are mapped and addressed.
+
+Called by `audit.log.append` right after an entry is chained, in whatever process wrote it; the
+deliveries are catalog rows, so a server's dispatcher sends them even when a worker or the CLI
+wrote the entry. The payload's `id` is the audit sequence number, the same on every retry and
+replay, so a receiver can drop duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..audit.events import Event
+from ..catalog.schema import evidence, tickets, uploads
+from . import records
+
+log = logging.getLogger("avidence.webhooks")
+
+# Audit action -> webhook event.
+EVENT_OF = {
+    "evidence.created": "evidence.finished",
+    "integrity.failed": "evidence.integrity_failed",
+    "transfer.created": "transfer.created",
+    "transfer.acknowledged": "transfer.acknowledged",
+    "transfer.rejected": "transfer.rejected",
+    "ticket.viewed": "ticket.viewed",
+}
+# Set by a dispatcher in this process so new deliveries go out at once, not at the next poll.
+WAKE: asyncio.Event | None = None
+
+
+async def _scalar(conn: AsyncConnection, query: Any) -> Any:
+    return (await conn.execute(query)).scalar()
+
+
+async def _evidence_data(
+    conn: AsyncConnection, evidence_id: str
+) -> tuple[str | None, dict[str, Any]]:
+    row = (await conn.execute(sa.select(evidence).where(evidence.c.id == evidence_id))).first()
+    if row is None:
+        return None, {}
+    data = {
+        "evidence_id": row.id,
+        "case": row.case_id,
+        "item": row.item,
+        "kind": (row.metadata or {}).get("kind", "other"),
+        "filename": row.filename,
+        "size": row.size,
+        "blake3": row.blake3,
+        "sha256": row.sha256,
+    }
+    return row.agency_id, data
+
+
+async def _addressees(conn: AsyncConnection, event: Event) -> tuple[list[str], dict[str, Any]]:
+    """The agencies to tell and what to tell them."""
+    kind, _, ident = event.object.partition(":")
+    details = event.details
+    if event.action.startswith("transfer."):
+        data = {k: details.get(k) for k in ("case", "from", "to", "evidence", "state")}
+        data["transfer_id"] = ident
+        if "reason" in details:
+            data["reason"] = details["reason"]
+        return [a for a in dict.fromkeys([details.get("from"), details.get("to")]) if a], data
+    if event.action == "ticket.viewed":
+        agency = await _scalar(
+            conn, sa.select(tickets.c.agency_id).where(tickets.c.id == details.get("ticket"))
+        )
+        data = {k: details.get(k) for k in ("ticket", "recipient", "bytes", "view")}
+        data["evidence_id"] = ident
+        return ([agency] if agency else []), data
+    if kind == "upload":  # a quarantined upload: declared digests did not match
+        agency = await _scalar(conn, sa.select(uploads.c.agency_id).where(uploads.c.id == ident))
+        data = {"upload_id": ident, "reason": details.get("reason")}
+        return ([agency] if agency else []), data
+    agency, data = await _evidence_data(conn, ident)
+    if event.action == "integrity.failed":
+        data["reason"] = details.get("reason") or details.get("outcome")
+    return ([agency] if agency else []), data
+
+
+async def from_audit(engine: AsyncEngine, event: Event, seq: int) -> None:
+    """Queue the deliveries an audit entry calls for (none for most actions)."""
+    name = EVENT_OF.get(event.action)
+    if name is None:
+        return
+    try:
+        async with engine.begin() as conn:
+            agencies, data = await _addressees(conn, event)
+            queued = 0
+            for agency_id in agencies:
+                payload = {
+                    "id": f"evt_{seq}",
+                    "event": name,
+                    "created_at": event.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    "agency": agency_id,
+                    "data": data,
+                }
+                queued += await records.enqueue(
+                    conn, agency_id=agency_id, event=name, payload=payload
+                )
+    except Exception:  # the audit entry stands; a lost notification is logged loudly
+        log.exception("webhook.enqueue_failed action=%s object=%s", event.action, event.object)
+        return
+    if queued and WAKE is not None:
+        WAKE.set()
