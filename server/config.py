@@ -62,6 +62,12 @@ class Settings:
     job_attempts: int = 3
     job_backoff: int = 30
     transcode_profiles: tuple[str, ...] = ("mp4-h264", "poster")
+    retention_default_class: str = ""
+    retention_grace_days: int = 0
+    purge_recovery_days: int = 30
+    forever_lock_days: int = 365
+    quota_uploader_bytes: int = 0
+    quota_site_bytes: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -82,6 +88,14 @@ class Settings:
         return self.data_dir / "store"
 
 
+# Retention and quota numbers: all zero or positive (quotas: 0 means no limit).
+_RETENTION_INTS = (
+    "retention_grace_days",
+    "purge_recovery_days",
+    "forever_lock_days",
+    "quota_uploader_bytes",
+    "quota_site_bytes",
+)
 _INT_FIELDS = {
     "port",
     "s3_part_size",
@@ -95,6 +109,7 @@ _INT_FIELDS = {
     "job_lease",
     "job_attempts",
     "job_backoff",
+    *_RETENTION_INTS,
 }
 _TUPLE_FIELDS = {"digests", "cors_origins", "transcode_profiles", "trusted_proxies"}
 _BOOL_FIELDS = {"embedded_worker"}
@@ -220,6 +235,9 @@ def validate(settings: Settings) -> None:
         raise ConfigError("job_attempts: at least 1")
     if settings.job_backoff < 0:
         raise ConfigError("job_backoff: zero or a positive number of seconds")
+    for name in _RETENTION_INTS:
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name}: must be zero or positive")
     try:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:

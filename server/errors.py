@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -28,10 +28,18 @@ class ApiError(Exception):
     code: ClassVar[str] = "internal"
     default_message: ClassVar[str] = "internal error"
 
-    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ):
         super().__init__(message or self.default_message)
         self.message = message or self.default_message
         self.headers = dict(headers or {})
+        # Extra machine-readable fields of the error object (a quota refusal names its quota).
+        self.details = dict(details or {})
 
 
 def _error(status: int, code: str, message: str) -> type[ApiError]:
@@ -95,7 +103,14 @@ def render(request: web.Request, error: ApiError) -> web.Response:
     headers = dict(error.headers)
     if "text/plain" in accept and "json" not in accept:
         return web.Response(status=error.status, text=error.message + "\n", headers=headers)
-    body = {"error": {"code": error.code, "message": error.message, "status": error.status}}
+    body = {
+        "error": {
+            **error.details,
+            "code": error.code,
+            "message": error.message,
+            "status": error.status,
+        }
+    }
     return web.Response(
         status=error.status,
         body=json.dumps(body, ensure_ascii=False).encode(),

@@ -30,6 +30,14 @@ ACTIONS = (
     "ticket.downloaded",
     "ticket.revoked",
     "ticket.code_failed",
+    "retention.changed",
+    "hold.added",
+    "hold.removed",
+    "evidence.deleted",
+    "evidence.restored",
+    "evidence.purged",
+    "purge.blocked",
+    "quota.set",
 )
 
 
