@@ -14,7 +14,8 @@ from test_custody_api import invoke
 
 from avidence.server import tokens
 from avidence.server.cli import main
-from avidence.server.jobs import outputs, queue, records as job_records
+from avidence.server.jobs import outputs, queue
+from avidence.server.jobs import records as job_records
 from avidence.server.retention import changes, holds, purge, records
 from avidence.server.scrub import scrub
 from avidence.storage import errors as store_errors
@@ -101,7 +102,9 @@ async def test_dry_run_changes_nothing(rapi: Api, tmp_path: Path) -> None:
     api, now = rapi, clock()
     evidence_id = await upload(api, b"due soon")
     await upload(api, b"held", case="R-2")
-    await holds.add(api.catalog.engine, api.store, scope="case", target="R-2", reason="x", actor="a")
+    await holds.add(
+        api.catalog.engine, api.store, scope="case", target="R-2", reason="x", actor="a"
+    )
     before = await snapshot(api)
     now.advance(days=5)
     planned = await purge.plan(api.catalog.engine, policy_of(api), clock=now)
@@ -142,7 +145,9 @@ async def test_expiry_soft_deletes_restore_undoes_recovery_end_purges(rapi: Api)
     assert {o["key"] for o in stone["objects"]} == {original, copy}
     assert stone["sha256"] and stone["blake3"] and stone["deleted_by"] == "admin"
 
-    restored = await purge.restore(engine, policy, evidence_id, actor="admin", reason="oops", clock=now)
+    restored = await purge.restore(
+        engine, policy, evidence_id, actor="admin", reason="oops", clock=now
+    )
     assert restored.state == "active" and restored.retain_until == now.now + policy.recovery
     assert await audit_count(api, "evidence.restored") == 1
     with pytest.raises(changes.RetentionError, match="not deleted"):
@@ -180,23 +185,46 @@ async def test_class_changes_go_upward_unless_overridden_never_while_held(rapi: 
     api, engine, policy = rapi, rapi.catalog.engine, policy_of(rapi)
     evidence_id = await upload(api, b"x", case="K-1")
     change = changes.change_class
-    up = await change(engine, api.store, policy, evidence_id, new_class="long", actor="a", reason="r")
+    up = await change(
+        engine, api.store, policy, evidence_id, new_class="long", actor="a", reason="r"
+    )
     assert up.class_name == "long" and up.lock_mode == "GOVERNANCE"
     with pytest.raises(changes.RetentionError, match="override"):
-        await change(engine, api.store, policy, evidence_id, new_class="brief", actor="a", reason="r")
+        await change(
+            engine, api.store, policy, evidence_id, new_class="brief", actor="a", reason="r"
+        )
     with pytest.raises(changes.RetentionError, match="already"):
-        await change(engine, api.store, policy, evidence_id, new_class="long", actor="a", reason="r")
+        await change(
+            engine, api.store, policy, evidence_id, new_class="long", actor="a", reason="r"
+        )
     with pytest.raises(ValueError, match="unknown retention class 'nope'"):
-        await change(engine, api.store, policy, evidence_id, new_class="nope", actor="a", reason="r")
-    hold = await holds.add(engine, api.store, scope="evidence", target=evidence_id, reason="h", actor="a")
+        await change(
+            engine, api.store, policy, evidence_id, new_class="nope", actor="a", reason="r"
+        )
+    hold = await holds.add(
+        engine, api.store, scope="evidence", target=evidence_id, reason="h", actor="a"
+    )
     with pytest.raises(changes.RetentionError, match="legal hold"):
         await change(
-            engine, api.store, policy, evidence_id, new_class="brief", actor="a", reason="r",
+            engine,
+            api.store,
+            policy,
+            evidence_id,
+            new_class="brief",
+            actor="a",
+            reason="r",
             override=True,
         )
     await holds.remove(engine, api.store, hold.id, reason="done", actor="a")
     down = await change(
-        engine, api.store, policy, evidence_id, new_class="brief", actor="a", reason="r", override=True
+        engine,
+        api.store,
+        policy,
+        evidence_id,
+        new_class="brief",
+        actor="a",
+        reason="r",
+        override=True,
     )
     assert down.class_name == "brief"
     forever = await change(
@@ -224,7 +252,9 @@ async def test_admin_api_is_role_checked_and_answers_json(rapi: Api) -> None:
             assert (await response.json())["error"]["code"] == "forbidden"
     assert (await api.client.get("/api/admin/usage")).status == 401
 
-    changed = await api.client.put(url, json={"class": "long", "reason": "court"}, headers=admin(api))
+    changed = await api.client.put(
+        url, json={"class": "long", "reason": "court"}, headers=admin(api)
+    )
     assert changed.status == 200
     assert (await changed.json())["retention"]["class"] == "long"
     down = await api.client.put(url, json={"class": "brief", "reason": "x"}, headers=admin(api))
@@ -240,13 +270,15 @@ async def test_admin_api_is_role_checked_and_answers_json(rapi: Api) -> None:
         assert response.status in (400, 409), body
         assert "error" in await response.json()
     missing = await api.client.put(
-        "/api/admin/evidence/ev_missing/retention", json={"class": "long", "reason": "r"},
+        "/api/admin/evidence/ev_missing/retention",
+        json={"class": "long", "reason": "r"},
         headers=admin(api),
     )
     assert missing.status == 404
 
     placed = await api.client.post(
-        "/api/admin/holds", json={"scope": "case", "target": "A-1", "reason": "order"},
+        "/api/admin/holds",
+        json={"scope": "case", "target": "A-1", "reason": "order"},
         headers=admin(api),
     )
     assert placed.status == 201
@@ -255,9 +287,11 @@ async def test_admin_api_is_role_checked_and_answers_json(rapi: Api) -> None:
     assert [h["id"] for h in listed["holds"]] == [hold_id]
     shown = await (await api.client.get(url, headers=reader)).json()
     assert [h["id"] for h in shown["holds"]] == [hold_id] and shown["tombstone"] is None
-    for body in ({"scope": "room", "target": "A-1", "reason": "r"},
-                 {"scope": "case", "target": "A-1", "reason": " "},
-                 {"scope": "evidence", "target": "ev_none", "reason": "r"}):
+    for body in (
+        {"scope": "room", "target": "A-1", "reason": "r"},
+        {"scope": "case", "target": "A-1", "reason": " "},
+        {"scope": "evidence", "target": "ev_none", "reason": "r"},
+    ):
         response = await api.client.post("/api/admin/holds", json=body, headers=admin(api))
         assert response.status in (400, 404), body
     released = await api.client.post(

@@ -4,6 +4,7 @@ after expiry (injected clock), and a locked object's purge reported and backed o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -72,7 +73,7 @@ async def test_class_lock_set_at_finish_on_original_and_derivatives(
         async for api in retention_api(
             tmp_path, store, embedded_worker=True, transcode_profiles="poster"
         ):
-            data = small_ts_clip.read_bytes()
+            data = await asyncio.to_thread(small_ts_clip.read_bytes)
             evidence_id = await upload(api, data, kind="interrogation", filename="room.ts")
             kept = await records.get(api.catalog.engine, evidence_id)
             assert kept is not None and kept.class_name == "long"
@@ -121,7 +122,9 @@ async def test_legal_hold_is_mirrored_and_blocks_purge_until_lifted(
         await api.store.delete(key)
 
     now.advance(days=30)  # long past retain-until + grace + recovery
-    assert await purge.apply(engine, api.store, policy, actor="t", reason="expired", clock=now) == []
+    assert (
+        await purge.apply(engine, api.store, policy, actor="t", reason="expired", clock=now) == []
+    )
     planned = await purge.plan(engine, policy, clock=now)
     assert [c.evidence_id for c in planned.held] == [evidence_id]
     assert (await records.get(engine, evidence_id)).state == "active"  # type: ignore[union-attr]

@@ -45,7 +45,8 @@ async def _grouped(conn: AsyncConnection, column: Any, *, limit: int) -> list[di
 
 async def _uploaders(conn: AsyncConnection, *, limit: int) -> list[dict[str, Any]]:
     rows = await _grouped(conn, evidence.c.uploader, limit=limit)
-    names = dict((await conn.execute(sa.select(tokens.c.id, tokens.c.name))).tuples().all())
+    found = await conn.execute(sa.select(tokens.c.id, tokens.c.name))
+    names = {str(row.id): str(row.name) for row in found.all()}
     return [{**row, "name": names.get(row["key"], "")} for row in rows]
 
 
