@@ -351,6 +351,10 @@ async def test_cli_holds_and_purges_with_a_zero_day_class(rapi: Api, tmp_path: P
     assert moved_ok.exit_code == 0, moved_ok.output
     deleted = await invoke(main, ["purge", "--apply", "--reason", "expired", *args])
     assert "1 deleted" in deleted.output, deleted.output
+    restored = await invoke(main, ["purge", "restore", *args, evidence_id, "--reason", "check"])
+    assert restored.exit_code == 0 and f"restored {evidence_id}" in restored.output
+    deleted = await invoke(main, ["purge", "--apply", "--reason", "expired", *args])
+    assert "1 deleted" in deleted.output, deleted.output
     purged = await invoke(main, ["purge", "--apply", "--reason", "expired", *args])
     assert "1 purged" in purged.output, purged.output
     shown = await invoke(main, ["retention", "show", *args, evidence_id])
