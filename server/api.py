@@ -12,8 +12,10 @@ from .auth import require
 from .catalog import evidence as evidence_db
 from .catalog import uploads as uploads_db
 from .catalog.uploads import Upload
-from .errors import NotFound
+from .errors import Gone, NotFound
 from .jobs.views import with_media
+from .retention import records as retention_records
+from .retention.purge import tombstone
 from .state import CATALOG
 
 READERS = ("uploader", "handler", "admin", "auditor")
@@ -60,8 +62,23 @@ async def _readable_evidence(request: web.Request) -> evidence_db.Evidence:
 
 
 async def get_evidence(request: web.Request) -> web.Response:
-    document = (await _readable_evidence(request)).to_json()
-    return web.json_response(await with_media(request.app[CATALOG].engine, document))
+    record = await _readable_evidence(request)
+    engine = request.app[CATALOG].engine
+    kept = await retention_records.get(engine, record.id)
+    if kept is not None and kept.state == "purged":
+        # The receipt stays available: it proves what existed; the tombstone says what became of it.
+        raise Gone(
+            f"evidence {record.id} was purged when its retention ended",
+            details={"tombstone": await tombstone(engine, record.id)},
+        )
+    document = record.to_json()
+    if kept is not None:
+        document["retention"] = {
+            "class": kept.class_name,
+            "retain_until": kept.to_json()["retain_until"],
+            "state": kept.state,
+        }
+    return web.json_response(await with_media(engine, document))
 
 
 async def get_receipt(request: web.Request) -> web.Response:

@@ -66,6 +66,12 @@ class Settings:
     webhook_attempts: int = 8
     webhook_backoff: int = 10
     webhook_timeout: int = 10
+    retention_default_class: str = ""
+    retention_grace_days: int = 0
+    purge_recovery_days: int = 30
+    forever_lock_days: int = 365
+    quota_uploader_bytes: int = 0
+    quota_site_bytes: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -86,6 +92,14 @@ class Settings:
         return self.data_dir / "store"
 
 
+# Retention and quota numbers: all zero or positive (quotas: 0 means no limit).
+_RETENTION_INTS = (
+    "retention_grace_days",
+    "purge_recovery_days",
+    "forever_lock_days",
+    "quota_uploader_bytes",
+    "quota_site_bytes",
+)
 _INT_FIELDS = {
     "port",
     "s3_part_size",
@@ -103,6 +117,7 @@ _INT_FIELDS = {
     "webhook_attempts",
     "webhook_backoff",
     "webhook_timeout",
+    *_RETENTION_INTS,
 }
 _TUPLE_FIELDS = {"digests", "cors_origins", "transcode_profiles", "trusted_proxies"}
 _BOOL_FIELDS = {"embedded_worker"}
@@ -234,6 +249,9 @@ def validate(settings: Settings) -> None:
         raise ConfigError("webhook_attempts/webhook_backoff: at least 1 attempt, backoff >= 0")
     if settings.webhook_timeout < 1:
         raise ConfigError("webhook_timeout: a positive number of seconds")
+    for name in _RETENTION_INTS:
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name}: must be zero or positive")
     try:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:

@@ -32,6 +32,7 @@ from .audit import log as audit
 from .audit.events import Event
 from .catalog.schema import evidence
 from .metrics import Metrics
+from .retention.records import purged_evidence
 
 log = logging.getLogger("avidence.scrub")
 
@@ -151,7 +152,8 @@ async def scrub(
     started = datetime.now(UTC)
     cutoff = started - older_than if older_than is not None else started
     stale = sa.or_(evidence.c.checked_at.is_(None), evidence.c.checked_at < cutoff)
-    query = sa.select(evidence).where(stale)
+    # Purged evidence has no bytes left to check; its tombstone holds the digests.
+    query = sa.select(evidence).where(stale, ~purged_evidence(evidence.c.id))
     if case_id is not None:
         query = query.where(evidence.c.case_id == case_id)
     query = query.order_by(

@@ -40,6 +40,15 @@ ACTIONS = (
     "webhook.created",
     "webhook.deleted",
     "webhook.replayed",
+    # retention, holds, purge, quotas (issue 9)
+    "retention.changed",
+    "hold.added",
+    "hold.removed",
+    "evidence.deleted",
+    "evidence.restored",
+    "evidence.purged",
+    "purge.blocked",
+    "quota.set",
 )
 
 

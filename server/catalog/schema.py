@@ -282,5 +282,75 @@ derivatives = Table(
     Column("created_at", UTCDateTime(), nullable=False),
 )
 
+# Retention (server/retention/): one row per evidence record, written when the record is made.
+# `retain_until` is None for classes kept forever. `state` moves active -> deleted (soft, still
+# restorable, bytes kept) -> purged (bytes gone); `purge_after` backs off a purge the store
+# refused (an S3 lock still running) so it is reported, not retried on every run.
+evidence_retention = Table(
+    "evidence_retention",
+    metadata,
+    Column("evidence_id", String(32), ForeignKey("evidence.id"), primary_key=True),
+    Column("class_name", String(64), nullable=False),
+    Column("retain_until", UTCDateTime()),
+    Column("lock_mode", String(16), nullable=False, default=""),
+    Column("locked_until", UTCDateTime()),
+    Column("state", String(16), nullable=False, default="active"),
+    Column("deleted_at", UTCDateTime()),
+    Column("purge_attempts", Integer(), nullable=False, default=0),
+    Column("purge_after", UTCDateTime()),
+    Column("purge_error", Text()),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_evidence_retention_state", "state", "retain_until"),
+)
+
+# Legal holds on a whole case or one evidence record; lifted holds stay as history.
+legal_holds = Table(
+    "legal_holds",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("scope", String(16), nullable=False),  # "case" or "evidence"
+    Column("target", String(128), nullable=False),
+    Column("reason", Text(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("released_at", UTCDateTime()),
+    Column("released_by", String(200)),
+    Column("release_reason", Text()),
+    Index("ix_legal_holds_scope", "scope", "target"),
+)
+
+# What remains of deleted evidence: enough to prove what existed, who deleted it, when and why.
+tombstones = Table(
+    "tombstones",
+    metadata,
+    Column("evidence_id", String(32), ForeignKey("evidence.id"), primary_key=True),
+    Column("case_id", String(128), nullable=False, index=True),
+    Column("item", String(128), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("size", BigInteger(), nullable=False),
+    Column("blake3", String(64), nullable=False),
+    Column("sha256", String(64)),
+    Column("sm3", String(64)),
+    Column("class_name", String(64), nullable=False),
+    Column("objects", JSON(), nullable=False),  # [{key, role, size, blake3, sha256}]
+    Column("deleted_by", String(200), nullable=False),
+    Column("deleted_at", UTCDateTime(), nullable=False),
+    Column("reason", Text(), nullable=False),
+    Column("restored_at", UTCDateTime()),
+    Column("restored_by", String(200)),
+    Column("purged_at", UTCDateTime()),
+)
+
+# Storage quotas: scope "site" (this whole server) or "token:<token id>"; NULL means no limit.
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("max_bytes", BigInteger()),
+    Column("max_upload", BigInteger()),
+    Column("updated_by", String(200), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
 # Agencies, cases, transfers and webhooks share this metadata (issue 7).
 from . import schema_exchange as _exchange  # noqa: E402,F401

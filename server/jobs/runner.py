@@ -34,6 +34,7 @@ from ..audit import log as audit
 from ..audit.events import Event
 from ..catalog import evidence as evidence_db
 from ..catalog.evidence import Evidence
+from ..retention import hooks as retention_hooks
 from . import outputs, queue, records
 from .queue import Job
 
@@ -246,6 +247,9 @@ async def _store(
             keys = [d.storage_key for d in made]
             await outputs.remove_leftovers(ctx.store, ctx.engine, staged=[], keys=keys)
         raise
+    await retention_hooks.derivatives_stored(
+        ctx.engine, ctx.store, evidence.id, [d.storage_key for d in made]
+    )
     for record in made:
         await _audit(
             ctx,

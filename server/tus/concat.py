@@ -17,8 +17,9 @@ from avidence.storage.digests import MultiDigest
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
 from ..errors import BadRequest, TooLarge
+from ..retention import hooks as retention_hooks
 from .context import TusContext
-from .finish import await_outcome, lock_original
+from .finish import await_outcome
 
 log = logging.getLogger("avidence.tus.concat")
 
@@ -67,7 +68,7 @@ async def join(ctx: TusContext, final: Upload, partials: list[Upload]) -> Upload
         await store.finish(target, size=offset)
     if digest.length == final.length:
         ctx.digests[final.id] = digest
-    await lock_original(ctx, final.storage_key)
+    await retention_hooks.lock_original(store, ctx.settings, final.storage_key, final.metadata)
     await uploads_db.update(ctx.engine, final.id, state="verifying", offset=final.length)
     for partial in partials:
         # consumed_by lets a client whose answer to the final POST was lost find its evidence.

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from avidence.storage import errors as store_errors
-from avidence.storage.base import Retainer, Target
+from avidence.storage.base import Target
 from avidence.storage.digests import MultiDigest, matches
 
 from .. import receipts, tokens
@@ -27,6 +27,7 @@ from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
 from ..errors import ApiError, Internal
 from ..jobs import queue as jobs_queue
+from ..retention import hooks as retention_hooks
 from .context import TusContext
 from .headers import DIGEST_KEYS
 
@@ -64,24 +65,11 @@ async def publish(ctx: TusContext, upload: Upload) -> None:
         if info.size != upload.length:
             raise
     if upload.concat != "partial":
-        await lock_original(ctx, upload.storage_key)
+        await retention_hooks.lock_original(
+            ctx.store, ctx.settings, upload.storage_key, upload.metadata
+        )
     next_state = "complete" if upload.concat == "partial" else "verifying"
     await uploads_db.update(ctx.engine, upload.id, state=next_state, offset=upload.length)
-
-
-async def lock_original(ctx: TusContext, key: str) -> None:
-    """Write-once at the storage layer too: Object Lock retention on buckets that support it."""
-    settings, store = ctx.settings, ctx.store
-    mode = settings.object_lock_mode.upper()
-    if not mode or settings.object_lock_days <= 0 or not isinstance(store, Retainer):
-        return
-    if not (await store.lock_support()).object_lock:
-        return
-    until = datetime.now(UTC) + timedelta(days=settings.object_lock_days)
-    await store.set_retention(
-        key, until=until, mode="COMPLIANCE" if mode == "COMPLIANCE" else "GOVERNANCE"
-    )
-    log.info("original.locked key=%s mode=%s until=%s", key, mode, until.isoformat())
 
 
 async def verify(ctx: TusContext, upload_id: str) -> Upload:
@@ -141,6 +129,13 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
         async with ctx.engine.begin() as conn:
             uploader_name = await tokens.name_of(conn, upload.uploader)
             await evidence_db.insert(conn, record)
+            await retention_hooks.classify_new(
+                conn,
+                ctx.settings,
+                evidence_id=record.id,
+                metadata=record.metadata,
+                received_at=now,
+            )
             await receipts.issue(conn, ctx.signer, record, uploader_name=uploader_name)
             await conn.execute(
                 uploads_db.uploads.update()
@@ -150,6 +145,7 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
             await jobs_queue.enqueue(conn, record.id, kind="analyse")  # probe, continuity, copies
             await cases_db.attach(conn, case_id=case, evidence_id=record.id)
         ctx.metrics.uploads_finished.labels("evidence").inc()
+        await retention_hooks.evidence_created(ctx.engine, ctx.store, record.id)
         await audit.append(
             ctx.engine,
             Event(

@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..kinds import KINDS
 from ..kinds.check import check_kind
+from ..retention import quotas
 from ..tokens import Principal
 from . import concat, headers
 from .context import TusContext
@@ -144,6 +145,10 @@ class TusHandlers:
         if is_final:
             length = sum(p.length or 0 for p in partials)
 
+        if not is_final:  # a final upload's bytes are its partials', counted already
+            await quotas.check(
+                ctx.engine, ctx.settings, uploader=principal.token_id, length=length or 0
+            )
         upload_id = secrets.token_hex(16)
         key = f"{'partials' if partial else 'originals'}/{upload_id}"
         handle = "" if is_final else (await ctx.store.create(key)).handle
