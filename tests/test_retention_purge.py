@@ -21,6 +21,7 @@ from avidence.server.scrub import scrub
 from avidence.storage import errors as store_errors
 from avidence.storage.local import LocalStore
 
+from support.agencies import TwoAgencies
 from support.retention import (
     audit_count,
     clock,
@@ -174,7 +175,7 @@ async def test_expiry_soft_deletes_restore_undoes_recovery_end_purges(rapi: Api)
     gone = await api.client.get(f"/api/evidence/{evidence_id}", headers=api.auth())
     assert gone.status == 410
     body = (await gone.json())["error"]
-    assert body["tombstone"]["blake3"] == stone["blake3"]
+    assert body["details"]["tombstone"]["blake3"] == stone["blake3"]
     receipt = await api.client.get(f"/api/evidence/{evidence_id}/receipt", headers=api.auth())
     assert receipt.status == 200  # the receipt still proves what existed
     report = await scrub(engine, api.store, actor="test")
@@ -361,3 +362,24 @@ async def test_cli_holds_and_purges_with_a_zero_day_class(rapi: Api, tmp_path: P
     assert '"state": "purged"' in shown.output
     classes = await invoke(main, ["retention", "classes", *args])
     assert "zero\t0 days\tlock=none (default)" in classes.output
+
+
+async def test_storage_administration_is_refused_to_other_agencies_admins(
+    agencies: TwoAgencies,
+) -> None:
+    api, court = agencies.api, agencies.court
+    for method, path, body in [
+        ("GET", "/api/admin/usage", None),
+        ("GET", "/api/admin/holds", None),
+        ("GET", "/api/admin/purge", None),
+        ("POST", "/api/admin/purge", {"reason": "r"}),
+        ("POST", "/api/admin/holds", {"scope": "case", "target": "C-1", "reason": "r"}),
+        ("PUT", "/api/admin/quotas/site", {"max_bytes": 1}),
+    ]:
+        for role in ("admin", "auditor"):
+            response = await api.client.request(method, path, json=body, headers=court.auth(role))
+            assert response.status == 403, (method, path, role)
+            assert (await response.json())["error"]["code"] == "forbidden"
+    # The site's own admin is not affected.
+    response = await api.client.get("/api/admin/usage", headers=api.auth(api.admin))
+    assert response.status == 200

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 ANY = ("uploader", "handler", "admin", "auditor")
 HANDLERS = ("handler", "admin")
+SITE_READERS = ("admin", "auditor")
 
 
 @dataclass(slots=True, frozen=True)
@@ -100,4 +101,28 @@ OPERATIONS: tuple[Op, ...] = (
        ("admin", "auditor"), answer="Deliveries"),
     Op("POST", "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/replay", "webhooks",
        "Send a delivery again", ("admin",), status=202),
+    # Storage administration: the site operator's agency only (server/retention/api.py).
+    Op("GET", "/api/admin/retention", "retention", "Retention classes, rules and what the "
+       "store can lock", SITE_READERS),
+    Op("GET", "/api/admin/evidence/{evidence_id}/retention", "retention", "A record's class, "
+       "retain-until, lock, holds and tombstone", SITE_READERS),
+    Op("PUT", "/api/admin/evidence/{evidence_id}/retention", "retention", "Change a record's "
+       "class (upward; `override` to lower)", ("admin",)),
+    Op("POST", "/api/admin/evidence/{evidence_id}/restore", "retention", "Restore a deleted "
+       "record within its recovery period", ("admin",)),
+    Op("GET", "/api/admin/holds", "retention", "Legal holds (?all=1 with lifted ones)",
+       SITE_READERS),
+    Op("POST", "/api/admin/holds", "retention", "Place a legal hold on a case or an item",
+       ("admin",), status=201),
+    Op("POST", "/api/admin/holds/{hold_id}/release", "retention", "Lift a legal hold",
+       ("admin",)),
+    Op("GET", "/api/admin/purge", "retention", "What a purge would do now (dry run)",
+       SITE_READERS),
+    Op("POST", "/api/admin/purge", "retention", "Soft-delete what is due, hard-delete what "
+       "is past recovery", ("admin",)),
+    Op("GET", "/api/admin/usage", "retention", "Bytes and counts by case, class, uploader, "
+       "store; growth per day; abandoned uploads", SITE_READERS),
+    Op("GET", "/api/admin/quotas", "retention", "Quotas per uploader token and site",
+       SITE_READERS),
+    Op("PUT", "/api/admin/quotas/{scope}", "retention", "Set or clear a quota", ("admin",)),
 )  # fmt: skip

@@ -17,8 +17,10 @@ from avidence.storage.base import LockSupport
 
 from ..auth import require
 from ..catalog import evidence as evidence_db
-from ..errors import BadRequest, Conflict, NotFound
+from ..catalog.schema_exchange import DEFAULT_AGENCY
+from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..state import CATALOG, SETTINGS, STORE
+from ..tokens import Principal
 from . import changes, holds, locks, purge, quotas, records, usage
 from .classes import Policy, load_policy
 
@@ -33,6 +35,16 @@ class Detected:
     """What the store can lock, filled in at start-up (the app is frozen by then)."""
 
     support: LockSupport = field(default_factory=lambda: LockSupport(object_lock=False))
+
+
+async def require_site(request: web.Request, *roles: str) -> Principal:
+    """Storage administration is the site operator's: admins and auditors of the site's own
+    (default) agency. Another agency's admin must not hold, purge or re-class evidence of
+    agencies it cannot see, nor read site-wide usage."""
+    principal = await require(request, *roles)
+    if principal.agency_id != DEFAULT_AGENCY:
+        raise Forbidden("storage administration is for the site operator's agency")
+    return principal
 
 
 POLICY = web.AppKey("retention_policy", Policy)
@@ -66,7 +78,7 @@ def _size(body: dict[str, Any], name: str) -> int | None:
 
 
 async def get_policy(request: web.Request) -> web.Response:
-    await require(request, *READERS)
+    await require_site(request, *READERS)
     policy, support = request.app[POLICY], request.app[LOCKS].support
     return web.json_response(
         {
@@ -85,7 +97,7 @@ async def get_policy(request: web.Request) -> web.Response:
 
 
 async def get_retention(request: web.Request) -> web.Response:
-    await require(request, *READERS)
+    await require_site(request, *READERS)
     engine, evidence_id = request.app[CATALOG].engine, request.match_info["evidence_id"]
     await records.backfill(engine, request.app[POLICY], now=records.utcnow())
     current = await records.get(engine, evidence_id)
@@ -108,7 +120,7 @@ async def get_retention(request: web.Request) -> web.Response:
 
 
 async def put_retention(request: web.Request) -> web.Response:
-    principal = await require(request, *ADMIN)
+    principal = await require_site(request, *ADMIN)
     body = await _body(request)
     override = body.get("override", False)
     if not isinstance(override, bool):
@@ -132,14 +144,14 @@ async def put_retention(request: web.Request) -> web.Response:
 
 
 async def get_holds(request: web.Request) -> web.Response:
-    await require(request, *READERS)
+    await require_site(request, *READERS)
     everything = request.query.get("all", "") in ("1", "true", "yes")
     found = await holds.listing(request.app[CATALOG].engine, include_released=everything)
     return web.json_response({"holds": [h.to_json() for h in found]})
 
 
 async def post_hold(request: web.Request) -> web.Response:
-    principal = await require(request, *ADMIN)
+    principal = await require_site(request, *ADMIN)
     body = await _body(request)
     try:
         hold = await holds.add(
@@ -156,7 +168,7 @@ async def post_hold(request: web.Request) -> web.Response:
 
 
 async def release_hold(request: web.Request) -> web.Response:
-    principal = await require(request, *ADMIN)
+    principal = await require_site(request, *ADMIN)
     body = await _body(request)
     try:
         hold = await holds.remove(
@@ -173,13 +185,13 @@ async def release_hold(request: web.Request) -> web.Response:
 
 async def get_purge(request: web.Request) -> web.Response:
     """The dry run: what a purge would delete and purge now, and what holds or locks keep."""
-    await require(request, *READERS)
+    await require_site(request, *READERS)
     planned = await purge.plan(request.app[CATALOG].engine, request.app[POLICY])
     return web.json_response(planned.to_json())
 
 
 async def post_purge(request: web.Request) -> web.Response:
-    principal = await require(request, *ADMIN)
+    principal = await require_site(request, *ADMIN)
     body = await _body(request)
     outcomes = await purge.apply(
         request.app[CATALOG].engine,
@@ -192,7 +204,7 @@ async def post_purge(request: web.Request) -> web.Response:
 
 
 async def post_restore(request: web.Request) -> web.Response:
-    principal = await require(request, *ADMIN)
+    principal = await require_site(request, *ADMIN)
     body = await _body(request)
     try:
         restored = await purge.restore(
@@ -208,7 +220,7 @@ async def post_restore(request: web.Request) -> web.Response:
 
 
 async def get_usage(request: web.Request) -> web.Response:
-    await require(request, *READERS)
+    await require_site(request, *READERS)
     raw = request.query.get("days", "30")
     if not raw.isdigit() or not 1 <= int(raw) <= 366:
         raise BadRequest("days: a whole number from 1 to 366")
@@ -218,13 +230,13 @@ async def get_usage(request: web.Request) -> web.Response:
 
 
 async def get_quotas(request: web.Request) -> web.Response:
-    await require(request, *READERS)
+    await require_site(request, *READERS)
     listed = await quotas.listing(request.app[CATALOG].engine, request.app[SETTINGS])
     return web.json_response({"quotas": listed})
 
 
 async def put_quota(request: web.Request) -> web.Response:
-    principal = await require(request, *ADMIN)
+    principal = await require_site(request, *ADMIN)
     body = await _body(request)
     try:
         limit = await quotas.set_limit(

@@ -81,9 +81,22 @@ def policy_of(api: Api) -> Policy:
     return load_policy(api.settings)
 
 
+# The elements the built-in `interrogation` kind requires (server/kinds/builtin.py).
+INTERROGATION = {
+    "subject": "Zhang San",
+    "interviewers": "Wang Wu, Zhao Liu",
+    "room": "R-3",
+    "start": "2026-03-01T09:30:00+08:00",
+    "end": "2026-03-01T11:05:00+08:00",
+}
+
+
 async def upload(api: Api, data: bytes, *, token: str | None = None, **fields: str) -> str:
-    """Upload `data` with creation-with-upload and the given metadata; the evidence id."""
+    """Upload `data` with creation-with-upload and the given metadata; the evidence id.
+    An interrogation recording gets the elements its kind requires unless given."""
     fields.setdefault("case", "R-1")
+    if fields.get("kind") == "interrogation":
+        fields = {**INTERROGATION, **fields}
     headers = {
         **api.auth(token),
         "Upload-Length": str(len(data)),
