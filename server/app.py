@@ -14,7 +14,7 @@ from aiohttp import web
 from avidence import __version__
 from avidence.storage.base import Store
 
-from . import api, health, scrub, tickets
+from . import api, health, scrub, tickets, uploadpage
 from .audit import log as audit
 from .catalog.db import Catalog
 from .config import Settings
@@ -58,6 +58,7 @@ def create_app(
     api.setup(app)
     embedded_worker.setup(app)  # starts after the catalog and store open, stops before they close
     tickets.setup(app)
+    uploadpage.setup(app)
     return app
 
 
