@@ -58,6 +58,7 @@ test: lint node-deps
 ## Benchmarks (minutes; print ratios against the peers measured in the same run).
 bench: install-dev node-deps
 	$(BIN)/python bench/upload.py
+	$(BIN)/python bench/client.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/transcode.py
 
