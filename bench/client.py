@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from measure import CpuMeter, DataFiles, MiB, human, parse_size, wait_quiet
 from results import Result
 from servers import ROOT, AvidenceServer, SeaweedServer, start_seaweed
 
-from support.proxy import fault_proxy
+from support.proxy import fault_proxy, sigkill_after
 
 BIN = Path(sys.executable).parent
 TUSPY_CHUNK = 64 * MiB
@@ -169,17 +168,7 @@ def resume_loss(client: str, server: AvidenceServer, path: Path, tmp: Path) -> R
         child = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
         )
-        try:
-            deadline = time.monotonic() + RUN_TIMEOUT
-            while proxy.bytes_up < KILL_AT * size:
-                if child.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{client} ended before {KILL_AT:.0%} was sent")
-                time.sleep(0.005)
-            child.send_signal(signal.SIGKILL)
-        finally:
-            child.kill()
-            child.wait(timeout=30)
-        before = proxy.bytes_up
+        before = sigkill_after(child, proxy, sent=KILL_AT * size, timeout=RUN_TIMEOUT)
         rerun = subprocess.run(argv, capture_output=True, env=env, timeout=RUN_TIMEOUT)
         if rerun.returncode != 0:
             raise RuntimeError(f"{client} resume failed: {rerun.stdout[-400:]!r}")

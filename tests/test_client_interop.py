@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import blake3
 import pytest
 
 from support.files import random_file
-from support.proxy import fault_proxy
+from support.proxy import fault_proxy, sigkill_after
 from support.tusnode import NodePeer
 
 MiB = 1024 * 1024
@@ -117,17 +115,7 @@ def test_killed_upload_to_plain_tus_server_resumes_from_its_offset(
             stderr=subprocess.PIPE,
             env=client_env(tmp_path),
         )
-        try:
-            deadline = time.monotonic() + 30
-            while proxy.bytes_up < 0.3 * size:
-                assert time.monotonic() < deadline, "the upload made no progress"
-                assert child.poll() is None, child.communicate()
-                time.sleep(0.05)
-            child.send_signal(signal.SIGKILL)
-        finally:
-            child.kill()
-            child.communicate()
-        first_run = proxy.bytes_up
+        first_run = sigkill_after(child, proxy, sent=0.3 * size)
         assert first_run < 0.6 * size
         proxy.rate = None
         result = subprocess.run(
