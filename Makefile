@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev system-deps lint bench clean
+.PHONY: run test install install-dev system-deps node-deps lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,20 +35,30 @@ system-deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
+# @tus/server (Node) as a peer tus server for the interop tests and the benchmarks, pinned by
+# tests/node/package-lock.json. Without npm the interop tests skip (and fail under CI=true).
+NODE_DIR := tests/node
+node-deps: $(NODE_DIR)/node_modules/.installed
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(NODE_DIR) && npm ci --no-audit --no-fund --silent && touch node_modules/.installed; \
+	else echo "npm is missing: the @tus/server interop tests will be skipped"; fi
+
 ## Start the server on the embedded default (local folder + SQLite in ./data): it prints an
 ## uploader token, the upload endpoint and a ticket link to watch a demo recording.
 run: install
 	$(BIN)/avidence-server serve --data-dir $(DATA) --demo
 
 ## Lint, type-check, then run the whole test suite (SeaweedFS, PostgreSQL, ffmpeg, Chromium are real).
-test: lint
+test: lint node-deps
 	$(BIN)/pytest
 
 # mypy needs the installed package names (avidence.server ...): type-check through a link tree.
 ## Benchmarks (minutes; print ratios against the peers measured in the same run).
-bench: install-dev
-	cd bench && npm install --no-audit --no-fund --silent
+bench: install-dev node-deps
 	$(BIN)/python bench/upload.py
+	$(BIN)/python bench/client.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/transcode.py
 

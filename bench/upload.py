@@ -4,7 +4,7 @@
                                      [--concurrent 16x256MiB] [--repeat 3] [--quick]
 
 Everything runs on 127.0.0.1: one SeaweedFS (the S3 server), avidence over S3 and over a local
-folder, and @tus/server (Node) over @tus/s3-store and @tus/file-store (`npm install` in bench/
+folder, and @tus/server (Node) over @tus/s3-store and @tus/file-store (`make node-deps`
 first; a missing peer is skipped with the reason). It prints MB/s (decimal, 10^6 bytes/s) and
 ratios measured in this same run; it asserts nothing about absolute times. The targets at the
 end are the project's goals, reported as met or missed. See docs/benchmarks.md.

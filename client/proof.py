@@ -141,7 +141,12 @@ async def prove_single(tus: TusClient, *, url: str, size: int, digests: dict[str
     ones it computed, where it publishes them; otherwise the upload stays unverified."""
     status, document = await tus.get_json(f"/api/uploads/{upload_id(url)}")
     if status != 200 or not isinstance(document, dict) or not document.get("digests"):
-        return Proof("none", False, "uploaded, but this tus server publishes no digests to check")
+        return Proof(
+            "none",
+            False,
+            "uploaded, but this tus server publishes no digests or signed receipt to check "
+            "the copy against: not verified",
+        )
     compare(
         what="the server's digests",
         local={**digests, "size": size},

@@ -14,7 +14,7 @@ from aiohttp import web
 from avidence import __version__
 from avidence.storage.base import Store
 
-from . import api, health, kinds, retention, scrub, tickets
+from . import api, health, kinds, retention, scrub, tickets, uploadpage
 from .audit import log as audit
 from .cases import api as cases_api
 from .catalog.db import Catalog
@@ -68,6 +68,7 @@ def create_app(
     webhooks_api.setup(app)  # its dispatcher starts after the catalog opens
     openapi.setup(app)
     retention.setup(app)  # admin API; reports the store's locks after it opens
+    uploadpage.setup(app)
     return app
 
 

@@ -7,7 +7,6 @@ import asyncio
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from avidence.client.tus import RetryPolicy, ServerCaps, TusClient
 from avidence.client.upload import Uploader, UploadOptions
 
 from support.files import get_json, random_file
-from support.proxy import fault_proxy
+from support.proxy import fault_proxy, sigkill_after
 from support.servers import ServerProcess, free_port
 
 MiB = 1024 * 1024
@@ -135,17 +134,7 @@ def test_resume_after_the_client_is_killed_resends_at_most_a_chunk_per_part(
             stderr=subprocess.PIPE,
             env=client_env(tmp_path),
         )
-        try:
-            deadline = time.monotonic() + 30
-            while proxy.bytes_up < 0.3 * size:
-                assert time.monotonic() < deadline, "the upload made no progress"
-                assert child.poll() is None, child.communicate()
-                time.sleep(0.05)
-            child.send_signal(signal.SIGKILL)
-        finally:
-            child.kill()
-            child.communicate()
-        first_run = proxy.bytes_up
+        first_run = sigkill_after(child, proxy, sent=0.3 * size)
         assert first_run < 0.6 * size
         proxy.rate = None
         result = run_avidence(tmp_path, *args)

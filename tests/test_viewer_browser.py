@@ -9,43 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
+from support.browser import CHROMIUM_ARGS, chromium
 from support.servers import ServerProcess, metadata
 
 BIN = Path(sys.executable).parent
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
-
-
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        reason = "chromium is not installed (`make test` installs Debian's chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        reason = "the playwright package is missing (pip install -e '.[dev]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
 
 
 async def upload(server: ServerProcess, token: str, clip: Path) -> str:

@@ -8,7 +8,7 @@ protected by an access code, and every use is on the audit log.
 Modules: `records` (catalog rows), `issue` (issue and revoke, audited), `codes` (access codes),
 `seals` (signed cookie and view grants), `limits` (rate limits), `views` (view sessions and
 stream re-checks), `runtime` (shared state, ticket resolution, security headers), `viewer` (the
-page), `serving` (media, downloads, receipts, assets), `pages` and `i18n` (HTML, zh/en), `api`
+page), `serving` (media, downloads, receipts), `pages` and `i18n` (HTML, zh/en), `api`
 (JSON API), `cli` (`avidence-server ticket ...`).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..assets import assets_handler, load_assets
 from . import api, runtime, serving, viewer
 from .issue import issue_ticket, link, parse_expiry, revoke_ticket
 
@@ -34,7 +35,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get(token + "/media/{evidence_id}", serving.media)
     app.router.add_get(token + "/download/{evidence_id}", serving.download)
     app.router.add_get(token + "/receipt/{evidence_id}", serving.receipt)
-    app.router.add_get("/viewer/{name}", serving.assets_handler(serving.load_assets()))
+    viewer_assets = load_assets("avidence.server.viewer", ("viewer.css", "viewer.js"))
+    app.router.add_get("/viewer/{name}", assets_handler(viewer_assets))
     app.router.add_post("/api/tickets", api.create)
     app.router.add_get("/api/tickets", api.listing)
     app.router.add_get("/api/tickets/{ticket_id}", api.show)

@@ -49,6 +49,16 @@ def pick(request: web.BaseRequest) -> str:
     return _accept_language(request.headers.get("Accept-Language", "")) or DEFAULT
 
 
-def text(lang: str, key: str, **values: object) -> str:
-    words = MESSAGES.get(lang, MESSAGES[DEFAULT])
+def text(
+    lang: str, key: str, *, table: dict[str, dict[str, str]] = MESSAGES, **values: object
+) -> str:
+    """The word `key` in `lang` from `table` (the viewer's, or another page's of the same shape)."""
+    words = table.get(lang, table[DEFAULT])
     return words[key].format(**values) if values else words[key]
+
+
+def remember(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Keep a `?lang=` choice in a cookie, so the next page comes in the same language."""
+    chosen = request.query.get("lang")
+    if chosen in LANGS:
+        response.set_cookie(COOKIE, chosen, path="/", max_age=365 * 86400, samesite="Lax")

@@ -1,4 +1,4 @@
-"""Bytes behind a ticket: ranged media for the player, downloads, receipts, the page's assets.
+"""Bytes behind a ticket: ranged media for the player, downloads, receipts.
 
 Every request names the token in its path and, for a code-protected ticket, carries the access
 cookie; media requests also carry the grant of a counted view, so no byte is served outside a
@@ -8,12 +8,8 @@ revoked or expires.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from importlib import resources
 
 from aiohttp import web
 
@@ -189,35 +185,3 @@ async def receipt(request: web.Request) -> web.Response:
 
 def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2)
-
-
-@dataclass(slots=True, frozen=True)
-class Asset:
-    body: bytes
-    content_type: str
-    etag: str
-
-
-def load_assets() -> dict[str, Asset]:
-    """The page's CSS and JS, read once from the package."""
-    folder = resources.files("avidence.server.viewer")
-    assets = {}
-    for name, kind in (("viewer.css", "text/css"), ("viewer.js", "text/javascript")):
-        body = folder.joinpath(name).read_bytes()
-        assets[name] = Asset(body, kind, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
-    return assets
-
-
-def assets_handler(assets: dict[str, Asset]) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handle(request: web.Request) -> web.Response:
-        asset = assets.get(request.match_info["name"])
-        if asset is None:
-            raise NotFound()
-        headers = {"ETag": asset.etag, "Cache-Control": "no-cache"}
-        if request.headers.get("If-None-Match") == asset.etag:
-            return web.Response(status=304, headers=headers)
-        return web.Response(
-            body=asset.body, content_type=asset.content_type, charset="utf-8", headers=headers
-        )
-
-    return handle

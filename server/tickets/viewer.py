@@ -39,9 +39,7 @@ def _html(request: web.Request, body: str, *, status: int = 200, **headers: str)
     response = web.Response(
         status=status, text=body, content_type="text/html", charset="utf-8", headers=headers
     )
-    chosen = request.query.get("lang")
-    if chosen in i18n.LANGS:
-        response.set_cookie(i18n.COOKIE, chosen, path="/", max_age=365 * 86400, samesite="Lax")
+    i18n.remember(request, response)
     return response
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -165,3 +168,23 @@ def fault_proxy(target_port: int, **settings: object) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.stop()
+
+
+def sigkill_after(
+    child: subprocess.Popen[bytes], proxy: FaultProxy, *, sent: float, timeout: float = 30.0
+) -> int:
+    """SIGKILL `child` (a crash: no clean-up runs) once `sent` bytes went up through `proxy`;
+    fail if it ends or stalls before. Returns the bytes that went up before the kill."""
+    deadline = time.monotonic() + timeout
+    try:
+        while proxy.bytes_up < sent:
+            if child.poll() is not None:
+                raise AssertionError(f"the client ended first: {child.communicate()}")
+            if time.monotonic() > deadline:
+                raise AssertionError("the upload made no progress")
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.communicate()
+    return proxy.bytes_up

@@ -1,4 +1,4 @@
-// A peer tus server for bench/upload.py: @tus/server over @tus/file-store or @tus/s3-store.
+// A peer tus server for the interop tests and bench/: @tus/server over @tus/file-store or @tus/s3-store.
 //
 //   node tus-node-server.mjs --port P --store file --dir DIR
 //   node tus-node-server.mjs --port P --store s3 --endpoint URL --bucket NAME [--part-size BYTES]
