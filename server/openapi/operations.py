@@ -92,6 +92,10 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/t/{token}/receipt/{evidence_id}", "viewer", "The item's signed receipt",
        answer="Signed"),
     Op("GET", "/viewer/{name}", "viewer", "Viewer assets (script, style)", media="text/plain"),
+    Op("GET", "/upload", "upload", "Browser upload page (drag and drop, resumable; the "
+       "uploader token is entered in the page)", media="text/html"),
+    Op("GET", "/upload/{name}", "upload", "Upload page assets (tus-js-client, script, style)",
+       media="text/plain"),
     Op("POST", "/api/webhooks", "webhooks", "Register a webhook; the secret is shown once",
        ("admin",), "WebhookCreate", 201, "WebhookCreated"),
     Op("GET", "/api/webhooks", "webhooks", "The agency's webhooks", ("admin", "auditor")),
