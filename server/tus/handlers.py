@@ -16,6 +16,7 @@ from ..audit.events import Event
 from ..auth import require
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
+from ..drain import RETRY_AFTER, ShuttingDown
 from ..errors import (
     BadRequest,
     Conflict,
@@ -24,6 +25,7 @@ from ..errors import (
     MethodNotAllowed,
     NotFound,
     PreconditionFailed,
+    ServiceUnavailable,
     TooLarge,
     UnsupportedMediaType,
 )
@@ -280,6 +282,12 @@ class TusHandlers:
             )
         except TimeoutError:
             raise BadRequest("the request body stalled; resume from HEAD") from None
+        except ShuttingDown:
+            # The session recorded the durable offset before this surfaced: a checkpoint.
+            raise ServiceUnavailable(
+                "the server is shutting down; the upload was checkpointed, resume from HEAD",
+                headers={"Retry-After": str(RETRY_AFTER), "Connection": "close"},
+            ) from None
         except (ConnectionError, aiohttp.ClientPayloadError) as exc:
             raise BadRequest(
                 f"the connection broke ({type(exc).__name__}); resume from HEAD"
