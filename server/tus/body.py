@@ -17,6 +17,9 @@ from .headers import Checksum
 BLOCK = 1024 * 1024
 # Checksummed bodies up to this size stay in memory while they are verified; larger ones spill.
 SPOOL_MEMORY = 8 * 1024 * 1024
+# A body must bring at least this much in every `read_timeout` window: a client dripping a byte
+# a second never lets a read stall, yet would hold the upload and a connection forever.
+MIN_BYTES_PER_WINDOW = 1024
 
 
 class BodyTooLong(TooLarge):  # type: ignore[misc, valid-type]
@@ -28,11 +31,14 @@ async def blocks(
 ) -> AsyncIterator[bytes]:
     """Yield the body in blocks of about `block` bytes, at most `limit` bytes in all.
 
-    A read that stalls for `read_timeout` seconds ends the body with TimeoutError, so a dead
+    A read that stalls for `read_timeout` seconds, or a window of that length bringing fewer
+    than MIN_BYTES_PER_WINDOW bytes, ends the body with TimeoutError, so a dead or dripping
     client cannot hold an upload; bytes past `limit` raise BodyTooLong after the allowed ones
     were yielded."""
     buffer = bytearray()
     total = 0
+    loop = asyncio.get_running_loop()
+    window_start, window_bytes = loop.time(), 0
     while True:
         async with asyncio.timeout(read_timeout):
             chunk = await content.readany()
@@ -45,6 +51,12 @@ async def blocks(
                 yield bytes(buffer)
             raise BodyTooLong("the body is longer than the upload's remaining length")
         buffer += chunk
+        window_bytes += len(chunk)
+        if loop.time() - window_start >= read_timeout:
+            if window_bytes < MIN_BYTES_PER_WINDOW:
+                yield bytes(buffer)  # keep what arrived, as for a stall
+                raise TimeoutError("the body arrives slower than the minimum rate")
+            window_start, window_bytes = loop.time(), 0
         if len(buffer) >= block:
             total += len(buffer)
             yield bytes(buffer)
