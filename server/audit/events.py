@@ -30,6 +30,7 @@ ACTIONS = (
     "ticket.downloaded",
     "ticket.revoked",
     "ticket.code_failed",
+    "ticket.probing",
 )
 
 
