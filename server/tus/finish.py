@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from avidence.storage import errors as store_errors
 from avidence.storage.base import Retainer, Target
 from avidence.storage.digests import MultiDigest, matches
 
-from .. import receipts, tokens
+from .. import clock, receipts, tokens
 from ..audit import log as audit
 from ..audit.events import Event
 from ..catalog import evidence as evidence_db
@@ -76,7 +76,7 @@ async def lock_original(ctx: TusContext, key: str) -> None:
         return
     if not (await store.lock_support()).object_lock:
         return
-    until = datetime.now(UTC) + timedelta(days=settings.object_lock_days)
+    until = clock.now() + timedelta(days=settings.object_lock_days)
     await store.set_retention(
         key, until=until, mode="COMPLIANCE" if mode == "COMPLIANCE" else "GOVERNANCE"
     )
@@ -97,7 +97,7 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
         computed = await rehash(ctx, upload.storage_key)
     declared = {k: upload.metadata[k] for k in DIGEST_KEYS if k in upload.metadata}
     bad = matches(declared, computed)
-    now = datetime.now(UTC)
+    now = clock.now()
     if bad:
         ctx.metrics.integrity_failures.labels("declared_digest").inc()
         ctx.metrics.uploads_finished.labels("quarantined").inc()

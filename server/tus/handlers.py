@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.utils import format_datetime
 
 import aiohttp
 from aiohttp import web
 
+from .. import clock
 from ..audit import log as audit
 from ..audit.events import Event
 from ..auth import require
@@ -89,7 +90,7 @@ class TusHandlers:
         if upload.state == "expired" or (
             upload.state == "receiving"
             and upload.expires_at is not None
-            and upload.expires_at < datetime.now(UTC)
+            and upload.expires_at < clock.now()
         ):
             raise Gone("the upload expired")
         return upload
@@ -142,7 +143,7 @@ class TusHandlers:
         upload_id = secrets.token_hex(16)
         key = f"{'partials' if partial else 'originals'}/{upload_id}"
         handle = "" if is_final else (await ctx.store.create(key)).handle
-        now = datetime.now(UTC)
+        now = clock.now()
         upload = Upload(
             id=upload_id,
             state="receiving",

@@ -16,11 +16,12 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .. import clock
 from ..catalog.schema import uploads
 from ..errors import Locked
 
@@ -78,7 +79,7 @@ class Lease:
                 renewed = await conn.execute(
                     uploads.update()
                     .where(uploads.c.id == self.upload_id, uploads.c.lock_owner == owner)
-                    .values(lock_until=datetime.now(UTC) + self.locks.lease)
+                    .values(lock_until=clock.now() + self.locks.lease)
                 )
                 wanted = (
                     await conn.execute(
@@ -129,7 +130,7 @@ class UploadLocks:
         deadline = loop.time() + (wait if wait is not None else self.lease.total_seconds() + 3)
         asked = False
         while True:
-            now = datetime.now(UTC)
+            now = clock.now()
             async with self.engine.begin() as conn:
                 taken = await conn.execute(
                     uploads.update()
