@@ -25,7 +25,7 @@ log = logging.getLogger("avidence.server.drain")
 RETRY_AFTER = 5
 
 
-class ShuttingDown(ConnectionError):
+class ShuttingDown(Exception):
     """Set on request bodies still being read when the grace period ends."""
 
 

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from aiohttp import StreamReader
+from aiohttp import ClientPayloadError, StreamReader
 
 from avidence.storage.digests import Hasher, new_hasher
 
@@ -20,6 +20,11 @@ SPOOL_MEMORY = 8 * 1024 * 1024
 # A body must bring at least this much in every `read_timeout` window: a client dripping a byte
 # a second never lets a read stall, yet would hold the upload and a connection forever.
 MIN_BYTES_PER_WINDOW = 1024
+
+
+class ClientGone(Exception):
+    """The client's connection broke mid-body; unlike a lost catalog or store connection,
+    this is the client's to retry."""
 
 
 class BodyTooLong(TooLarge):  # type: ignore[misc, valid-type]
@@ -40,8 +45,11 @@ async def blocks(
     loop = asyncio.get_running_loop()
     window_start, window_bytes = loop.time(), 0
     while True:
-        async with asyncio.timeout(read_timeout):
-            chunk = await content.readany()
+        try:
+            async with asyncio.timeout(read_timeout):
+                chunk = await content.readany()
+        except (ConnectionError, ClientPayloadError) as exc:
+            raise ClientGone(type(exc).__name__) from exc
         if not chunk:
             break
         if total + len(buffer) + len(chunk) > limit:

@@ -8,7 +8,6 @@ import secrets
 from datetime import timedelta
 from email.utils import format_datetime
 
-import aiohttp
 from aiohttp import web
 
 from .. import clock
@@ -32,6 +31,7 @@ from ..errors import (
 )
 from ..tokens import Principal
 from . import concat, headers
+from .body import ClientGone
 from .context import TusContext
 from .discard import DISCARDABLE, discard
 from .headers import OFFSET_CONTENT_TYPE, TUS_VERSION, header
@@ -289,10 +289,8 @@ class TusHandlers:
                 "the server is shutting down; the upload was checkpointed, resume from HEAD",
                 headers={"Retry-After": str(RETRY_AFTER), "Connection": "close"},
             ) from None
-        except (ConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise BadRequest(
-                f"the connection broke ({type(exc).__name__}); resume from HEAD"
-            ) from None
+        except ClientGone as exc:
+            raise BadRequest(f"the connection broke ({exc}); resume from HEAD") from None
         finally:
             await lease.release()
 
