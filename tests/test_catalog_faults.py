@@ -10,11 +10,9 @@ import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import blake3
-
 from avidence.storage.local import LocalStore
 
-from support.audit import assert_chain_valid
+from support.integrity import assert_chain_valid, assert_evidence_intact
 from support.proxy import fault_proxy
 from support.servers import make_api, metadata
 
@@ -92,10 +90,7 @@ async def test_postgres_cut_mid_patch_then_upload_resumes_and_finishes(
             )
             assert rest.status == 204, await rest.text()
             evidence_id = rest.headers["Avidence-Evidence-Id"]
-            for evidence, expected in ((evidence_id, data), (earlier_id, earlier)):
-                record = await (
-                    await api.client.get(f"/api/evidence/{evidence}", headers=api.auth(api.admin))
-                ).json()
-                assert record["blake3"] == blake3.blake3(expected).hexdigest()
+            await assert_evidence_intact(api, evidence_id, data)
+            await assert_evidence_intact(api, earlier_id, earlier)
             await assert_chain_valid(api.catalog.engine)
     await store.close()

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import blake3
 import pytest
 
 from avidence.server import clock
@@ -17,9 +16,8 @@ from avidence.server.tus.maintenance import expire_abandoned
 from avidence.server.tus.routes import TUS
 from avidence.storage.local import LocalStore
 
-from support.audit import assert_chain_valid
+from support.integrity import assert_chain_valid, assert_evidence_intact
 from support.servers import Api, make_api, metadata
-from support.stores import collect
 from support.tickets import issue, token_of, upload
 
 MiB = 1024 * 1024
@@ -60,14 +58,6 @@ async def _half_upload(api: Api, data: bytes) -> str:
     return url
 
 
-async def _intact(api: Api, evidence_id: str, data: bytes) -> None:
-    record = await (
-        await api.client.get(f"/api/evidence/{evidence_id}", headers=api.auth(api.admin))
-    ).json()
-    assert record["blake3"] == blake3.blake3(data).hexdigest()
-    assert await collect(await api.store.read(record["storage_key"])) == data
-
-
 async def test_clock_forward_past_expiry_expires_upload_cleanly_evidence_intact(
     api1h: Api,
 ) -> None:
@@ -97,7 +87,7 @@ async def test_clock_forward_past_expiry_expires_upload_cleanly_evidence_intact(
         await api.client.get("/api/uploads/" + url.rsplit("/", 1)[1], headers=api.auth())
     ).json()
     assert state["state"] == "expired"
-    await _intact(api, evidence_id, finished)
+    await assert_evidence_intact(api, evidence_id, finished)
     await assert_chain_valid(api.catalog.engine)
 
 
@@ -114,7 +104,7 @@ async def test_clock_backward_mid_upload_finishes_and_chain_stays_valid(api1h: A
         assert patched.status == 204, await patched.text()
         evidence_id = patched.headers["Avidence-Evidence-Id"]
         assert await expire_abandoned(api.client.app[TUS]) == 0
-    await _intact(api, evidence_id, data)
+    await assert_evidence_intact(api, evidence_id, data)
     receipt = await api.client.get(
         f"/api/evidence/{evidence_id}/receipt", headers=api.auth(api.admin)
     )

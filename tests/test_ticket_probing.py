@@ -13,7 +13,7 @@ from avidence.server.tickets import codes, records, seals
 from avidence.server.tickets.limits import ProbeGuard
 from avidence.server.tickets.runtime import RUNTIME
 
-from support.audit import assert_chain_valid
+from support.integrity import assert_chain_valid
 from support.servers import Api
 from support.tickets import audit_entries, issue, token_of, upload
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from aiohttp import ClientPayloadError, StreamReader
 
 from avidence.storage.digests import Hasher, new_hasher
 
-from ..errors import ChecksumMismatch, TooLarge
+from ..errors import ChecksumMismatch, InsufficientStorage, TooLarge
 from .headers import Checksum
 
 BLOCK = 1024 * 1024
@@ -97,7 +98,14 @@ class Spool:
 
     def _write_and_hash(self, hasher: Hasher, chunk: bytes) -> None:
         hasher.update(chunk)
-        self._file.write(chunk)
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(
+                    "no room left in the server's temporary folder; retry later"
+                ) from None
+            raise
         self.length += len(chunk)
 
     async def replay(self) -> AsyncIterator[bytes]:
