@@ -20,6 +20,7 @@ from .cases import api as cases_api
 from .catalog.db import Catalog
 from .config import Settings
 from .cors import cors_middleware
+from .drain import DRAIN, Drain
 from .errors import error_middleware
 from .jobs import embedded as embedded_worker
 from .metrics import Metrics
@@ -42,6 +43,7 @@ def create_app(
 ) -> web.Application:
     """Build the app; the catalog and store are opened at start-up unless given ready-made."""
     metrics = Metrics.create()
+    drain = Drain()
     app = web.Application(
         middlewares=[
             forwarded_middleware(parse_networks(settings.trusted_proxies)),
@@ -49,11 +51,13 @@ def create_app(
             metrics.middleware(),
             tus_routes.tus_headers(settings.tus_path),
             error_middleware,
+            drain.middleware(),  # inside the error exit path, so its 503 is the usual JSON
         ],
         client_max_size=1024**2,  # JSON bodies; upload bodies are streamed, not read whole
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[DRAIN] = drain
     app.cleanup_ctx.append(_resources(catalog, store))
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/metrics", metrics.handle)

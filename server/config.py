@@ -50,6 +50,11 @@ class Settings:
     upload_expiry: int = 7 * 24 * 3600
     read_timeout: int = 60
     view_idle: int = 60
+    shutdown_grace: int = 30
+    max_headers: int = 64
+    max_header_size: int = 8190
+    tls_cert: str = ""
+    tls_key: str = ""
     signing_key: str = ""
     scrub_interval: int = 3600
     scrub_age_days: int = 30
@@ -85,7 +90,8 @@ class Settings:
         if self.public_url:
             return self.public_url.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def store_root(self) -> Path:
@@ -107,6 +113,9 @@ _INT_FIELDS = {
     "upload_expiry",
     "read_timeout",
     "view_idle",
+    "shutdown_grace",
+    "max_headers",
+    "max_header_size",
     "object_lock_days",
     "scrub_interval",
     "scrub_age_days",
@@ -229,6 +238,14 @@ def validate(settings: Settings) -> None:
         raise ConfigError("read_timeout: must be a positive number of seconds")
     if settings.view_idle <= 0:
         raise ConfigError("view_idle: must be a positive number of seconds")
+    if settings.shutdown_grace < 0:
+        raise ConfigError("shutdown_grace: zero or a positive number of seconds")
+    if not 8 <= settings.max_headers <= 1000:
+        raise ConfigError("max_headers: between 8 and 1000 header lines")
+    if not 1024 <= settings.max_header_size <= 65536:
+        raise ConfigError("max_header_size: between 1024 and 65536 bytes")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("tls_cert/tls_key: give both (--tls-cert FILE --tls-key FILE) or neither")
     if settings.upload_expiry <= 0:
         raise ConfigError("upload_expiry: must be a positive number of seconds")
     if not (settings.tus_path.startswith("/") and settings.tus_path.endswith("/")):

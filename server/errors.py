@@ -15,8 +15,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from aiohttp import web
+from sqlalchemy import exc as sa_exc
 
 from avidence.storage import errors as store_errors
+
+from .catalog.db import CatalogUnavailable
 
 log = logging.getLogger("avidence.http")
 
@@ -130,6 +133,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         error = exc
     except store_errors.StoreError as exc:
         error = from_store_error(exc)
+    except (sa_exc.DBAPIError, CatalogUnavailable, ConnectionError) as exc:
+        # Client disconnects are caught where bodies are read; a broken connection here is
+        # the catalog's (PostgreSQL restarting, a failover): worth a retry, not a 500.
+        log.warning("catalog.unreachable error=%s", type(exc).__name__)
+        error = ServiceUnavailable(
+            "the catalog is unreachable; retry later", headers={"Retry-After": "5"}
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -7,12 +7,12 @@ never changes an old receipt; `GET /api/keys` keeps publishing the key that sign
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from . import clock
 from .catalog.evidence import Evidence
 from .catalog.schema import receipts
 from .signing import Signer
@@ -49,7 +49,7 @@ async def issue(
             evidence_id=record.id,
             key_id=signer.key_id,
             document=document,
-            created_at=datetime.now(UTC),
+            created_at=clock.now(),
         )
     )
     return document

@@ -19,6 +19,10 @@ from .catalog.db import Catalog
 from .cli import Context, run, shared_options
 from .config import Settings
 from .demo import run as run_demo
+from .drain import DRAIN
+from .listen import Runner, ssl_context
+
+CHECKPOINT_SECONDS = 10.0
 
 
 @click.command()
@@ -29,6 +33,14 @@ from .demo import run as run_demo
 @click.option("--s3-endpoint", default=None, help="S3 endpoint URL (MinIO, SeaweedFS, Ceph).")
 @click.option("--s3-bucket", default=None, help="Bucket; created when missing and allowed.")
 @click.option("--max-size", type=int, default=None, help="Largest upload in bytes.")
+@click.option("--tls-cert", default=None, help="PEM certificate chain: serve HTTPS directly.")
+@click.option("--tls-key", default=None, help="PEM private key of --tls-cert.")
+@click.option(
+    "--shutdown-grace",
+    type=int,
+    default=None,
+    help="Seconds requests in flight get to end after SIGTERM (default 30).",
+)
 @click.option("--demo", is_flag=True, help="Also upload a demo recording and print a ticket link.")
 @click.option("--banner-file", type=click.Path(path_type=Path), default=None, hidden=True)
 def serve(ctx: Context, demo: bool, banner_file: Path | None, **flags: Any) -> None:
@@ -42,11 +54,16 @@ async def _serve(settings: Settings, banner_file: Path | None, *, demo: bool = F
     catalog = Catalog(settings.database_url)
     try:
         await catalog.migrate()
+        context = ssl_context(settings)
         app = create_app(settings, catalog=catalog)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # After the grace period, bodies still being read are ended (checkpointed); this is
+        # how long their handlers then get to record that before they are cancelled.
+        runner = Runner(app, settings, shutdown_timeout=CHECKPOINT_SECONDS)
         await runner.setup()  # opens the store: a bad bucket or credentials stop us here
         try:
-            site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+            site = web.TCPSite(
+                runner, settings.host, settings.port, reuse_address=True, ssl_context=context
+            )
             try:
                 await site.start()
             except OSError as exc:
@@ -60,6 +77,10 @@ async def _serve(settings: Settings, banner_file: Path | None, *, demo: bool = F
             if banner_file is not None:
                 await asyncio.to_thread(banner_file.write_text, text + "\n", encoding="utf-8")
             await _wait_for_signal()
+            await app[DRAIN].stop(grace=settings.shutdown_grace)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CHECKPOINT_SECONDS):
+                    await app[DRAIN].wait_idle()
         finally:
             await runner.cleanup()
     finally:

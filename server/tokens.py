@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from . import clock
 from .catalog.schema import tokens
 from .catalog.schema_exchange import DEFAULT_AGENCY
 
@@ -63,7 +64,7 @@ async def create(
                 name=name,
                 role=role,
                 secret_hash=hash_secret(secret),
-                created_at=datetime.now(UTC),
+                created_at=clock.now(),
                 agency_id=agency_id,
             )
         )
@@ -74,7 +75,7 @@ async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
     """The principal for a presented secret, or None when unknown, revoked or expired."""
     if not secret.startswith(PREFIX) or len(secret) > 128:
         return None
-    now = datetime.now(UTC)
+    now = clock.now()
     async with engine.begin() as conn:
         row = (
             await conn.execute(sa.select(tokens).where(tokens.c.secret_hash == hash_secret(secret)))
@@ -95,7 +96,7 @@ async def revoke(engine: AsyncEngine, token_id: str) -> bool:
         result = await conn.execute(
             tokens.update()
             .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
-            .values(revoked_at=datetime.now(UTC))
+            .values(revoked_at=clock.now())
         )
     return result.rowcount > 0
 

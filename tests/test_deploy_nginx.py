@@ -7,8 +7,6 @@ request buffering), Location headers carry the public https URL, HTTP redirects 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import os
 import shutil
 import ssl
@@ -22,12 +20,9 @@ from typing import Any
 import aiohttp
 import blake3
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from support.servers import free_port, metadata
+from support.tls import self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "deploy" / "nginx" / "avidence.conf"
@@ -56,41 +51,10 @@ def _nginx() -> str:
     return found
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "fullchain.pem", folder / "privkey.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def _configure(prefix: Path, *, upstream: int, https: int | None = None) -> Nginx:
     """deploy/nginx/avidence.conf with only addresses and paths changed for loopback."""
     site = Nginx(prefix, https or free_port(), free_port(), free_port(), prefix / "fullchain.pem")
-    cert, key = _certificate(prefix)
+    cert, key = self_signed(prefix)
     text = CONF.read_text(encoding="utf-8")
     for old, new in {
         "server avidence:8080": f"server 127.0.0.1:{upstream}",

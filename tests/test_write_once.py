@@ -17,9 +17,7 @@ OCTET = "application/offset+octet-stream"
 
 
 @pytest.fixture()
-async def locked_api(
-    tmp_path: Path, s3_env: SeaweedServer, s3_bucket: str
-) -> AsyncIterator[Api]:
+async def locked_api(tmp_path: Path, s3_env: SeaweedServer, s3_bucket: str) -> AsyncIterator[Api]:
     s3_env.client().create_bucket(Bucket=s3_bucket, ObjectLockEnabledForBucket=True)
     store = S3Store(endpoint_url=s3_env.endpoint, bucket=s3_bucket, part_size=5 * 1024 * 1024)
     await store.open()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from .. import clock
 
 # The actions the log knows; a test checks every one is written somewhere.
 ACTIONS = (
@@ -49,6 +51,8 @@ ACTIONS = (
     "evidence.purged",
     "purge.blocked",
     "quota.set",
+    # reliability and security (issue 10)
+    "ticket.probing",
 )
 
 
@@ -62,7 +66,7 @@ class Event:
     case_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     client: str | None = None
-    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    time: datetime = field(default_factory=clock.now)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:

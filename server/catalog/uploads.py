@@ -9,12 +9,13 @@ waiting to be concatenated), `consumed` (a partial used by a final upload), `qua
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .. import clock
 from .schema import uploads
 from .schema_exchange import DEFAULT_AGENCY
 
@@ -78,7 +79,7 @@ async def update(
     engine: AsyncEngine, upload_id: str, *, expiry: timedelta | None = None, **values: Any
 ) -> None:
     """Set columns and touch `updated_at` (and push `expires_at` out when `expiry` is given)."""
-    now = datetime.now(UTC)
+    now = clock.now()
     values["updated_at"] = now
     if expiry is not None:
         values["expires_at"] = now + expiry

@@ -15,11 +15,12 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .. import clock
 from ..catalog.schema import tickets
 
 DIGITS = 6
@@ -73,7 +74,7 @@ async def check(engine: AsyncEngine, ticket_id: str, code: str) -> CodeCheck:
 
     A locked ticket refuses even the right code until the lock ends, or guessing could go on
     through the lock."""
-    now = datetime.now(UTC)
+    now = clock.now()
     async with engine.connect() as conn:
         row = (
             await conn.execute(

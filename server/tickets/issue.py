@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .. import clock
 from ..audit import log as audit
 from ..audit.events import Event
 from ..catalog import evidence as evidence_db
@@ -79,7 +80,7 @@ async def issue_ticket(
     note = _check_text("note", note, 2000)
     if max_views is not None and not 0 < max_views <= 1_000_000:
         raise ValueError("max_views: must be a positive number")
-    now = datetime.now(UTC)
+    now = clock.now()
     expires_at = now + expires if isinstance(expires, timedelta) else expires
     if expires_at <= now or expires_at - now > MAX_LIFETIME:
         raise ValueError("expires: must be in the future and within 366 days")

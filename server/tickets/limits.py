@@ -55,3 +55,42 @@ class RateLimiter:
                 del self._buckets[key]
         if len(self._buckets) >= self.max_keys:
             self._buckets.clear()
+
+
+@dataclass(slots=True)
+class _Probe:
+    refused: int = 0
+    audited_at: float = float("-inf")
+
+
+class ProbeGuard:
+    """Slows down a client guessing link tokens, and says when to put that on the audit log.
+
+    Link tokens carry 256 random bits, so guessing cannot succeed; what matters is to notice
+    somebody trying (a leaked half of a link, a scanner) without letting them flood the log or
+    the catalog. Unknown tokens from one client are limited to `rate` per second after a burst a
+    person mistyping links never reaches; refusals are reported at most once per `every`
+    seconds per client, with how many there were."""
+
+    def __init__(
+        self, *, rate: float = 1.0, burst: int = 100, every: float = 60.0, max_keys: int = 10_000
+    ) -> None:
+        self.limiter = RateLimiter(rate=rate, burst=burst, max_keys=max_keys)
+        self.every = every
+        self.max_keys = max_keys
+        self._probes: dict[str, _Probe] = {}
+
+    def allow(self, client: str, *, now: float | None = None) -> bool:
+        return self.limiter.allow(client, now=now)
+
+    def refused(self, client: str, *, now: float | None = None) -> int:
+        """Count a refusal; return the refusals to audit now (0: not yet, already reported)."""
+        now = time.monotonic() if now is None else now
+        if len(self._probes) >= self.max_keys and client not in self._probes:
+            self._probes.clear()
+        probe = self._probes.setdefault(client, _Probe())
+        probe.refused += 1
+        if now - probe.audited_at < self.every:
+            return 0
+        count, probe.refused, probe.audited_at = probe.refused, 0, now
+        return count

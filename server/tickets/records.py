@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .. import clock
 from ..catalog import evidence as evidence_db
 from ..catalog.schema import evidence, ticket_evidence, ticket_views, tickets
 from ..catalog.schema_exchange import DEFAULT_AGENCY
@@ -67,7 +68,7 @@ class Ticket:
 
     def state(self, now: datetime | None = None) -> str:
         """`revoked`, `expired`, `exhausted` or `active`, in that order of precedence."""
-        now = now or datetime.now(UTC)
+        now = now or clock.now()
         if self.revoked_at is not None:
             return "revoked"
         if self.expires_at <= now:
@@ -196,7 +197,7 @@ async def revoke(engine: AsyncEngine, ticket_id: str, *, by: str) -> bool:
         result = await conn.execute(
             tickets.update()
             .where(tickets.c.id == ticket_id, tickets.c.revoked_at.is_(None))
-            .values(revoked_at=datetime.now(UTC), revoked_by=by[:200])
+            .values(revoked_at=clock.now(), revoked_by=by[:200])
         )
     return result.rowcount > 0
 
@@ -204,7 +205,7 @@ async def revoke(engine: AsyncEngine, ticket_id: str, *, by: str) -> bool:
 async def touch(engine: AsyncEngine, ticket_id: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(
-            tickets.update().where(tickets.c.id == ticket_id).values(last_used_at=datetime.now(UTC))
+            tickets.update().where(tickets.c.id == ticket_id).values(last_used_at=clock.now())
         )
 
 
@@ -216,7 +217,7 @@ async def start_view(
     The count is one conditional UPDATE, so two players starting at once on two replicas can
     never both take the last view."""
     view_id = "vw_" + secrets.token_hex(10)
-    now = datetime.now(UTC)
+    now = clock.now()
     async with engine.begin() as conn:
         condition = [tickets.c.id == ticket.id, tickets.c.revoked_at.is_(None)]
         condition.append(tickets.c.expires_at > now)

@@ -18,6 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ..audit import log as audit
+from ..audit.events import Event
 from ..catalog.evidence import Evidence
 from ..errors import (
     AccessCodeRequired,
@@ -29,7 +31,7 @@ from ..errors import (
 )
 from ..state import CATALOG, SETTINGS, SIGNER
 from . import records, seals
-from .limits import RateLimiter
+from .limits import ProbeGuard, RateLimiter
 from .records import Ticket
 from .views import ViewTracker
 
@@ -75,6 +77,7 @@ class TicketRuntime:
     secret: bytes
     tracker: ViewTracker
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    probes: ProbeGuard = field(default_factory=ProbeGuard)
     revoked: set[str] = field(default_factory=set)  # revoked through this process's API
     evidence: dict[str, Evidence] = field(default_factory=dict)  # immutable records, by id
     frame_ancestors: str = "'none'"
@@ -214,6 +217,33 @@ def _limited(runtime: TicketRuntime, key: str) -> None:
         raise TooManyRequests(headers={"Retry-After": str(runtime.limiter.retry_after(key))})
 
 
+async def _probing(request: web.Request, runtime: TicketRuntime) -> None:
+    """An unknown token: 429 past the guessing limit, and an audit entry now and then."""
+    client = request.remote or "unknown"
+    if runtime.probes.allow(client):
+        return
+    refused = runtime.probes.refused(client)
+    if refused:
+        await audit.append(
+            request.app[CATALOG].engine,
+            Event(
+                action="ticket.probing",
+                actor=f"client:{client}"[:200],
+                object="tickets",
+                details={
+                    "refused_since_last_entry": refused,
+                    "user_agent": request.headers.get("User-Agent", "")[:300],
+                },
+                client=client,
+            ),
+        )
+    log.warning("ticket.probing client=%s refused=%s", client, refused)
+    retry = runtime.probes.limiter.retry_after(client)
+    raise TooManyRequests(
+        "too many unknown links from this address", headers={"Retry-After": str(retry)}
+    )
+
+
 async def resolve(
     request: web.Request, *, need_access: bool = True, allow_exhausted: bool = False
 ) -> Ticket:
@@ -222,7 +252,7 @@ async def resolve(
     runtime = request.app[RUNTIME]
     ticket = await records.by_token(request.app[CATALOG].engine, request.match_info["token"])
     if ticket is None:
-        _limited(runtime, f"client:{request.remote}")  # slows down scanning for tokens
+        await _probing(request, runtime)
         raise TicketUnknown()
     _limited(runtime, ticket.id)
     state = "revoked" if ticket.id in runtime.revoked else ticket.state()

@@ -9,11 +9,11 @@ requests carry.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aiohttp import web
 
-from .. import tokens
+from .. import clock, tokens
 from ..audit import log as audit
 from ..audit.events import Event
 from ..catalog import evidence as evidence_db
@@ -95,7 +95,7 @@ async def page(request: web.Request) -> web.StreamResponse:
 
 def _locked(ticket: records.Ticket) -> datetime | None:
     until = ticket.code_locked_until
-    return until if until is not None and until > datetime.now(UTC) else None
+    return until if until is not None and until > clock.now() else None
 
 
 async def enter_code(request: web.Request) -> web.StreamResponse:

@@ -18,10 +18,11 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .. import clock
 from ..audit import log as audit
 from ..audit.events import Event
 from . import records
@@ -57,7 +58,7 @@ class Session:
     touched: float = field(default_factory=time.monotonic)
 
     def add(self, count: int) -> None:
-        now = datetime.now(UTC)
+        now = clock.now()
         if self.first_byte is None:
             self.first_byte = now
         self.last_byte = now

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from aiohttp import StreamReader
+from aiohttp import ClientPayloadError, StreamReader
 
 from avidence.storage.digests import Hasher, new_hasher
 
-from ..errors import ChecksumMismatch, TooLarge
+from ..errors import ChecksumMismatch, InsufficientStorage, TooLarge
 from .headers import Checksum
 
 BLOCK = 1024 * 1024
 # Checksummed bodies up to this size stay in memory while they are verified; larger ones spill.
 SPOOL_MEMORY = 8 * 1024 * 1024
+# A body must bring at least this much in every `read_timeout` window: a client dripping a byte
+# a second never lets a read stall, yet would hold the upload and a connection forever.
+MIN_BYTES_PER_WINDOW = 1024
+
+
+class ClientGone(Exception):
+    """The client's connection broke mid-body; unlike a lost catalog or store connection,
+    this is the client's to retry."""
 
 
 class BodyTooLong(TooLarge):  # type: ignore[misc, valid-type]
@@ -28,15 +37,21 @@ async def blocks(
 ) -> AsyncIterator[bytes]:
     """Yield the body in blocks of about `block` bytes, at most `limit` bytes in all.
 
-    A read that stalls for `read_timeout` seconds ends the body with TimeoutError, so a dead
+    A read that stalls for `read_timeout` seconds, or a window of that length bringing fewer
+    than MIN_BYTES_PER_WINDOW bytes, ends the body with TimeoutError, so a dead or dripping
     client cannot hold an upload; bytes past `limit` raise BodyTooLong after the allowed ones
     were yielded."""
     pieces: list[bytes] = []
     held = 0  # bytes in `pieces`
     total = 0  # bytes yielded
+    loop = asyncio.get_running_loop()
+    window_start, window_bytes = loop.time(), 0
     while True:
-        async with asyncio.timeout(read_timeout):
-            chunk = await content.readany()
+        try:
+            async with asyncio.timeout(read_timeout):
+                chunk = await content.readany()
+        except (ConnectionError, ClientPayloadError) as exc:
+            raise ClientGone(type(exc).__name__) from exc
         if not chunk:
             break
         if total + held + len(chunk) > limit:
@@ -47,6 +62,13 @@ async def blocks(
             raise BodyTooLong("the body is longer than the upload's remaining length")
         pieces.append(chunk)
         held += len(chunk)
+        window_bytes += len(chunk)
+        if loop.time() - window_start >= read_timeout:
+            if window_bytes < MIN_BYTES_PER_WINDOW:
+                if held:
+                    yield b"".join(pieces)  # keep what arrived, as for a stall
+                raise TimeoutError("the body arrives slower than the minimum rate")
+            window_start, window_bytes = loop.time(), 0
         if held >= block:
             # One join per block: each byte is copied once here, not once per chunk received.
             yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -80,7 +102,14 @@ class Spool:
 
     def _write_and_hash(self, hasher: Hasher, chunk: bytes) -> None:
         hasher.update(chunk)
-        self._file.write(chunk)
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(
+                    "no room left in the server's temporary folder; retry later"
+                ) from None
+            raise
         self.length += len(chunk)
 
     async def replay(self) -> AsyncIterator[bytes]:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from datetime import UTC, datetime
 
 from avidence.storage import errors as store_errors
 from avidence.storage.base import Target
 from avidence.storage.digests import MultiDigest, matches
 
-from .. import receipts, tokens
+from .. import clock, receipts, tokens
 from ..audit import log as audit
 from ..audit.events import Event
 from ..cases import records as cases_db
@@ -86,7 +85,7 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
         computed = await rehash(ctx, upload.storage_key)
     declared = {k: upload.metadata[k] for k in DIGEST_KEYS if k in upload.metadata}
     bad = matches(declared, computed)
-    now = datetime.now(UTC)
+    now = clock.now()
     if bad:
         ctx.metrics.integrity_failures.labels("declared_digest").inc()
         ctx.metrics.uploads_finished.labels("quarantined").inc()

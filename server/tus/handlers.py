@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.utils import format_datetime
 
-import aiohttp
 from aiohttp import web
 
+from .. import clock
 from ..audit import log as audit
 from ..audit.events import Event
 from ..auth import require
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
+from ..drain import RETRY_AFTER, ShuttingDown
 from ..errors import (
     BadRequest,
     Conflict,
@@ -24,6 +25,7 @@ from ..errors import (
     MethodNotAllowed,
     NotFound,
     PreconditionFailed,
+    ServiceUnavailable,
     TooLarge,
     UnsupportedMediaType,
 )
@@ -32,6 +34,7 @@ from ..kinds.check import check_kind
 from ..retention import quotas
 from ..tokens import Principal
 from . import concat, headers
+from .body import ClientGone
 from .context import TusContext
 from .discard import DISCARDABLE, discard
 from .headers import OFFSET_CONTENT_TYPE, TUS_VERSION, header
@@ -93,7 +96,7 @@ class TusHandlers:
         if upload.state == "expired" or (
             upload.state == "receiving"
             and upload.expires_at is not None
-            and upload.expires_at < datetime.now(UTC)
+            and upload.expires_at < clock.now()
         ):
             raise Gone("the upload expired")
         return upload
@@ -152,7 +155,7 @@ class TusHandlers:
         upload_id = secrets.token_hex(16)
         key = f"{'partials' if partial else 'originals'}/{upload_id}"
         handle = "" if is_final else (await ctx.store.create(key)).handle
-        now = datetime.now(UTC)
+        now = clock.now()
         upload = Upload(
             id=upload_id,
             state="receiving",
@@ -293,10 +296,14 @@ class TusHandlers:
             )
         except TimeoutError:
             raise BadRequest("the request body stalled; resume from HEAD") from None
-        except (ConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise BadRequest(
-                f"the connection broke ({type(exc).__name__}); resume from HEAD"
+        except ShuttingDown:
+            # The session recorded the durable offset before this surfaced: a checkpoint.
+            raise ServiceUnavailable(
+                "the server is shutting down; the upload was checkpointed, resume from HEAD",
+                headers={"Retry-After": str(RETRY_AFTER), "Connection": "close"},
             ) from None
+        except ClientGone as exc:
+            raise BadRequest(f"the connection broke ({exc}); resume from HEAD") from None
         finally:
             await lease.release()
 

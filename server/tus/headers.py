@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDictProxy
 
 from ..errors import BadRequest
+from ..identifiers import identifier_problem
 
 TUS_VERSION = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
@@ -90,8 +91,13 @@ def validate_evidence_fields(metadata: dict[str, str], *, require_case: bool) ->
         value = metadata.get(field)
         if value is not None and (len(value) > limit or value != value.strip()):
             raise BadRequest(f"metadata {field!r} must be at most {limit} characters, trimmed")
+    for field in ("case", "item"):
+        value = metadata.get(field)
+        problem = identifier_problem(value) if value is not None else None
+        if problem is not None:
+            raise BadRequest(f"metadata {field!r} {problem}")
     filename = metadata.get("filename", "")
-    if "/" in filename or "\\" in filename:
+    if "/" in filename or "\\" in filename or filename in (".", ".."):
         raise BadRequest("metadata 'filename' must be a bare file name, not a path")
     for key in DIGEST_KEYS:
         value = metadata.get(key)

@@ -16,11 +16,12 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .. import clock
 from ..catalog.schema import uploads
 from ..errors import Locked
 
@@ -78,7 +79,7 @@ class Lease:
                 renewed = await conn.execute(
                     uploads.update()
                     .where(uploads.c.id == self.upload_id, uploads.c.lock_owner == owner)
-                    .values(lock_until=datetime.now(UTC) + self.locks.lease)
+                    .values(lock_until=clock.now() + self.locks.lease)
                 )
                 wanted = (
                     await conn.execute(
@@ -97,12 +98,17 @@ class Lease:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
         self.locks._local.pop(self.upload_id, None)
-        async with self.locks.engine.begin() as conn:
-            await conn.execute(
-                uploads.update()
-                .where(uploads.c.id == self.upload_id, uploads.c.lock_owner == self.locks.owner)
-                .values(lock_owner=None, lock_until=None, lock_wanted=None)
-            )
+        try:
+            async with self.locks.engine.begin() as conn:
+                await conn.execute(
+                    uploads.update()
+                    .where(uploads.c.id == self.upload_id, uploads.c.lock_owner == self.locks.owner)
+                    .values(lock_owner=None, lock_until=None, lock_wanted=None)
+                )
+        except (sa.exc.DBAPIError, ConnectionError, OSError) as exc:
+            # The catalog is gone for now: the lease runs out by itself, and this process
+            # retakes its own stale lease at once (see `acquire`). Do not hide the real error.
+            log.warning("lock.release_failed upload=%s error=%s", self.upload_id, exc)
 
 
 class UploadLocks:
@@ -129,13 +135,22 @@ class UploadLocks:
         deadline = loop.time() + (wait if wait is not None else self.lease.total_seconds() + 3)
         asked = False
         while True:
-            now = datetime.now(UTC)
+            now = clock.now()
             async with self.engine.begin() as conn:
                 taken = await conn.execute(
                     uploads.update()
                     .where(
                         uploads.c.id == upload_id,
-                        sa.or_(uploads.c.lock_owner.is_(None), uploads.c.lock_until < now),
+                        sa.or_(
+                            uploads.c.lock_owner.is_(None),
+                            uploads.c.lock_until < now,
+                            # Our own lease with no request of ours holding it: a release
+                            # that could not reach the catalog.
+                            sa.and_(
+                                uploads.c.lock_owner == self.owner,
+                                sa.literal(upload_id not in self._local),
+                            ),
+                        ),
                     )
                     .values(lock_owner=self.owner, lock_until=now + self.lease, lock_wanted=None)
                 )

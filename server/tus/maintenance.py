@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
 
 from avidence.storage import errors as store_errors
 
+from .. import clock
 from ..catalog import uploads as uploads_db
 from ..errors import Locked
 from .context import TusContext
@@ -21,7 +21,7 @@ log = logging.getLogger("avidence.tus.maintenance")
 async def expire_abandoned(ctx: TusContext) -> int:
     """Abort every receiving upload past its expiry (multipart aborted, staged bytes deleted)."""
     count = 0
-    now = datetime.now(UTC)
+    now = clock.now()
     stale = await uploads_db.in_state(ctx.engine, "receiving", expired_before=now)
     # Finished partial uploads that no final upload joined are abandoned too.
     stale += await uploads_db.in_state(ctx.engine, "complete", expired_before=now)

@@ -31,6 +31,7 @@ class FaultProxy:
       (e.g. "PATCH": the server kept the bytes but the client never hears so), while
       `cuts_left` > 0, after letting `answers_to_skip` such answers through
     - `stall_after` / `stall_seconds`: pause a connection's upload once, after that many bytes
+    - `refuse`: abort new connections at once (the service behind looks down or restarting)
     """
 
     target_port: int
@@ -41,6 +42,7 @@ class FaultProxy:
     cuts_left: int = 0
     stall_after: int | None = None
     stall_seconds: float = 0.0
+    refuse: bool = False
     bytes_up: int = 0
     bytes_down: int = 0
     connections: int = 0
@@ -97,6 +99,9 @@ class FaultProxy:
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.refuse:
+            client_w.transport.abort()
+            return
         try:
             server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:

@@ -1,0 +1,257 @@
+"""Limits on hostile requests, against the server as `serve` runs it (its own runner, a real
+socket): header count and size, slowloris heads and dripping bodies, oversized JSON, path tricks
+in URLs, filenames and case ids, look-alike case ids."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from avidence.server import config, tokens
+from avidence.server.app import create_app
+from avidence.server.catalog.db import Catalog
+from avidence.server.identifiers import identifier_problem
+from avidence.server.listen import Runner
+from avidence.storage.local import LocalStore
+
+from support.servers import Api, free_port, metadata
+
+
+@dataclass
+class Served:
+    port: int
+    uploader: str
+    admin: str
+
+
+@pytest.fixture()
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    store = LocalStore(tmp_path / "store")
+    await store.open()
+    settings = config.load(
+        env={},
+        data_dir=tmp_path / "data",
+        read_timeout=1,
+        max_headers=20,
+        max_header_size=2048,
+        embedded_worker=False,
+        scrub_interval=0,
+    )
+    catalog = Catalog(settings.database_url)
+    await catalog.migrate()
+    _, uploader = await tokens.create(catalog.engine, role="uploader", name="room 1")
+    _, admin = await tokens.create(catalog.engine, role="admin", name="admin")
+    runner = Runner(create_app(settings, catalog=catalog, store=store), settings)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield Served(port, uploader, admin)
+    finally:
+        await runner.cleanup()
+        await catalog.close()
+        await store.close()
+
+
+async def _exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `raw`, read the whole answer (the server closes after an error)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers, body
+
+
+async def test_too_many_headers_431_json(served: Served) -> None:
+    extra = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(30))
+    raw = f"GET /healthz HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+    status, headers, body = await _exchange(served.port, raw)
+    assert status == 431
+    assert headers["Content-Type"].startswith("application/json")
+    assert json.loads(body)["error"]["code"] == "headers_too_large"
+
+
+async def test_header_line_too_long_431_json(served: Served) -> None:
+    raw = f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'a' * 3000}\r\n\r\n".encode()
+    status, _, body = await _exchange(served.port, raw)
+    assert status == 431
+    assert json.loads(body)["error"]["status"] == 431
+
+
+async def test_garbage_instead_of_http_400_json(served: Served) -> None:
+    status, _, body = await _exchange(served.port, b"GET / HTTP/1.1\r\nHost x\r\n\r\n")
+    assert status == 400
+    assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+async def test_normal_request_within_limits_200(served: Served) -> None:
+    extra = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(10))
+    raw = f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n".encode()
+    status, _, _ = await _exchange(served.port, raw)
+    assert status == 200
+
+
+async def test_slowloris_head_is_cut_after_read_timeout(served: Served) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    started = time.monotonic()
+    closed_after = None
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\n")
+        for i in range(60):  # one header byte every 0.1 s: never a complete head
+            writer.write(b"X-Drip-%d: y\r\n"[:1] if i % 2 else b"X")
+            try:
+                await writer.drain()
+                async with asyncio.timeout(0.1):
+                    if await reader.read(1024) == b"":
+                        closed_after = time.monotonic() - started
+                        break
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                closed_after = time.monotonic() - started
+                break
+    finally:
+        writer.close()
+    assert closed_after is not None, "the server kept a dripping head open for 6 s"
+    assert closed_after < 3.5
+
+
+async def test_dripping_patch_body_ends_400_keeping_what_arrived(served: Served) -> None:
+    auth = f"Authorization: Bearer {served.uploader}\r\nTus-Resumable: 1.0.0\r\n"
+    create = (
+        f"POST /files/ HTTP/1.1\r\nHost: x\r\n{auth}Upload-Length: 100000\r\n"
+        f"Upload-Metadata: {metadata(case='D-1')}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    status, headers, _ = await _exchange(served.port, create.encode())
+    assert status == 201
+    path = URL(headers["Location"]).path
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    sent = 0
+    answer = b""
+    try:
+        writer.write(
+            f"PATCH {path} HTTP/1.1\r\nHost: x\r\n{auth}Upload-Offset: 0\r\n"
+            "Content-Type: application/offset+octet-stream\r\nContent-Length: 100000\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        for _ in range(100):  # 10 bytes every 0.1 s: no read stalls, the rate is far too low
+            writer.write(b"0123456789")
+            sent += 10
+            await writer.drain()
+            try:
+                async with asyncio.timeout(0.1):
+                    answer = await reader.read(4096)
+            except TimeoutError:
+                continue
+            if answer:
+                break
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"stalled" in answer
+    head = f"HEAD {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    _, headers, _ = await _exchange(served.port, head.encode())
+    assert 0 < int(headers["Upload-Offset"]) <= sent
+
+
+async def test_oversized_json_body_413_json(served: Served) -> None:
+    body = json.dumps({"evidence": ["x"], "recipient": "r", "note": "n" * 2 * 1024 * 1024})
+    raw = (
+        f"POST /api/tickets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {served.admin}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body.encode()
+    status, _, answer = await _exchange(served.port, raw)
+    assert status == 413
+    assert json.loads(answer)["error"]["status"] == 413
+
+
+PATH_TRICKS = [
+    "/files/..%2F..%2Fetc%2Fpasswd",
+    "/files/%2E%2E%2F%2E%2E%2Fcatalog.db",
+    "/files/00000000000000000000000000000000%00",
+    "/api/uploads/..%2F..%2Fkeys",
+    "/api/evidence/..%2Fkeys",
+    "/api/evidence/%2e%2e/receipt",
+    "/viewer/..%2F..%2Fserver%2Fconfig.py",
+    "/viewer/%2e%2e%2fviewer.js",
+    "/t/..%2F..%2Fapi%2Fkeys",
+    "/t/x/media/..%2F..%2Fcatalog.db?view=x",
+    "/t/x/download/%2e%2e%2f%2e%2e%2fkeys%2fsigning.pem",
+]
+
+
+@pytest.mark.parametrize("path", PATH_TRICKS)
+@pytest.mark.parametrize("store", ["local"], indirect=True)
+async def test_path_tricks_in_urls_4xx_never_a_file(api: Api, path: str) -> None:
+    response = await api.client.get(URL(path, encoded=True), headers=api.auth(api.admin))
+    body = await response.read()
+    assert response.status in (400, 401, 404, 405), (path, response.status)
+    assert b"BEGIN PRIVATE KEY" not in body and b"SQLite format" not in body
+    assert b"Traceback" not in body
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"case": "C-1", "filename": "../../etc/passwd"}, "bare file name"),
+        ({"case": "C-1", "filename": "..\\..\\boot.ini"}, "bare file name"),
+        ({"case": "C-1", "filename": ".."}, "bare file name"),
+        ({"case": "../C-1"}, "'/'"),
+        ({"case": "C\\1"}, "'/'"),
+        ({"case": ".."}, "'..'"),
+        ({"case": "\u0421-1"}, None),  # Cyrillic Es alone is a valid (Cyrillic) id
+        ({"case": "\u0421ase-1"}, "look-alike alphabets"),  # Cyrillic Es + Latin "ase"
+        ({"case": "C-1\u202e"}, "control"),  # right-to-left override
+        ({"case": "C\u200b-1"}, "control"),  # zero-width space
+        ({"case": "C\u3164-1"}, "control"),  # Hangul filler
+        ({"case": "\uff23-1"}, "look-alike of 'C'"),  # fullwidth C
+        ({"case": "C-\u0661"}, "digits as 0-9"),  # Arabic-Indic one
+        ({"case": "C\u00a01"}, "plain spaces"),
+        ({"item": "1\u2067"}, "control"),
+    ],
+)
+@pytest.mark.parametrize("store", ["local"], indirect=True)
+async def test_hostile_case_ids_and_filenames_400(
+    api: Api, fields: dict[str, str], message: str | None
+) -> None:
+    fields = {"case": "C-1", **fields}
+    response = await api.client.post(
+        "/files/",
+        headers={**api.auth(), "Upload-Length": "1", "Upload-Metadata": metadata(**fields)},
+    )
+    if message is None:
+        assert response.status == 201
+        return
+    assert response.status == 400
+    assert message in (await response.json())["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "C-1",
+        "\uff082024\uff09京0105刑初123号",  # fullwidth parentheses, as courts write them
+        "2:24-cr-00123",
+        "Дело 5-12",
+        "Αίτηση 7",
+        "case 12 (a)",
+    ],
+)
+def test_real_case_numbers_are_valid(value: str) -> None:
+    assert identifier_problem(value) is None
