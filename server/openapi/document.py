@@ -23,23 +23,27 @@ def concrete_path(op: Op, settings: Settings) -> str:
     return op.path.replace("{tus_bare}", tus.rstrip("/")).replace("{tus}", tus)
 
 
+def _error(op: Op) -> dict[str, Any]:
+    """Errors are JSON, except where a person in a browser reads them: a page's errors are
+    pages too (an expired or unknown link shows a page in the recipient's language)."""
+    content: dict[str, Any] = {"application/json": {"schema": ref("Error")}}
+    if op.media == "text/html":
+        content["text/html"] = {"schema": {"type": "string"}}
+    return {"description": "Error", "content": content}
+
+
 def _operation(op: Op) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": _STATUS_TEXT.get(op.status, "OK")}
     if op.status != 204:
         schema = ref(op.answer) if op.answer else {}
-        answer["content"] = {op.media: {"schema": schema}}
+        media = (op.media,) if isinstance(op.media, str) else op.media
+        answer["content"] = {kind: {"schema": schema} for kind in media}
     slug = re.sub(r"[^a-z0-9]+", "_", op.path.lower()).strip("_")
     operation: dict[str, Any] = {
         "tags": [op.tag],
         "summary": op.summary,
         "operationId": f"{op.method.lower()}_{slug}",
-        "responses": {
-            str(op.status): answer,
-            "default": {
-                "description": "Error",
-                "content": {"application/json": {"schema": ref("Error")}},
-            },
-        },
+        "responses": {str(op.status): answer, "default": _error(op)},
     }
     params = _PARAM.findall(op.path.replace("{tus}", "").replace("{tus_bare}", ""))
     if params:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 ANY = ("uploader", "handler", "admin", "auditor")
 HANDLERS = ("handler", "admin")
 SITE_READERS = ("admin", "auditor")
+ASSETS = ("text/javascript", "text/css", "text/plain")  # by the file's suffix (server/assets.py)
 
 
 @dataclass(slots=True, frozen=True)
@@ -23,7 +24,7 @@ class Op:
     body: str | None = None  # component schema of the JSON request body
     status: int = 200
     answer: str | None = None  # component schema of the JSON answer
-    media: str = "application/json"
+    media: str | tuple[str, ...] = "application/json"  # several: any of these, by resource
 
 
 OPERATIONS: tuple[Op, ...] = (
@@ -91,11 +92,11 @@ OPERATIONS: tuple[Op, ...] = (
        media="application/octet-stream"),
     Op("GET", "/t/{token}/receipt/{evidence_id}", "viewer", "The item's signed receipt",
        answer="Signed"),
-    Op("GET", "/viewer/{name}", "viewer", "Viewer assets (script, style)", media="text/plain"),
+    Op("GET", "/viewer/{name}", "viewer", "Viewer assets (script, style)", media=ASSETS),
     Op("GET", "/upload", "upload", "Browser upload page (drag and drop, resumable; the "
        "uploader token is entered in the page)", media="text/html"),
     Op("GET", "/upload/{name}", "upload", "Upload page assets (tus-js-client, script, style)",
-       media="text/plain"),
+       media=ASSETS),
     Op("POST", "/api/webhooks", "webhooks", "Register a webhook; the secret is shown once",
        ("admin",), "WebhookCreate", 201, "WebhookCreated"),
     Op("GET", "/api/webhooks", "webhooks", "The agency's webhooks", ("admin", "auditor")),
