@@ -32,6 +32,46 @@ def _error(op: Op) -> dict[str, Any]:
     return {"description": "Error", "content": content}
 
 
+_ERROR_TEXT = {
+    400: "Malformed request (JSON body, header or parameter); the error names the field",
+    401: "No or unknown bearer token (or: the link needs its access code)",
+    403: "The token's role or agency may not do this (or: wrong access code)",
+    404: "Unknown, or not visible to the caller's agency (the two are not told apart)",
+    405: "Method not allowed",
+    409: "Conflict with the current state (offset, lock, transfer or retention state)",
+    410: "Gone: expired, revoked or exhausted link, expired upload, purged evidence",
+    412: "Unsupported Tus-Resumable version",
+    413: "Too large: body, upload or per-upload quota",
+    415: "Wrong Content-Type",
+    429: "Too many requests; see Retry-After",
+    431: "Too many or too long request headers",
+    460: "Upload-Checksum does not match; the request's bytes were discarded",
+    503: "Shutting down, or the catalog or store is unreachable; see Retry-After",
+    507: "Storage full or quota exceeded",
+}
+
+
+def error_statuses(op: Op) -> list[int]:
+    """The error answers an operation can give, from its shape: what authenticates it, what
+    it names in its path, what it reads, and what any request can meet (431, 503)."""
+    codes = {400, 431, 503}
+    if op.roles is not None:
+        codes |= {401, 403}
+    if _PARAM.search(op.path.replace("{tus}", "").replace("{tus_bare}", "")):
+        codes.add(404)
+    if op.body or op.method in ("POST", "PUT", "DELETE"):
+        codes |= {404, 409, 413, 415}  # 404: an id named in the body
+    if op.path.startswith("/t/"):
+        codes |= {401, 403, 404, 410, 429}
+    if op.path.startswith("{tus"):
+        codes |= {404, 409, 410, 412, 413, 415, 460, 507}
+    if op.path.startswith("/api/evidence/"):
+        codes.add(410)  # purged: the error carries the tombstone
+    if op.tag == "transfers":
+        codes.add(410)
+    return sorted(codes)
+
+
 def _operation(op: Op) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": _STATUS_TEXT.get(op.status, "OK")}
     if op.status != 204:
@@ -43,7 +83,13 @@ def _operation(op: Op) -> dict[str, Any]:
         "tags": [op.tag],
         "summary": op.summary,
         "operationId": f"{op.method.lower()}_{slug}",
-        "responses": {str(op.status): answer, "default": _error(op)},
+        "responses": {
+            str(op.status): answer,
+            **{
+                str(code): {**_error(op), "description": _ERROR_TEXT[code]}
+                for code in error_statuses(op)
+            },
+        },
     }
     params = _PARAM.findall(op.path.replace("{tus}", "").replace("{tus_bare}", ""))
     if params:
