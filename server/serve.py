@@ -94,6 +94,8 @@ def banner(settings: Settings) -> str:
         [
             f"avidence {__version__} serving on {url}",
             f"  tus upload endpoint: {url}{settings.tus_path}",
+            f"  upload in a browser: {url}/upload",
+            f"  API description:     {url}/api/openapi.json",
             f"  health:              {url}/healthz",
             f"  storage:             {settings.storage} ({where})",
             "  create an uploader token: avidence-server token create --role uploader --name NAME",
