@@ -62,6 +62,9 @@ class PartSender:
     checksum: str | None  # Upload-Checksum algorithm, None without the extension
     create: Callable[[Part], Awaitable[Answer]]  # POSTs the upload for a part
     save: Callable[[bool], None]  # save(force): persist the state (throttled unless forced)
+    # The whole file's digests, awaited before the request that completes a plain upload so the
+    # server checks them before the bytes become evidence; None when the server cannot.
+    declare: Callable[[], Awaitable[dict[str, str]]] | None = None
     inflight: dict[int, int] = field(default_factory=dict)
 
     def update_progress(self) -> None:
@@ -138,6 +141,9 @@ class PartSender:
                         digest = await self._digest(part, offset, length)
                     checksum = (self.checksum, digest)
                     prefetch = self._prefetch(part, offset + length, prefetch)
+                digests = None
+                if self.declare is not None and offset + length == part.length:
+                    digests = await self.declare()
                 try:
                     last = await tus.patch(
                         part.url,
@@ -145,6 +151,7 @@ class PartSender:
                         length=length,
                         body=self._counted(part, offset, length),
                         checksum=checksum,
+                        digests=digests,
                     )
                 except UploadGone:
                     part.url, part.offset = None, 0

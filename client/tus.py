@@ -51,6 +51,8 @@ class ServerCaps:
     extensions: frozenset[str]
     checksum_algorithms: tuple[str, ...]
     max_size: int | None
+    # Whole-file digests a PATCH may declare in `Avidence-Digests` (avidence servers only).
+    declarable: tuple[str, ...] = ()
 
     @property
     def concatenation(self) -> bool:
@@ -231,7 +233,17 @@ class TusClient:
                         for a in r.headers.get("Tus-Checksum-Algorithm", "").split(",")
                         if a.strip()
                     )
-                    return ServerCaps(extensions, algorithms, _int(r.headers.get("Tus-Max-Size")))
+                    declarable = tuple(
+                        a.strip().lower()
+                        for a in r.headers.get("Avidence-Digest-Algorithms", "").split(",")
+                        if a.strip()
+                    )
+                    return ServerCaps(
+                        extensions,
+                        algorithms,
+                        _int(r.headers.get("Tus-Max-Size")),
+                        declarable,
+                    )
 
         return await self.retrying("OPTIONS", once, give_up=ServerError)
 
@@ -283,13 +295,18 @@ class TusClient:
         length: int,
         body: AsyncIterable[bytes],
         checksum: tuple[str, bytes] | None,
+        digests: dict[str, str] | None = None,
     ) -> Answer:
-        """Send `length` bytes at `offset` (one attempt); a body that stalls is abandoned."""
+        """Send `length` bytes at `offset` (one attempt); a body that stalls is abandoned.
+        `digests` declares the whole file's digests (`Avidence-Digests`) for the server to
+        check when this request completes the upload."""
         extra = {
             "Upload-Offset": str(offset),
             "Content-Type": OFFSET_CONTENT_TYPE,
             "Content-Length": str(length),
         }
+        if digests:
+            extra["Avidence-Digests"] = ", ".join(f"{k}={v}" for k, v in sorted(digests.items()))
         if checksum is not None:
             extra["Upload-Checksum"] = f"{checksum[0]} {base64.b64encode(checksum[1]).decode()}"
         loop = asyncio.get_running_loop()

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import mimetypes
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -127,7 +128,10 @@ class Uploader:
             raise InputError(
                 f"{path}: {identity.size} bytes exceed the server's limit of {caps.max_size}"
             )
-        mode = "concat" if caps.concatenation else "single"
+        # One stream needs no join: a plain upload, its digests declared on the last request
+        # where the server takes them, else proven by the receipt afterwards.
+        split = len(plan_parts(identity.size, options.parallel)) > 1
+        mode = "concat" if caps.concatenation and split else "single"
         state = self.store.load(identity.key)
         resumed = state is not None
         if state is not None and state.phase == "finished" and state.endpoint == self.tus.endpoint:
@@ -241,6 +245,7 @@ class Uploader:
                         checksum=run.caps.checksum,
                         create=lambda part: self._create(run, part),
                         save=lambda force: self._save(run, force=force),
+                        declare=self._declarer(run, hashing),
                     ).send_all()
                 run.progress.phase = "hashing"
                 state.digests = await asyncio.shield(hashing)
@@ -263,6 +268,22 @@ class Uploader:
             if not hashing.done():
                 hashing.cancel()
                 await asyncio.gather(hashing, return_exceptions=True)
+
+    @staticmethod
+    def _declarer(
+        run: _Run, hashing: asyncio.Task[dict[str, str]]
+    ) -> Callable[[], Awaitable[dict[str, str]]] | None:
+        """For a plain upload to a server that takes `Avidence-Digests`: wait for the file's
+        digests (the hash runs ahead of the network) and hand over those it checks."""
+        accepted = set(run.caps.declarable)
+        if run.state.mode != "single" or not accepted:
+            return None
+
+        async def declare() -> dict[str, str]:
+            digests = await asyncio.shield(hashing)
+            return {k: v for k, v in digests.items() if k in accepted}
+
+        return declare
 
     async def _finalize(self, run: _Run) -> bool:
         """Create (or find again) the final upload; False when the partials are gone."""

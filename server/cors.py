@@ -14,12 +14,12 @@ from aiohttp.typedefs import Middleware
 ALLOW_HEADERS = (
     "Authorization, Content-Type, Tus-Resumable, Upload-Length, Upload-Metadata, "
     "Upload-Offset, Upload-Defer-Length, Upload-Concat, Upload-Checksum, "
-    "X-HTTP-Method-Override, X-Requested-With"
+    "Avidence-Digests, X-HTTP-Method-Override, X-Requested-With"
 )
 EXPOSE_HEADERS = (
     "Location, Tus-Resumable, Tus-Version, Tus-Max-Size, Tus-Extension, Tus-Checksum-Algorithm, "
     "Upload-Offset, Upload-Length, Upload-Metadata, Upload-Defer-Length, Upload-Concat, "
-    "Upload-Expires, Avidence-Upload-State, Avidence-Evidence-Id"
+    "Upload-Expires, Avidence-Upload-State, Avidence-Evidence-Id, Avidence-Digest-Algorithms"
 )
 ALLOW_METHODS = "POST, GET, HEAD, PATCH, DELETE, OPTIONS"
 

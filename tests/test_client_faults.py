@@ -98,9 +98,9 @@ def test_a_lost_answer_to_the_final_upload_still_ends_as_evidence(
     consumed. The client recovers the final upload if the server names it, else sends again."""
     srv, token = server
     path = tmp_path / "final.ts"
-    digest = random_file(path, 3 * MiB)
-    # POST #1 creates the one partial; POST #2 is the final upload: its answer is cut.
-    with fault_proxy(srv.port, cut_answer_to="POST", answers_to_skip=1, cuts_left=1) as proxy:
-        ev, _ = upload(tmp_path, proxy.url, token, path, "--parallel", "1")
+    digest = random_file(path, 9 * MiB)
+    # POSTs #1 and #2 create the two partials; POST #3 is the final upload: its answer is cut.
+    with fault_proxy(srv.port, cut_answer_to="POST", answers_to_skip=2, cuts_left=1) as proxy:
+        ev, _ = upload(tmp_path, proxy.url, token, path, "--parallel", "2")
         assert proxy.cuts == 1
     assert get_json(f"{srv.url}/api/evidence/{ev}", token)["blake3"] == digest

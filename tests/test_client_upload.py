@@ -94,6 +94,13 @@ def test_upload_makes_evidence_with_the_files_digests(
     receipts = list((tmp_path / "state").glob("*.receipt.json"))
     assert len(receipts) == 1
     assert json.loads(receipts[0].read_text())["receipt"]["blake3"] == digest
+    # One stream is one plain upload whose last request declared the digests (no join);
+    # several streams are partials joined by a final upload that declared them.
+    [state_file] = [p for p in (tmp_path / "state").glob("*.json") if p not in receipts]
+    final = json.loads(state_file.read_text())["final_url"].rsplit("/", 1)[1]
+    upload = get_json(f"{srv.url}/api/uploads/{final}", token)
+    assert upload["concat"] == (None if parallel == 1 else "final")
+    assert upload["metadata"]["blake3"] == digest
     # Running the same command again reports the same evidence without sending anything.
     again = run_avidence(tmp_path, *args)
     assert evidence_id(again) == ev

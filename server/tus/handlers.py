@@ -33,7 +33,7 @@ from ..kinds import KINDS
 from ..kinds.check import check_kind
 from ..retention import quotas
 from ..tokens import Principal
-from . import concat, headers
+from . import concat, declare, headers
 from .body import ClientGone
 from .context import TusContext
 from .discard import DISCARDABLE, discard
@@ -114,6 +114,7 @@ class TusHandlers:
                 "Tus-Max-Size": str(self.ctx.settings.max_size),
                 "Tus-Extension": ",".join(extensions),
                 "Tus-Checksum-Algorithm": ",".join(headers.CHECKSUM_ALGORITHMS),
+                declare.ADVERTISED: ",".join(headers.DIGEST_KEYS),
             },
         )
 
@@ -260,6 +261,7 @@ class TusHandlers:
             raise Conflict(f"the upload is already {upload.state}")
         if length is not None:
             upload = await self._set_length(upload, length, offset)
+        upload = await declare.declare(self.ctx, upload, declare.parse(header(h, declare.HEADER)))
         offset = await self._write(request, upload, offset=offset)
         upload = await complete_if_full(self.ctx, upload, offset)
         out = {"Upload-Offset": str(offset)}
