@@ -383,3 +383,32 @@ async def test_storage_administration_is_refused_to_other_agencies_admins(
     # The site's own admin is not affected.
     response = await api.client.get("/api/admin/usage", headers=api.auth(api.admin))
     assert response.status == 200
+
+
+async def test_a_deleted_item_leaves_its_tickets_at_once_and_returns_on_restore(
+    rapi: Api,
+) -> None:
+    from support.tickets import issue, media_url, start_view, token_of
+
+    api, engine, policy, now = rapi, rapi.catalog.engine, policy_of(rapi), clock()
+    evidence_id = await upload(api, b"recording bytes", case="P-9", filename="r.mp4")
+    kept_id = await upload(api, b"other", case="P-9", filename="k.mp4", item="2")
+    token = token_of(await issue(api, [evidence_id, kept_id], download=True))
+    grant = await start_view(api, token, evidence_id)
+    assert (await api.client.get(media_url(token, evidence_id, grant))).status == 200
+
+    async with engine.begin() as conn:  # only the first item is due
+        await records.update(conn, kept_id, retain_until=None)
+    now.advance(days=3)
+    done = await purge.apply(engine, api.store, policy, actor="admin", reason="r", clock=now)
+    assert [(o.evidence_id, o.result) for o in done] == [(evidence_id, "deleted")]
+
+    # A request already granted stops working; the page lists only what is left.
+    media = await api.client.get(media_url(token, evidence_id, grant))
+    assert media.status == 410 and len(await media.read()) < 1000
+    assert (await api.client.get(f"/t/{token}/download/{evidence_id}")).status == 410
+    page = await (await api.client.get(f"/t/{token}")).text()
+    assert evidence_id not in page and kept_id in page
+
+    await purge.restore(engine, policy, evidence_id, actor="admin", reason="oops", clock=now)
+    assert (await api.client.get(media_url(token, evidence_id, grant))).status == 200

@@ -22,6 +22,7 @@ from .. import clock
 from ..catalog import evidence as evidence_db
 from ..catalog.schema import evidence, ticket_evidence, ticket_views, tickets
 from ..catalog.schema_exchange import DEFAULT_AGENCY
+from ..retention import records as retention_records
 
 TOKEN_BYTES = 24
 # A ticket's evidence list never changes after issue, so each process keeps it once read: a media
@@ -171,13 +172,20 @@ async def listing(
 
 
 async def evidence_of(engine: AsyncEngine, ticket: Ticket) -> list[evidence_db.Evidence]:
-    """The ticket's evidence records, in the order they were listed at issue."""
+    """The ticket's evidence records still available, in the order they were listed at issue
+    (an item deleted under its retention class leaves the link; restoring it brings it back)."""
     found = []
     for evidence_id in ticket.evidence_ids:
         record = await evidence_db.get(engine, evidence_id)
-        if record is not None:
+        if record is not None and await available(engine, evidence_id):
             found.append(record)
     return found
+
+
+async def available(engine: AsyncEngine, evidence_id: str) -> bool:
+    """False once the evidence was deleted (soft, still restorable) or purged."""
+    kept = await retention_records.get(engine, evidence_id)
+    return kept is None or kept.state not in ("deleted", "purged")
 
 
 async def evidence_ids_for_case(engine: AsyncEngine, case_id: str) -> list[str]:

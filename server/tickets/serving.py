@@ -16,13 +16,13 @@ from aiohttp import web
 from ..audit import log as audit
 from ..audit.events import Event
 from ..catalog import evidence as evidence_db
-from ..errors import Forbidden, NotFound, TicketExhausted
+from ..errors import Forbidden, Gone, NotFound, TicketExhausted
 from ..jobs import playable_derivative
 from ..media import Representation, content_type, disposition, stream
 from ..receipts import get as get_receipt
 from ..state import CATALOG, STORE
 from . import seals
-from .records import Ticket
+from .records import Ticket, available
 from .runtime import RUNTIME, resolve
 from .views import StreamWatch
 
@@ -75,6 +75,9 @@ async def _scoped(request: web.Request, ticket: Ticket) -> evidence_db.Evidence:
         if len(cache) >= EVIDENCE_CACHE_MAX:
             cache.clear()
         cache[evidence_id] = record
+    # Checked on every request, like revocation: a deletion ends access at once.
+    if not await available(request.app[CATALOG].engine, evidence_id):
+        raise Gone("this evidence was deleted under its retention period")
     return record
 
 
