@@ -28,6 +28,7 @@ from avidence.storage.base import Store
 from avidence.storage.digests import MultiDigest
 from avidence.storage.errors import NotFound
 
+from . import schedules
 from .audit import log as audit
 from .audit.events import Event
 from .catalog.schema import evidence
@@ -196,12 +197,22 @@ async def run_periodically(
 ) -> None:
     """Every `interval` seconds check up to `limit` originals unchecked for `older_than`, until
     cancelled. The bounded batch keeps one round's I/O predictable; the ordering makes
-    successive rounds cover every original. A failing round is logged and retried next time."""
+    successive rounds cover every original. Of several replicas, one runs each round (see
+    `schedules`). A failing round is logged and retried next time."""
+    every = timedelta(seconds=interval)
     while True:
         try:
-            await scrub(
-                engine, store, older_than=older_than, limit=limit, metrics=metrics, actor="server"
-            )
+            if await schedules.claim(engine, "scrub", every=every):
+                await scrub(
+                    engine,
+                    store,
+                    older_than=older_than,
+                    limit=limit,
+                    metrics=metrics,
+                    actor="server",
+                )
+            else:
+                log.debug("scrub.skipped reason=another replica has this period")
         except asyncio.CancelledError:
             raise
         except Exception:

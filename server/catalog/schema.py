@@ -352,5 +352,16 @@ quotas = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
+# Periodic work that one replica of many should do per period (the integrity scrub): a replica
+# runs a round only when it moved `next_at` forward itself (see server/schedules.py).
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("next_at", UTCDateTime(), nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
 # Agencies, cases, transfers and webhooks share this metadata (issue 7).
 from . import schema_exchange as _exchange  # noqa: E402,F401
