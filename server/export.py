@@ -49,6 +49,8 @@ from .audit import log as audit
 from .audit.events import Event
 from .catalog import evidence as evidence_db
 from .catalog.schema import evidence
+from .retention import records as retention_records
+from .retention.purge import tombstone
 from .signing import Signer
 
 MANIFEST_TYPE = "avidence.manifest/v1"
@@ -235,10 +237,18 @@ async def _build(
             raise ExportError(f"evidence {record.id} has no receipt")
         receipt = f"receipts/{record.id}.json"
         bundle.write_json(receipt, document)
-        path = None if manifests_only else f"originals/{record.id}-{sanitize(record.filename)}"
-        if path is not None:
+        # Deleted under retention: the receipt proves what existed, the signed tombstone in the
+        # manifest says what became of it; its bytes are not handed on (they may be gone).
+        kept = await retention_records.get(engine, record.id)
+        gone = kept.state if kept is not None and kept.state in ("deleted", "purged") else None
+        path = None
+        if not manifests_only and gone is None:
+            path = f"originals/{record.id}-{sanitize(record.filename)}"
             total += await _copy_original(bundle, store, record, path)
-        items.append(_item(record, path=path, receipt=receipt))
+        item = _item(record, path=path, receipt=receipt)
+        if gone is not None:
+            item |= {"state": gone, "tombstone": await tombstone(engine, record.id)}
+        items.append(item)
     keys_sha = bundle.write_json("keys.json", {"keys": await signing.published(engine)})
     await audit.append(
         engine,
@@ -268,7 +278,7 @@ async def _build(
     }
     bundle.write_json("manifest.json", signer.sign("manifest", body))
     bundle.write_sums()
-    originals = 0 if manifests_only else len(items)
+    originals = sum(1 for item in items if item["path"] is not None)
     return len(items), originals, total
 
 

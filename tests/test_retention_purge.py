@@ -412,3 +412,35 @@ async def test_a_deleted_item_leaves_its_tickets_at_once_and_returns_on_restore(
 
     await purge.restore(engine, policy, evidence_id, actor="admin", reason="oops", clock=now)
     assert (await api.client.get(media_url(token, evidence_id, grant))).status == 200
+
+
+async def test_case_export_hands_on_tombstones_not_bytes_of_deleted_items(
+    rapi: Api, tmp_path: Path
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from avidence.client.verify_cli import verify_bundle
+    from avidence.server.export import export_case
+    from avidence.server.state import SIGNER
+
+    api, engine, policy, now = rapi, rapi.catalog.engine, policy_of(rapi), clock()
+    deleted_id = await upload(api, b"deleted bytes", case="X-1", filename="gone.ts")
+    kept_id = await upload(api, b"kept bytes", case="X-1", filename="kept.ts", item="2")
+    async with engine.begin() as conn:
+        await records.update(conn, kept_id, retain_until=None)
+    now.advance(days=3)
+    await purge.apply(engine, api.store, policy, actor="admin", reason="expired", clock=now)
+    signer = api.client.app[SIGNER]
+    out = tmp_path / "bundle"
+    report = await export_case(engine, api.store, signer, case_id="X-1", out=out)
+    assert (report.items, report.originals) == (2, 1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    items = {i["evidence_id"]: i for i in manifest["manifest"]["items"]}
+    assert items[deleted_id]["path"] is None and items[deleted_id]["state"] == "deleted"
+    assert items[deleted_id]["tombstone"]["reason"] == "expired"
+    assert items[kept_id]["path"] and "state" not in items[kept_id]
+    assert not any("gone.ts" in p.name for p in (out / "originals").iterdir())
+    verified = CliRunner().invoke(verify_bundle, [str(out)])
+    assert verified.exit_code == 0, verified.output
