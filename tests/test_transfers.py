@@ -281,3 +281,30 @@ async def test_transfer_flow_on_postgresql(agencies_pg: TwoAgencies) -> None:
     assert await _status(agencies, agencies.court, f"/api/evidence/{ids[0]}") == 200
     cases = await agencies.api.client.get("/api/cases", headers=agencies.court.auth())
     assert [c["id"] for c in (await cases.json())["cases"]] == [case_id]
+
+
+async def test_the_receivers_viewer_shows_the_items_chain_of_custody(
+    agencies: TwoAgencies,
+) -> None:
+    api, police, court = agencies.api, agencies.police, agencies.court
+    case_id, ids = await _evidence(agencies, 2)
+    sent = await _send(agencies, case_id, items=[ids[0]])
+    assert (await api.client.post(f"/api/transfers/{sent['id']}/ack", headers=court.auth())).ok
+    body = {"evidence": [ids[0]], "recipient": "Judge Liu (court)", "expires": "7d"}
+    issued = await api.client.post("/api/tickets", json=body, headers=court.auth())
+    assert issued.status == 201, await issued.text()
+    token = (await issued.json())["url"].rsplit("/", 1)[1]
+    page = await (await api.client.get(f"/t/{token}?lang=en")).text()
+    custody = page[page.index('<details class="custody">') :]
+    custody = custody[: custody.index("</details>")]
+    steps = [
+        "Received by the server",
+        "Digests computed and receipt signed",
+        f"Handed on from {police.name} to {court.name}",
+        f"Receipt acknowledged by {court.name}",
+    ]
+    positions = [custody.index(step) for step in steps]
+    assert positions == sorted(positions), custody
+    assert "viewed" not in custody.lower()
+    zh = await (await api.client.get(f"/t/{token}?lang=zh")).text()
+    assert f"由{police.name}移送至{court.name}" in zh and "保管链" in zh

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..agencies import records as agencies_db
 from ..catalog.schema import audit_log
 from ..transfers import records as transfers_db
 from .records import Case
@@ -72,4 +73,48 @@ async def timeline(
             if row.action == "admin.command" and (row.details or {}).get("command") != "export":
                 continue
             entries += [_entry(row, step) for step in STEPS[row.action]]
+    return entries
+
+
+# What a ticket's viewer shows of an item's custody: how it was received, checked and handed
+# on between agencies. Views and downloads stay out: one recipient need not learn the others.
+VIEWER_STEPS = ("uploaded", "hashed", "verified", "integrity_failed", "transferred",
+                "acknowledged", "rejected")  # fmt: skip
+
+
+async def of_evidence(
+    engine: AsyncEngine, evidence_id: str, *, case_number: str, limit: int = 200
+) -> list[dict[str, Any]]:
+    """One item's custody steps for the viewer, oldest first, agencies named."""
+    actions = [a for a, steps in STEPS.items() if set(steps) & set(VIEWER_STEPS)]
+    transfers = [a for a in actions if a.startswith("transfer.")]
+    query = (
+        sa.select(audit_log)
+        .where(
+            audit_log.c.action.in_(actions),
+            sa.or_(
+                audit_log.c.object == f"evidence:{evidence_id}",
+                sa.and_(audit_log.c.action.in_(transfers), audit_log.c.case_id == case_number),
+            ),
+        )
+        .order_by(audit_log.c.seq)
+        .limit(limit)
+    )
+    entries: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    async with engine.connect() as conn:
+        for row in (await conn.execute(query)).all():
+            details = row.details or {}
+            if row.action in transfers and evidence_id not in details.get("evidence", []):
+                continue
+            for step in STEPS[row.action]:
+                entry = _entry(row, step)
+                for side in ("from", "to"):
+                    agency = entry.get(side)
+                    if isinstance(agency, str):
+                        if agency not in names:
+                            found = await agencies_db.by_id(conn, agency)
+                            names[agency] = found.name if found is not None else agency
+                        entry[side] = names[agency]
+                entries.append(entry)
     return entries

@@ -65,6 +65,7 @@ class Item:
     kind: str  # "video", "audio" or "none"
     uploader: str
     analysis: dict[str, Any] | None = None  # `jobs.records.media_of`: probe and continuity
+    custody: tuple[dict[str, Any], ...] = ()  # `cases.custody.of_evidence`
 
 
 def layout(lang: str, title: str, body: str, *, path: str, embed: bool = False) -> str:
@@ -141,7 +142,28 @@ def _card(item: Item, *, ticket: Ticket, base: str, lang: str) -> str:
     return (
         f'<section class="evidence" id="{_e(record.id)}"><h2>{_e(title)}</h2>'
         f"{_player(record, item.kind, base, lang)}"
-        f'<dl class="facts">{rows}</dl><div class="actions">{actions}</div></section>'
+        f'<dl class="facts">{rows}</dl>{_custody(item, lang)}'
+        f'<div class="actions">{actions}</div></section>'
+    )
+
+
+def _custody(item: Item, lang: str) -> str:
+    """The item's chain of custody: received, hashed, checked, handed on between agencies."""
+    if not item.custody:
+        return ""
+    lines = []
+    for entry in item.custody:
+        words = i18n.text(
+            lang,
+            f"custody_{entry['step']}",
+            sender=entry.get("from") or "-",
+            receiver=entry.get("to") or "-",
+        )
+        when_text = str(entry.get("time", "")).replace("T", " ").replace("Z", " UTC")[:23]
+        lines.append(f"<li><time>{_e(when_text)}</time> {_e(words)}</li>")
+    return (
+        f'<details class="custody"><summary>{_text(lang, "custody")}</summary>'
+        f"<ol>{''.join(lines)}</ol></details>"
     )
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from .. import clock, tokens
 from ..audit import log as audit
 from ..audit.events import Event
+from ..cases import custody
 from ..catalog import evidence as evidence_db
 from ..errors import (
     ApiError,
@@ -72,7 +73,8 @@ async def page(request: web.Request) -> web.StreamResponse:
         for record in await records.evidence_of(engine, ticket):
             uploader = await tokens.name_of(conn, record.uploader) or record.uploader
             analysis = await jobs_records.media_of(engine, record.id)
-            items.append(pages.Item(record, _player_kind(record), uploader, analysis))
+            steps = await custody.of_evidence(engine, record.id, case_number=record.case_id)
+            items.append(pages.Item(record, _player_kind(record), uploader, analysis, tuple(steps)))
     await records.touch(engine, ticket.id)
     await audit.append(
         engine,
