@@ -18,7 +18,7 @@ Every method raises only `storage.errors` exceptions. Anything the backend canno
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -141,6 +141,25 @@ class Truncator(Protocol):
     async def truncate(self, target: Target, *, offset: int) -> None:
         """Discard every byte of `target` after `offset`; `offset` must not exceed the durable
         offset (`OffsetMismatch` otherwise)."""
+
+
+@runtime_checkable
+class VerifyingAppender(Protocol):
+    """A store that can take a request's bytes while they arrive and still drop them all if
+    the request's checksum fails at the end (S3: everything but the first new part is sent at
+    once; refused, what was sent is voided), so no request has to be held aside first."""
+
+    async def append_verified(
+        self,
+        target: Target,
+        *,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        accept: Callable[[], bool],
+    ) -> int:
+        """Like `Store.append`, but once `chunks` is exhausted `accept()` decides: True, the
+        bytes become durable and the new offset is returned; False, none of them ever count
+        and `offset` is returned. A broken `chunks` or store error keeps none of them either."""
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -57,6 +57,16 @@ _log = logging.getLogger("avidence.storage.s3")
 
 _META_START = "avidence-start"
 _META_UPLOAD = "avidence-upload"
+_META_VOID = "avidence-void"  # ETags (unquoted, space-separated) of parts that never count
+# Void ETags kept (S3 user metadata holds 2 KB). Older ones matter only if a part number was
+# never sent again, and then the whole-file digest check at finish still stops bad bytes.
+_VOID_KEPT = 48
+
+
+def _etag(value: str) -> str:
+    return value.strip().strip('"')
+
+
 _OCTETS = "application/octet-stream"
 _LIST_PAGE = 1000  # ListParts page size, S3's maximum
 _SEEN_FOR = 2.0  # seconds a layout read by `offset` may stand for the append that follows it
@@ -69,6 +79,7 @@ class _Tail:
     exists: bool = False
     version: str | None = None
     body: bytes = b""
+    void: tuple[str, ...] = ()  # unquoted ETags of parts refused appends sent, oldest first
 
 
 class S3Store(S3Bucket):
@@ -99,7 +110,7 @@ class S3Store(S3Bucket):
         now = time.monotonic()
         if len(self._seen) > 1000:  # HEADs that no append followed
             self._seen = {k: v for k, v in self._seen.items() if now - v[0] <= _SEEN_FOR}
-        self._seen[target.handle] = (now, layout, tail.exists, tail.version)
+        self._seen[target.handle] = (now, layout, tail.exists, tail.version, tail.void)
         return layout.offset
 
     async def _layout_for_append(self, target: Target) -> tuple[Layout, _Tail]:
@@ -109,12 +120,36 @@ class S3Store(S3Bucket):
         seen = self._seen.pop(target.handle, None)
         if seen is None or time.monotonic() - seen[0] > _SEEN_FOR:
             return await self._layout(target, with_body=True)
-        _, layout, exists, version = seen
+        _, layout, exists, version, void = seen
         if layout.tail_size:
             return await self._layout(target, with_body=True)
-        return layout, _Tail(exists=exists, version=version)
+        return layout, _Tail(exists=exists, version=version, void=void)
 
     async def append(self, target: Target, *, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        return await self._append(target, offset=offset, chunks=chunks, accept=None)
+
+    async def append_verified(
+        self,
+        target: Target,
+        *,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        accept: Callable[[], bool],
+    ) -> int:
+        """Parts stream to S3 while the request arrives, except the first one, which is held
+        back: without it the others cannot join the upload's prefix. Accepted, the first part
+        follows and the tail is written; refused, the parts sent are voided (listed in the tail
+        object's metadata, so no later layout counts them) and the offset stays."""
+        return await self._append(target, offset=offset, chunks=chunks, accept=accept)
+
+    async def _append(
+        self,
+        target: Target,
+        *,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        accept: Callable[[], bool] | None,
+    ) -> int:
         layout, tail = await self._layout_for_append(target)
         if offset != layout.offset:
             raise OffsetMismatch(
@@ -124,23 +159,38 @@ class S3Store(S3Bucket):
                 got=offset,
             )
         cutter = PartCutter(number=layout.next_part, base=layout.base)
+        sent: dict[int, str] = {}  # part number -> ETag, of the parts this append stored
+
+        def upload(number: int, body: bytes) -> str:
+            etag = self._upload_part(target, number, body)
+            sent[number] = _etag(etag)
+            return etag
+
         uploads = PartUploads(
-            limit=self._max_inflight,
-            budget=self._budget,
-            upload=functools.partial(self._upload_part, target),
-            run=self._call,
+            limit=self._max_inflight, budget=self._budget, upload=upload, run=self._call
         )
-        # The old tail leads the next part; keep only its size so its bytes can go with the part.
+        # The old tail leads the next part; keep only its size so its bytes can go with the part
+        # (a verified append keeps the bytes too: refused, it writes the old tail back).
         head, head_size = tail.body, len(tail.body)
-        tail = _Tail(exists=tail.exists, version=tail.version)
+        old = _Tail(exists=tail.exists, version=tail.version, void=tail.void)
+        kept_head = head if accept is not None else b""
+        held: tuple[int, bytes] | None = None
         broken: Exception | None = None
+
+        async def start(number: int, body: bytes) -> bool:
+            nonlocal held
+            if accept is not None and number == layout.next_part:
+                held = (number, body)
+                return True
+            return await uploads.start(number, body)
+
         try:
             for number, body in cutter.feed(head):
-                await uploads.start(number, body)
+                await start(number, body)
             del head
             async for chunk in chunks:
                 for number, body in cutter.feed(chunk if type(chunk) is bytes else bytes(chunk)):
-                    if not await uploads.start(number, body):
+                    if not await start(number, body):
                         break
                     del body  # the upload task holds the only reference until S3 has it
                 if uploads.failure is not None:
@@ -152,19 +202,44 @@ class S3Store(S3Bucket):
         except Exception as exc:  # the caller's stream broke
             broken = exc
         failure = await uploads.wait()
+        refused = accept is not None and (failure is not None or broken is not None or not accept())
+        if refused:
+            # Unverified bytes never count: void what was sent, keep the old tail as it was.
+            if sent:
+                await self._write_tail(
+                    target,
+                    start=layout.parts_end,
+                    body=kept_head,
+                    old=old,
+                    void=(*old.void, *(e for e in sent.values() if e not in old.void)),
+                )
+            if failure is not None or broken is not None:
+                raise broken or failure  # type: ignore[misc]
+            return offset
         if failure is not None:
             # The parts that landed are durable; the old tail stays valid until one covers it.
             raise broken or failure
-        start = layout.parts_end + cutter.cut_bytes
+        if held is not None:
+            await uploads.start(*held)
+            held = None
+            failure = await uploads.wait()
+            if failure is not None:
+                raise failure
+        resent = set(sent.values())  # the same bytes sent again and accepted count again
+        void = tuple(e for e in old.void if e not in resent)
+        start_at = layout.parts_end + cutter.cut_bytes
         rest = cutter.remainder()
-        if rest and (cutter.cut_bytes or len(rest) != head_size):
-            await self._write_tail(target, start=start, body=rest, old=tail)
-        elif not rest and cutter.cut_bytes and tail.exists:
-            await self._drop_tail(target, tail)
+        if rest and (cutter.cut_bytes or len(rest) != head_size or void != old.void):
+            await self._write_tail(target, start=start_at, body=rest, old=old, void=void)
+        elif not rest and (cutter.cut_bytes or void != old.void) and old.exists:
+            if void:  # the void list lives on the tail object: keep an empty one
+                await self._write_tail(target, start=start_at, body=b"", old=old, void=void)
+            else:
+                await self._drop_tail(target, old)
         if broken is not None:
             raise broken
         # Parts a failed append left beyond a gap may just have joined the prefix.
-        return await self.offset(target) if layout.loose else start + len(rest)
+        return await self.offset(target) if layout.loose else start_at + len(rest)
 
     def _upload_part(self, target: Target, number: int, body: bytes) -> str:
         out = self._s3.upload_part(
@@ -261,10 +336,15 @@ class S3Store(S3Bucket):
             layout = read_layout(parts, default_base=self._part_size, tail_start=None, tail_size=0)
             return layout, _Tail()
         start: int | None = None
+        void: tuple[str, ...] = ()
         if meta.get(_META_UPLOAD) == target.handle and meta.get(_META_START, "").isdigit():
             start = int(meta[_META_START])
+            void = tuple(meta.get(_META_VOID, "").split())
+        if void:  # parts a refused append sent: they never count
+            parts = {n: [p for p in ps if _etag(p.etag) not in void] for n, ps in parts.items()}
         layout = read_layout(parts, default_base=self._part_size, tail_start=start, tail_size=size)
-        return layout, _Tail(exists=True, version=version, body=body if layout.tail_size else b"")
+        body = body if layout.tail_size else b""
+        return layout, _Tail(exists=True, version=version, body=body, void=void)
 
     def _fetch(self, *, Key: str, with_body: bool) -> tuple[dict[str, str], str | None, int, bytes]:
         """Metadata, version, size and (GET) bytes of a small object in one worker hop."""
@@ -302,14 +382,25 @@ class S3Store(S3Bucket):
                 return parts
             marker = following
 
-    async def _write_tail(self, target: Target, *, start: int, body: bytes, old: _Tail) -> None:
+    async def _write_tail(
+        self,
+        target: Target,
+        *,
+        start: int,
+        body: bytes,
+        old: _Tail,
+        void: tuple[str, ...] = (),
+    ) -> None:
+        metadata = {_META_START: str(start), _META_UPLOAD: target.handle}
+        if void:
+            metadata[_META_VOID] = " ".join(void[-_VOID_KEPT:])
         out = await self._call(
             self._s3.put_object,
             Bucket=self._bucket,
             Key=self._tail_key(target),
             Body=body,
             ContentType=_OCTETS,
-            Metadata={_META_START: str(start), _META_UPLOAD: target.handle},
+            Metadata=metadata,
         )
         if old.version and old.version != out.get("VersionId"):
             await self._drop_tail(target, old)  # versioned bucket: the put kept the old version

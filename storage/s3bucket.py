@@ -90,7 +90,7 @@ class S3Bucket:
         self._lock = LockSupport(object_lock=False)
         # UploadId -> (when, layout, tail exists, tail version) read by the last `offset`
         # (see S3Store.append).
-        self._seen: dict[str, tuple[float, Layout, bool, str | None]] = {}
+        self._seen: dict[str, tuple[float, Layout, bool, str | None, tuple[str, ...]]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -423,3 +423,84 @@ async def test_presigned_get_serves_object_without_credentials(store: S3Store) -
             return body
 
     assert await asyncio.to_thread(fetch) == b"signed bytes"
+
+
+async def test_verified_append_streams_parts_and_commits_when_accepted(store: S3Store) -> None:
+    key, data = new_key(), os.urandom(3 * PART + 123)
+    target = await store.create(key)
+    offset = await store.append_verified(
+        target, offset=0, chunks=chunks_of(data, MiB), accept=lambda: True
+    )
+    assert offset == len(data) and await store.offset(target) == len(data)
+    await store.finish(target, size=len(data))
+    assert await read_all(store, key) == data
+
+
+async def test_refused_append_counts_nothing_even_when_a_shorter_retry_ends_before_its_parts(
+    store: S3Store, s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    # The refused request stored parts 3 and 4 with corrupt bytes. A retry that stops right after
+    # part 2 would let them join the prefix if they were not voided.
+    key, data = new_key(), os.urandom(4 * PART + 77)
+    target = await store.create(key)
+    await store.append(target, offset=0, chunks=chunks_of(data[: PART + 11], MiB))
+    corrupt = bytearray(data[PART + 11 :])
+    corrupt[3 * PART] ^= 0xFF
+    refused = await store.append_verified(
+        target, offset=PART + 11, chunks=chunks_of(bytes(corrupt), MiB), accept=lambda: False
+    )
+    assert refused == PART + 11 and await store.offset(target) == PART + 11
+    assert len(stored_parts(s3_env, s3_bucket, target)) >= 3  # parts 3 and 4 are there, voided
+    # A shorter verified retry: exactly parts 2 (with the old tail's 11 bytes) and 3.
+    short = data[PART + 11 : 3 * PART]
+    assert (
+        await store.append_verified(
+            target, offset=PART + 11, chunks=chunks_of(short, MiB), accept=lambda: True
+        )
+        == 3 * PART
+    )
+    assert await store.offset(target) == 3 * PART, "the voided part 4 stays out"
+    await store.append(target, offset=3 * PART, chunks=chunks_of(data[3 * PART :], MiB))
+    await store.finish(target, size=len(data))
+    assert await read_all(store, key) == data
+
+
+async def test_refused_then_resent_identical_parts_count_again(store: S3Store) -> None:
+    # Only part 1 was damaged: the resent parts 2 and 3 carry the very same bytes (same ETag).
+    key, data = new_key(), os.urandom(3 * PART)
+    target = await store.create(key)
+    damaged = bytearray(data)
+    damaged[5] ^= 0xFF
+    assert (
+        await store.append_verified(
+            target, offset=0, chunks=chunks_of(bytes(damaged), MiB), accept=lambda: False
+        )
+        == 0
+    )
+    assert await store.offset(target) == 0
+    assert await store.append_verified(
+        target, offset=0, chunks=chunks_of(data, MiB), accept=lambda: True
+    ) == len(data)
+    fresh = make_store_like(store)
+    await fresh.open()
+    try:
+        assert await fresh.offset(target) == len(data)  # read from S3, not from memory
+    finally:
+        await fresh.close()
+    await store.finish(target, size=len(data))
+    assert await read_all(store, key) == data
+
+
+async def test_verified_append_broken_midway_keeps_nothing(store: S3Store) -> None:
+    key, data = new_key(), os.urandom(3 * PART)
+    target = await store.create(key)
+    with pytest.raises(ConnectionResetError):
+        await store.append_verified(
+            target, offset=0, chunks=broken_stream(data, chunk=MiB), accept=lambda: True
+        )
+    assert await store.offset(target) == 0
+
+
+def make_store_like(store: S3Store) -> S3Store:
+    """A second store instance on the same bucket, as another replica has."""
+    return S3Store(endpoint_url=store._endpoint_url, bucket=store._bucket, part_size=PART)

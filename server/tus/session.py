@@ -17,7 +17,7 @@ from datetime import timedelta
 from aiohttp import StreamReader
 
 from avidence.storage import errors as store_errors
-from avidence.storage.base import Target, Truncator
+from avidence.storage.base import Target, Truncator, VerifyingAppender
 from avidence.storage.digests import MultiDigest, new_hasher
 
 from ..catalog import uploads as uploads_db
@@ -71,9 +71,9 @@ class UploadSession:
         room = (upload.length if upload.length is not None else ctx.settings.max_size) - offset
         digest = self._digest_at(offset)
         source = read_ahead(blocks(content, limit=room, read_timeout=ctx.settings.read_timeout))
-        if checksum is not None and isinstance(ctx.store, Truncator):
-            # The store can take bytes back: stream them in and cut back on a mismatch,
-            # instead of holding the whole request aside first.
+        if checksum is not None and isinstance(ctx.store, Truncator | VerifyingAppender):
+            # The store can take bytes back (or refuse them at the end): stream them in and
+            # drop them on a mismatch, instead of holding the whole request aside first.
             return await self._append(source, offset=offset, digest=digest, checksum=checksum)
         spool: Spool | None = None
         try:
@@ -141,7 +141,17 @@ class UploadSession:
         ctx.metrics.uploads_active.inc()
         failure: BaseException | None = None
         try:
-            new_offset = await ctx.store.append(self.target, offset=offset, chunks=fed())
+            store = ctx.store
+            if check is not None and checksum is not None and isinstance(store, VerifyingAppender):
+                expected = checksum.digest
+                new_offset = await store.append_verified(
+                    self.target,
+                    offset=offset,
+                    chunks=fed(),
+                    accept=lambda: check.digest() == expected,
+                )
+            else:
+                new_offset = await store.append(self.target, offset=offset, chunks=fed())
             if check is not None and checksum is not None and check.digest() != checksum.digest:
                 raise ChecksumMismatch(
                     f"Upload-Checksum {checksum.algorithm} does not match the "
