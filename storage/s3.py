@@ -213,8 +213,9 @@ class S3Store(S3Bucket):
                     old=old,
                     void=(*old.void, *(e for e in sent.values() if e not in old.void)),
                 )
-            if failure is not None or broken is not None:
-                raise broken or failure  # type: ignore[misc]
+            error = broken or failure
+            if error is not None:
+                raise error
             return offset
         if failure is not None:
             # The parts that landed are durable; the old tail stays valid until one covers it.

@@ -19,6 +19,7 @@ from ..auth import require
 from ..catalog import evidence as evidence_db
 from ..catalog.schema_exchange import DEFAULT_AGENCY
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
+from ..requests import json_body
 from ..state import CATALOG, SETTINGS, STORE
 from ..tokens import Principal
 from . import changes, holds, locks, purge, quotas, records, usage
@@ -49,16 +50,6 @@ async def require_site(request: web.Request, *roles: str) -> Principal:
 
 POLICY = web.AppKey("retention_policy", Policy)
 LOCKS = web.AppKey("lock_support", Detected)
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 def _text(body: dict[str, Any], name: str) -> str:
@@ -121,7 +112,7 @@ async def get_retention(request: web.Request) -> web.Response:
 
 async def put_retention(request: web.Request) -> web.Response:
     principal = await require_site(request, *ADMIN)
-    body = await _body(request)
+    body = await json_body(request, required=True)
     override = body.get("override", False)
     if not isinstance(override, bool):
         raise BadRequest("override: true or false")
@@ -152,7 +143,7 @@ async def get_holds(request: web.Request) -> web.Response:
 
 async def post_hold(request: web.Request) -> web.Response:
     principal = await require_site(request, *ADMIN)
-    body = await _body(request)
+    body = await json_body(request, required=True)
     try:
         hold = await holds.add(
             request.app[CATALOG].engine,
@@ -169,7 +160,7 @@ async def post_hold(request: web.Request) -> web.Response:
 
 async def release_hold(request: web.Request) -> web.Response:
     principal = await require_site(request, *ADMIN)
-    body = await _body(request)
+    body = await json_body(request, required=True)
     try:
         hold = await holds.remove(
             request.app[CATALOG].engine,
@@ -192,7 +183,7 @@ async def get_purge(request: web.Request) -> web.Response:
 
 async def post_purge(request: web.Request) -> web.Response:
     principal = await require_site(request, *ADMIN)
-    body = await _body(request)
+    body = await json_body(request, required=True)
     outcomes = await purge.apply(
         request.app[CATALOG].engine,
         request.app[STORE],
@@ -205,7 +196,7 @@ async def post_purge(request: web.Request) -> web.Response:
 
 async def post_restore(request: web.Request) -> web.Response:
     principal = await require_site(request, *ADMIN)
-    body = await _body(request)
+    body = await json_body(request, required=True)
     try:
         restored = await purge.restore(
             request.app[CATALOG].engine,
@@ -237,7 +228,7 @@ async def get_quotas(request: web.Request) -> web.Response:
 
 async def put_quota(request: web.Request) -> web.Response:
     principal = await require_site(request, *ADMIN)
-    body = await _body(request)
+    body = await json_body(request, required=True)
     try:
         limit = await quotas.set_limit(
             request.app[CATALOG].engine,

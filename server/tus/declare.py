@@ -12,6 +12,8 @@ never changed once made. OPTIONS names the header in `Avidence-Digest-Algorithms
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
 from ..errors import BadRequest, Conflict
@@ -52,6 +54,4 @@ async def declare(ctx: TusContext, upload: Upload, digests: dict[str, str]) -> U
         return upload
     metadata = {**upload.metadata, **digests}
     await uploads_db.update(ctx.engine, upload.id, metadata=metadata)
-    fresh = await uploads_db.get(ctx.engine, upload.id)
-    assert fresh is not None
-    return fresh
+    return dataclasses.replace(upload, metadata=metadata)
