@@ -2,16 +2,17 @@
 
 Each part is one upload (a partial one under concatenation) brought to its full length by
 chunk-size PATCH requests streamed from disk. The Upload-Checksum of a chunk must precede its
-body, so a chunk is read once to hash it (in a thread, while the previous chunk is on the wire)
-and streamed again from the page cache. Any failure re-reads the server's offset with HEAD, so
-a cut connection costs at most the chunk in flight.
+body: the whole-file hashing pass computes it on its way through the file (`ChunkDigests`), and
+a chunk that pass does not cover is hashed on its own while the previous chunk is on the wire.
+Any failure re-reads the server's offset with HEAD, so a cut connection costs at most the chunk
+in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from .errors import (
     UploadGone,
 )
 from .files import FileIdentity
+from .hashing import ChunkDigests
 from .progress import FileProgress, Reporter
 from .state import Part, UploadState
 from .tus import Answer, TusClient
@@ -49,6 +51,14 @@ def plan_parts(size: int, parallel: int) -> list[Part]:
     return parts
 
 
+def chunk_grid(parts: list[Part], chunk_size: int) -> Iterator[tuple[int, int]]:
+    """(file offset, length) of every chunk-size request that brings `parts` from zero to
+    their full length: what the hashing pass computes checksums for ahead of the senders."""
+    for part in parts:
+        for offset in range(0, part.length, chunk_size):
+            yield part.start + offset, min(chunk_size, part.length - offset)
+
+
 @dataclass(slots=True)
 class PartSender:
     """Brings every part of one file to its full length."""
@@ -60,6 +70,7 @@ class PartSender:
     progress: FileProgress
     chunk_size: int
     checksum: str | None  # Upload-Checksum algorithm, None without the extension
+    chunks: ChunkDigests | None  # the same checksums, computed by the whole-file hashing pass
     create: Callable[[Part], Awaitable[Answer]]  # POSTs the upload for a part
     save: Callable[[bool], None]  # save(force): persist the state (throttled unless forced)
     # The whole file's digests, awaited before the request that completes a plain upload so the
@@ -184,8 +195,13 @@ class PartSender:
 
     async def _digest(self, part: Part, offset: int, length: int) -> bytes:
         assert self.checksum is not None
+        start = part.start + offset
+        if self.chunks is not None and self.chunks.algorithm == self.checksum:
+            found = await self.chunks.get(start, length)
+            if found is not None:
+                return found
         return await files.digest_range(
-            self.state.path, start=part.start + offset, length=length, algorithm=self.checksum
+            self.state.path, start=start, length=length, algorithm=self.checksum
         )
 
     def _prefetch(self, part: Part, offset: int, old: Prefetch | None) -> Prefetch | None:

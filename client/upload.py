@@ -34,8 +34,8 @@ from .errors import (
     UploadGone,
 )
 from .files import FileIdentity
-from .hashing import FileHasher
-from .parts import PartSender, plan_parts
+from .hashing import ChunkDigests, FileHasher
+from .parts import PartSender, chunk_grid, plan_parts
 from .progress import FileProgress, Reporter
 from .proof import Proof, await_outcome, prove, prove_single
 from .state import Part, StateStore, UploadState
@@ -220,18 +220,23 @@ class Uploader:
     async def _transfer(self, run: _Run) -> None:
         """Send every byte and create the final upload; on return state.final_url is set."""
         state = run.state
-        hasher = FileHasher(state.path, state.size)
+        if not state.parts:
+            state.parts = self._plan(run)
+        chunks = None
+        if run.caps.checksum is not None:
+            chunks = ChunkDigests(
+                run.caps.checksum,
+                chunk_grid(state.parts, run.options.chunk_size),
+                near=2 * run.options.chunk_size,
+            )
+        hasher = FileHasher(state.path, state.size, chunks)
         run.progress.hashed = lambda: hasher.done
         hashing = asyncio.create_task(hasher.run(), name=f"hash-{state.key}")
         try:
             for _attempt in range(2):  # a second round only when the server lost our partials
                 if state.phase != "finalizing" or state.final_url is None:
                     if not state.parts:
-                        state.parts = (
-                            plan_parts(state.size, run.options.parallel)
-                            if state.mode == "concat"
-                            else [Part(index=0, start=0, length=state.size)]
-                        )
+                        state.parts = self._plan(run)
                     state.phase = "uploading"
                     self._save(run)
                     run.progress.phase = "uploading"
@@ -243,6 +248,7 @@ class Uploader:
                         progress=run.progress,
                         chunk_size=run.options.chunk_size,
                         checksum=run.caps.checksum,
+                        chunks=chunks,
                         create=lambda part: self._create(run, part),
                         save=lambda force: self._save(run, force=force),
                         declare=self._declarer(run, hashing),
@@ -268,6 +274,12 @@ class Uploader:
             if not hashing.done():
                 hashing.cancel()
                 await asyncio.gather(hashing, return_exceptions=True)
+
+    @staticmethod
+    def _plan(run: _Run) -> list[Part]:
+        if run.state.mode == "concat":
+            return plan_parts(run.state.size, run.options.parallel)
+        return [Part(index=0, start=0, length=run.state.size)]
 
     @staticmethod
     def _declarer(

@@ -42,6 +42,7 @@ from .errors import (
 )
 from .keys import check_key
 from .localwrite import BATCH, Appender, os_error
+from .writeback import WriteBehind
 
 # A temp file this old belongs to a concatenation that died with its process.
 STALE_TMP_SECONDS = 24 * 3600
@@ -402,6 +403,7 @@ class LocalStore:
         self._taken(key)
         tmp, name = self._areas["tmp"], f"{uuid.uuid4().hex}.tmp"
         out = _open_in(tmp, name, os.O_RDWR | os.O_CREAT | os.O_EXCL, key=key)
+        behind, written = WriteBehind(out, 0), 0
         try:
             for source in sources:
                 src = self._open_object(source)
@@ -412,6 +414,9 @@ class LocalStore:
                         view = memoryview(data)
                         while view:
                             view = view[os.write(out, view) :]
+                        written += len(data)
+                        if self._fsync:  # the publish fsync then finds most of it written
+                            behind.written(written)
                 finally:
                     os.close(src)
             info = os.fstat(out)

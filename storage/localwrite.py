@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterable
 
 from .errors import StoreError, StoreFull, StoreUnavailable
+from .writeback import WriteBehind
 
 BATCH = 1024 * 1024
 # Long appends are fsynced every CHECKPOINT bytes: the durable prefix a write error falls back to.
@@ -22,8 +23,8 @@ def os_error(exc: OSError, key: str | None) -> StoreError:
 
 
 class Appender:
-    """One append into an open staging file: chunks coalesced into BATCH writes, fsync every
-    CHECKPOINT bytes and at the end.
+    """One append into an open staging file: chunks coalesced into BATCH writes, their disk
+    write queued as they go (`WriteBehind`), fsync every CHECKPOINT bytes and at the end.
 
     On a write error the file is cut back to the last fsynced position, so a full disk leaves no
     half-written batch and `offset` reports only whole, durable bytes. Thread work is shielded
@@ -33,6 +34,7 @@ class Appender:
     def __init__(self, fd: int, *, key: str, pos: int, fsync: bool) -> None:
         self.fd, self.key, self.pos, self.durable, self.fsync = fd, key, pos, pos, fsync
         self._busy: asyncio.Future[int] | None = None
+        self._behind = WriteBehind(fd, pos) if fsync else None
 
     async def append(self, chunks: AsyncIterable[bytes]) -> int:
         buf = bytearray()
@@ -73,8 +75,12 @@ class Appender:
             while view:  # pwrite may write less than asked
                 n = os.pwrite(self.fd, view, pos)
                 view, pos = view[n:], pos + n
-            if sync and self.fsync:
-                os.fsync(self.fd)
+            if self._behind is not None:  # None: fsync is off
+                if sync:
+                    os.fsync(self.fd)
+                    self._behind.reset(pos)
+                else:
+                    self._behind.written(pos)
         except OSError:
             try:
                 os.ftruncate(self.fd, self.durable)
@@ -82,6 +88,8 @@ class Appender:
                     os.fsync(self.fd)
             except OSError:
                 pass  # best effort: the write error is the one to report
+            if self._behind is not None:
+                self._behind.reset(self.durable)
             raise
         return pos
 

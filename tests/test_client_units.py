@@ -3,10 +3,12 @@ settings precedence, and the exit-code table in `avidence --help`."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from pathlib import Path
 
+import blake3
 import pytest
 from click.testing import CliRunner
 
@@ -14,7 +16,8 @@ from avidence.client.cli import main
 from avidence.client.config import Settings, endpoints, parse_size
 from avidence.client.errors import FileChanged, InputError
 from avidence.client.files import check_stat, check_unchanged, identify
-from avidence.client.parts import MIN_PART, plan_parts
+from avidence.client.hashing import ChunkDigests, FileHasher
+from avidence.client.parts import MIN_PART, chunk_grid, plan_parts
 from avidence.client.state import Part, StateStore, UploadState
 from avidence.client.tus import RetryPolicy, ServerCaps, encode_metadata
 
@@ -157,3 +160,39 @@ def test_upload_without_a_server_says_so(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "no server: give --server" in result.output
+
+
+async def test_the_hashing_pass_gives_every_chunk_its_checksum(tmp_path: Path) -> None:
+    data = os.urandom(3 * MiB + 12345)
+    path = tmp_path / "rec.mp4"
+    path.write_bytes(data)
+    parts = plan_parts(len(data), 3)  # ranges that start off any block boundary
+    grid = list(chunk_grid(parts, 400_000))
+    chunks = ChunkDigests("blake3", grid, near=len(data))
+    hasher = FileHasher(str(path), len(data), chunks)
+    waiting = asyncio.ensure_future(chunks.get(*grid[-1]))  # asked before the pass starts
+    whole = await hasher.run()
+    assert whole["blake3"] == blake3.blake3(data).hexdigest()
+    assert await waiting == blake3.blake3(data[grid[-1][0] :]).digest()
+    for start, length in grid:
+        expected = blake3.blake3(data[start : start + length]).digest()
+        assert await chunks.get(start, length) == expected
+    # Off the grid (a resume from an offset another chunk size left): hash it yourself.
+    assert await chunks.get(1, 400_000) is None
+    assert await chunks.get(grid[0][0], 399_999) is None
+
+
+async def test_chunks_far_ahead_of_the_pass_or_after_a_failed_pass_are_left_to_the_sender(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(2 * MiB)
+    path = tmp_path / "rec.mp4"
+    path.write_bytes(data)
+    chunks = ChunkDigests("blake3", [(0, MiB), (MiB, MiB)], near=MiB // 2)
+    assert await chunks.get(MiB, MiB) is None  # the pass has not come near it
+    waiting = asyncio.ensure_future(chunks.get(0, MiB))
+    await asyncio.sleep(0)
+    path.write_bytes(data[: MiB // 2])  # the recording shrinks under the pass
+    with pytest.raises(FileChanged):
+        await FileHasher(str(path), len(data), chunks).run()
+    assert await asyncio.wait_for(waiting, 5) is None  # woken, not left waiting for ever

@@ -7,11 +7,13 @@ import asyncio
 import errno
 import os
 import stat
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from avidence.storage import writeback
 from avidence.storage.errors import (
     AlreadyExists,
     InvalidKey,
@@ -222,3 +224,34 @@ async def test_truncate_takes_unverified_bytes_back(local: LocalStore) -> None:
     assert await local.offset(target) == 4
     with pytest.raises(OffsetMismatch):
         await local.truncate(target, offset=5)
+
+
+async def test_long_appends_queue_their_write_out_ahead_of_the_fsync(
+    local: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Records the write-out hints instead of giving them, to check which ranges are queued.
+    queued: list[tuple[int, int]] = []
+    monkeypatch.setattr(writeback, "_queue", lambda _fd, at, length: queued.append((at, length)))
+    data = os.urandom(3 * writeback.STEP + 5)
+    target = await local.create("case/9/a.bin")
+    await local.append(target, offset=0, chunks=chunks_of(data, MiB))
+    # Every STEP bytes written since the last hint are queued once, in order, never past the end.
+    assert [length for _, length in queued] == [writeback.STEP] * 3
+    assert [start for start, _ in queued] == [0, writeback.STEP, 2 * writeback.STEP]
+    await local.finish(target, size=len(data))
+    assert await collect(await local.read("case/9/a.bin")) == data
+
+
+def test_write_out_hints_work_on_this_system(tmp_path: Path) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("sync_file_range is Linux's")
+    assert writeback._queue is not None
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * writeback.STEP)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        behind = writeback.WriteBehind(fd, 0)
+        behind.written(writeback.STEP)  # a real call: must neither raise nor block for long
+        assert behind.queued == writeback.STEP
+    finally:
+        os.close(fd)
