@@ -10,6 +10,13 @@ went through a counting proxy, rerun, and the bytes sent beyond the file's size 
 
     .venv/bin/python bench/client.py                 # 1 GiB, local and S3: ~5 min
     .venv/bin/python bench/client.py --big           # adds 8 GiB (disk: ~30 GiB, ~30 min)
+    .venv/bin/python bench/client.py --link 25MB/s,100MB/s,20ms   # through a WAN model
+
+On 127.0.0.1 every client shares the server's two cores, so the run measures CPU per byte more
+than the network. `--link FLOW,LINK,RTT` puts a pacing proxy between every client and the server
+(tests/support/proxy.py): each TCP connection is held to FLOW, all of them together to LINK,
+and each answer is held back RTT, a model of a WAN path on which one flow cannot fill the link
+(window / round-trip time), as between an interrogation room and a remote evidence server.
 
 It asserts nothing about absolute times; the target (>= 1.3x tuspy) is reported as met or not.
 """
@@ -17,6 +24,7 @@ It asserts nothing about absolute times; the target (>= 1.3x tuspy) is reported 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -45,6 +53,36 @@ RUN_TIMEOUT = 1800.0  # one upload, even of 8 GiB on S3; every wait below is bou
 @dataclass
 class ClientResult(Result):
     rss_peak: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Link:
+    """The WAN model of `--link`: bytes/s per connection and in all, and the round-trip time."""
+
+    flow: float
+    total: float
+    rtt: float
+
+    @property
+    def label(self) -> str:
+        return f"wan {self.flow / 1e6:.0f}/{self.total / 1e6:.0f} MB/s {self.rtt * 1000:.0f} ms"
+
+
+def parse_link(text: str) -> Link:
+    """`25MB/s,100MB/s,20ms` -> Link (rates in size units per second, RTT in ms or s)."""
+    try:
+        flow, total, rtt = (part.strip() for part in text.split(","))
+        delay = (
+            float(rtt.removesuffix("ms")) / 1000 if rtt.endswith("ms") else float(rtt.rstrip("s"))
+        )
+        link = Link(
+            parse_size(flow.removesuffix("/s")), parse_size(total.removesuffix("/s")), delay
+        )
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not FLOW,LINK,RTT: {text!r} ({exc})") from None
+    if link.flow <= 0 or link.total <= 0 or link.rtt < 0:
+        raise argparse.ArgumentTypeError(f"rates must be positive and RTT not negative: {text!r}")
+    return link
 
 
 @dataclass
@@ -120,12 +158,33 @@ def client_env(tmp: Path) -> dict[str, str]:
 
 
 def timed_upload(
-    client: str, server: AvidenceServer, path: Path, tmp: Path, result: ClientResult
+    client: str,
+    server: AvidenceServer,
+    path: Path,
+    tmp: Path,
+    result: ClientResult,
+    link: Link | None,
 ) -> None:
     state = Path(tempfile.mkdtemp(prefix="state-", dir=tmp))
-    argv = command(
-        client, url=server.url.removesuffix("/files/"), token=server.token, path=path, state=state
-    )
+    with contextlib.ExitStack() as stack:
+        url = server.url.removesuffix("/files/")
+        if link is not None:
+            url = stack.enter_context(
+                fault_proxy(
+                    server.port, rate=link.flow, link_rate=link.total, answer_delay=link.rtt
+                )
+            ).url
+        argv = command(client, url=url, token=server.token, path=path, state=state)
+        _run_timed(argv, server, state, tmp, result)
+
+
+def _run_timed(
+    argv: list[str],
+    server: AvidenceServer,
+    state: Path,
+    tmp: Path,
+    result: ClientResult,
+) -> None:
     log = state / "client.log"
     with log.open("wb") as out:
         started = time.perf_counter()
@@ -197,14 +256,15 @@ def run_store(
         path = files.get(size)
         for rep in range(args.repeat):
             for client in clients_of():
-                key = f"{where}/{human(size)}/{client}"
+                place = f"{where} {args.link.label}" if args.link else where
+                key = f"{place}/{human(size)}/{client}"
                 result = next((r for r in results if r.key == key), None)
                 if result is None:
                     result = ClientResult(key, f"avidence -> {where}", client, size)
                     results.append(result)
                 if args.quiet_wait > 0:
                     wait_quiet(max_wait=args.quiet_wait)
-                timed_upload(client, server, path, tmp, result)
+                timed_upload(client, server, path, tmp, result, args.link)
                 best = f"{result.best:.0f} MB/s" if result.seconds else "failed"
                 print(f"  {key} round {rep + 1}: {best}", flush=True)
         if not args.skip_resume and size == sizes[0]:
@@ -280,6 +340,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float, default=20.0)
     parser.add_argument("--data-cache", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--link",
+        type=parse_link,
+        help="FLOW,LINK,RTT: upload through a WAN model, e.g. 25MB/s,100MB/s,20ms",
+    )
     return parser.parse_args(argv)
 
 

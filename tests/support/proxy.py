@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 BLOCK = 64 * 1024
+SLACK = 0.02  # seconds of pacing a connection may catch up on after a late wake-up
 _METHODS = {b"OPTIONS", b"POST", b"HEAD", b"PATCH", b"GET", b"DELETE", b"PUT"}
 
 
@@ -24,7 +25,11 @@ _METHODS = {b"OPTIONS", b"POST", b"HEAD", b"PATCH", b"GET", b"DELETE", b"PUT"}
 class FaultProxy:
     """Forward 127.0.0.1:`port` to 127.0.0.1:`target_port`.
 
-    - `rate`: client-to-server bytes per second (None: unthrottled)
+    - `rate`: client-to-server bytes per second of each connection (None: unthrottled)
+    - `link_rate`: client-to-server bytes per second of all connections together, as one
+      shared link (None: unthrottled); with `rate` below it, a model of a WAN path where one
+      TCP flow cannot fill the link (window / round-trip time)
+    - `answer_delay`: seconds each server-to-client read is held back (round-trip time)
     - `cut_after`: abort a connection once it carried this many client-to-server bytes,
       while `cuts_left` > 0 (each cut uses one)
     - `cut_answer_to`: abort a connection when the server answers a request with this method
@@ -36,6 +41,8 @@ class FaultProxy:
 
     target_port: int
     rate: float | None = None
+    link_rate: float | None = None
+    answer_delay: float = 0.0
     cut_after: int | None = None
     cut_answer_to: str | None = None
     answers_to_skip: int = 0
@@ -52,6 +59,7 @@ class FaultProxy:
     _thread: threading.Thread | None = None
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _link_free: float = 0.0  # when the shared link has carried everything sent so far
 
     @property
     def url(self) -> str:
@@ -117,7 +125,7 @@ class FaultProxy:
 
         async def up() -> None:
             nonlocal last_method
-            carried, stalled = 0, False
+            carried, stalled, free = 0, False, 0.0
             while data := await client_r.read(BLOCK):
                 method = data[:8].split(b" ", 1)[0]
                 if method in _METHODS:
@@ -133,8 +141,15 @@ class FaultProxy:
                 if self.stall_after is not None and not stalled and carried >= self.stall_after:
                     stalled = True
                     await asyncio.sleep(self.stall_seconds)
-                if self.rate:
-                    await asyncio.sleep(len(data) / self.rate)
+                now = self._loop.time()
+                # Paces kept across reads; a sleep that overshot is made up within SLACK.
+                if self.rate:  # this connection's own
+                    free = max(free, now - SLACK) + len(data) / self.rate
+                if self.link_rate:  # the shared link's: every connection queues on it
+                    self._link_free = max(self._link_free, now - SLACK) + len(data) / self.link_rate
+                    free = max(free, self._link_free)
+                if free > now:
+                    await asyncio.sleep(free - now)
                 server_w.write(data)
                 carried += len(data)
                 self.bytes_up += len(data)
@@ -152,6 +167,8 @@ class FaultProxy:
                     elif self._take_cut():
                         abort()
                         return
+                if self.answer_delay:
+                    await asyncio.sleep(self.answer_delay)
                 client_w.write(data)
                 self.bytes_down += len(data)
                 await client_w.drain()
