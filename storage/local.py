@@ -41,6 +41,7 @@ from .errors import (
     StoreUnavailable,
 )
 from .keys import check_key
+from .localjoin import SourceShrank, append_file, hash_file
 from .localwrite import BATCH, Appender, os_error
 from .writeback import WriteBehind
 
@@ -403,22 +404,27 @@ class LocalStore:
         self._taken(key)
         tmp, name = self._areas["tmp"], f"{uuid.uuid4().hex}.tmp"
         out = _open_in(tmp, name, os.O_RDWR | os.O_CREAT | os.O_EXCL, key=key)
-        behind, written = WriteBehind(out, 0), 0
+        # Write-out queued as the copy goes: the publish fsync then finds most of it written.
+        behind = WriteBehind(out, 0) if self._fsync else None
         try:
+            end = 0
             for source in sources:
                 src = self._open_object(source)
                 try:
-                    while data := os.read(src, BATCH):
-                        if digest is not None:
-                            digest.update(data)
-                        view = memoryview(data)
-                        while view:
-                            view = view[os.write(out, view) :]
-                        written += len(data)
-                        if self._fsync:  # the publish fsync then finds most of it written
-                            behind.written(written)
+                    end = append_file(out, src, at=end, behind=behind)
+                except SourceShrank as exc:
+                    raise StoreUnavailable(
+                        f"object {source!r} changed while being joined ({exc})", key=key
+                    ) from None
                 finally:
                     os.close(src)
+            if digest is not None:
+                try:
+                    hash_file(out, end, digest)
+                except SourceShrank as exc:
+                    raise StoreUnavailable(
+                        f"joined {key!r} came back short ({exc})", key=key
+                    ) from None
             info = os.fstat(out)
             self._publish(out, tmp, name, key)
             return _info(key, info)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from avidence.storage import writeback
+from avidence.storage.digests import MultiDigest
 from avidence.storage.errors import (
     AlreadyExists,
     InvalidKey,
@@ -255,3 +256,30 @@ def test_write_out_hints_work_on_this_system(tmp_path: Path) -> None:
         assert behind.queued == writeback.STEP
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+async def test_concatenation_joins_the_bytes_and_hashes_what_it_wrote(
+    local: LocalStore, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+) -> None:
+    if not kernel_copy:
+        # Fault injection: the kernel refuses to copy between these files (as across
+        # filesystems), so the join falls back to copying through a buffer.
+        def refuse(*_args: object) -> int:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+        monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
+    pieces = [os.urandom(n) for n in (3 * MiB + 7, 1, 0, 2 * writeback.STEP + 11)]
+    for index, piece in enumerate(pieces):
+        await put(local, f"case/10/{index}", piece)
+    digest = MultiDigest()
+    info = await local.concatenate(
+        "case/10/all", [f"case/10/{i}" for i in range(len(pieces))], digest=digest
+    )
+    joined = b"".join(pieces)
+    assert info.size == len(joined)
+    assert await collect(await local.read("case/10/all")) == joined
+    expected = MultiDigest()
+    expected.update(joined)
+    assert digest.hexdigests() == expected.hexdigests()
+    assert digest.length == len(joined)
