@@ -11,7 +11,6 @@ exist (not Linux) `WriteBehind` does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import sys
 from collections.abc import Callable
@@ -28,7 +27,7 @@ def _load() -> Callable[[int, int, int], None] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols, libc's among them
         function = libc.sync_file_range
     except (OSError, AttributeError):
         return None
