@@ -8,17 +8,13 @@ guess. Values are returned as escaped HTML fragments for `pages._card`.
 
 from __future__ import annotations
 
-import html
 from fractions import Fraction
 from typing import Any
 
+from ..markup import escape as _e
 from . import i18n
 
 MAX_LISTED = 5  # jumps listed on the page per kind; the counts stay exact
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def clock(seconds: float) -> str:

@@ -8,7 +8,6 @@ unknown, expired, revoked or exhausted applies, and nothing else (no ids, no sta
 from __future__ import annotations
 
 import functools
-import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -17,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ..catalog.evidence import Evidence
+from ..markup import escape as _e
 from . import i18n, mediafacts
 from .records import Ticket
 
@@ -32,10 +32,6 @@ _PROBLEMS = {
     "ticket_exhausted": "exhausted",
     "too_many_requests": "busy",
 }
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _text(lang: str, key: str) -> str:

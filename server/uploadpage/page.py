@@ -6,7 +6,6 @@ Content-Security-Policy allows because it never runs.
 
 from __future__ import annotations
 
-import html
 import json
 from importlib import resources
 from string import Template
@@ -14,6 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ..markup import escape as _e
 from ..state import SETTINGS
 from ..tickets import i18n
 
@@ -36,10 +36,6 @@ _FORM_KEYS = (
     "start",
     "digest_note",
 )
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def script_words(lang: str) -> str:
