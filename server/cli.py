@@ -8,15 +8,17 @@ never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
 from avidence import __version__
+from avidence.storage.base import Store
 from avidence.storage.errors import StoreError
 
 from . import config, tokens
@@ -24,6 +26,7 @@ from .agencies import records as agencies_db
 from .audit import log as audit
 from .audit.events import Event
 from .catalog.db import Catalog, CatalogUnavailable
+from .stores import build_store
 
 T = TypeVar("T")
 
@@ -53,6 +56,38 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except (config.ConfigError, CatalogUnavailable, StoreError, ValueError) as exc:
         fail(str(exc))
+
+
+@contextlib.asynccontextmanager
+async def opened_catalog(
+    settings: config.Settings, *, migrate: bool = False
+) -> AsyncIterator[Catalog]:
+    """The catalog an admin command works on, closed however the command ends: migrated first
+    by commands that may be the first to touch a data folder, else checked to be current."""
+    catalog = Catalog(settings.database_url)
+    try:
+        if migrate:
+            await catalog.migrate()
+        else:
+            await catalog.ensure_current()
+        yield catalog
+    finally:
+        await catalog.close()
+
+
+@contextlib.asynccontextmanager
+async def opened_with_store(
+    settings: config.Settings, *, open_store: bool = True
+) -> AsyncIterator[tuple[Catalog, Store]]:
+    """The catalog and the evidence store (opened unless the command only reads the catalog)."""
+    store = build_store(settings)
+    async with opened_catalog(settings) as catalog:
+        try:
+            if open_store:
+                await store.open()
+            yield catalog, store
+        finally:
+            await store.close()
 
 
 def _keeps_click_params(func: Callable[..., Any]) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -113,11 +148,8 @@ def main() -> None:
 
 
 async def _migrate(settings: config.Settings) -> str | None:
-    catalog = Catalog(settings.database_url)
-    try:
-        return await catalog.migrate()
-    finally:
-        await catalog.close()
+    async with opened_catalog(settings, migrate=True) as catalog:
+        return await catalog.revision()
 
 
 @main.command()
@@ -146,9 +178,7 @@ def token_create(ctx: Context, role: str, name: str, agency: str | None) -> None
     settings = ctx.settings()
 
     async def go() -> tuple[tokens.Principal, str]:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.migrate()
+        async with opened_catalog(settings, migrate=True) as catalog:
             agency_id = await _agency_id(catalog, agency)
             principal, secret = await tokens.create(
                 catalog.engine, role=role, name=name, agency_id=agency_id
@@ -163,8 +193,6 @@ def token_create(ctx: Context, role: str, name: str, agency: str | None) -> None
                 ),
             )
             return principal, secret
-        finally:
-            await catalog.close()
 
     principal, secret = run(go())
     click.echo(f"created {principal.role} token {principal.token_id} for {principal.name!r}")
@@ -187,12 +215,8 @@ def token_list(ctx: Context) -> None:
     settings = ctx.settings()
 
     async def go() -> list[Any]:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
+        async with opened_catalog(settings) as catalog:
             return await tokens.listing(catalog.engine)
-        finally:
-            await catalog.close()
 
     for row in run(go()):
         state = "revoked" if row.revoked_at else "active"
@@ -209,9 +233,7 @@ def token_revoke(ctx: Context, token_id: str) -> None:
     settings = ctx.settings()
 
     async def go() -> bool:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
+        async with opened_catalog(settings) as catalog:
             revoked = await tokens.revoke(catalog.engine, token_id)
             if revoked:
                 await audit.append(
@@ -219,8 +241,6 @@ def token_revoke(ctx: Context, token_id: str) -> None:
                     Event(action="token.revoked", actor="cli", object=f"token:{token_id}"),
                 )
             return revoked
-        finally:
-            await catalog.close()
 
     if not run(go()):
         fail(f"no active token {token_id}")

@@ -13,11 +13,9 @@ from pathlib import Path
 import click
 
 from . import signing
-from .catalog.db import Catalog
-from .cli import Context, fail, main, run, shared_options
+from .cli import Context, fail, main, opened_with_store, run, shared_options
 from .export import ExportReport, export_case
 from .scrub import Check, ScrubReport, scrub
-from .stores import build_store
 
 
 def _describe(check: Check) -> str:
@@ -57,11 +55,7 @@ def scrub_command(
     settings = ctx.settings()
 
     async def go() -> ScrubReport:
-        catalog = Catalog(settings.database_url)
-        store = build_store(settings)
-        try:
-            await catalog.ensure_current()
-            await store.open()
+        async with opened_with_store(settings) as (catalog, store):
             return await scrub(
                 catalog.engine,
                 store,
@@ -70,9 +64,6 @@ def scrub_command(
                 limit=limit,
                 actor="cli",
             )
-        finally:
-            await store.close()
-            await catalog.close()
 
     report = run(go())
     for check in report.problems:
@@ -101,14 +92,9 @@ def export_command(ctx: Context, case_id: str, out: Path, manifests_only: bool) 
     settings = ctx.settings()
 
     async def go() -> ExportReport:
-        catalog = Catalog(settings.database_url)
-        store = build_store(settings)
-        try:
-            await catalog.ensure_current()
+        async with opened_with_store(settings, open_store=not manifests_only) as (catalog, store):
             signer = signing.load_signer(settings)
             await signing.register(catalog.engine, signer)
-            if not manifests_only:
-                await store.open()
             return await export_case(
                 catalog.engine,
                 store,
@@ -117,9 +103,6 @@ def export_command(ctx: Context, case_id: str, out: Path, manifests_only: bool) 
                 out=out,
                 manifests_only=manifests_only,
             )
-        finally:
-            await store.close()
-            await catalog.close()
 
     report = run(go())
     click.echo(

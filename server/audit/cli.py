@@ -12,7 +12,7 @@ from avidence.client.canonical import PublicKeys
 
 from .. import signing
 from ..catalog.db import Catalog
-from ..cli import Context, main, run, shared_options
+from ..cli import Context, main, opened_catalog, run, shared_options
 from . import log as audit
 from .events import Event
 
@@ -33,12 +33,8 @@ def audit_verify(ctx: Context) -> None:
     settings = ctx.settings()
 
     async def go() -> audit.Verdict:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
+        async with opened_catalog(settings) as catalog:
             return await audit.verify(catalog.engine, await _keys(catalog))
-        finally:
-            await catalog.close()
 
     verdict = run(go())
     if not verdict.ok:
@@ -54,14 +50,10 @@ def audit_checkpoint(ctx: Context) -> None:
     settings = ctx.settings()
 
     async def go() -> dict[str, Any] | None:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
+        async with opened_catalog(settings) as catalog:
             signer = signing.load_signer(settings)
             await signing.register(catalog.engine, signer)
             return await audit.checkpoint(catalog.engine, signer)
-        finally:
-            await catalog.close()
 
     document = run(go())
     click.echo("head already signed" if document is None else json.dumps(document["checkpoint"]))
@@ -76,9 +68,7 @@ def audit_export(ctx: Context, case_id: str | None, out: Any) -> None:
     settings = ctx.settings()
 
     async def go() -> int:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
+        async with opened_catalog(settings) as catalog:
             count = 0
             async for row in audit.rows(catalog.engine, case_id=case_id):
                 line = {"type": "entry", **audit.entry_body(row), "hash": row.hash}
@@ -99,8 +89,6 @@ def audit_export(ctx: Context, case_id: str | None, out: Any) -> None:
                 ),
             )
             return count
-        finally:
-            await catalog.close()
 
     count = run(go())
     click.echo(f"exported {count} entries", err=True)
@@ -118,9 +106,7 @@ def key_rotate(ctx: Context) -> None:
     settings = ctx.settings()
 
     async def go() -> signing.Signer:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
+        async with opened_catalog(settings) as catalog:
             old = signing.load_signer(settings)
             await signing.register(catalog.engine, old)
             await audit.checkpoint(catalog.engine, old)  # seal the log under the old key
@@ -136,8 +122,6 @@ def key_rotate(ctx: Context) -> None:
                 ),
             )
             return new
-        finally:
-            await catalog.close()
 
     signer = run(go())
     click.echo(f"active signing key is now {signer.key_id}; restart servers to use it")

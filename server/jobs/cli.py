@@ -18,9 +18,8 @@ import sqlalchemy as sa
 from avidence.transcode.errors import TranscodeError
 
 from .. import logs
-from ..catalog.db import Catalog
 from ..catalog.schema import evidence, jobs
-from ..cli import Context, fail, main, run, shared_options
+from ..cli import Context, fail, main, opened_catalog, run, shared_options
 from ..config import ConfigError, Settings, redact
 from ..stores import build_store
 from . import queue, views
@@ -47,9 +46,7 @@ def worker_command(ctx: Context, concurrency: int | None) -> None:
 
 
 async def _work(settings: Settings) -> None:
-    catalog = Catalog(settings.database_url)
-    try:
-        await catalog.migrate()
+    async with opened_catalog(settings, migrate=True) as catalog:
         store = build_store(settings)
         await store.open()
         try:
@@ -68,8 +65,6 @@ async def _work(settings: Settings) -> None:
                 await worker.stop()
         finally:
             await store.close()
-    finally:
-        await catalog.close()
 
 
 async def _wait_for_signal() -> None:
@@ -93,14 +88,10 @@ def jobs_group(ctx: Context, state: str | None, evidence_id: str | None, limit: 
     settings = ctx.settings()
 
     async def go() -> list[queue.Job]:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
+        async with opened_catalog(settings) as catalog:
             return await queue.listing(
                 catalog.engine, evidence_id=evidence_id, state=state, limit=limit
             )
-        finally:
-            await catalog.close()
 
     for job in run(go()):
         click.echo(views.job_line(job))
@@ -114,12 +105,8 @@ def jobs_retry(ctx: Context, job_ids: tuple[str, ...]) -> None:
     settings = ctx.settings()
 
     async def go() -> list[str]:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
+        async with opened_catalog(settings) as catalog:
             return [j for j in job_ids if not await queue.requeue(catalog.engine, j)]
-        finally:
-            await catalog.close()
 
     refused = run(go())
     if refused:
@@ -138,9 +125,7 @@ def jobs_enqueue(ctx: Context, evidence_ids: tuple[str, ...], missing: bool) -> 
     settings = ctx.settings()
 
     async def go() -> int:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
+        async with opened_catalog(settings) as catalog:
             async with catalog.engine.begin() as conn:
                 ids = list(evidence_ids)
                 if missing:
@@ -158,7 +143,5 @@ def jobs_enqueue(ctx: Context, evidence_ids: tuple[str, ...], missing: bool) -> 
                 if unknown:
                     raise ValueError(f"no such evidence: {', '.join(unknown)}")
                 return sum([await queue.enqueue(conn, i) is not None for i in ids])
-        finally:
-            await catalog.close()
 
     click.echo(f"queued {run(go())} analysis job(s)")

@@ -7,10 +7,9 @@ audited with the actor `cli (<login name>)` unless `--actor` names the person. `
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
@@ -18,9 +17,7 @@ import click
 from avidence.storage.base import Store
 
 from ..catalog.db import Catalog
-from ..cli import Context, fail, main, run, shared_options
-from ..config import Settings
-from ..stores import build_store
+from ..cli import Context, fail, main, opened_with_store, run, shared_options
 from . import changes, holds, purge, quotas, records, usage
 from .classes import Policy, load_policy
 
@@ -39,20 +36,6 @@ def _actor(given: str | None) -> str:
 actor_option = click.option("--actor", default=None, help="Who acts, for the audit log.")
 
 
-@contextlib.asynccontextmanager
-async def _opened(settings: Settings, *, with_store: bool) -> AsyncIterator[tuple[Catalog, Store]]:
-    catalog = Catalog(settings.database_url)
-    store = build_store(settings)
-    try:
-        await catalog.ensure_current()
-        if with_store:
-            await store.open()
-        yield catalog, store
-    finally:
-        await store.close()
-        await catalog.close()
-
-
 def _act(
     ctx: Context, work: Callable[[Catalog, Store, Policy], Awaitable[T]], *, with_store: bool = True
 ) -> T:
@@ -61,7 +44,7 @@ def _act(
 
     async def go() -> T:
         policy = load_policy(settings)
-        async with _opened(settings, with_store=with_store) as (catalog, store):
+        async with opened_with_store(settings, open_store=with_store) as (catalog, store):
             return await work(catalog, store, policy)
 
     return run(go())

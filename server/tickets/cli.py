@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..catalog.db import Catalog
-from ..cli import Context, fail, main, run, shared_options
+from ..cli import Context, fail, main, opened_catalog, run, shared_options
 from ..config import Settings
 from . import records
 from .issue import issue_ticket, link, parse_expiry, revoke_ticket
@@ -23,12 +22,8 @@ T = TypeVar("T")
 
 
 async def _with_catalog(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    catalog = Catalog(settings.database_url)
-    try:
-        await catalog.ensure_current()
+    async with opened_catalog(settings) as catalog:
         return await work(catalog.engine)
-    finally:
-        await catalog.close()
 
 
 @main.group("ticket")

@@ -12,8 +12,7 @@ from ..agencies.records import Agency
 from ..audit import log as audit
 from ..audit.events import Event
 from ..cases import records as cases_db
-from ..catalog.db import Catalog
-from ..cli import Context, main, run, shared_options
+from ..cli import Context, main, opened_catalog, run, shared_options
 from . import flow
 from . import records as transfers_db
 from .records import Transfer
@@ -32,9 +31,7 @@ def agency_create(ctx: Context, name: str) -> None:
     settings = ctx.settings()
 
     async def go() -> Agency:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.migrate()
+        async with opened_catalog(settings, migrate=True) as catalog:
             created = await agencies_db.create(catalog.engine, name=name)
             await audit.append(
                 catalog.engine,
@@ -46,8 +43,6 @@ def agency_create(ctx: Context, name: str) -> None:
                 ),
             )
             return created
-        finally:
-            await catalog.close()
 
     created = run(go())
     click.echo(f"created agency {created.id} {created.name!r}")
@@ -60,12 +55,8 @@ def agency_list(ctx: Context) -> None:
     settings = ctx.settings()
 
     async def go() -> list[Agency]:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
+        async with opened_catalog(settings) as catalog:
             return await agencies_db.listing(catalog.engine)
-        finally:
-            await catalog.close()
 
     for found in run(go()):
         click.echo(f"{found.id}\t{found.name}\t{found.created_at:%Y-%m-%dT%H:%M:%SZ}")
@@ -101,34 +92,35 @@ def transfer_create(
         raise click.BadParameter("not JSON", param_hint="--limits") from None
 
     async def go() -> Transfer:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
-            signer = signing.load_signer(settings)
-            await signing.register(catalog.engine, signer)
-            found = await agencies_db.resolve(catalog.engine, sender or agencies_db.DEFAULT_AGENCY)
-            if found is None:
-                raise ValueError(f"--from: no agency {sender!r}")
-            case_id = case
-            if await cases_db.get(catalog.engine, case, agency_id=found.id) is None:
-                numbered = await cases_db.listing(catalog.engine, agency_id=found.id, number=case)
-                if not numbered:
-                    raise ValueError(f"--case: {found.name} holds no case {case!r}")
-                case_id = numbered[0].id
-            return await flow.create(
-                catalog.engine,
-                signer,
-                case_id=case_id,
-                to=to,
-                actor=flow.Actor(label="cli", agency_id=found.id),
-                items=[i.strip() for i in items.split(",") if i.strip()] if items else None,
-                note=note,
-                limits=parsed_limits,
-            )
-        except (flow.TransferError, flow.TransferConflict, LookupError) as exc:
-            raise ValueError(str(exc).strip("'\"")) from None
-        finally:
-            await catalog.close()
+        async with opened_catalog(settings) as catalog:
+            try:
+                signer = signing.load_signer(settings)
+                await signing.register(catalog.engine, signer)
+                found = await agencies_db.resolve(
+                    catalog.engine, sender or agencies_db.DEFAULT_AGENCY
+                )
+                if found is None:
+                    raise ValueError(f"--from: no agency {sender!r}")
+                case_id = case
+                if await cases_db.get(catalog.engine, case, agency_id=found.id) is None:
+                    numbered = await cases_db.listing(
+                        catalog.engine, agency_id=found.id, number=case
+                    )
+                    if not numbered:
+                        raise ValueError(f"--case: {found.name} holds no case {case!r}")
+                    case_id = numbered[0].id
+                return await flow.create(
+                    catalog.engine,
+                    signer,
+                    case_id=case_id,
+                    to=to,
+                    actor=flow.Actor(label="cli", agency_id=found.id),
+                    items=[i.strip() for i in items.split(",") if i.strip()] if items else None,
+                    note=note,
+                    limits=parsed_limits,
+                )
+            except (flow.TransferError, flow.TransferConflict, LookupError) as exc:
+                raise ValueError(str(exc).strip("'\"")) from None
 
     created = run(go())
     click.echo(
@@ -146,15 +138,11 @@ def transfer_list(ctx: Context, name: str | None, inbox: bool) -> None:
     settings = ctx.settings()
 
     async def go() -> list[Transfer]:
-        catalog = Catalog(settings.database_url)
-        try:
-            await catalog.ensure_current()
+        async with opened_catalog(settings) as catalog:
             found = await agencies_db.resolve(catalog.engine, name or agencies_db.DEFAULT_AGENCY)
             if found is None:
                 raise ValueError(f"--agency: no agency {name!r}")
             return await transfers_db.listing(catalog.engine, agency_id=found.id, inbox=inbox)
-        finally:
-            await catalog.close()
 
     for t in run(go()):
         click.echo(
