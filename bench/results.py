@@ -113,12 +113,17 @@ def report(results: list[Result], concurrent_failures: int | None) -> list[dict[
         check(name, 0.8, ratio(fastest, "boto3"))
     if fastest != "av_s3_tuspy":
         check("avidence->S3 (tuspy) vs boto3 direct", 0.8, ratio("av_s3_tuspy", "boto3"))
-    check("avidence->S3 vs @tus/server S3, both tuspy", 2.0, ratio("av_s3_tuspy", "node_s3_tuspy"))
-    check(
-        "avidence->local vs @tus/server file, both tuspy",
-        1.2,
-        ratio("av_local_tuspy", "node_file_tuspy"),
-    )
+    for client, name in (("tuspy", "tuspy"), ("stream", "one PATCH")):
+        check(
+            f"avidence->S3 vs @tus/server S3, both {name}",
+            2.0,
+            ratio(f"av_s3_{client}", f"node_s3_{client}"),
+        )
+        check(
+            f"avidence->local vs @tus/server file, both {name}",
+            1.2,
+            ratio(f"av_local_{client}", f"node_file_{client}"),
+        )
     mem = by_key.get("memory")
     growth = max(mem.rss_growth) / MiB if mem and mem.rss_growth else None
     checks.append(

@@ -168,9 +168,12 @@ def main_runs(
                 )
             )
 
+        # The peers get both generic tus clients avidence gets: tuspy and one streamed PATCH.
         reason = NodePeer.unavailable()
         for store, where in (("s3", "S3"), ("file", "file")):
-            res = Result(f"node_{store}_tuspy", f"@tus/server -> {where}", chunk, size)
+            target = f"@tus/server -> {where}"
+            tuspy_res = Result(f"node_{store}_tuspy", target, chunk, size)
+            stream_res = Result(f"node_{store}_stream", target, "aiohttp, one PATCH", size)
             if reason is None:
                 peer = NodePeer(
                     tmp / f"tus-node-{store}", store, seaweed=seaweed, bucket="tus-node-bench"
@@ -178,22 +181,23 @@ def main_runs(
                 try:
                     peer.start()
                 except Exception as exc:  # report and go on without this peer
-                    res.skipped = f"did not start: {exc}"
+                    reason = f"did not start: {exc}"
                 else:
                     started.append(peer)
-                    runs.append(Run(res, _tuspy(peer.url, {}, path, meta), peer.pid))
-            else:
-                res.skipped = reason
-            if res.skipped:
-                print(f"  skipping {res.target}: {res.skipped}")
-                results.append(res)
+                    runs.append(Run(tuspy_res, _tuspy(peer.url, {}, path, meta), peer.pid))
+                    runs.append(Run(stream_res, _stream(peer.url, {}, path, size, meta), peer.pid))
+            if reason is not None:
+                for res in (tuspy_res, stream_res):
+                    res.skipped = reason
+                    print(f"  skipping {res.target} ({res.client}): {res.skipped}")
+                    results.append(res)
 
         weed = seaweed_pid(seaweed)
         for rep in range(args.repeat):
             print(f"  round {rep + 1}/{args.repeat}")
             for run in runs:
                 measure_once(run, weed=weed, rep=rep)
-                if run.result.key == "node_file_tuspy":
+                if run.result.key.startswith("node_file_"):
                     _empty(tmp / "tus-node-file" / "files")  # the peer's own files only
     finally:
         for process in reversed(started):
