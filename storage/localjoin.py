@@ -14,9 +14,9 @@ import errno
 import os
 
 from .digests import MultiDigest
+from .localwrite import BATCH, pwrite_all
 from .writeback import STEP, WriteBehind
 
-BATCH = 1024 * 1024
 # The kernel copy cannot serve this pair of files: copy through a buffer instead.
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF}
 
@@ -52,9 +52,7 @@ def append_file(out: int, src: int, *, at: int, behind: WriteBehind | None) -> i
 
 def _copy_through_buffer(src: int, out: int, count: int, src_at: int, out_at: int) -> int:
     data = os.pread(src, count, src_at)
-    written = 0
-    while written < len(data):  # pwrite may write less than asked
-        written += os.pwrite(out, memoryview(data)[written:], out_at + written)
+    pwrite_all(out, data, out_at)
     return len(data)
 
 

@@ -22,6 +22,15 @@ def os_error(exc: OSError, key: str | None) -> StoreError:
     return StoreUnavailable(f"local store I/O failed: {exc}", key=key)
 
 
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, pos: int) -> int:
+    """Write all of `data` at `pos` (pwrite may write less than asked); return the end."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view, pos = view[n:], pos + n
+    return pos
+
+
 class Appender:
     """One append into an open staging file: chunks coalesced into BATCH writes, their disk
     write queued as they go (`WriteBehind`), fsync every CHECKPOINT bytes and at the end.
@@ -70,11 +79,8 @@ class Appender:
             self.durable = self.pos
 
     def _write_sync(self, data: bytes | bytearray, pos: int, sync: bool) -> int:
-        view = memoryview(data)
         try:
-            while view:  # pwrite may write less than asked
-                n = os.pwrite(self.fd, view, pos)
-                view, pos = view[n:], pos + n
+            pos = pwrite_all(self.fd, data, pos)
             if self._behind is not None:  # None: fsync is off
                 if sync:
                     os.fsync(self.fd)

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..catalog.connect import connected
 from ..catalog.evidence import Evidence
 from ..catalog.schema import evidence
 from ..catalog.schema_exchange import holdings
@@ -29,11 +30,8 @@ async def holding(
     query = sa.select(holdings.c.limits).where(
         holdings.c.agency_id == agency_id, holdings.c.evidence_id == evidence_id
     )
-    if isinstance(engine, AsyncConnection):
-        limits = (await engine.execute(query)).scalar()
-    else:
-        async with engine.connect() as conn:
-            limits = (await conn.execute(query)).scalar()
+    async with connected(engine) as conn:
+        limits = (await conn.execute(query)).scalar()
     return dict(limits) if limits is not None else None
 
 

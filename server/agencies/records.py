@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..catalog.connect import connected
 from ..catalog.schema_exchange import DEFAULT_AGENCY, agencies
 
 __all__ = ["DEFAULT_AGENCY", "Agency", "by_id", "by_name", "create", "listing"]
@@ -55,11 +56,8 @@ async def _one(
     engine: AsyncEngine | AsyncConnection, where: sa.ColumnElement[bool]
 ) -> Agency | None:
     query = sa.select(agencies).where(where)
-    if isinstance(engine, AsyncConnection):
-        row = (await engine.execute(query)).first()
-    else:
-        async with engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+    async with connected(engine) as conn:
+        row = (await conn.execute(query)).first()
     return Agency(row.id, row.name, row.created_at) if row is not None else None
 
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .. import clock
+from .connect import connected
 from .schema import uploads
 from .schema_exchange import DEFAULT_AGENCY
 
@@ -67,11 +68,8 @@ async def insert(conn: AsyncConnection, upload: Upload) -> None:
 
 async def get(engine: AsyncEngine | AsyncConnection, upload_id: str) -> Upload | None:
     query = sa.select(uploads).where(uploads.c.id == upload_id)
-    if isinstance(engine, AsyncConnection):
-        row = (await engine.execute(query)).first()
-    else:
-        async with engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+    async with connected(engine) as conn:
+        row = (await conn.execute(query)).first()
     return _row(row) if row is not None else None
 
 

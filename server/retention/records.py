@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..catalog.connect import connected
 from ..catalog.schema import derivatives, evidence, evidence_retention
 from .classes import Policy
 
@@ -124,11 +125,8 @@ async def backfill(engine: AsyncEngine, policy: Policy, *, now: datetime) -> int
 
 async def get(engine: AsyncEngine | AsyncConnection, evidence_id: str) -> Retention | None:
     query = sa.select(evidence_retention).where(evidence_retention.c.evidence_id == evidence_id)
-    if isinstance(engine, AsyncConnection):
-        row = (await engine.execute(query)).first()
-    else:
-        async with engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+    async with connected(engine) as conn:
+        row = (await conn.execute(query)).first()
     return _row(row) if row is not None else None
 
 
@@ -160,15 +158,9 @@ async def objects_of(engine: AsyncEngine | AsyncConnection, evidence_id: str) ->
         .where(derivatives.c.evidence_id == evidence_id)
         .order_by(derivatives.c.storage_key)
     )
-
-    async def fetch(conn: AsyncConnection) -> list[StoredObject]:
+    async with connected(engine) as conn:
         found = [*(await conn.execute(original)).all(), *(await conn.execute(copies)).all()]
-        return [StoredObject(r[0], r[1], r[2], r[3], r[4]) for r in found]
-
-    if isinstance(engine, AsyncConnection):
-        return await fetch(engine)
-    async with engine.connect() as conn:
-        return await fetch(conn)
+    return [StoredObject(r[0], r[1], r[2], r[3], r[4]) for r in found]
 
 
 Clock = Callable[[], datetime]
