@@ -84,6 +84,10 @@ class AvidenceServer:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Every finished upload queues an analysis job that reads the whole original back.
+        # Without a worker in the process, an upload is timed alone and not next to the
+        # analysis of the one before; the peers analyse nothing.
+        self.env.setdefault("AVIDENCE_EMBEDDED_WORKER", "false")
         self.token = self._create_token()
         banner = self.data_dir.parent / f"{self.data_dir.name}.banner"
         banner.unlink(missing_ok=True)

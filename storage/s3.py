@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .base import ObjectInfo, Target
 from .digests import MultiDigest
@@ -158,11 +158,16 @@ class S3Store(S3Bucket):
                 expected=layout.offset,
                 got=offset,
             )
-        cutter = PartCutter(number=layout.next_part, base=layout.base)
+        cutter = PartCutter(number=layout.next_part, base=layout.base, buffers=self._buffers)
         sent: dict[int, str] = {}  # part number -> ETag, of the parts this append stored
 
-        def upload(number: int, body: bytes) -> str:
-            etag = self._upload_part(target, number, body)
+        def upload(number: int, body: bytearray) -> str:
+            # Runs in a worker thread, which is done with the body once the call returns. A
+            # body whose upload never started is left to the garbage collector instead.
+            try:
+                etag = self._upload_part(target, number, body)
+            finally:
+                self._buffers.give(body)
             sent[number] = _etag(etag)
             return etag
 
@@ -174,10 +179,10 @@ class S3Store(S3Bucket):
         head, head_size = tail.body, len(tail.body)
         old = _Tail(exists=tail.exists, version=tail.version, void=tail.void)
         kept_head = head if accept is not None else b""
-        held: tuple[int, bytes] | None = None
+        held: tuple[int, bytearray] | None = None
         broken: Exception | None = None
 
-        async def start(number: int, body: bytes) -> bool:
+        async def start(number: int, body: bytearray) -> bool:
             nonlocal held
             if accept is not None and number == layout.next_part:
                 held = (number, body)
@@ -189,7 +194,7 @@ class S3Store(S3Bucket):
                 await start(number, body)
             del head
             async for chunk in chunks:
-                for number, body in cutter.feed(chunk if type(chunk) is bytes else bytes(chunk)):
+                for number, body in cutter.feed(chunk):
                     if not await start(number, body):
                         break
                     del body  # the upload task holds the only reference until S3 has it
@@ -242,13 +247,15 @@ class S3Store(S3Bucket):
         # Parts a failed append left beyond a gap may just have joined the prefix.
         return await self.offset(target) if layout.loose else start_at + len(rest)
 
-    def _upload_part(self, target: Target, number: int, body: bytes) -> str:
+    def _upload_part(self, target: Target, number: int, body: bytes | bytearray) -> str:
         out = self._s3.upload_part(
             Bucket=self._bucket,
             Key=self._k(target.key),
             UploadId=target.handle,
             PartNumber=number,
-            Body=body,
+            # botocore takes any bytes-like body (it signs and sends it as is); the stubs
+            # list only `bytes`, and a reused part buffer is a bytearray.
+            Body=cast("bytes", body),
         )
         return out["ETag"]
 

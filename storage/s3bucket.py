@@ -30,11 +30,13 @@ from .errors import (
 from .keys import check_key
 from .s3parts import (
     DEFAULT_BUDGET,
+    DEFAULT_BUFFERS,
     MIN_PART,
     S3API,
     ByteBudget,
     Layout,
     MiB,
+    PartBuffers,
     client_error,
     translate,
 )
@@ -68,6 +70,7 @@ class S3Bucket:
         create_bucket: bool = True,
         session: boto3.session.Session | None = None,
         budget: ByteBudget | None = None,
+        buffers: PartBuffers | None = None,
     ) -> None:
         if part_size < MIN_PART:
             raise ValueError("part_size must be at least 5 MiB, S3's smallest part")
@@ -83,6 +86,7 @@ class S3Bucket:
         self._create_bucket = create_bucket
         self._session = session
         self._budget = budget or DEFAULT_BUDGET
+        self._buffers = buffers or DEFAULT_BUFFERS
         # Threads for several appends' parts plus reads; boto3's pool matches so none waits.
         self._workers = max(16, 2 * max_inflight_parts)
         self._pool: ThreadPoolExecutor | None = None

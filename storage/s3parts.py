@@ -8,8 +8,8 @@ The part layout is free of any SDK call:
   16 MiB base the 10,000 parts S3 allows hold more than its 5 TiB object limit (5 MiB: 4.9 TiB).
 * Every part stored before `finish` has exactly its scheduled size. So the short last part of an
   interrupted `finish` never passes for data, and `base` can be read back from part 1.
-* `PartCutter` cuts a byte stream into scheduled parts with one copy per byte; `ByteBudget` bounds
-  the bytes of all parts in flight in the process.
+* `PartCutter` cuts a byte stream into scheduled parts with one copy per byte, into buffers
+  `PartBuffers` reuses; `ByteBudget` bounds the bytes of all parts in flight in the process.
 
 `S3API` lists the only client calls the store makes (as tusd's `S3API` does), and `translate` is
 the single table from SDK exceptions to `storage.errors`.
@@ -21,7 +21,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 from botocore.exceptions import (
@@ -152,39 +152,81 @@ def read_layout(
     return Layout(base=base, parts=tuple(usable), loose=loose, tail_size=counted)
 
 
+class PartBuffers:
+    """Part bodies kept for reuse, at most `keep` bytes of them idle.
+
+    A fresh 16 MiB buffer is fresh memory: the kernel faults in and zeroes every page on first
+    touch, and the allocator hands it back when the part is freed, so each part paid that again
+    (on some VMs about as much CPU as hashing it). Reused buffers pay it once. Thread-safe:
+    a worker thread gives a body back the moment S3 has it."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._idle: dict[int, list[bytearray]] = {}
+        self._idle_bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def idle_bytes(self) -> int:
+        return self._idle_bytes
+
+    def take(self, size: int) -> bytearray:
+        with self._lock:
+            idle = self._idle.get(size)
+            if idle:
+                self._idle_bytes -= size
+                return idle.pop()
+        return bytearray(size)
+
+    def give(self, buffer: bytearray) -> None:
+        """Keep `buffer` for a later `take`; the caller must not touch it again."""
+        size = len(buffer)
+        with self._lock:
+            if self._idle_bytes + size <= self.keep:
+                self._idle.setdefault(size, []).append(buffer)
+                self._idle_bytes += size
+
+
 @dataclass(slots=True)
 class PartCutter:
     """Cuts appended bytes into scheduled parts, starting at part `number`.
 
-    Pieces are kept as views of the caller's chunks and joined once per part, so each byte is
-    copied exactly once on its way to `upload_part` and memory holds at most one unfinished part.
-    """
+    Each byte is copied once, into a part buffer taken from `buffers`; memory holds at most one
+    unfinished part. The uploader of a part gives its buffer back when S3 has the bytes."""
 
     number: int
     base: int
-    _pieces: list[bytes | memoryview] = field(default_factory=list)
+    buffers: PartBuffers
+    _part: bytearray | None = None
     _filled: int = 0
     cut_bytes: int = 0  # bytes handed out as full parts so far
 
-    def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[tuple[int, bytearray]]:
         """Take `data`; yield `(part number, body)` for every part it completes."""
         view = memoryview(data)
         while view:
-            room = part_size(self.number, self.base) - self._filled
+            size = part_size(self.number, self.base)
+            if self._part is None:
+                self._part = self.buffers.take(size)
+            room = size - self._filled
             piece, view = view[:room], view[room:]
-            self._pieces.append(piece)
+            self._part[self._filled : self._filled + len(piece)] = piece
             self._filled += len(piece)
-            if len(piece) == room:
-                body = b"".join(self._pieces)
-                self._pieces.clear()
-                self._filled = 0
-                self.cut_bytes += len(body)
+            if self._filled == size:
+                body, self._part, self._filled = self._part, None, 0
+                self.cut_bytes += size
                 self.number += 1
                 yield self.number - 1, body
 
     def remainder(self) -> bytes:
-        """The bytes that do not fill a part (they become the tail object)."""
-        return b"".join(self._pieces)
+        """The bytes that do not fill a part (they become the tail object); ends the cutter."""
+        part, self._part = self._part, None
+        if part is None:
+            return b""
+        rest = bytes(memoryview(part)[: self._filled])
+        self._filled = 0
+        self.buffers.give(part)
+        return rest
 
 
 def copy_ranges(size: int) -> list[tuple[int, int]]:
@@ -287,7 +329,7 @@ class PartUploads:
         *,
         limit: int,
         budget: ByteBudget,
-        upload: Callable[[int, bytes], object],
+        upload: Callable[[int, bytearray], object],
         run: Callable[[Callable[[], object]], Awaitable[object]],
     ) -> None:
         self._limit = limit
@@ -303,7 +345,7 @@ class PartUploads:
                 return task.exception()
         return None
 
-    async def start(self, number: int, body: bytes) -> bool:
+    async def start(self, number: int, body: bytearray) -> bool:
         """Start uploading part `number` when a slot and budget are free. False, starting
         nothing, once an earlier part has failed: the caller stops reading."""
         running = {task for task in self._tasks if not task.done()}
@@ -344,6 +386,9 @@ def _observed(task: asyncio.Task[object]) -> None:
 
 #: Part bodies in flight across all stores of the process: 16 parts of the default size.
 DEFAULT_BUDGET = ByteBudget(16 * 16 * MiB)
+#: Idle part bodies kept across all stores: what one upload cycles through (4 parts in flight,
+#: one filling, one held back by a checksummed request) at the default part size.
+DEFAULT_BUFFERS = PartBuffers(6 * 16 * MiB)
 
 
 class S3API(Protocol):

@@ -23,7 +23,7 @@ from avidence.storage import s3 as s3_module
 from avidence.storage.base import Target
 from avidence.storage.errors import AlreadyExists, ObjectLocked, StoreUnavailable
 from avidence.storage.s3 import S3Store
-from avidence.storage.s3parts import ByteBudget, PartCutter, part_size
+from avidence.storage.s3parts import ByteBudget, PartBuffers, PartCutter, part_size
 
 from support.seaweed import SeaweedServer, free_ports
 from support.stores import chunks_of, collect
@@ -72,12 +72,30 @@ def test_part_schedule_reaches_s3s_object_limit_with_default_base() -> None:
 
 
 def test_cutter_yields_scheduled_parts_and_keeps_the_rest() -> None:
-    cutter = PartCutter(number=1, base=PART)
+    cutter = PartCutter(number=1, base=PART, buffers=PartBuffers(0))
     data = os.urandom(2 * PART + 3)
     parts = [part for chunk in (data[:7], data[7:]) for part in cutter.feed(chunk)]
     assert [(n, len(body)) for n, body in parts] == [(1, PART), (2, PART)]
     assert b"".join(body for _, body in parts) + cutter.remainder() == data
     assert cutter.cut_bytes == 2 * PART
+
+
+def test_part_buffers_are_reused_up_to_the_idle_bound() -> None:
+    buffers = PartBuffers(keep=2 * PART)
+    cutter = PartCutter(number=1, base=PART, buffers=buffers)
+    first = os.urandom(PART)
+    [(_, body)] = list(cutter.feed(first))
+    assert body == first
+    buffers.give(body)  # S3 has it: the next part is cut into the same memory
+    second = os.urandom(PART + 5)
+    [(number, again)] = list(cutter.feed(second))
+    assert number == 2 and again is body and again == second[:PART]
+    assert cutter.remainder() == second[PART:]  # the unfinished part's buffer went back too
+    assert buffers.idle_bytes == PART
+    for spare in (bytearray(PART), bytearray(PART), again):
+        buffers.give(spare)
+    assert buffers.idle_bytes == 2 * PART  # the third is left to the garbage collector
+    assert buffers.take(7) == bytearray(7)  # an unseen size is fresh, zeroed memory
 
 
 async def test_byte_budget_holds_back_until_bytes_are_released() -> None:
