@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from avidence.storage.digests import normalize
+from avidence.storage.s3body import PART_CHECKSUMS
 
 from .proxies import parse_networks
 
@@ -41,6 +42,7 @@ class Settings:
     s3_region: str = ""
     s3_prefix: str = ""
     s3_part_size: int = 16 * 1024 * 1024
+    s3_part_checksum: str = "auto"
     max_size: int = 200 * 1024**3
     digests: tuple[str, ...] = ("blake3", "sha256")
     tus_path: str = "/files/"
@@ -228,6 +230,11 @@ def validate(settings: Settings) -> None:
         raise ConfigError("max_size: must be a positive number of bytes")
     if settings.s3_part_size < 5 * 1024 * 1024:
         raise ConfigError("s3_part_size: S3 needs parts of at least 5 MiB (5242880 bytes)")
+    if settings.s3_part_checksum not in PART_CHECKSUMS:
+        raise ConfigError(
+            f"s3_part_checksum: choose {' or '.join(PART_CHECKSUMS)}, "
+            f"not {settings.s3_part_checksum!r}"
+        )
     if settings.object_lock_mode.upper() not in ("", "GOVERNANCE", "COMPLIANCE"):
         raise ConfigError("object_lock_mode: choose governance or compliance (or leave empty)")
     if settings.object_lock_days < 0:

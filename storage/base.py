@@ -82,8 +82,19 @@ class Store(Protocol):
 
         Raises `NotFound` when the target is unknown (aborted, finished or never created)."""
 
-    async def append(self, target: Target, *, offset: int, chunks: AsyncIterable[bytes]) -> int:
+    async def append(
+        self,
+        target: Target,
+        *,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        expect: int | None = None,
+    ) -> int:
         """Append the bytes of `chunks` at `offset` and return the new durable offset.
+
+        `expect` is how many bytes the caller expects `chunks` to bring (a request's declared
+        length), when it knows: a hint a store may use to send bytes on before a part of them
+        is whole. It is never trusted: `chunks` may end early, or bring more.
 
         Returns only when every byte is durable. Raises `OffsetMismatch` when `offset` is not
         the durable offset. If `chunks` raises (a dropped connection), the bytes it yielded
@@ -156,6 +167,7 @@ class VerifyingAppender(Protocol):
         offset: int,
         chunks: AsyncIterable[bytes],
         accept: Callable[[], bool],
+        expect: int | None = None,
     ) -> int:
         """Like `Store.append`, but once `chunks` is exhausted `accept()` decides: True, the
         bytes become durable and the new offset is returned; False, none of them ever count

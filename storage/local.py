@@ -266,7 +266,14 @@ class LocalStore:
         os.close(fd)
         return size
 
-    async def append(self, target: Target, *, offset: int, chunks: AsyncIterable[bytes]) -> int:
+    async def append(
+        self,
+        target: Target,
+        *,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        expect: int | None = None,  # a file takes bytes as they come: nothing to plan
+    ) -> int:
         key = check_key(target.key)
         fd, size = await self._run(self._staging_size, key, os.O_WRONLY, key=key)
         writer = Appender(fd, key=key, pos=size, fsync=self._fsync)

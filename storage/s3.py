@@ -37,6 +37,7 @@ from .errors import (
     StoreFull,
 )
 from .keys import check_key
+from .s3body import PartBody, PartCut
 from .s3bucket import S3Bucket
 from .s3parts import (
     MAX_PARTS,
@@ -125,8 +126,15 @@ class S3Store(S3Bucket):
             return await self._layout(target, with_body=True)
         return layout, _Tail(exists=exists, version=version, void=void)
 
-    async def append(self, target: Target, *, offset: int, chunks: AsyncIterable[bytes]) -> int:
-        return await self._append(target, offset=offset, chunks=chunks, accept=None)
+    async def append(
+        self,
+        target: Target,
+        *,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        expect: int | None = None,
+    ) -> int:
+        return await self._append(target, offset=offset, chunks=chunks, expect=expect, accept=None)
 
     async def append_verified(
         self,
@@ -135,12 +143,15 @@ class S3Store(S3Bucket):
         offset: int,
         chunks: AsyncIterable[bytes],
         accept: Callable[[], bool],
+        expect: int | None = None,
     ) -> int:
         """Parts stream to S3 while the request arrives, except the first one, which is held
         back: without it the others cannot join the upload's prefix. Accepted, the first part
         follows and the tail is written; refused, the parts sent are voided (listed in the tail
         object's metadata, so no later layout counts them) and the offset stays."""
-        return await self._append(target, offset=offset, chunks=chunks, accept=accept)
+        return await self._append(
+            target, offset=offset, chunks=chunks, expect=expect, accept=accept
+        )
 
     async def _append(
         self,
@@ -148,6 +159,7 @@ class S3Store(S3Bucket):
         *,
         offset: int,
         chunks: AsyncIterable[bytes],
+        expect: int | None,
         accept: Callable[[], bool] | None,
     ) -> int:
         layout, tail = await self._layout_for_append(target)
@@ -158,31 +170,41 @@ class S3Store(S3Bucket):
                 expected=layout.offset,
                 got=offset,
             )
-        cutter = PartCutter(number=layout.next_part, base=layout.base, buffers=self._buffers)
+        # The old tail leads the next part; keep only its size so its bytes can go with the part
+        # (a verified append keeps the bytes too: refused, it writes the old tail back).
+        head, head_size = tail.body, len(tail.body)
+        cutter = PartCutter(
+            number=layout.next_part,
+            base=layout.base,
+            buffers=self._buffers,
+            # Parts this request will fill go out while they arrive (never a held first part).
+            stream_through=head_size + expect if self._streaming and expect else 0,
+            stream_from=layout.next_part + (accept is not None),
+        )
         sent: dict[int, str] = {}  # part number -> ETag, of the parts this append stored
 
-        def upload(number: int, body: bytearray) -> str:
-            # Runs in a worker thread, which is done with the body once the call returns. A
-            # body whose upload never started is left to the garbage collector instead.
+        def upload(number: int, body: PartBody) -> str:
+            # Runs in a worker thread, which is done with the body once the call returns.
             try:
-                etag = self._upload_part(target, number, body)
+                etag = self._upload_part(target, number, body if self._streaming else body.buffer)
+            except Exception:
+                if body.was_cut:  # the request ended first: S3 stored nothing of this part
+                    raise PartCut(f"part {number} was cut short", key=target.key) from None
+                raise
             finally:
-                self._buffers.give(body)
+                body.release()
             sent[number] = _etag(etag)
             return etag
 
         uploads = PartUploads(
-            limit=self._max_inflight, budget=self._budget, upload=upload, run=self._call
+            limit=self._max_inflight, budget=self._budget, upload=upload, run=self._call_part
         )
-        # The old tail leads the next part; keep only its size so its bytes can go with the part
-        # (a verified append keeps the bytes too: refused, it writes the old tail back).
-        head, head_size = tail.body, len(tail.body)
         old = _Tail(exists=tail.exists, version=tail.version, void=tail.void)
         kept_head = head if accept is not None else b""
-        held: tuple[int, bytearray] | None = None
+        held: tuple[int, PartBody] | None = None
         broken: Exception | None = None
 
-        async def start(number: int, body: bytearray) -> bool:
+        async def start(number: int, body: PartBody) -> bool:
             nonlocal held
             if accept is not None and number == layout.next_part:
                 held = (number, body)
@@ -206,6 +228,8 @@ class S3Store(S3Bucket):
             )
         except Exception as exc:  # the caller's stream broke
             broken = exc
+        finally:
+            cutter.stop()  # a part still filling will get no more bytes: its upload ends
         failure = await uploads.wait()
         refused = accept is not None and (failure is not None or broken is not None or not accept())
         if refused:
@@ -247,14 +271,14 @@ class S3Store(S3Bucket):
         # Parts a failed append left beyond a gap may just have joined the prefix.
         return await self.offset(target) if layout.loose else start_at + len(rest)
 
-    def _upload_part(self, target: Target, number: int, body: bytes | bytearray) -> str:
+    def _upload_part(self, target: Target, number: int, body: bytes | bytearray | PartBody) -> str:
         out = self._s3.upload_part(
             Bucket=self._bucket,
             Key=self._k(target.key),
             UploadId=target.handle,
             PartNumber=number,
-            # botocore takes any bytes-like body (it signs and sends it as is); the stubs
-            # list only `bytes`, and a reused part buffer is a bytearray.
+            # botocore takes any bytes-like body or file-like object (a PartBody goes out
+            # aws-chunked, see s3body); the stubs list only `bytes` and IO.
             Body=cast("bytes", body),
         )
         return out["ETag"]
@@ -487,7 +511,8 @@ class S3Store(S3Bucket):
 
         target = await self.create(key)
         try:
-            size = await self.append(target, offset=0, chunks=stream())
+            whole = sum(info.size for info in infos)
+            size = await self.append(target, offset=0, chunks=stream(), expect=whole)
             return await self.finish(target, size=size)
         except BaseException:
             await asyncio.shield(self.abort(target))

@@ -28,6 +28,13 @@ from .errors import (
     StoreUnavailable,
 )
 from .keys import check_key
+from .s3body import (
+    PART_CHECKSUMS,
+    PartChecksum,
+    fail_cut_parts_at_once,
+    send_with_trailer,
+    streams_parts,
+)
 from .s3parts import (
     DEFAULT_BUDGET,
     DEFAULT_BUFFERS,
@@ -71,6 +78,7 @@ class S3Bucket:
         session: boto3.session.Session | None = None,
         budget: ByteBudget | None = None,
         buffers: PartBuffers | None = None,
+        part_checksum: PartChecksum = "auto",
     ) -> None:
         if part_size < MIN_PART:
             raise ValueError("part_size must be at least 5 MiB, S3's smallest part")
@@ -87,9 +95,17 @@ class S3Bucket:
         self._session = session
         self._budget = budget or DEFAULT_BUDGET
         self._buffers = buffers or DEFAULT_BUFFERS
-        # Threads for several appends' parts plus reads; boto3's pool matches so none waits.
+        if part_checksum not in PART_CHECKSUMS:
+            raise ValueError(f"part_checksum must be one of {', '.join(PART_CHECKSUMS)}")
+        # Streamed parts go out aws-chunked with a trailing CRC-32 while they arrive (s3body);
+        # signed ones go whole, their SHA-256 in the signature.
+        self._streaming = streams_parts(part_checksum, endpoint_url)
+        # Threads for reads and small calls, and as many again for part uploads: a streamed
+        # part holds its thread while its request arrives, and must never make a viewer's read
+        # or another upload's ListParts wait. boto3's connection pool covers both.
         self._workers = max(16, 2 * max_inflight_parts)
         self._pool: ThreadPoolExecutor | None = None
+        self._part_pool: ThreadPoolExecutor | None = None
         self._client: S3API | None = None
         self._lock = LockSupport(object_lock=False)
         # UploadId -> (when, layout, tail exists, tail version) read by the last `offset`
@@ -120,6 +136,15 @@ class S3Bucket:
         call = functools.partial(fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
+    async def _call_part(self, fn: Callable[[], _T]) -> _T:
+        """Run a part upload in the part threads; SDK exceptions mapped as by `_call`."""
+        if self._part_pool is None:
+            raise StoreUnavailable(f"S3 store for bucket {self._bucket!r} is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._part_pool, fn)
+        except Exception as exc:
+            raise self._error(exc, None) from exc
+
     async def _call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """`_run`, with SDK exceptions mapped to `storage.errors` (naming the `Key` argument)."""
         try:
@@ -135,6 +160,9 @@ class S3Bucket:
         if self._client is not None:
             return
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="s3store")
+        self._part_pool = ThreadPoolExecutor(
+            max_workers=self._workers, thread_name_prefix="s3parts"
+        )
         try:
             self._client = await self._run(self._make_client)  # reads config files: a thread
             await self._ensure_bucket()
@@ -149,7 +177,7 @@ class S3Bucket:
             connect_timeout=3,  # an outage must surface in seconds, not minutes
             read_timeout=60,
             retries={"total_max_attempts": 3, "mode": "standard"},
-            max_pool_connections=self._workers,
+            max_pool_connections=2 * self._workers,
             tcp_keepalive=True,
             # The server hashes every byte itself (BLAKE3, SHA-256) and checks them end to end;
             # an extra CRC32 per part costs CPU the box needs for the upload.
@@ -157,9 +185,13 @@ class S3Bucket:
             response_checksum_validation="when_required",
         )
         session = self._session or boto3.session.Session()
-        return session.client(
+        client = session.client(
             "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=config
         )
+        if self._streaming:
+            client.meta.events.register("request-created.s3.UploadPart", send_with_trailer)
+            client.meta.events.register("needs-retry.s3.UploadPart", fail_cut_parts_at_once)
+        return client
 
     async def _ensure_bucket(self) -> None:
         try:
@@ -209,10 +241,11 @@ class S3Bucket:
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        pool, self._pool = self._pool, None
+        pools = [pool for pool in (self._pool, self._part_pool) if pool is not None]
+        self._pool = self._part_pool = None
         if client is not None:
             client.close()
-        if pool is not None:
+        for pool in pools:
             await asyncio.to_thread(pool.shutdown, wait=True)
 
     # -- finished objects -------------------------------------------------------------------

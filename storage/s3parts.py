@@ -34,6 +34,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .errors import AlreadyExists, InvalidRange, NotFound, StoreError, StoreFull, StoreUnavailable
+from .s3body import PartBody, PartCut
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import (
@@ -192,40 +193,58 @@ class PartCutter:
     """Cuts appended bytes into scheduled parts, starting at part `number`.
 
     Each byte is copied once, into a part buffer taken from `buffers`; memory holds at most one
-    unfinished part. The uploader of a part gives its buffer back when S3 has the bytes."""
+    unfinished part. A part is handed out as `(number, body)` when it is full, or, when it ends
+    within the `stream_through` bytes the caller expects in all and is numbered `stream_from`
+    or later, as soon as its first byte arrives, to be sent while it fills (`PartBody`).
+
+    Whoever is handed a body releases it once (the uploader, when S3 has the bytes); a body
+    that is never released is left to the garbage collector instead of being reused."""
 
     number: int
     base: int
     buffers: PartBuffers
-    _part: bytearray | None = None
-    _filled: int = 0
+    stream_through: int = 0
+    stream_from: int = 1
+    _part: PartBody | None = None
+    _streamed: bool = False
     cut_bytes: int = 0  # bytes handed out as full parts so far
 
-    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[tuple[int, bytearray]]:
-        """Take `data`; yield `(part number, body)` for every part it completes."""
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[tuple[int, PartBody]]:
+        """Take `data`; yield `(part number, body)` for every part it starts or completes."""
         view = memoryview(data)
         while view:
-            size = part_size(self.number, self.base)
             if self._part is None:
-                self._part = self.buffers.take(size)
-            room = size - self._filled
-            piece, view = view[:room], view[room:]
-            self._part[self._filled : self._filled + len(piece)] = piece
-            self._filled += len(piece)
-            if self._filled == size:
-                body, self._part, self._filled = self._part, None, 0
-                self.cut_bytes += size
+                size = part_size(self.number, self.base)
+                self._part = PartBody(self.buffers.take(size), self.buffers)
+                self._streamed = (
+                    self.number >= self.stream_from and self.cut_bytes + size <= self.stream_through
+                )
+                if self._streamed:
+                    self._part.hold()  # the uploader's, beside the cutter's own while it fills
+                    yield self.number, self._part
+            view = view[self._part.put(view) :]
+            if self._part.full:
+                part, self._part = self._part, None
+                self.cut_bytes += len(part)
                 self.number += 1
-                yield self.number - 1, body
+                if self._streamed:
+                    part.release()
+                else:
+                    yield self.number - 1, part  # the cutter's hold passes to the caller
+
+    def stop(self) -> None:
+        """No more bytes will come: a streamed part that is not full fails instead of waiting."""
+        if self._part is not None and self._streamed:
+            self._part.cut()
 
     def remainder(self) -> bytes:
         """The bytes that do not fill a part (they become the tail object); ends the cutter."""
+        self.stop()
         part, self._part = self._part, None
         if part is None:
             return b""
-        rest = bytes(memoryview(part)[: self._filled])
-        self._filled = 0
-        self.buffers.give(part)
+        rest = bytes(memoryview(part.buffer)[: part.filled])
+        part.release()
         return rest
 
 
@@ -329,7 +348,7 @@ class PartUploads:
         *,
         limit: int,
         budget: ByteBudget,
-        upload: Callable[[int, bytearray], object],
+        upload: Callable[[int, PartBody], object],
         run: Callable[[Callable[[], object]], Awaitable[object]],
     ) -> None:
         self._limit = limit
@@ -340,12 +359,15 @@ class PartUploads:
 
     @property
     def failure(self) -> BaseException | None:
+        """The first error of a started upload; a part cut short by its request is none."""
         for task in self._tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                return task.exception()
+            if task.done() and not task.cancelled():
+                error = task.exception()
+                if error is not None and not isinstance(error, PartCut):
+                    return error
         return None
 
-    async def start(self, number: int, body: bytearray) -> bool:
+    async def start(self, number: int, body: PartBody) -> bool:
         """Start uploading part `number` when a slot and budget are free. False, starting
         nothing, once an earlier part has failed: the caller stops reading."""
         running = {task for task in self._tasks if not task.done()}

@@ -76,7 +76,7 @@ def test_cutter_yields_scheduled_parts_and_keeps_the_rest() -> None:
     data = os.urandom(2 * PART + 3)
     parts = [part for chunk in (data[:7], data[7:]) for part in cutter.feed(chunk)]
     assert [(n, len(body)) for n, body in parts] == [(1, PART), (2, PART)]
-    assert b"".join(body for _, body in parts) + cutter.remainder() == data
+    assert b"".join(body.buffer for _, body in parts) + cutter.remainder() == data
     assert cutter.cut_bytes == 2 * PART
 
 
@@ -85,14 +85,14 @@ def test_part_buffers_are_reused_up_to_the_idle_bound() -> None:
     cutter = PartCutter(number=1, base=PART, buffers=buffers)
     first = os.urandom(PART)
     [(_, body)] = list(cutter.feed(first))
-    assert body == first
-    buffers.give(body)  # S3 has it: the next part is cut into the same memory
+    assert body.buffer == first
+    body.release()  # S3 has it: the next part is cut into the same memory
     second = os.urandom(PART + 5)
     [(number, again)] = list(cutter.feed(second))
-    assert number == 2 and again is body and again == second[:PART]
+    assert number == 2 and again.buffer is body.buffer and again.buffer == second[:PART]
     assert cutter.remainder() == second[PART:]  # the unfinished part's buffer went back too
     assert buffers.idle_bytes == PART
-    for spare in (bytearray(PART), bytearray(PART), again):
+    for spare in (bytearray(PART), bytearray(PART), again.buffer):
         buffers.give(spare)
     assert buffers.idle_bytes == 2 * PART  # the third is left to the garbage collector
     assert buffers.take(7) == bytearray(7)  # an unseen size is fresh, zeroed memory

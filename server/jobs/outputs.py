@@ -65,7 +65,8 @@ async def put(
     target = await store.create(key)  # AlreadyExists: see `put_replacing`
     await staged(target)
     digest = MultiDigest(DIGESTS)
-    size = await store.append(target, offset=0, chunks=_chunks(path, digest))
+    length = (await asyncio.to_thread(path.stat)).st_size
+    size = await store.append(target, offset=0, chunks=_chunks(path, digest), expect=length)
     await store.finish(target, size=size)
     return size, digest.hexdigests()
 

@@ -294,7 +294,7 @@ class TusHandlers:
             fresh = await uploads_db.get(self.ctx.engine, upload.id)
             assert fresh is not None
             return await UploadSession(self.ctx, fresh).write(
-                request.content, offset=offset, checksum=checksum
+                request.content, offset=offset, checksum=checksum, expect=declared
             )
         except TimeoutError:
             raise BadRequest("the request body stalled; resume from HEAD") from None

@@ -61,8 +61,10 @@ class UploadSession:
         *,
         offset: int,
         checksum: Checksum | None,
+        expect: int | None = None,
     ) -> int:
-        """Append the request body at `offset`; return the new offset."""
+        """Append the request body at `offset`; return the new offset. `expect` is the body's
+        declared length, a hint that lets the store send parts before they are whole."""
         ctx, upload = self.ctx, self.upload
         durable = await self.durable_offset()
         # "If the offsets do not match, the Server MUST respond with the 409 Conflict status"
@@ -74,14 +76,16 @@ class UploadSession:
         if checksum is not None and isinstance(ctx.store, Truncator | VerifyingAppender):
             # The store can take bytes back (or refuse them at the end): stream them in and
             # drop them on a mismatch, instead of holding the whole request aside first.
-            return await self._append(source, offset=offset, digest=digest, checksum=checksum)
+            return await self._append(
+                source, offset=offset, digest=digest, checksum=checksum, expect=expect
+            )
         spool: Spool | None = None
         try:
             if checksum is not None:
                 spool = Spool(ctx.spool_dir)
                 await spool.fill(source, checksum)
-                source = spool.replay()
-            new_offset = await self._append(source, offset=offset, digest=digest)
+                source, expect = spool.replay(), spool.length
+            new_offset = await self._append(source, offset=offset, digest=digest, expect=expect)
         finally:
             if spool is not None:
                 spool.close()
@@ -106,6 +110,7 @@ class UploadSession:
         offset: int,
         digest: MultiDigest | None,
         checksum: Checksum | None = None,
+        expect: int | None = None,
     ) -> int:
         """Stream `source` into the store. With `checksum` (a Truncator store only) the bytes
         count only if the whole request matches it; otherwise they are cut back off."""
@@ -149,9 +154,12 @@ class UploadSession:
                     offset=offset,
                     chunks=fed(),
                     accept=lambda: check.digest() == expected,
+                    expect=expect,
                 )
             else:
-                new_offset = await store.append(self.target, offset=offset, chunks=fed())
+                new_offset = await store.append(
+                    self.target, offset=offset, chunks=fed(), expect=expect
+                )
             if check is not None and checksum is not None and check.digest() != checksum.digest:
                 raise ChecksumMismatch(
                     f"Upload-Checksum {checksum.algorithm} does not match the "

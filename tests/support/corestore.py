@@ -32,8 +32,15 @@ class CoreOnly:
     async def offset(self, target: Target) -> int:
         return await self.inner.offset(target)
 
-    async def append(self, target: Target, *, offset: int, chunks: AsyncIterable[bytes]) -> int:
-        return await self.inner.append(target, offset=offset, chunks=chunks)
+    async def append(
+        self,
+        target: Target,
+        *,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        expect: int | None = None,
+    ) -> int:
+        return await self.inner.append(target, offset=offset, chunks=chunks, expect=expect)
 
     async def finish(self, target: Target, *, size: int) -> ObjectInfo:
         return await self.inner.finish(target, size=size)
