@@ -41,7 +41,8 @@ def streams_parts(choice: PartChecksum, endpoint_url: str | None) -> bool:
 
 
 # A streamed part whose bytes stop coming for this long fails, so no worker thread and S3
-# connection wait forever on a request that the event loop has lost track of.
+# connection wait forever on a request that the event loop has lost track of. (A request's own
+# body ends long before, after `read_timeout`, and cuts its part.)
 STALL = 300.0
 
 
@@ -115,8 +116,8 @@ class PartBody:
             while self.filled <= self._pos < end:
                 if self._cut:
                     raise PartCut(f"the request ended {self.filled} bytes into the part")
-                if not self._changed.wait(STALL):
-                    raise PartCut(f"no bytes for the part in {STALL:.0f} s")
+                if not self._changed.wait(STALL):  # a failure, unlike a cut
+                    raise TimeoutError(f"no bytes for the part in {STALL:.0f} s")
             end = min(end, self.filled)
             start, self._pos = self._pos, end
         return memoryview(self.buffer)[start:end]

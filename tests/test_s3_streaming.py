@@ -82,6 +82,16 @@ def test_part_body_reads_wait_for_bytes_and_fail_once_cut() -> None:
     assert isinstance(got[-1], PartCut) and body.was_cut
 
 
+def test_part_body_read_gives_up_when_bytes_stop_coming(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3body, "STALL", 0.05)
+    body = PartBody(bytearray(4), PartBuffers(0))
+    body.put(memoryview(b"ab"))
+    assert bytes(body.read(4)) == b"ab"
+    with pytest.raises(TimeoutError):  # a failure of the upload, not a cut part
+        body.read(4)
+    assert not body.was_cut
+
+
 def test_part_buffer_is_reused_only_after_every_holder_let_go() -> None:
     buffers = PartBuffers(keep=PART)
     body = PartBody(buffers.take(PART), buffers)
