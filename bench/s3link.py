@@ -11,7 +11,8 @@ LINK bytes/s in all, answers held back RTT. `--link` does the same between the u
 avidence (none: loopback). One avidence server signs parts (`s3_part_checksum = signed`, sent
 once whole), the other streams them (`trailer`: aws-chunked with a CRC-32 trailer, sent while
 they arrive), which is what `auto` picks for https endpoints. Clients: tuspy with 64 MiB
-chunks and one aiohttp PATCH of the whole file. It prints MB/s and the ratios; it asserts
+chunks, one aiohttp PATCH of the whole file, and the avidence client with one stream (64 MiB
+PATCHes, each checksummed). It prints MB/s and the ratios; it asserts
 nothing. See docs/benchmarks.md.
 """
 
@@ -23,6 +24,7 @@ import contextlib
 import dataclasses
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +36,7 @@ import clients
 from measure import CpuMeter, DataFiles, MiB, human, mb_per_s, parse_size, wait_quiet
 from servers import AvidenceServer, SeaweedServer, seaweed_pid, start_seaweed
 
-from client import Link, parse_link
+from client import Link, client_env, command, parse_link
 
 from support.proxy import FaultProxy, fault_proxy
 
@@ -99,10 +101,10 @@ def run(args: argparse.Namespace) -> list[Row]:
             server.env["AVIDENCE_S3_PART_CHECKSUM"] = mode
             server.start()
             stack.callback(server.stop)
-            url = server.url
+            base = server.url.removesuffix("/files/")
             if args.link is not None:
-                near = stack.enter_context(fault_proxy(server.port, **pace(args.link)))
-                url = near.url.rstrip("/") + "/files/"
+                base = stack.enter_context(fault_proxy(server.port, **pace(args.link))).url
+            url = base + "/files/"
             auth = {"Authorization": f"Bearer {server.token}"}
             target = f"avidence -> S3, parts {'streamed' if mode == 'trailer' else 'signed'}"
             rows.append(
@@ -115,6 +117,14 @@ def run(args: argparse.Namespace) -> list[Row]:
             )
             rows.append(
                 Row(target, "aiohttp, one PATCH", _stream(url, auth, path, size, meta), server.pid)
+            )
+            rows.append(
+                Row(
+                    target,
+                    "avidence -p1 (checksummed)",
+                    _avidence(base, server.token, path, tmp),
+                    server.pid,
+                )
             )
         weed = seaweed_pid(seaweed)
         for rep in range(args.repeat):
@@ -156,6 +166,17 @@ def _stream(
             )
 
     return lambda rep: asyncio.run(go())
+
+
+def _avidence(base: str, token: str, path: Path, tmp: Path) -> Callable[[int], None]:
+    """Our own client, one stream: 64 MiB PATCHes, each with its Upload-Checksum."""
+
+    def once(rep: int) -> None:
+        state = Path(tempfile.mkdtemp(prefix="state-", dir=tmp))
+        argv = command("avidence -p1", url=base, token=token, path=path, state=state)
+        subprocess.run(argv, check=True, env=client_env(tmp), capture_output=True, timeout=3600)
+
+    return once
 
 
 def report(rows: list[Row], args: argparse.Namespace) -> None:
