@@ -48,6 +48,24 @@ def s3(api: Api, s3_env: SeaweedServer, s3_bucket: str, call: str, key: str) -> 
     return method(Bucket=s3_bucket, Key=key)
 
 
+async def retention_soon(
+    api: Api, s3_env: SeaweedServer, s3_bucket: str, key: str, *, within: float = 10.0
+) -> Any:
+    """The retention of `key`, waiting for it: the worker locks a job's derivatives right after
+    it records the job done, so a test that saw the job done may look a moment too early."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            return s3(api, s3_env, s3_bucket, "get_object_retention", key)["Retention"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code != "ObjectLockConfigurationNotFoundError":
+                raise
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
 async def key_of(api: Api, evidence_id: str) -> str:
     objects = await records.objects_of(api.catalog.engine, evidence_id)
     return objects[0].key
@@ -98,7 +116,7 @@ async def test_class_lock_set_at_finish_on_original_and_derivatives(
                 )
             assert copies, "the poster job stored no derivative"
             for copy in copies:
-                lock = s3(api, s3_env, s3_bucket, "get_object_retention", copy)["Retention"]
+                lock = await retention_soon(api, s3_env, s3_bucket, copy)
                 assert lock["Mode"] == "GOVERNANCE"
                 assert abs(lock["RetainUntilDate"] - held["RetainUntilDate"]) < timedelta(minutes=1)
                 with pytest.raises(store_errors.ObjectLocked):
