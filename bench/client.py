@@ -36,6 +36,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import clients
 from measure import CpuMeter, DataFiles, MiB, human, parse_size, wait_quiet
 from results import Result
 from servers import ROOT, AvidenceServer, SeaweedServer, start_seaweed
@@ -43,7 +44,6 @@ from servers import ROOT, AvidenceServer, SeaweedServer, start_seaweed
 from support.proxy import fault_proxy, sigkill_after
 
 BIN = Path(sys.executable).parent
-TUSPY_CHUNK = 64 * MiB
 PARALLEL = (1, 2, 4)
 TARGET = 1.3
 KILL_AT = 0.3
@@ -99,7 +99,6 @@ class ResumeLoss:
 
 def tuspy_child(url: str, token: str, path: str, chunk: int, resume_file: str) -> None:
     """Run in a child process: tuspy's uploader, resumable through its URL storage."""
-    import clients
     from tusclient.client import TusClient
     from tusclient.storage.filestorage import FileStorage
 
@@ -128,7 +127,7 @@ def command(client: str, *, url: str, token: str, path: Path, state: Path) -> li
             f"{url}/files/",
             token,
             str(path),
-            str(TUSPY_CHUNK),
+            str(clients.TUSPY_CHUNK),
             str(state / "tuspy-urls.json"),
         ]
     parallel = client.removeprefix("avidence -p")
@@ -231,7 +230,7 @@ def resume_loss(client: str, server: AvidenceServer, path: Path, tmp: Path) -> R
         rerun = subprocess.run(argv, capture_output=True, env=env, timeout=RUN_TIMEOUT)
         if rerun.returncode != 0:
             raise RuntimeError(f"{client} resume failed: {rerun.stdout[-400:]!r}")
-        chunk = TUSPY_CHUNK if client == "tuspy" else 64 * MiB
+        chunk = clients.TUSPY_CHUNK if client == "tuspy" else 64 * MiB
         return ResumeLoss(client, size, before, proxy.bytes_up - size, chunk)
 
 
@@ -357,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [args.size] + ([8 * 1024 * MiB] if args.big else [])
     print(
         f"client uploads of {', '.join(human(s) for s in sizes)}; tuspy chunks "
-        f"{human(TUSPY_CHUNK)}; avidence --parallel {PARALLEL}; {args.repeat} round(s)"
+        f"{human(clients.TUSPY_CHUNK)}; avidence --parallel {PARALLEL}; {args.repeat} round(s)"
     )
     results: list[ClientResult] = []
     losses: list[ResumeLoss] = []

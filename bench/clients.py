@@ -12,7 +12,7 @@ import asyncio
 import base64
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ OCTETS = "application/offset+octet-stream"
 READ_BLOCK = 4 * 1024 * 1024
 VERIFY_DEADLINE = 600.0
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=1800, sock_connect=10, sock_read=300)
+TUSPY_CHUNK = 64 * 1024 * 1024  # the chunk size every benchmark gives tuspy
 
 
 class UploadFailed(Exception):
@@ -78,6 +79,17 @@ def tuspy_upload(
     if uploader.url is None:
         raise UploadFailed("tuspy finished without an upload URL")
     _wait_verified_sync(uploader.url, headers)
+
+
+def tuspy_round(
+    url: str, headers: Mapping[str, str], path: Path, metadata: Mapping[str, str]
+) -> Callable[[int], None]:
+    """One benchmark round (its argument is the round number): tuspy with TUSPY_CHUNK."""
+
+    def once(rep: int) -> None:
+        tuspy_upload(url=url, headers=headers, path=path, chunk_size=TUSPY_CHUNK, metadata=metadata)
+
+    return once
 
 
 def _wait_verified_sync(location: str, headers: Mapping[str, str]) -> None:
@@ -153,6 +165,20 @@ async def stream_upload(
     if not partial:
         await wait_verified(session, location, headers=headers, state=state)
     return location
+
+
+def stream_round(
+    url: str, headers: Mapping[str, str], path: Path, length: int, metadata: Mapping[str, str]
+) -> Callable[[int], None]:
+    """One benchmark round: the whole file as one PATCH from a fresh session."""
+
+    async def go() -> None:
+        async with new_session() as session:
+            await stream_upload(
+                session, url=url, headers=headers, path=path, length=length, metadata=metadata
+            )
+
+    return lambda rep: asyncio.run(go())
 
 
 async def wait_verified(

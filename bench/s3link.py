@@ -19,7 +19,6 @@ nothing. See docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import os
@@ -33,14 +32,12 @@ from pathlib import Path
 
 import blake3
 import clients
-from measure import CpuMeter, DataFiles, MiB, human, mb_per_s, parse_size, wait_quiet
+from measure import CpuMeter, DataFiles, human, mb_per_s, parse_size, wait_quiet
 from servers import AvidenceServer, SeaweedServer, seaweed_pid, start_seaweed
 
 from client import Link, client_env, command, parse_link
 
 from support.proxy import FaultProxy, fault_proxy
-
-TUSPY_CHUNK = 64 * MiB
 
 
 @dataclasses.dataclass
@@ -110,13 +107,18 @@ def run(args: argparse.Namespace) -> list[Row]:
             rows.append(
                 Row(
                     target,
-                    f"tuspy {human(TUSPY_CHUNK)} chunks",
-                    _tuspy(url, auth, path, meta),
+                    f"tuspy {human(clients.TUSPY_CHUNK)} chunks",
+                    clients.tuspy_round(url, auth, path, meta),
                     server.pid,
                 )
             )
             rows.append(
-                Row(target, "aiohttp, one PATCH", _stream(url, auth, path, size, meta), server.pid)
+                Row(
+                    target,
+                    "aiohttp, one PATCH",
+                    clients.stream_round(url, auth, path, size, meta),
+                    server.pid,
+                )
             )
             rows.append(
                 Row(
@@ -143,29 +145,6 @@ def run(args: argparse.Namespace) -> list[Row]:
                     f"{row.speeds[-1]:7.1f} MB/s  others {meter.others():.2f}"
                 )
     return rows
-
-
-def _tuspy(
-    url: str, auth: dict[str, str], path: Path, meta: dict[str, str]
-) -> Callable[[int], None]:
-    def once(rep: int) -> None:
-        clients.tuspy_upload(
-            url=url, headers=auth, path=path, chunk_size=TUSPY_CHUNK, metadata=meta
-        )
-
-    return once
-
-
-def _stream(
-    url: str, auth: dict[str, str], path: Path, size: int, meta: dict[str, str]
-) -> Callable[[int], None]:
-    async def go() -> None:
-        async with clients.new_session() as session:
-            await clients.stream_upload(
-                session, url=url, headers=auth, path=path, length=size, metadata=meta
-            )
-
-    return lambda rep: asyncio.run(go())
 
 
 def _avidence(base: str, token: str, path: Path, tmp: Path) -> Callable[[int], None]:

@@ -41,7 +41,6 @@ from measure import (
 from results import Result, report
 from servers import ROOT, AvidenceServer, NodePeer, SeaweedServer, seaweed_pid, start_seaweed
 
-TUSPY_CHUNK = 64 * MiB
 CASE = "BENCH-1"
 
 
@@ -117,7 +116,7 @@ def main_runs(
     path = files.get(size)
     digest = blake3.blake3(max_threads=blake3.blake3.AUTO).update_mmap(path).hexdigest()
     meta = {"case": CASE, "filename": "x.bin", "blake3": digest}
-    chunk = f"tuspy {human(TUSPY_CHUNK)} chunks"
+    chunk = f"tuspy {human(clients.TUSPY_CHUNK)} chunks"
     runs: list[Run] = []
     started: list[AvidenceServer | NodePeer] = []
     results: list[Result] = []
@@ -144,14 +143,14 @@ def main_runs(
             runs.append(
                 Run(
                     Result(f"av_{where.lower()}_tuspy", target, chunk, size),
-                    _tuspy(server.url, auth, path, meta),
+                    clients.tuspy_round(server.url, auth, path, meta),
                     server.pid,
                 )
             )
             runs.append(
                 Run(
                     Result(f"av_{where.lower()}_stream", target, "aiohttp, one PATCH", size),
-                    _stream(server.url, auth, path, size, meta),
+                    clients.stream_round(server.url, auth, path, size, meta),
                     server.pid,
                 )
             )
@@ -184,8 +183,16 @@ def main_runs(
                     reason = f"did not start: {exc}"
                 else:
                     started.append(peer)
-                    runs.append(Run(tuspy_res, _tuspy(peer.url, {}, path, meta), peer.pid))
-                    runs.append(Run(stream_res, _stream(peer.url, {}, path, size, meta), peer.pid))
+                    runs.append(
+                        Run(tuspy_res, clients.tuspy_round(peer.url, {}, path, meta), peer.pid)
+                    )
+                    runs.append(
+                        Run(
+                            stream_res,
+                            clients.stream_round(peer.url, {}, path, size, meta),
+                            peer.pid,
+                        )
+                    )
             if reason is not None:
                 for res in (tuspy_res, stream_res):
                     res.skipped = reason
@@ -203,29 +210,6 @@ def main_runs(
         for process in reversed(started):
             process.stop()
     return [run.result for run in runs] + results
-
-
-def _tuspy(
-    url: str, auth: dict[str, str], path: Path, meta: dict[str, str]
-) -> Callable[[int], None]:
-    def once(rep: int) -> None:
-        clients.tuspy_upload(
-            url=url, headers=auth, path=path, chunk_size=TUSPY_CHUNK, metadata=meta
-        )
-
-    return once
-
-
-def _stream(
-    url: str, auth: dict[str, str], path: Path, size: int, meta: dict[str, str]
-) -> Callable[[int], None]:
-    async def go() -> None:
-        async with clients.new_session() as session:
-            await clients.stream_upload(
-                session, url=url, headers=auth, path=path, length=size, metadata=meta
-            )
-
-    return lambda rep: asyncio.run(go())
 
 
 def _concat(
@@ -281,7 +265,7 @@ def memory_run(
         idle = rss_bytes(server.pid)
         print(f"    fresh server idle RSS {idle / MiB:.0f} MiB")
         auth = {"Authorization": f"Bearer {server.token}"}
-        run = Run(res, _stream(server.url, auth, path, size, meta), server.pid)
+        run = Run(res, clients.stream_round(server.url, auth, path, size, meta), server.pid)
         measure_once(run, weed=seaweed_pid(seaweed), rep=0, idle_rss=idle)
     finally:
         server.stop()
@@ -419,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine}")
     print(
         f"single uploads of {human(args.size)}, {args.repeat} round(s); tuspy chunks "
-        f"{human(TUSPY_CHUNK)}; concatenation with {args.parts} partials"
+        f"{human(clients.TUSPY_CHUNK)}; concatenation with {args.parts} partials"
     )
     results: list[Result] = []
     failures: int | None = None

@@ -129,19 +129,21 @@ class S3Bucket:
     def _error(self, exc: Exception, key: str | None) -> StoreError:
         return translate(exc, endpoint=self._where, bucket=self._bucket, key=key)
 
+    def _threads(self, pool: ThreadPoolExecutor | None) -> ThreadPoolExecutor:
+        if pool is None:
+            raise StoreUnavailable(f"S3 store for bucket {self._bucket!r} is not open")
+        return pool
+
     async def _run(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a blocking SDK call in the store's threads; exceptions pass untranslated."""
-        if self._pool is None:
-            raise StoreUnavailable(f"S3 store for bucket {self._bucket!r} is not open")
         call = functools.partial(fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        return await asyncio.get_running_loop().run_in_executor(self._threads(self._pool), call)
 
     async def _call_part(self, fn: Callable[[], _T]) -> _T:
         """Run a part upload in the part threads; SDK exceptions mapped as by `_call`."""
-        if self._part_pool is None:
-            raise StoreUnavailable(f"S3 store for bucket {self._bucket!r} is not open")
+        pool = self._threads(self._part_pool)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._part_pool, fn)
+            return await asyncio.get_running_loop().run_in_executor(pool, fn)
         except Exception as exc:
             raise self._error(exc, None) from exc
 
