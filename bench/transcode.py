@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from avidence.server import config, tokens
-from avidence.server.catalog import evidence as evidence_db
 from avidence.server.catalog.db import Catalog
 from avidence.server.catalog.schema import uploads
+from avidence.server.evidence import records as evidence_db
 from avidence.server.jobs import queue, runner
 from avidence.server.jobs.worker import Worker
 from avidence.storage.digests import MultiDigest

@@ -22,12 +22,13 @@ from .config import Settings
 from .cors import cors_middleware
 from .drain import DRAIN, Drain
 from .errors import error_middleware
+from .evidence.accept import Custody
 from .jobs import embedded as embedded_worker
 from .metrics import Metrics
 from .openapi import document as openapi
 from .proxies import forwarded_middleware, parse_networks
 from .signing import load_signer, register
-from .state import CATALOG, METRICS, SETTINGS, SIGNER, STORE
+from .state import CATALOG, CUSTODY, METRICS, SETTINGS, SIGNER, STORE
 from .stores import build_store
 from .transfers import api as transfers_api
 from .tus import routes as tus_routes
@@ -97,6 +98,7 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
         await register(app[CATALOG].engine, app[SIGNER])
         app[STORE] = store or build_store(settings)
         await app[STORE].open()
+        app[CUSTODY] = Custody(app[CATALOG].engine, app[STORE], settings, app[SIGNER])
         log.info(
             "server.started version=%s store=%s digests=%s",
             __version__,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import tokens
-from .audit import log as audit
-from .audit.events import Event
+from .audit import unit
+from .audit.events import AuthFailed
 from .errors import Forbidden, Unauthorized
 from .state import CATALOG
 from .tokens import Principal
@@ -20,13 +20,12 @@ async def require(request: web.Request, *roles: str) -> Principal:
         raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="avidence"'})
     principal = await tokens.authenticate(request.app[CATALOG].engine, secret.strip())
     if principal is None:
-        await audit.append(
+        await unit.record(
             request.app[CATALOG].engine,
-            Event(
-                action="auth.failed",
+            AuthFailed(
                 actor="unknown",
-                object=f"{request.method} {request.path}"[:200],
-                details={"token_sha256_prefix": tokens.hash_secret(secret.strip())[:12]},
+                object=f"{request.method} {request.path}",
+                token_sha256_prefix=tokens.hash_secret(secret.strip())[:12],
                 client=request.remote,
             ),
         )

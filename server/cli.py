@@ -23,8 +23,6 @@ from avidence.storage.errors import StoreError
 
 from . import config, tokens
 from .agencies import records as agencies_db
-from .audit import log as audit
-from .audit.events import Event
 from .catalog.db import Catalog, CatalogUnavailable
 from .stores import build_store
 
@@ -180,19 +178,9 @@ def token_create(ctx: Context, role: str, name: str, agency: str | None) -> None
     async def go() -> tuple[tokens.Principal, str]:
         async with opened_catalog(settings, migrate=True) as catalog:
             agency_id = await _agency_id(catalog, agency)
-            principal, secret = await tokens.create(
-                catalog.engine, role=role, name=name, agency_id=agency_id
+            return await tokens.create(
+                catalog.engine, role=role, name=name, agency_id=agency_id, actor="cli"
             )
-            await audit.append(
-                catalog.engine,
-                Event(
-                    action="token.created",
-                    actor="cli",
-                    object=f"token:{principal.token_id}",
-                    details={"role": role, "name": name, "agency": principal.agency_id},
-                ),
-            )
-            return principal, secret
 
     principal, secret = run(go())
     click.echo(f"created {principal.role} token {principal.token_id} for {principal.name!r}")
@@ -234,13 +222,7 @@ def token_revoke(ctx: Context, token_id: str) -> None:
 
     async def go() -> bool:
         async with opened_catalog(settings) as catalog:
-            revoked = await tokens.revoke(catalog.engine, token_id)
-            if revoked:
-                await audit.append(
-                    catalog.engine,
-                    Event(action="token.revoked", actor="cli", object=f"token:{token_id}"),
-                )
-            return revoked
+            return await tokens.revoke(catalog.engine, token_id, actor="cli")
 
     if not run(go()):
         fail(f"no active token {token_id}")

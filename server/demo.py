@@ -84,7 +84,9 @@ async def _upload(settings: Settings, token: str, clip: Path) -> str:
 
 async def run(settings: Settings, engine: AsyncEngine) -> None:
     """Print how to try the server; never stops the server if the demo cannot be made."""
-    principal, secret = await tokens.create(engine, role="uploader", name="demo (serve --demo)")
+    principal, secret = await tokens.create(
+        engine, role="uploader", name="demo (serve --demo)", actor="server"
+    )
     lines = [
         "",
         f"  uploader token:      {secret}",

@@ -44,11 +44,13 @@ from avidence.storage.base import Store
 from avidence.storage.digests import MultiDigest
 from avidence.storage.errors import NotFound
 
-from . import receipts, signing
+from . import signing
 from .audit import log as audit
-from .audit.events import Event
-from .catalog import evidence as evidence_db
+from .audit import unit
+from .audit.events import AdminCommand
 from .catalog.schema import evidence
+from .evidence import receipts
+from .evidence import records as evidence_db
 from .retention import records as retention_records
 from .retention.purge import tombstone
 from .signing import Signer
@@ -250,14 +252,15 @@ async def _build(
             item |= {"state": gone, "tombstone": await tombstone(engine, record.id)}
         items.append(item)
     keys_sha = bundle.write_json("keys.json", {"keys": await signing.published(engine)})
-    await audit.append(
+    await unit.record(
         engine,
-        Event(
-            action="admin.command",
+        AdminCommand(
             actor=actor,
             object=f"case:{case_id}",
             case_id=case_id,
-            details={"command": "export", "items": len(items), "manifests_only": manifests_only},
+            command="export",
+            items=len(items),
+            manifests_only=manifests_only,
         ),
     )
     await audit.checkpoint(engine, signer)  # so the excerpt ends under a signed head

@@ -29,8 +29,8 @@ from avidence.storage.digests import MultiDigest
 from avidence.storage.errors import NotFound
 
 from . import schedules
-from .audit import log as audit
-from .audit.events import Event
+from .audit.events import AuditEvent, IntegrityChecked, IntegrityFailed
+from .audit.unit import unit_of_work
 from .catalog.schema import evidence
 from .metrics import Metrics
 from .retention.records import purged_evidence
@@ -99,24 +99,46 @@ async def check_object(store: Store, row: sa.Row[tuple[object, ...]]) -> Check:
     return Check(str(row.id), str(row.case_id), outcome, expected, found)
 
 
+def _event(check: Check, *, actor: str, now: datetime) -> AuditEvent:
+    where = {"actor": actor, "object": f"evidence:{check.evidence_id}", "case_id": check.case_id}
+    if check.outcome == "ok":
+        expected = check.expected
+        return IntegrityChecked(
+            **where,
+            size=int(expected["size"]),
+            blake3=_text(expected.get("blake3")),
+            sha256=_text(expected.get("sha256")),
+            sm3=_text(expected.get("sm3")),
+            time=now,
+        )
+    failed = check.outcome == "failed"
+    return IntegrityFailed(
+        **where,
+        reason=check.outcome,
+        expected=dict(check.expected),
+        found=dict(check.found) if failed and check.found is not None else None,
+        mismatched=list(check.mismatched) if failed else None,
+        time=now,
+    )
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 async def _record(
     engine: AsyncEngine, check: Check, *, actor: str, metrics: Metrics | None
 ) -> None:
+    """The record's integrity mark and the scrub's entry, in one transaction."""
     now = datetime.now(UTC)
-    async with engine.begin() as conn:
-        await conn.execute(
+    async with unit_of_work(engine) as unit:
+        await unit.conn.execute(
             evidence.update()
             .where(evidence.c.id == check.evidence_id)
             .values(integrity="ok" if check.outcome == "ok" else "failed", checked_at=now)
         )
-    if check.outcome == "ok":
-        details: dict[str, object] = {**check.expected}
-        action = "integrity.checked"
-    else:
-        details = {"reason": check.outcome, "expected": check.expected}
-        if check.outcome == "failed":
-            details |= {"found": check.found, "mismatched": check.mismatched}
-        action = "integrity.failed"
+        unit.record(_event(check, actor=actor, now=now))
+    if check.outcome != "ok":
         if metrics is not None:
             metrics.integrity_failures.labels(f"scrub_{check.outcome}").inc()
         log.warning(
@@ -126,16 +148,6 @@ async def _record(
             check.outcome,
             ",".join(check.mismatched),
         )
-    await audit.append(
-        engine,
-        Event(
-            action=action,
-            actor=actor,
-            object=f"evidence:{check.evidence_id}",
-            case_id=check.case_id,
-            details=details,
-        ),
-    )
 
 
 async def scrub(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from avidence.storage.base import Store
@@ -11,8 +13,12 @@ from .config import Settings
 from .metrics import Metrics
 from .signing import Signer
 
+if TYPE_CHECKING:  # the custody core imports handler-level modules; only its type is needed here
+    from .evidence.accept import Custody
+
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG = web.AppKey("catalog", Catalog)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 SIGNER = web.AppKey("signer", Signer)
+CUSTODY: web.AppKey[Custody] = web.AppKey("custody")

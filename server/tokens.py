@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import clock
+from .audit.events import TokenCreated, TokenRevoked
+from .audit.unit import unit_of_work
 from .catalog.schema import tokens
 from .catalog.schema_exchange import DEFAULT_AGENCY
 
@@ -47,9 +49,14 @@ def hash_secret(secret: str) -> str:
 
 
 async def create(
-    engine: AsyncEngine, *, role: str, name: str, agency_id: str = DEFAULT_AGENCY
+    engine: AsyncEngine,
+    *,
+    role: str,
+    name: str,
+    agency_id: str = DEFAULT_AGENCY,
+    actor: str = "cli",
 ) -> tuple[Principal, str]:
-    """Create a token and return it with its secret, which is not kept anywhere."""
+    """Create a token (audited) and return it with its secret, which is not kept anywhere."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
     name = name.strip()
@@ -57,8 +64,8 @@ async def create(
         raise ValueError("token name must be 1-200 printable characters")
     secret = PREFIX + secrets.token_urlsafe(32)
     token_id = "tok_" + secrets.token_hex(8)
-    async with engine.begin() as conn:
-        await conn.execute(
+    async with unit_of_work(engine) as unit:
+        await unit.conn.execute(
             tokens.insert().values(
                 id=token_id,
                 name=name,
@@ -66,6 +73,11 @@ async def create(
                 secret_hash=hash_secret(secret),
                 created_at=clock.now(),
                 agency_id=agency_id,
+            )
+        )
+        unit.record(
+            TokenCreated(
+                actor=actor, object=f"token:{token_id}", role=role, name=name, agency=agency_id
             )
         )
     return Principal(token_id=token_id, name=name, role=role, agency_id=agency_id), secret
@@ -91,13 +103,16 @@ async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
     return Principal(token_id=row.id, name=row.name, role=row.role, agency_id=row.agency_id)
 
 
-async def revoke(engine: AsyncEngine, token_id: str) -> bool:
-    async with engine.begin() as conn:
-        result = await conn.execute(
+async def revoke(engine: AsyncEngine, token_id: str, *, actor: str = "cli") -> bool:
+    """Revoke an active token (audited); False when there is none by that id."""
+    async with unit_of_work(engine) as unit:
+        result = await unit.conn.execute(
             tokens.update()
             .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
             .values(revoked_at=clock.now())
         )
+        if result.rowcount > 0:
+            unit.record(TokenRevoked(actor=actor, object=f"token:{token_id}"))
     return result.rowcount > 0
 
 

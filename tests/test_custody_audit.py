@@ -21,7 +21,8 @@ from avidence.client.canonical import PublicKeys
 from avidence.client.verify import audit_entry_hash
 from avidence.server import config, signing
 from avidence.server.audit import log as audit
-from avidence.server.audit.events import Event
+from avidence.server.audit import unit
+from avidence.server.audit.events import AdminCommand
 from avidence.server.catalog.db import Catalog
 from avidence.server.catalog.schema import audit_log
 from avidence.server.cli import main
@@ -57,14 +58,14 @@ async def chain(tmp_path: Path) -> AsyncIterator[Log]:
     signer = signing.load_signer(settings)
     await signing.register(catalog.engine, signer)
     for n in range(1, 6):
-        await audit.append(
+        await unit.record(
             catalog.engine,
-            Event(
-                action="admin.command",
+            AdminCommand(
                 actor="cli",
                 object=f"case:C-{n}",
                 case_id=f"C-{n % 2}",
-                details={"n": n, "note": "审讯录像"},
+                command=f"export {n} 审讯录像",
+                items=n,
             ),
         )
     try:

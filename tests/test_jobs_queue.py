@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from avidence.server import tokens
-from avidence.server.catalog import evidence as evidence_db
 from avidence.server.catalog.db import Catalog
 from avidence.server.catalog.schema import jobs, uploads
 from avidence.server.config import normalize_database_url
+from avidence.server.evidence import records as evidence_db
 from avidence.server.jobs import outputs, queue, records
 from avidence.storage.base import Target
 from avidence.storage.errors import NotFound

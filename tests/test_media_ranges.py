@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import blake3
 import pytest
 
-from avidence.server.catalog import evidence as evidence_db
+from avidence.server.evidence import records as evidence_db
 from avidence.server.media import ByteRange, content_type, disposition, parse_ranges
 
 from support.servers import Api

@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from avidence.server.audit import log as audit
-from avidence.server.audit.events import Event
+from avidence.server.audit import unit
+from avidence.server.audit.events import TicketViewed
 from avidence.server.webhooks import signature
 
 from support.agencies import Agency, TwoAgencies, two_agencies
@@ -191,13 +191,20 @@ async def test_ticket_views_are_told_to_the_issuing_agency(
     await register(fast, fast.police, await rx.start(), events=["ticket.viewed"])
     evidence_id = await upload(fast.api, b"clip", token=fast.police.tokens["uploader"])
     issued = await issue(fast.api, [evidence_id], token=fast.police.tokens["handler"])
-    await audit.append(
+    await unit.record(
         fast.api.catalog.engine,
-        Event(
-            action="ticket.viewed",
+        TicketViewed(
             actor="ticket",
             object=f"evidence:{evidence_id}",
-            details={"ticket": issued["ticket"]["id"], "recipient": "judge", "bytes": 10},
+            ticket=issued["ticket"]["id"],
+            view="vw_1",
+            recipient="judge",
+            user_agent="test",
+            started_at="2026-12-06T00:00:00Z",
+            first_byte_at=None,
+            last_byte_at=None,
+            bytes=10,
+            requests=1,
         ),
     )
     await wait_for(lambda: rx.events() == ["ticket.viewed"])

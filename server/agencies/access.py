@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..catalog.connect import connected
-from ..catalog.evidence import Evidence
 from ..catalog.schema import evidence
 from ..catalog.schema_exchange import holdings
+from ..evidence.records import Evidence
 from ..tokens import Principal
 
 

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..audit.events import AgencyCreated
+from ..audit.unit import unit_of_work
 from ..catalog.connect import connected
 from ..catalog.schema_exchange import DEFAULT_AGENCY, agencies
 
@@ -37,14 +39,20 @@ def _check_name(name: str) -> str:
     return name
 
 
-async def create(engine: AsyncEngine, *, name: str) -> Agency:
-    """A new agency; ValueError when the name is taken or malformed."""
+async def create(engine: AsyncEngine, *, name: str, actor: str = "cli") -> Agency:
+    """A new agency (audited); ValueError when the name is taken or malformed."""
     agency = Agency("agc_" + secrets.token_hex(8), _check_name(name), datetime.now(UTC))
     try:
-        async with engine.begin() as conn:
-            await conn.execute(
+        async with unit_of_work(engine) as unit:
+            await unit.conn.execute(
                 agencies.insert().values(
                     id=agency.id, name=agency.name, created_at=agency.created_at
+                )
+            )
+            unit.record(
+                AgencyCreated(
+                    actor=actor, object=f"agency:{agency.id}", name=agency.name,
+                    time=agency.created_at,
                 )
             )
     except IntegrityError:

@@ -14,7 +14,8 @@ from .. import signing
 from ..catalog.db import Catalog
 from ..cli import Context, main, opened_catalog, run, shared_options
 from . import log as audit
-from .events import Event
+from . import unit
+from .events import AdminCommand, KeyRotated
 
 
 async def _keys(catalog: Catalog) -> PublicKeys:
@@ -78,14 +79,14 @@ def audit_export(ctx: Context, case_id: str | None, out: Any) -> None:
                 out.write(json.dumps({"type": "checkpoint", **document}, sort_keys=True) + "\n")
             keys = await signing.published(catalog.engine)
             out.write(json.dumps({"type": "keys", "keys": keys}, sort_keys=True) + "\n")
-            await audit.append(
+            await unit.record(
                 catalog.engine,
-                Event(
-                    action="admin.command",
+                AdminCommand(
                     actor="cli",
                     object="audit:export",
                     case_id=case_id,
-                    details={"entries": count},
+                    command="audit export",
+                    entries=count,
                 ),
             )
             return count
@@ -112,14 +113,9 @@ def key_rotate(ctx: Context) -> None:
             await audit.checkpoint(catalog.engine, old)  # seal the log under the old key
             new = signing.rotate(settings)
             await signing.register(catalog.engine, new)
-            await audit.append(
+            await unit.record(
                 catalog.engine,
-                Event(
-                    action="key.rotated",
-                    actor="cli",
-                    object=f"key:{new.key_id}",
-                    details={"previous": old.key_id},
-                ),
+                KeyRotated(actor="cli", object=f"key:{new.key_id}", previous=old.key_id),
             )
             return new
 

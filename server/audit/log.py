@@ -22,15 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from avidence.client.canonical import PublicKeys, VerificationError, canonical_json
 
-from ..catalog.schema import audit_checkpoints, audit_log
+from ..catalog.schema import audit_checkpoints, audit_head, audit_log
 from ..signing import Signer
 from ..webhooks import outbox
-from .events import Event
+from .events import AuditEvent
 
 log = logging.getLogger("avidence.audit")
 
 GENESIS = "0" * 64
-_RETRIES = 50
 
 
 def _iso(moment: datetime) -> str:
@@ -66,34 +65,53 @@ async def _head(conn: AsyncConnection) -> tuple[int, str]:
     return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
 
 
-async def append(engine: AsyncEngine, event: Event) -> int:
-    """Chain `event` onto the log and return its sequence number.
+async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
+    """Take the head row's lock (held until the caller's transaction ends) and read it.
 
-    Concurrent writers (threads, processes, replicas) race on the unique `seq` and `prev_hash`;
-    the loser re-reads the head and tries again."""
-    for _ in range(_RETRIES):
-        try:
-            async with engine.begin() as conn:
-                seq, prev = await _head(conn)
-                row = {
-                    "seq": seq + 1,
-                    "time": event.time,
-                    "actor": event.actor,
-                    "action": event.action,
-                    "object": event.object,
-                    "case_id": event.case_id,
-                    "details": event.details,
-                    "client": event.client,
-                    "prev_hash": prev,
-                }
-                row["hash"] = entry_hash(entry_body(row))
-                await conn.execute(audit_log.insert().values(**row))
-        except IntegrityError:
-            continue
-        # Webhooks hear of the entry from here, whichever process wrote it (issue 7).
-        await outbox.from_audit(engine, event, seq + 1)
-        return seq + 1
-    raise RuntimeError("could not append to the audit log: too much contention")
+    The lock is a write to the row: a row lock on PostgreSQL, the database's write lock on
+    SQLite. A catalog that has no head row yet starts one from the log's last entry."""
+    locked = await conn.execute(
+        audit_head.update().where(audit_head.c.id == 1).values(seq=audit_head.c.seq)
+    )
+    if locked.rowcount == 0:
+        seq, digest = await _head(conn)
+        await conn.execute(audit_head.insert().values(id=1, seq=seq, hash=digest))
+        return seq, digest
+    row = (await conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash))).one()
+    return int(row.seq), str(row.hash)
+
+
+async def append(conn: AsyncConnection, *events: AuditEvent) -> list[int]:
+    """Chain `events` onto the log inside the caller's transaction and queue the webhook
+    deliveries they call for; return their sequence numbers.
+
+    Call it through `unit.unit_of_work`, at the end of the action's transaction: the head row
+    stays locked until that transaction commits, so concurrent writers (tasks, processes,
+    replicas) queue here instead of racing, and an entry commits exactly when its action does.
+    """
+    seq, prev = await _lock_head(conn)
+    numbers = []
+    for event in events:
+        seq += 1
+        row = {
+            "seq": seq,
+            "time": event.time,
+            "actor": event.actor[:200],
+            "action": event.action,
+            "object": event.object[:200],
+            "case_id": event.case_id[:128] if event.case_id is not None else None,
+            "details": event.details(),
+            "client": event.client[:64] if event.client is not None else None,
+            "prev_hash": prev,
+        }
+        row["hash"] = prev = entry_hash(entry_body(row))
+        await conn.execute(audit_log.insert().values(**row))
+        await outbox.from_audit(conn, event, seq)
+        numbers.append(seq)
+    await conn.execute(
+        audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=prev)
+    )
+    return numbers
 
 
 async def checkpoint(engine: AsyncEngine, signer: Signer) -> dict[str, Any] | None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..auth import require
-from ..catalog import evidence as evidence_db
 from ..errors import BadRequest, Conflict, NotFound
+from ..evidence import records as evidence_db
 from ..requests import json_body
 from ..state import CATALOG
 from ..tokens import Principal

@@ -14,8 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..agencies.access import held_by
-from ..audit import log as audit
-from ..audit.events import Event
+from ..audit.events import CaseCreated
+from ..audit.unit import unit_of_work
 from ..catalog.schema import evidence
 from ..catalog.schema_exchange import agencies, case_agencies, case_evidence, cases
 
@@ -71,7 +71,8 @@ async def ensure(
         case_id = "case_" + secrets.token_hex(12)
         now = datetime.now(UTC)
         try:
-            async with engine.begin() as conn:
+            async with unit_of_work(engine) as unit:
+                conn = unit.conn
                 await conn.execute(
                     cases.insert().values(
                         id=case_id,
@@ -85,19 +86,20 @@ async def ensure(
                 await conn.execute(
                     case_agencies.insert().values(case_id=case_id, agency_id=agency_id, since=now)
                 )
+                unit.record(
+                    CaseCreated(
+                        actor=actor,
+                        object=f"case:{case_id}",
+                        case_id=number,
+                        number=number,
+                        title=title[:300],
+                        agency=agency_id,
+                        client=client,
+                        time=now,
+                    )
+                )
         except IntegrityError:
             continue
-        await audit.append(
-            engine,
-            Event(
-                action="case.created",
-                actor=actor[:200],
-                object=f"case:{case_id}",
-                case_id=number,
-                details={"number": number, "title": title[:300], "agency": agency_id},
-                client=client,
-            ),
-        )
         return case_id
     raise RuntimeError(f"could not create case {number!r}: too much contention")
 

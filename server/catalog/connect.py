@@ -17,3 +17,14 @@ async def connected(db: AsyncEngine | AsyncConnection) -> AsyncIterator[AsyncCon
     else:
         async with db.connect() as conn:
             yield conn
+
+
+@contextlib.asynccontextmanager
+async def transaction(db: AsyncEngine | AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """A write inside the caller's transaction when `db` is a connection (a unit of work that
+    commits it with its audit entry), else in a transaction of its own, committed on exit."""
+    if isinstance(db, AsyncConnection):
+        yield db
+    else:
+        async with db.begin() as conn:
+            yield conn

@@ -158,6 +158,16 @@ audit_log = Table(
     Column("hash", String(64), nullable=False, unique=True),
 )
 
+# The head of the chain in one row (id 1). An append updates it first, which locks it until the
+# action's transaction commits: appends are serialised without retries, on SQLite and PostgreSQL.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=False),
+    Column("seq", BigInteger(), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
 audit_checkpoints = Table(
     "audit_checkpoints",
     metadata,

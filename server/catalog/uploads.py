@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,20 +21,48 @@ from .connect import connected
 from .schema import uploads
 from .schema_exchange import DEFAULT_AGENCY
 
-__all__ = ["FINAL_STATES", "OPEN_STATES", "Upload", "uploads"]
+__all__ = ["FINAL_STATES", "OPEN_STATES", "ConcatKind", "Upload", "UploadState", "uploads"]
 
-OPEN_STATES = ("receiving",)
-FINAL_STATES = ("done", "quarantined", "terminated", "expired", "failed", "consumed")
+
+class UploadState(StrEnum):
+    RECEIVING = "receiving"
+    VERIFYING = "verifying"
+    DONE = "done"
+    COMPLETE = "complete"
+    CONSUMED = "consumed"
+    QUARANTINED = "quarantined"
+    TERMINATED = "terminated"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+class ConcatKind(StrEnum):
+    """The tus concatenation role of an upload ("" for a plain one)."""
+
+    NONE = ""
+    PARTIAL = "partial"
+    FINAL = "final"
+
+
+OPEN_STATES = (UploadState.RECEIVING,)
+FINAL_STATES = (
+    UploadState.DONE,
+    UploadState.QUARANTINED,
+    UploadState.TERMINATED,
+    UploadState.EXPIRED,
+    UploadState.FAILED,
+    UploadState.CONSUMED,
+)
 
 
 @dataclass(slots=True, frozen=True)
 class Upload:
     id: str
-    state: str
+    state: UploadState
     length: int | None
     offset: int
     metadata: dict[str, str]
-    concat: str
+    concat: ConcatKind
     parts: list[str] | None
     store: str
     storage_key: str
@@ -59,7 +88,10 @@ _COLUMNS = [f.name for f in fields(Upload)]
 
 
 def _row(row: Any) -> Upload:
-    return Upload(**{name: getattr(row, name) for name in _COLUMNS})
+    values = {name: getattr(row, name) for name in _COLUMNS}
+    values["state"] = UploadState(values["state"])
+    values["concat"] = ConcatKind(values["concat"])
+    return Upload(**values)
 
 
 async def insert(conn: AsyncConnection, upload: Upload) -> None:
@@ -83,6 +115,24 @@ async def update(
         values["expires_at"] = now + expiry
     async with engine.begin() as conn:
         await conn.execute(uploads.update().where(uploads.c.id == upload_id).values(**values))
+
+
+async def finish(
+    conn: AsyncConnection,
+    upload_id: str,
+    *,
+    digests: dict[str, str],
+    evidence_id: str,
+    now: datetime,
+) -> bool:
+    """Move a verifying upload to `done` inside the caller's transaction; False when it is no
+    longer verifying (another process accepted it first)."""
+    result = await conn.execute(
+        uploads.update()
+        .where(uploads.c.id == upload_id, uploads.c.state == UploadState.VERIFYING)
+        .values(state=UploadState.DONE, digests=digests, evidence_id=evidence_id, updated_at=now)
+    )
+    return result.rowcount == 1
 
 
 async def in_state(

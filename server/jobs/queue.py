@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..catalog.connect import transaction
 from ..catalog.schema import jobs
 
 KINDS = ("analyse", "derive")
@@ -196,9 +197,11 @@ def _mine(job_id: str, worker: str) -> sa.ColumnElement[bool]:
     return sa.and_(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.state == "running")
 
 
-async def _update(engine: AsyncEngine, job_id: str, owner: str, **values: Any) -> bool:
+async def _update(
+    engine: AsyncEngine | AsyncConnection, job_id: str, owner: str, **values: Any
+) -> bool:
     """Set columns of a running job, only while `owner` still holds it."""
-    async with engine.begin() as conn:
+    async with transaction(engine) as conn:
         result = await conn.execute(jobs.update().where(_mine(job_id, owner)).values(**values))
     return result.rowcount == 1
 
@@ -254,7 +257,9 @@ async def complete(conn: AsyncConnection, job_id: str, *, worker: str) -> bool:
     return result.rowcount == 1
 
 
-async def fail(engine: AsyncEngine, job_id: str, *, worker: str, reason: str) -> bool:
+async def fail(
+    engine: AsyncEngine | AsyncConnection, job_id: str, *, worker: str, reason: str
+) -> bool:
     """Give up for good: the reason stays on the job for the API and `avidence-server jobs`."""
     return await _update(
         engine, job_id, worker, state="failed", error=reason, finished_at=now(), lease_until=None

@@ -24,16 +24,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence.storage.base import Store, Target
 from avidence.transcode import continuity
+from avidence.transcode.continuity import Continuity
 from avidence.transcode.errors import MediaError
 from avidence.transcode.plan import SOURCE, Command, applies, plan
 from avidence.transcode.probe import MediaInfo, probe
 from avidence.transcode.profiles import Profile
 from avidence.transcode.run import Progress, execute
 
-from ..audit import log as audit
-from ..audit.events import Event
-from ..catalog import evidence as evidence_db
-from ..catalog.evidence import Evidence
+from ..audit.events import DerivativeCreated, MediaAnalysed
+from ..audit.unit import unit_of_work
+from ..evidence import records as evidence_db
+from ..evidence.records import Evidence
 from ..retention import hooks as retention_hooks
 from . import outputs, queue, records
 from .queue import Job
@@ -94,11 +95,6 @@ def _actor(ctx: Context) -> str:
     return f"worker {ctx.worker}"
 
 
-async def _audit(ctx: Context, event: Event) -> None:
-    """Append after the job's commit, shielded: a stop at that moment must not lose the entry."""
-    await asyncio.shield(audit.append(ctx.engine, event))
-
-
 async def perform(ctx: Context, job: Job, meter: Meter) -> None:
     """Run `job` to completion, or raise."""
     evidence = await evidence_db.get(ctx.engine, job.evidence_id)
@@ -126,7 +122,34 @@ async def analyse(ctx: Context, job: Job, evidence: Evidence, work: Path, meter:
     wanted = [ctx.profiles[name] for name in ctx.enabled]
     profiles = [p.name for p in wanted if applies(info, p)]
     at = datetime.now(UTC)
-    async with ctx.engine.begin() as conn:
+    # Audit details are canonical JSON, which has no floats: durations go as text.
+    event = MediaAnalysed(
+        actor=_actor(ctx),
+        object=f"evidence:{evidence.id}",
+        case_id=evidence.case_id,
+        container=info.container,
+        duration=f"{info.duration:.3f}" if info.duration is not None else None,
+        video_streams=len(info.videos),
+        audio_streams=len(info.audios),
+        profiles=profiles,
+        continuity={"ok": report.ok, **report.counts} if report is not None else None,
+        time=at,
+    )
+    await _analysed(ctx, job, evidence, info, report, profiles, event)
+
+
+async def _analysed(
+    ctx: Context,
+    job: Job,
+    evidence: Evidence,
+    info: MediaInfo,
+    report: Continuity | None,
+    profiles: list[str],
+    event: MediaAnalysed,
+) -> None:
+    """The job done, the media facts, the next jobs and the entry, in one transaction."""
+    async with unit_of_work(ctx.engine) as unit:
+        conn = unit.conn
         if not await queue.complete(conn, job.id, worker=ctx.worker):
             raise LeaseLost(job.id)
         await records.save_media(
@@ -135,30 +158,11 @@ async def analyse(ctx: Context, job: Job, evidence: Evidence, work: Path, meter:
             probe=info.to_json(),
             continuity=report.to_json() if report else None,
             ffprobe_version=ctx.ffprobe_version,
-            at=at,
+            at=event.time,
         )
         for name in profiles:
             await queue.enqueue(conn, evidence.id, kind="derive", profile=name)
-    # Audit details are canonical JSON, which has no floats: durations go as text.
-    details: dict[str, Any] = {
-        "container": info.container,
-        "duration": f"{info.duration:.3f}" if info.duration is not None else None,
-        "video_streams": len(info.videos),
-        "audio_streams": len(info.audios),
-        "profiles": profiles,
-    }
-    if report is not None:
-        details["continuity"] = {"ok": report.ok, **report.counts}
-    await _audit(
-        ctx,
-        Event(
-            action="media.analysed",
-            actor=_actor(ctx),
-            object=f"evidence:{evidence.id}",
-            case_id=evidence.case_id,
-            details=details,
-        ),
-    )
+        unit.record(event)
 
 
 async def _media_info(ctx: Context, evidence: Evidence, source: Path) -> MediaInfo:
@@ -235,11 +239,7 @@ async def _store(
                         created_at=datetime.now(UTC),
                     )
                 )
-        async with ctx.engine.begin() as conn:
-            if not await queue.complete(conn, job.id, worker=ctx.worker):
-                raise LeaseLost(job.id)
-            for record in made:
-                await records.insert_derivative(conn, record)
+        await _recorded(ctx, job, evidence, made)
     except BaseException:
         # Not recorded: remove what this run stored. If this fails too (the store is down),
         # the staged list on the job lets the next run do it.
@@ -250,24 +250,31 @@ async def _store(
     await retention_hooks.derivatives_stored(
         ctx.engine, ctx.store, evidence.id, [d.storage_key for d in made]
     )
-    for record in made:
-        await _audit(
-            ctx,
-            Event(
-                action="derivative.created",
-                actor=_actor(ctx),
-                object=f"evidence:{evidence.id}",
-                case_id=evidence.case_id,
-                details={
-                    "derivative": record.id,
-                    "profile": record.profile,
-                    "storage_key": record.storage_key,
-                    "size": record.size,
-                    "blake3": record.blake3,
-                    "sha256": record.sha256,
-                    "source_blake3": record.source_blake3,
-                    "ffmpeg_version": record.ffmpeg_version,
-                    "command": record.command,
-                },
-            ),
-        )
+
+
+async def _recorded(
+    ctx: Context, job: Job, evidence: Evidence, made: list[records.Derivative]
+) -> None:
+    """The job done, its derivatives and their entries, in one transaction."""
+    async with unit_of_work(ctx.engine) as unit:
+        if not await queue.complete(unit.conn, job.id, worker=ctx.worker):
+            raise LeaseLost(job.id)
+        for record in made:
+            await records.insert_derivative(unit.conn, record)
+            unit.record(
+                DerivativeCreated(
+                    actor=_actor(ctx),
+                    object=f"evidence:{evidence.id}",
+                    case_id=evidence.case_id,
+                    derivative=record.id,
+                    profile=record.profile,
+                    storage_key=record.storage_key,
+                    size=record.size,
+                    blake3=record.blake3,
+                    sha256=record.sha256,
+                    source_blake3=record.source_blake3,
+                    ffmpeg_version=record.ffmpeg_version,
+                    command=record.command,
+                    time=record.created_at,
+                )
+            )

@@ -34,11 +34,11 @@ from avidence.transcode import profiles as transcode_profiles
 from avidence.transcode.errors import TranscodeError
 from avidence.transcode.tools import version
 
-from ..audit import log as audit
-from ..audit.events import Event
-from ..catalog import evidence as evidence_db
+from ..audit.events import JobFailed
+from ..audit.unit import unit_of_work
 from ..catalog.db import Catalog
 from ..config import ConfigError, Settings
+from ..evidence import records as evidence_db
 from . import queue, runner
 from .queue import Job
 
@@ -284,25 +284,22 @@ class Worker:
             job.evidence_id,
             reason,
         )
-        if not await queue.fail(self.catalog.engine, job.id, worker=self.id, reason=reason):
-            return
         record = await evidence_db.get(self.catalog.engine, job.evidence_id)
-        await audit.append(
-            self.catalog.engine,
-            Event(
-                action="job.failed",
-                actor=f"worker {self.id}",
-                object=f"evidence:{job.evidence_id}",
-                case_id=record.case_id if record else None,
-                details={
-                    "job": job.id,
-                    "kind": job.kind,
-                    "profile": job.profile,
-                    "attempts": job.attempts,
-                    "reason": reason,
-                },
-            ),
-        )
+        async with unit_of_work(self.catalog.engine) as unit:
+            if not await queue.fail(unit.conn, job.id, worker=self.id, reason=reason):
+                return
+            unit.record(
+                JobFailed(
+                    actor=f"worker {self.id}",
+                    object=f"evidence:{job.evidence_id}",
+                    case_id=record.case_id if record else None,
+                    job=job.id,
+                    kind=job.kind,
+                    profile=job.profile,
+                    attempts=job.attempts,
+                    reason=reason,
+                )
+            )
 
 
 def _being_cancelled() -> bool:

@@ -16,9 +16,9 @@ from aiohttp import web
 from avidence.storage.base import LockSupport
 
 from ..auth import require
-from ..catalog import evidence as evidence_db
 from ..catalog.schema_exchange import DEFAULT_AGENCY
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
+from ..evidence import records as evidence_db
 from ..requests import json_body
 from ..state import CATALOG, SETTINGS, STORE
 from ..tokens import Principal

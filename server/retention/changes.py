@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence.storage.base import Store
 
-from ..audit import log as audit
-from ..audit.events import Event
+from ..audit.events import RetentionChanged
+from ..audit.unit import unit_of_work
 from ..catalog.schema import evidence
 from . import locks, records
 from .classes import LOCK_RANK, Policy, as_mode
@@ -51,7 +51,8 @@ async def change_class(
         raise RetentionError("a class change needs a reason")
     now = clock()
     await records.backfill(engine, policy, now=now)
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as unit:
+        conn = unit.conn
         row = (
             await conn.execute(
                 sa.select(evidence.c.case_id, evidence.c.received_at).where(
@@ -96,30 +97,25 @@ async def change_class(
         )
         keys = [obj.key for obj in await records.objects_of(conn, evidence_id)]
         changed = await records.get(conn, evidence_id)
-    assert changed is not None
-    applied = 0
+        assert changed is not None
+        unit.record(
+            RetentionChanged(
+                actor=actor,
+                object=f"evidence:{evidence_id}",
+                case_id=row.case_id,
+                from_class=current.class_name,
+                to_class=target.name,
+                upward=upward,
+                override=override and not upward,
+                reason=reason.strip(),
+                retain_until=iso(changed.retain_until) if changed.retain_until else None,
+                time=now,
+            )
+        )
+    # Storage locks follow the committed class; they are never shortened, so repeating is safe.
     if lock is not None and changed.locked_until is not None:
         mode_set = as_mode(changed.lock_mode)
-        applied = await locks.retain(store, keys, mode=mode_set, until=changed.locked_until)
-    await audit.append(
-        engine,
-        Event(
-            action="retention.changed",
-            actor=actor,
-            object=f"evidence:{evidence_id}",
-            case_id=row.case_id,
-            details={
-                "from": current.class_name,
-                "to": target.name,
-                "upward": upward,
-                "override": override and not upward,
-                "reason": reason.strip(),
-                "retain_until": iso(changed.retain_until) if changed.retain_until else None,
-                "storage_locks": applied,
-            },
-            time=now,
-        ),
-    )
+        await locks.retain(store, keys, mode=mode_set, until=changed.locked_until)
     return changed
 
 

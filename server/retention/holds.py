@@ -7,6 +7,7 @@ when the last hold covering the record goes. Lifted holds stay in the table as h
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -17,11 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from avidence.storage.base import Store
 
-from ..audit import log as audit
-from ..audit.events import Event
+from ..audit.events import HoldAdded, HoldRemoved
+from ..audit.unit import unit_of_work
 from ..catalog.schema import evidence, evidence_retention, legal_holds
 from . import locks
 from .records import Clock, iso, objects_of, utcnow
+
+log = logging.getLogger("avidence.retention")
 
 SCOPES = ("case", "evidence")
 MAX_REASON = 2000
@@ -120,7 +123,8 @@ async def add(
     hold = Hold(
         "hold_" + secrets.token_hex(8), scope, target, reason.strip(), actor, now, None, None, None
     )
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as unit:
+        conn = unit.conn
         if scope == "evidence":
             case = (
                 await conn.execute(sa.select(evidence.c.case_id).where(evidence.c.id == target))
@@ -129,24 +133,21 @@ async def add(
                 raise HoldError(f"no evidence {target!r}")
         covered = await _covered(conn, scope, target)
         await conn.execute(legal_holds.insert().values({n: getattr(hold, n) for n in _COLUMNS}))
+        unit.record(
+            HoldAdded(
+                actor=actor,
+                object=f"hold:{hold.id}",
+                case_id=target if scope == "case" else None,
+                scope=scope,
+                target=target,
+                reason=hold.reason,
+                evidence=covered,
+                time=now,
+            )
+        )
+    # The catalog's hold (what purges obey) is committed; storage mirrors it after.
     mirrored = await locks.legal_hold(store, await _keys(engine, covered), on=True)
-    await audit.append(
-        engine,
-        Event(
-            action="hold.added",
-            actor=actor,
-            object=f"hold:{hold.id}",
-            case_id=target if scope == "case" else None,
-            details={
-                "scope": scope,
-                "target": target,
-                "reason": hold.reason,
-                "evidence": covered,
-                "storage_holds": mirrored,
-            },
-            time=now,
-        ),
-    )
+    log.info("hold.added id=%s evidence=%s storage_holds=%s", hold.id, len(covered), mirrored)
     return hold
 
 
@@ -163,7 +164,8 @@ async def remove(
     if not reason.strip() or len(reason) > MAX_REASON:
         raise HoldError(f"lifting a hold needs a reason of 1-{MAX_REASON} characters")
     now = clock()
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as unit:
+        conn = unit.conn
         row = (
             await conn.execute(sa.select(legal_holds).where(legal_holds.c.id == hold_id))
         ).first()
@@ -177,24 +179,20 @@ async def remove(
         freed = [
             e for e in await _covered(conn, row.scope, row.target) if not await is_held(conn, e)
         ]
+        unit.record(
+            HoldRemoved(
+                actor=actor,
+                object=f"hold:{hold_id}",
+                case_id=row.target if row.scope == "case" else None,
+                scope=row.scope,
+                target=row.target,
+                reason=reason.strip(),
+                released=freed,
+                time=now,
+            )
+        )
     lifted = await locks.legal_hold(store, await _keys(engine, freed), on=False)
-    await audit.append(
-        engine,
-        Event(
-            action="hold.removed",
-            actor=actor,
-            object=f"hold:{hold_id}",
-            case_id=row.target if row.scope == "case" else None,
-            details={
-                "scope": row.scope,
-                "target": row.target,
-                "reason": reason.strip(),
-                "released": freed,
-                "storage_holds_lifted": lifted,
-            },
-            time=now,
-        ),
-    )
+    log.info("hold.removed id=%s released=%s storage_holds=%s", hold_id, len(freed), lifted)
     return Hold(
         **{
             **{n: getattr(row, n) for n in _COLUMNS},

@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from avidence.storage import errors as store_errors
 from avidence.storage.base import Store
 
-from ..audit import log as audit
-from ..audit.events import Event
+from ..audit.events import EvidenceDeleted, EvidencePurged, EvidenceRestored, PurgeBlocked
+from ..audit.unit import unit_of_work
 from ..catalog.schema import evidence, evidence_retention, tombstones
 from . import records
 from .changes import RetentionError
@@ -197,7 +197,8 @@ async def _tombstone(
 async def _soft_delete(
     engine: AsyncEngine, item: Candidate, *, actor: str, reason: str, now: datetime
 ) -> Outcome:
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as unit:
+        conn = unit.conn
         # Checked again inside the transaction: a hold placed since the plan wins.
         current = await records.get(conn, item.evidence_id)
         if current is None or current.state != "active":
@@ -215,25 +216,21 @@ async def _soft_delete(
             reason=reason,
             now=now,
         )
-    await audit.append(
-        engine,
-        Event(
-            action="evidence.deleted",
-            actor=actor,
-            object=f"evidence:{item.evidence_id}",
-            case_id=item.case_id,
-            details={
-                "class": item.class_name,
-                "reason": reason,
-                "retain_until": iso(item.retain_until) if item.retain_until else None,
-                "size": stone["size"],
-                "blake3": stone["blake3"],
-                "sha256": stone["sha256"],
-                "objects": len(stone["objects"]),
-            },
-            time=now,
-        ),
-    )
+        unit.record(
+            EvidenceDeleted(
+                actor=actor,
+                object=f"evidence:{item.evidence_id}",
+                case_id=item.case_id,
+                class_name=item.class_name,
+                reason=reason,
+                retain_until=iso(item.retain_until) if item.retain_until else None,
+                size=stone["size"],
+                blake3=stone["blake3"],
+                sha256=stone["sha256"],
+                objects=len(stone["objects"]),
+                time=now,
+            )
+        )
     return Outcome(item.evidence_id, "deleted")
 
 
@@ -259,7 +256,8 @@ async def _hard_delete(
         return await _refused(
             engine, item, current, str(exc), removed=removed, actor=actor, now=now
         )
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as unit:
+        conn = unit.conn
         await records.update(
             conn,
             item.evidence_id,
@@ -273,21 +271,17 @@ async def _hard_delete(
             .where(tombstones.c.evidence_id == item.evidence_id)
             .values(purged_at=now)
         )
-    await audit.append(
-        engine,
-        Event(
-            action="evidence.purged",
-            actor=actor,
-            object=f"evidence:{item.evidence_id}",
-            case_id=item.case_id,
-            details={
-                "reason": reason,
-                "objects_deleted": removed,
-                "keys": [o.key for o in objects],
-            },
-            time=now,
-        ),
-    )
+        unit.record(
+            EvidencePurged(
+                actor=actor,
+                object=f"evidence:{item.evidence_id}",
+                case_id=item.case_id,
+                reason=reason,
+                objects_deleted=removed,
+                keys=[o.key for o in objects],
+                time=now,
+            )
+        )
     log.info("evidence.purged id=%s objects=%s", item.evidence_id, removed)
     return Outcome(item.evidence_id, "purged", f"{removed} objects deleted")
 
@@ -307,9 +301,9 @@ async def _refused(
     wait = min(timedelta(days=2 ** (attempts - 1)), MAX_BACKOFF)
     after = max(now + wait, current.locked_until or now)
     state = "blocked" if attempts >= MAX_ATTEMPTS else "deleted"
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as unit:
         await records.update(
-            conn,
+            unit.conn,
             item.evidence_id,
             state=state,
             purge_attempts=attempts,
@@ -317,22 +311,18 @@ async def _refused(
             purge_error=message,
             updated_at=now,
         )
-    await audit.append(
-        engine,
-        Event(
-            action="purge.blocked",
-            actor=actor,
-            object=f"evidence:{item.evidence_id}",
-            case_id=item.case_id,
-            details={
-                "error": message,
-                "attempt": attempts,
-                "next_attempt": None if state == "blocked" else iso(after),
-                "objects_deleted_before": removed,
-            },
-            time=now,
-        ),
-    )
+        unit.record(
+            PurgeBlocked(
+                actor=actor,
+                object=f"evidence:{item.evidence_id}",
+                case_id=item.case_id,
+                error=message,
+                attempt=attempts,
+                next_attempt=None if state == "blocked" else iso(after),
+                objects_deleted_before=removed,
+                time=now,
+            )
+        )
     log.warning("purge.blocked id=%s attempt=%s error=%s", item.evidence_id, attempts, message)
     return Outcome(item.evidence_id, "locked", message)
 
@@ -380,7 +370,8 @@ async def restore(
     if not reason.strip():
         raise RetentionError("a restore needs a reason")
     now = clock()
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as unit:
+        conn = unit.conn
         current = await records.get(conn, evidence_id)
         if current is None or current.state not in ("deleted", "blocked"):
             state = current.state if current else "unknown"
@@ -409,22 +400,18 @@ async def restore(
             await conn.execute(sa.select(evidence.c.case_id).where(evidence.c.id == evidence_id))
         ).scalar()
         restored = await records.get(conn, evidence_id)
+        unit.record(
+            EvidenceRestored(
+                actor=actor,
+                object=f"evidence:{evidence_id}",
+                case_id=case_id,
+                reason=reason.strip(),
+                was=current.state,
+                retain_until=iso(until) if until else None,
+                time=now,
+            )
+        )
     assert restored is not None
-    await audit.append(
-        engine,
-        Event(
-            action="evidence.restored",
-            actor=actor,
-            object=f"evidence:{evidence_id}",
-            case_id=case_id,
-            details={
-                "reason": reason.strip(),
-                "was": current.state,
-                "retain_until": iso(until) if until else None,
-            },
-            time=now,
-        ),
-    )
     return restored
 
 

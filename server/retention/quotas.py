@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..audit import log as audit
-from ..audit.events import Event
+from ..audit.events import QuotaSet
+from ..audit.unit import unit_of_work
 from ..catalog.schema import evidence, evidence_retention, quotas, tokens, uploads
 from ..config import Settings
 from ..errors import ApiError
@@ -133,7 +133,8 @@ async def set_limit(
         if value is not None and value < 0:
             raise QuotaError(f"{name} must be zero or positive")
     now = clock()
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as unit:
+        conn = unit.conn
         await _check_scope(conn, scope)
         await conn.execute(quotas.delete().where(quotas.c.scope == scope))
         if max_bytes is not None or max_upload is not None:
@@ -146,16 +147,15 @@ async def set_limit(
                     updated_at=now,
                 )
             )
-    await audit.append(
-        engine,
-        Event(
-            action="quota.set",
-            actor=actor,
-            object=f"quota:{scope}",
-            details={"max_bytes": max_bytes, "max_upload": max_upload},
-            time=now,
-        ),
-    )
+        unit.record(
+            QuotaSet(
+                actor=actor,
+                object=f"quota:{scope}",
+                max_bytes=max_bytes,
+                max_upload=max_upload,
+                time=now,
+            )
+        )
     source = "catalog" if max_bytes is not None or max_upload is not None else "none"
     return Limit(scope, max_bytes, max_upload, source)
 

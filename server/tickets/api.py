@@ -15,8 +15,8 @@ from aiohttp import web
 
 from ..agencies.access import can_see, check_ticket_limits, holding
 from ..auth import require
-from ..catalog import evidence as evidence_db
 from ..errors import BadRequest, Forbidden, NotFound
+from ..evidence import records as evidence_db
 from ..requests import json_body
 from ..state import CATALOG, SETTINGS
 from ..tokens import Principal

@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import clock
-from ..audit import log as audit
-from ..audit.events import Event
-from ..catalog import evidence as evidence_db
+from ..audit.events import TicketIssued, TicketRevoked
+from ..audit.unit import unit_of_work
 from ..catalog.schema import ticket_evidence, tickets
 from ..catalog.schema_exchange import DEFAULT_AGENCY
 from ..config import Settings
+from ..evidence import records as evidence_db
 from ..tokens import Principal
 from . import codes, records
 from .records import Ticket
@@ -97,7 +97,9 @@ async def issue_ticket(
     token = records.new_token()
     pin = codes.new_code() if access_code else None
     ticket_id = "tkt_" + secrets.token_hex(8)
-    async with engine.begin() as conn:
+    cases = {record.case_id for record in records_found if record is not None}
+    async with unit_of_work(engine) as unit:
+        conn = unit.conn
         await conn.execute(
             tickets.insert().values(
                 id=ticket_id,
@@ -124,27 +126,23 @@ async def issue_ticket(
                 for position, evidence_id in enumerate(ids)
             ],
         )
-    cases = {record.case_id for record in records_found if record is not None}
-    await audit.append(
-        engine,
-        Event(
-            action="ticket.issued",
-            actor=label[:200],
-            object=f"ticket:{ticket_id}",
-            case_id=case_id or (cases.pop() if len(cases) == 1 else None),
-            details={
-                "recipient": name,
-                "evidence": ids,
-                "permissions": ["view", "download"] if download else ["view"],
-                "expires_at": records.iso(expires_at),
-                "max_views": max_views,
-                "access_code": pin is not None,
-                "note": note,
-                "token_sha256_prefix": records.hash_token(token)[:12],
-            },
-            client=client,
-        ),
-    )
+        unit.record(
+            TicketIssued(
+                actor=label,
+                object=f"ticket:{ticket_id}",
+                case_id=case_id or (cases.pop() if len(cases) == 1 else None),
+                recipient=name,
+                evidence=ids,
+                permissions=["view", "download"] if download else ["view"],
+                expires_at=expires_at.isoformat().replace("+00:00", "Z"),
+                max_views=max_views,
+                access_code=pin is not None,
+                note=note,
+                token_sha256_prefix=records.hash_token(token)[:12],
+                client=client,
+                time=now,
+            )
+        )
     ticket = await records.get(engine, ticket_id)
     assert ticket is not None
     return ticket, token, pin
@@ -157,18 +155,17 @@ async def revoke_ticket(
 
     Every replica sees it on its next request for the ticket, and streams in flight within
     `views.CHECK_SECONDS`."""
-    revoked = await records.revoke(engine, ticket_id, by=actor)
-    if revoked:
-        ticket = await records.get(engine, ticket_id)
-        await audit.append(
-            engine,
-            Event(
-                action="ticket.revoked",
-                actor=actor[:200],
-                object=f"ticket:{ticket_id}",
-                case_id=ticket.case_id if ticket else None,
-                details={"recipient": ticket.recipient if ticket else None},
-                client=client,
-            ),
-        )
+    async with unit_of_work(engine) as unit:
+        revoked = await records.revoke(unit.conn, ticket_id, by=actor)
+        if revoked:
+            ticket = await records.get(unit.conn, ticket_id)
+            unit.record(
+                TicketRevoked(
+                    actor=actor,
+                    object=f"ticket:{ticket_id}",
+                    case_id=ticket.case_id if ticket else None,
+                    recipient=ticket.recipient if ticket else None,
+                    client=client,
+                )
+            )
     return revoked

@@ -15,7 +15,7 @@ from string import Template
 from typing import Any
 from urllib.parse import urlencode
 
-from ..catalog.evidence import Evidence
+from ..evidence.records import Evidence
 from ..markup import escape as _e
 from . import i18n, mediafacts
 from .records import Ticket

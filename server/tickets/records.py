@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .. import clock
-from ..catalog import evidence as evidence_db
+from ..catalog.connect import connected, transaction
 from ..catalog.schema import evidence, ticket_evidence, ticket_views, tickets
 from ..catalog.schema_exchange import DEFAULT_AGENCY
+from ..evidence import records as evidence_db
 from ..retention import records as retention_records
 
 TOKEN_BYTES = 24
@@ -148,8 +149,8 @@ async def by_token(engine: AsyncEngine, token: str) -> Ticket | None:
         return await _load(conn, tickets.c.token_hash == hash_token(token))
 
 
-async def get(engine: AsyncEngine, ticket_id: str) -> Ticket | None:
-    async with engine.connect() as conn:
+async def get(engine: AsyncEngine | AsyncConnection, ticket_id: str) -> Ticket | None:
+    async with connected(engine) as conn:
         return await _load(conn, tickets.c.id == ticket_id)
 
 
@@ -199,9 +200,9 @@ async def evidence_ids_for_case(engine: AsyncEngine, case_id: str) -> list[str]:
         return list(result.scalars())
 
 
-async def revoke(engine: AsyncEngine, ticket_id: str, *, by: str) -> bool:
+async def revoke(engine: AsyncEngine | AsyncConnection, ticket_id: str, *, by: str) -> bool:
     """Revoke at once; False when unknown or already revoked."""
-    async with engine.begin() as conn:
+    async with transaction(engine) as conn:
         result = await conn.execute(
             tickets.update()
             .where(tickets.c.id == ticket_id, tickets.c.revoked_at.is_(None))
@@ -255,7 +256,7 @@ async def start_view(
 
 
 async def add_view_bytes(
-    engine: AsyncEngine,
+    engine: AsyncEngine | AsyncConnection,
     view_id: str,
     *,
     sent: int,
@@ -264,7 +265,7 @@ async def add_view_bytes(
     last: datetime | None,
 ) -> None:
     """Add a finished session's bytes to its view row (several sessions may share one view)."""
-    async with engine.begin() as conn:
+    async with transaction(engine) as conn:
         row = (
             await conn.execute(
                 sa.select(ticket_views.c.first_byte_at).where(ticket_views.c.id == view_id)

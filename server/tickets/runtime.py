@@ -18,9 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..audit import log as audit
-from ..audit.events import Event
-from ..catalog.evidence import Evidence
+from ..audit import unit
+from ..audit.events import TicketProbing
 from ..errors import (
     AccessCodeRequired,
     TicketExhausted,
@@ -29,6 +28,7 @@ from ..errors import (
     TicketUnknown,
     TooManyRequests,
 )
+from ..evidence.records import Evidence
 from ..state import CATALOG, SETTINGS, SIGNER
 from . import records, seals
 from .limits import ProbeGuard, RateLimiter
@@ -224,16 +224,13 @@ async def _probing(request: web.Request, runtime: TicketRuntime) -> None:
         return
     refused = runtime.probes.refused(client)
     if refused:
-        await audit.append(
+        await unit.record(
             request.app[CATALOG].engine,
-            Event(
-                action="ticket.probing",
-                actor=f"client:{client}"[:200],
+            TicketProbing(
+                actor=f"client:{client}",
                 object="tickets",
-                details={
-                    "refused_since_last_entry": refused,
-                    "user_agent": request.headers.get("User-Agent", "")[:300],
-                },
+                refused_since_last_entry=refused,
+                user_agent=request.headers.get("User-Agent", "")[:300],
                 client=client,
             ),
         )

@@ -13,13 +13,14 @@ import logging
 
 from aiohttp import web
 
-from ..audit import log as audit
-from ..audit.events import Event
-from ..catalog import evidence as evidence_db
+from .. import clock
+from ..audit import unit
+from ..audit.events import TicketDownloaded
 from ..errors import Forbidden, Gone, NotFound, TicketExhausted
+from ..evidence import records as evidence_db
+from ..evidence.receipts import get as get_receipt
 from ..jobs import playable_derivative
 from ..media import Representation, content_type, disposition, stream
-from ..receipts import get as get_receipt
 from ..state import CATALOG, STORE
 from . import seals
 from .records import Ticket, available
@@ -141,6 +142,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         raise Forbidden("this link allows viewing only")
     runtime = request.app[RUNTIME]
     watch = StreamWatch(request.app[CATALOG].engine, ticket, runtime.revoked)
+    started = clock.now()  # the entry is stamped when the download began, not when it ended
     response, outcome = await stream(
         request,
         request.app[STORE],
@@ -150,25 +152,23 @@ async def download(request: web.Request) -> web.StreamResponse:
         should_stop=watch.should_stop,
     )
     if request.method == "GET":
-        await audit.append(
+        await unit.record(
             request.app[CATALOG].engine,
-            Event(
-                action="ticket.downloaded",
-                actor=f"ticket:{ticket.id} ({ticket.recipient})"[:200],
+            TicketDownloaded(
+                actor=f"ticket:{ticket.id} ({ticket.recipient})",
                 object=f"evidence:{record.id}",
                 case_id=record.case_id,
-                details={
-                    "ticket": ticket.id,
-                    "recipient": ticket.recipient,
-                    "filename": record.filename,
-                    "status": outcome.status,
-                    "offset": outcome.start,
-                    "bytes": outcome.sent,
-                    "complete": outcome.sent == outcome.planned,
-                    "stopped": watch.reason,
-                    "user_agent": request.headers.get("User-Agent", "")[:300],
-                },
+                ticket=ticket.id,
+                recipient=ticket.recipient,
+                filename=record.filename,
+                status=outcome.status,
+                offset=outcome.start,
+                bytes=outcome.sent,
+                complete=outcome.sent == outcome.planned,
+                stopped=watch.reason,
+                user_agent=request.headers.get("User-Agent", "")[:300],
                 client=request.remote,
+                time=started,
             ),
         )
     return response

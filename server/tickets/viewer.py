@@ -14,10 +14,9 @@ from datetime import datetime
 from aiohttp import web
 
 from .. import clock, tokens
-from ..audit import log as audit
-from ..audit.events import Event
+from ..audit import unit
+from ..audit.events import TicketCodeFailed, TicketOpened
 from ..cases import custody
-from ..catalog import evidence as evidence_db
 from ..errors import (
     ApiError,
     BadRequest,
@@ -27,6 +26,7 @@ from ..errors import (
     TicketRevoked,
     UnsupportedMediaType,
 )
+from ..evidence import records as evidence_db
 from ..jobs import records as jobs_records
 from ..media import content_type
 from ..state import CATALOG
@@ -76,18 +76,15 @@ async def page(request: web.Request) -> web.StreamResponse:
             steps = await custody.of_evidence(engine, record.id, case_number=record.case_id)
             items.append(pages.Item(record, _player_kind(record), uploader, analysis, tuple(steps)))
     await records.touch(engine, ticket.id)
-    await audit.append(
+    await unit.record(
         engine,
-        Event(
-            action="ticket.opened",
-            actor=f"ticket:{ticket.id} ({ticket.recipient})"[:200],
+        TicketOpened(
+            actor=f"ticket:{ticket.id} ({ticket.recipient})",
             object=f"ticket:{ticket.id}",
             case_id=ticket.case_id,
-            details={
-                "recipient": ticket.recipient,
-                "evidence": list(ticket.evidence_ids),
-                "user_agent": request.headers.get("User-Agent", "")[:300],
-            },
+            recipient=ticket.recipient,
+            evidence=list(ticket.evidence_ids),
+            user_agent=request.headers.get("User-Agent", "")[:300],
             client=request.remote,
         ),
     )
@@ -119,18 +116,15 @@ async def enter_code(request: web.Request) -> web.StreamResponse:
         response = web.Response(status=303, headers={"Location": f"/t/{token}"})
         set_access_cookie(response, access_cookie(request, ticket.id))
         return response
-    await audit.append(
+    await unit.record(
         engine,
-        Event(
-            action="ticket.code_failed",
-            actor=f"ticket:{ticket.id} ({ticket.recipient})"[:200],
+        TicketCodeFailed(
+            actor=f"ticket:{ticket.id} ({ticket.recipient})",
             object=f"ticket:{ticket.id}",
             case_id=ticket.case_id,
-            details={
-                "tries_left": result.tries_left,
-                "locked_until": records.iso(result.locked_until),
-                "user_agent": request.headers.get("User-Agent", "")[:300],
-            },
+            tries_left=result.tries_left,
+            locked_until=records.iso(result.locked_until),
+            user_agent=request.headers.get("User-Agent", "")[:300],
             client=request.remote,
         ),
     )

@@ -23,8 +23,8 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import clock
-from ..audit import log as audit
-from ..audit.events import Event
+from ..audit.events import TicketViewed
+from ..audit.unit import unit_of_work
 from . import records
 from .records import Ticket
 
@@ -56,6 +56,9 @@ class Session:
     requests: int = 0
     streams: int = 0  # responses in flight
     touched: float = field(default_factory=time.monotonic)
+    # When this session began: its audit entry is stamped then, not when it is written, so a
+    # view sorts before a revocation or acknowledgement that followed it.
+    started: datetime = field(default_factory=clock.now)
 
     def add(self, count: int) -> None:
         now = clock.now()
@@ -103,34 +106,33 @@ class ViewTracker:
     async def flush(self, session: Session) -> None:
         """Write the session's entry and add its bytes to the view row."""
         self.sessions.pop(session.view_id, None)
-        await records.add_view_bytes(
-            self.engine,
-            session.view_id,
-            sent=session.sent,
-            requests=session.requests,
-            first=session.first_byte,
-            last=session.last_byte,
-        )
-        await audit.append(
-            self.engine,
-            Event(
-                action="ticket.viewed",
-                actor=f"ticket:{session.ticket_id} ({session.recipient})"[:200],
-                object=f"evidence:{session.evidence_id}",
-                case_id=session.case_id,
-                details={
-                    "ticket": session.ticket_id,
-                    "view": session.view_id,
-                    "recipient": session.recipient,
-                    "user_agent": session.user_agent,
-                    "first_byte_at": records.iso(session.first_byte),
-                    "last_byte_at": records.iso(session.last_byte),
-                    "bytes": session.sent,
-                    "requests": session.requests,
-                },
-                client=session.client,
-            ),
-        )
+        async with unit_of_work(self.engine) as unit:
+            await records.add_view_bytes(
+                unit.conn,
+                session.view_id,
+                sent=session.sent,
+                requests=session.requests,
+                first=session.first_byte,
+                last=session.last_byte,
+            )
+            unit.record(
+                TicketViewed(
+                    actor=f"ticket:{session.ticket_id} ({session.recipient})",
+                    object=f"evidence:{session.evidence_id}",
+                    case_id=session.case_id,
+                    ticket=session.ticket_id,
+                    view=session.view_id,
+                    recipient=session.recipient,
+                    user_agent=session.user_agent,
+                    started_at=records.iso(session.started) or "",
+                    first_byte_at=records.iso(session.first_byte),
+                    last_byte_at=records.iso(session.last_byte),
+                    bytes=session.sent,
+                    requests=session.requests,
+                    client=session.client,
+                    time=session.started,
+                )
+            )
         log.info(
             "ticket.viewed ticket=%s evidence=%s view=%s bytes=%s requests=%s",
             session.ticket_id,

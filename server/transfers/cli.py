@@ -9,8 +9,6 @@ import click
 from .. import signing
 from ..agencies import records as agencies_db
 from ..agencies.records import Agency
-from ..audit import log as audit
-from ..audit.events import Event
 from ..cases import records as cases_db
 from ..cli import Context, main, opened_catalog, run, shared_options
 from . import flow
@@ -32,17 +30,7 @@ def agency_create(ctx: Context, name: str) -> None:
 
     async def go() -> Agency:
         async with opened_catalog(settings, migrate=True) as catalog:
-            created = await agencies_db.create(catalog.engine, name=name)
-            await audit.append(
-                catalog.engine,
-                Event(
-                    action="agency.created",
-                    actor="cli",
-                    object=f"agency:{created.id}",
-                    details={"name": created.name},
-                ),
-            )
-            return created
+            return await agencies_db.create(catalog.engine, name=name, actor="cli")
 
     created = run(go())
     click.echo(f"created agency {created.id} {created.name!r}")

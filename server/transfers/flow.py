@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,15 +19,24 @@ from avidence.client.canonical import VerificationError
 
 from ..agencies import records as agencies_db
 from ..agencies.access import normalize_limits
-from ..audit import log as audit
-from ..audit.events import Event
+from ..audit import unit
+from ..audit.events import (
+    TransferAcknowledged,
+    TransferCreated,
+    TransferEvent,
+    TransferRejected,
+)
+from ..audit.events import TransferBlocked as TransferBlockedEvent
+from ..audit.unit import unit_of_work
 from ..cases import records as cases_db
-from ..catalog import evidence as evidence_db
 from ..catalog.schema import evidence
 from ..catalog.schema_exchange import holdings
+from ..evidence import records as evidence_db
 from ..signing import Signer
 from . import manifest, records
 from .records import Transfer
+
+T = TypeVar("T", bound=TransferEvent)
 
 
 class TransferError(ValueError):
@@ -139,9 +148,9 @@ async def create(
         decided_by=None,
         decided_at=None,
     )
-    async with engine.begin() as conn:
-        await records.insert(conn, transfer)
-    await _audit(engine, "transfer.created", transfer, actor, case.number, items=chosen)
+    async with unit_of_work(engine) as unit:
+        await records.insert(unit.conn, transfer)
+        unit.record(_event(TransferCreated, transfer, actor, case.number, items=chosen))
     return transfer
 
 
@@ -214,7 +223,9 @@ async def acknowledge(
     try:
         body, items = await _check(engine, transfer, checked or {})
     except TransferBlocked as exc:
-        await _audit(engine, "transfer.blocked", transfer, actor, None, problems=exc.problems)
+        await unit.record(
+            engine, _event(TransferBlockedEvent, transfer, actor, None, problems=exc.problems)
+        )
         raise
     now = datetime.now(UTC)
     document = signer.sign(
@@ -231,7 +242,8 @@ async def acknowledge(
             "items": items,
         },
     )
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as work:
+        conn = work.conn
         if not await records.decide(
             conn,
             transfer.id,
@@ -244,9 +256,10 @@ async def acknowledge(
         for evidence_id in transfer.evidence_ids:
             await _hold(conn, transfer, evidence_id, now)
         await cases_db.add_holder(conn, case_id=transfer.case_id, agency_id=transfer.to_agency)
+        decided = replace(transfer, state="acknowledged")
+        work.record(_event(TransferAcknowledged, decided, actor, body["case"]["number"]))
     fresh = await records.get(engine, transfer.id)
     assert fresh is not None
-    await _audit(engine, "transfer.acknowledged", fresh, actor, body["case"]["number"])
     return fresh
 
 
@@ -275,9 +288,9 @@ async def reject(engine: AsyncEngine, *, transfer_id: str, actor: Actor, reason:
     if not text:
         raise TransferError("reason: say why the transfer is rejected")
     transfer = await _pending(engine, transfer_id, actor)
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as work:
         if not await records.decide(
-            conn,
+            work.conn,
             transfer.id,
             state="rejected",
             reason=text,
@@ -285,36 +298,31 @@ async def reject(engine: AsyncEngine, *, transfer_id: str, actor: Actor, reason:
             decided_at=datetime.now(UTC),
         ):
             raise TransferConflict("the transfer was decided meanwhile")
+        decided = replace(transfer, state="rejected")
+        work.record(_event(TransferRejected, decided, actor, None, reason=text))
     fresh = await records.get(engine, transfer.id)
     assert fresh is not None
-    await _audit(engine, "transfer.rejected", fresh, actor, None, reason=text)
     return fresh
 
 
-async def _audit(
-    engine: AsyncEngine,
-    action: str,
+def _event(
+    kind: type[T],
     transfer: Transfer,
     actor: Actor,
     case_number: str | None,
-    **details: Any,
-) -> None:
+    **extra: Any,
+) -> T:
+    """A transfer's audit event: who, which case, from and to whom, which items, what state."""
     number = case_number or transfer.manifest.get("manifest", {}).get("case", {}).get("number")
-    await audit.append(
-        engine,
-        Event(
-            action=action,
-            actor=actor.label[:200],
-            object=f"transfer:{transfer.id}",
-            case_id=number,
-            details={
-                "case": transfer.case_id,
-                "from": transfer.from_agency,
-                "to": transfer.to_agency,
-                "evidence": transfer.evidence_ids,
-                "state": transfer.state,
-                **details,
-            },
-            client=actor.client,
-        ),
+    return kind(
+        actor=actor.label,
+        object=f"transfer:{transfer.id}",
+        case_id=number,
+        case=transfer.case_id,
+        from_agency=transfer.from_agency,
+        to_agency=transfer.to_agency,
+        evidence=transfer.evidence_ids,
+        state=transfer.state,
+        client=actor.client,
+        **extra,
     )

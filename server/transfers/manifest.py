@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence.client.canonical import PublicKeys, VerificationError, canonical_json
 
-from .. import receipts, signing
-from ..catalog.evidence import Evidence
+from .. import signing
+from ..evidence import receipts
+from ..evidence.records import Evidence
 
 MANIFEST_TYPE = "avidence.transfer/v1"
 ACK_TYPE = "avidence.transfer-ack/v1"

@@ -1,20 +1,30 @@
-"""What the tus handlers share within one app: settings, catalog, store, locks, running digests."""
+"""What the tus handlers share within one app: settings, catalog, store, locks, running digests,
+and the completion hook that hands a verified upload to the custody core."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence.storage.base import Store
 from avidence.storage.digests import MultiDigest
 
+from ..catalog.uploads import Upload
 from ..config import Settings
 from ..metrics import Metrics
-from ..signing import Signer
 from .locks import UploadLocks
+
+
+class CompletionHook(Protocol):
+    """Called once an upload's bytes are stored and match every declared digest (as tusd stops
+    at FinishUpload and calls back). Makes the evidence, marks the upload `done` in the same
+    transaction, and returns the evidence id; safe to call again for the same upload."""
+
+    async def __call__(self, upload: Upload, digests: dict[str, str]) -> str: ...
 
 
 @dataclass(slots=True)
@@ -24,7 +34,7 @@ class TusContext:
     store: Store
     metrics: Metrics
     locks: UploadLocks
-    signer: Signer
+    complete: CompletionHook
     # Running digests of uploads this process is receiving; lost on restart, then rebuilt by
     # reading the finished object back.
     digests: dict[str, MultiDigest] = field(default_factory=dict)

@@ -2,30 +2,27 @@
 
 Steps, each safe to repeat after a crash: the store publishes the immutable object (state
 `verifying`); digests come from the running hashers when they saw every byte, else from reading
-the object back; they are compared with the digests the uploader declared; a match becomes an
-evidence record in the same transaction that marks the upload `done`, a mismatch leaves the
-bytes `quarantined`, never presented as evidence.
+the object back; they are compared with the digests the uploader declared. A match goes to the
+completion hook on the context (the custody core makes the evidence and marks the upload `done`
+in one transaction); a mismatch leaves the bytes `quarantined`, never presented as evidence, with
+its audit entry in the same transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 
 from avidence.storage import errors as store_errors
 from avidence.storage.base import Target
 from avidence.storage.digests import MultiDigest, matches
 
-from .. import clock, receipts, tokens
-from ..audit import log as audit
-from ..audit.events import Event
-from ..cases import records as cases_db
-from ..catalog import evidence as evidence_db
+from .. import clock
+from ..audit.events import UploadQuarantined
+from ..audit.unit import unit_of_work
 from ..catalog import uploads as uploads_db
-from ..catalog.uploads import Upload
+from ..catalog.uploads import ConcatKind, Upload, UploadState
 from ..errors import ApiError, Internal
-from ..jobs import queue as jobs_queue
 from ..retention import hooks as retention_hooks
 from .context import TusContext
 from .headers import DIGEST_KEYS
@@ -40,10 +37,6 @@ class DigestMismatch(ApiError):
     status = 460
     code = "declared_digest_mismatch"
     default_message = "the file's digests differ from the declared ones; it is quarantined"
-
-
-def new_evidence_id() -> str:
-    return "ev_" + secrets.token_hex(12)
 
 
 async def rehash(ctx: TusContext, key: str) -> dict[str, str]:
@@ -63,19 +56,20 @@ async def publish(ctx: TusContext, upload: Upload) -> None:
         info = await ctx.store.stat(upload.storage_key)  # published by a process that then died
         if info.size != upload.length:
             raise
-    if upload.concat != "partial":
+    if upload.concat != ConcatKind.PARTIAL:
         await retention_hooks.lock_original(
             ctx.store, ctx.settings, upload.storage_key, upload.metadata
         )
-    next_state = "complete" if upload.concat == "partial" else "verifying"
+    partial = upload.concat == ConcatKind.PARTIAL
+    next_state = UploadState.COMPLETE if partial else UploadState.VERIFYING
     await uploads_db.update(ctx.engine, upload.id, state=next_state, offset=upload.length)
 
 
 async def verify(ctx: TusContext, upload_id: str) -> Upload:
-    """Compute or take the digests, compare, and record the outcome. Idempotent."""
+    """Compute or take the digests, compare, and hand a match to the custody core. Idempotent."""
     upload = await uploads_db.get(ctx.engine, upload_id)
-    if upload is None or upload.state != "verifying":
-        assert upload is not None
+    assert upload is not None
+    if upload.state != UploadState.VERIFYING:
         return upload
     running = ctx.digests.pop(upload.id, None)
     if running is not None and running.length == upload.length:
@@ -85,93 +79,56 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
         computed = await rehash(ctx, upload.storage_key)
     declared = {k: upload.metadata[k] for k in DIGEST_KEYS if k in upload.metadata}
     bad = matches(declared, computed)
-    now = clock.now()
     if bad:
-        ctx.metrics.integrity_failures.labels("declared_digest").inc()
-        ctx.metrics.uploads_finished.labels("quarantined").inc()
-        message = f"declared {', '.join(bad)} differ from the received bytes"
-        log.warning("upload.quarantined id=%s mismatched=%s", upload.id, ",".join(bad))
-        await uploads_db.update(
-            ctx.engine, upload.id, state="quarantined", digests=computed, error=message
-        )
-        await audit.append(
-            ctx.engine,
-            Event(
-                action="integrity.failed",
-                actor="server",
-                object=f"upload:{upload.id}",
-                case_id=upload.metadata.get("case"),
-                details={"reason": message, "declared": declared, "computed": computed},
-            ),
-        )
+        await quarantine(ctx, upload, declared=declared, computed=computed, mismatched=bad)
     else:
-        record = evidence_db.Evidence(
-            id=new_evidence_id(),
-            upload_id=upload.id,
-            case_id=upload.metadata.get("case", ""),
-            item=upload.metadata.get("item", ""),
-            filename=upload.metadata.get("filename", ""),
-            filetype=upload.metadata.get("filetype", ""),
-            size=upload.length or 0,
-            blake3=computed["blake3"],
-            sha256=computed.get("sha256"),
-            sm3=computed.get("sm3"),
-            uploader=upload.uploader,
-            store=ctx.store.name,
-            storage_key=upload.storage_key,
-            metadata=upload.metadata,
-            received_at=now,
-            agency_id=upload.agency_id,
-        )
-        # The case row first, in its own transaction: creating it may race with another upload.
-        case = await cases_db.ensure(ctx.engine, agency_id=record.agency_id, number=record.case_id)
-        async with ctx.engine.begin() as conn:
-            uploader_name = await tokens.name_of(conn, upload.uploader)
-            await evidence_db.insert(conn, record)
-            await retention_hooks.classify_new(
-                conn,
-                ctx.settings,
-                evidence_id=record.id,
-                metadata=record.metadata,
-                received_at=now,
-            )
-            await receipts.issue(conn, ctx.signer, record, uploader_name=uploader_name)
-            await conn.execute(
-                uploads_db.uploads.update()
-                .where(uploads_db.uploads.c.id == upload.id)
-                .values(state="done", digests=computed, evidence_id=record.id, updated_at=now)
-            )
-            await jobs_queue.enqueue(conn, record.id, kind="analyse")  # probe, continuity, copies
-            await cases_db.attach(conn, case_id=case, evidence_id=record.id)
+        await ctx.complete(upload, computed)
         ctx.metrics.uploads_finished.labels("evidence").inc()
-        await retention_hooks.evidence_created(ctx.engine, ctx.store, record.id)
-        await audit.append(
-            ctx.engine,
-            Event(
-                action="evidence.created",
-                actor=f"{upload.uploader} ({uploader_name})",
-                object=f"evidence:{record.id}",
-                case_id=record.case_id,
-                details={
-                    "upload": upload.id,
-                    "size": record.size,
-                    "filename": record.filename,
-                    "item": record.item,
-                    **computed,
-                },
-            ),
-        )
-        log.info(
-            "evidence.created id=%s upload=%s case=%s size=%s blake3=%s",
-            record.id,
-            upload.id,
-            record.case_id,
-            record.size,
-            record.blake3,
-        )
     result = await uploads_db.get(ctx.engine, upload.id)
     assert result is not None
     return result
+
+
+async def quarantine(
+    ctx: TusContext,
+    upload: Upload,
+    *,
+    declared: dict[str, str],
+    computed: dict[str, str],
+    mismatched: list[str],
+) -> None:
+    """Keep bytes that differ from their declaration out of evidence, with the entry that says
+    why, in one transaction."""
+    message = f"declared {', '.join(mismatched)} differ from the received bytes"
+    async with unit_of_work(ctx.engine) as unit:
+        moved = await unit.conn.execute(
+            uploads_db.uploads.update()
+            .where(
+                uploads_db.uploads.c.id == upload.id,
+                uploads_db.uploads.c.state == UploadState.VERIFYING,
+            )
+            .values(
+                state=UploadState.QUARANTINED,
+                digests=computed,
+                error=message,
+                updated_at=clock.now(),
+            )
+        )
+        if moved.rowcount == 1:
+            unit.record(
+                UploadQuarantined(
+                    actor="server",
+                    object=f"upload:{upload.id}",
+                    case_id=upload.metadata.get("case"),
+                    reason=message,
+                    declared=declared,
+                    computed=computed,
+                )
+            )
+    if moved.rowcount == 1:
+        ctx.metrics.integrity_failures.labels("declared_digest").inc()
+        ctx.metrics.uploads_finished.labels("quarantined").inc()
+        log.warning("upload.quarantined id=%s mismatched=%s", upload.id, ",".join(mismatched))
 
 
 def start_verification(ctx: TusContext, upload_id: str) -> asyncio.Task[object]:
@@ -204,6 +161,6 @@ async def await_outcome(ctx: TusContext, upload_id: str) -> Upload:
         raise Internal() from exc
     upload = await uploads_db.get(ctx.engine, upload_id)
     assert upload is not None
-    if upload.state == "quarantined":
+    if upload.state == UploadState.QUARANTINED:
         raise DigestMismatch(upload.error)
     return upload

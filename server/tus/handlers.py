@@ -11,11 +11,11 @@ from email.utils import format_datetime
 from aiohttp import web
 
 from .. import clock
-from ..audit import log as audit
-from ..audit.events import Event
+from ..audit.events import UploadCreated
+from ..audit.unit import unit_of_work
 from ..auth import require
 from ..catalog import uploads as uploads_db
-from ..catalog.uploads import Upload
+from ..catalog.uploads import ConcatKind, Upload, UploadState
 from ..drain import RETRY_AFTER, ShuttingDown
 from ..errors import (
     BadRequest,
@@ -159,11 +159,13 @@ class TusHandlers:
         now = clock.now()
         upload = Upload(
             id=upload_id,
-            state="receiving",
+            state=UploadState.RECEIVING,
             length=length,
             offset=0,
             metadata=metadata,
-            concat="final" if is_final else "partial" if partial else "",
+            concat=(
+                ConcatKind.FINAL if is_final else ConcatKind.PARTIAL if partial else ConcatKind.NONE
+            ),
             parts=[p.id for p in partials] if is_final else None,
             store=ctx.store.name,
             storage_key=key,
@@ -180,8 +182,21 @@ class TusHandlers:
             expires_at=now + timedelta(seconds=ctx.settings.upload_expiry),
             agency_id=principal.agency_id,
         )
-        async with ctx.engine.begin() as conn:
-            await uploads_db.insert(conn, upload)
+        async with unit_of_work(ctx.engine) as unit:
+            await uploads_db.insert(unit.conn, upload)
+            if not partial:  # partials are pieces of one upload; the final one names them all
+                unit.record(
+                    UploadCreated(
+                        actor=principal.label,
+                        object=f"upload:{upload_id}",
+                        case_id=metadata.get("case"),
+                        length=length,
+                        metadata=metadata,
+                        parts=upload.parts,
+                        client=request.remote,
+                        time=now,
+                    )
+                )
         log.info(
             "upload.created id=%s length=%s concat=%s case=%s uploader=%s",
             upload_id,
@@ -190,18 +205,6 @@ class TusHandlers:
             metadata.get("case", "-"),
             principal.token_id,
         )
-        if not partial:  # partials are pieces of one upload; the final one names them all
-            await audit.append(
-                ctx.engine,
-                Event(
-                    action="upload.created",
-                    actor=principal.label,
-                    object=f"upload:{upload_id}",
-                    case_id=metadata.get("case"),
-                    details={"length": length, "metadata": metadata, "parts": upload.parts},
-                    client=request.remote,
-                ),
-            )
         response_headers = {"Location": self._location(request, upload_id)}
         if is_final:
             upload = await concat.join(ctx, upload, partials)
@@ -272,7 +275,7 @@ class TusHandlers:
     async def delete(self, upload: Upload, principal: Principal) -> web.Response:
         if upload.state not in DISCARDABLE:
             raise Forbidden(f"a {upload.state} upload is kept; evidence is never deleted by tus")
-        await discard(self.ctx, upload, state="terminated", actor=principal.label)
+        await discard(self.ctx, upload, state=UploadState.TERMINATED, actor=principal.label)
         return web.Response(status=204)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -343,7 +346,7 @@ class TusHandlers:
 
     @staticmethod
     def _outcome_headers(upload: Upload) -> dict[str, str]:
-        out = {"Avidence-Upload-State": upload.state}
+        out = {"Avidence-Upload-State": str(upload.state)}
         if upload.evidence_id:
             out["Avidence-Evidence-Id"] = upload.evidence_id
         return out

@@ -10,6 +10,7 @@ from avidence.storage import errors as store_errors
 
 from .. import clock
 from ..catalog import uploads as uploads_db
+from ..catalog.uploads import UploadState
 from ..errors import Locked
 from .context import TusContext
 from .discard import discard
@@ -27,7 +28,7 @@ async def expire_abandoned(ctx: TusContext) -> int:
     stale += await uploads_db.in_state(ctx.engine, "complete", expired_before=now)
     for upload in stale:
         try:
-            await discard(ctx, upload, state="expired", actor="server", wait=0)
+            await discard(ctx, upload, state=UploadState.EXPIRED, actor="server", wait=0)
         except Locked:
             continue  # someone is writing to it right now: not abandoned
         except store_errors.StoreError as exc:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..state import CATALOG, METRICS, SETTINGS, SIGNER, STORE
+from ..state import CATALOG, CUSTODY, METRICS, SETTINGS, STORE
 from .context import TusContext
 from .handlers import TusHandlers
 from .headers import TUS_VERSION
@@ -54,7 +54,7 @@ async def _context(app: web.Application) -> AsyncIterator[None]:
         store=app[STORE],
         metrics=app[METRICS],
         locks=UploadLocks(engine),
-        signer=app[SIGNER],
+        complete=app[CUSTODY].accept,
     )
     app[TUS] = ctx
     upkeep = asyncio.create_task(run_forever(ctx), name="tus-upkeep")

@@ -3,16 +3,18 @@ remove, list deliveries, replay a delivery. Another agency's webhooks answer 404
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from ..audit import log as audit
-from ..audit.events import Event
+from ..audit.events import WebhookCreated, WebhookDeleted, WebhookReplayed
+from ..audit.unit import unit_of_work
 from ..auth import require
 from ..errors import BadRequest, Conflict, NotFound
 from ..requests import json_body
 from ..state import CATALOG
 from ..tokens import Principal
-from . import dispatch, outbox, records
+from . import dispatch, records
 from .records import Webhook
 
 
@@ -20,14 +22,17 @@ async def create(request: web.Request) -> web.Response:
     """POST /api/webhooks {"url", "events"?} -> 201 {"webhook", "secret"}."""
     principal = await require(request, "admin")
     body = await json_body(request)
-    engine = request.app[CATALOG].engine
     try:
-        hook, secret = await records.create(
-            engine, agency_id=principal.agency_id, url=body.get("url"), events=body.get("events")
-        )
+        async with unit_of_work(request.app[CATALOG].engine) as unit:
+            hook, secret = await records.create(
+                unit.conn,
+                agency_id=principal.agency_id,
+                url=body.get("url"),
+                events=body.get("events"),
+            )
+            unit.record(WebhookCreated(**_where(request, principal, hook)))
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    await _audit(request, principal, "webhook.created", hook)
     return web.json_response({"webhook": hook.to_json(), "secret": secret}, status=201)
 
 
@@ -50,8 +55,9 @@ async def _own(request: web.Request, *roles: str) -> tuple[Principal, Webhook]:
 async def delete(request: web.Request) -> web.Response:
     """DELETE /api/webhooks/{id}: no further deliveries; the history stays listable."""
     principal, hook = await _own(request, "admin")
-    await records.disable(request.app[CATALOG].engine, hook.id)
-    await _audit(request, principal, "webhook.deleted", hook)
+    async with unit_of_work(request.app[CATALOG].engine) as unit:
+        await records.disable(unit.conn, hook.id)
+        unit.record(WebhookDeleted(**_where(request, principal, hook)))
     return web.Response(status=204)
 
 
@@ -68,27 +74,22 @@ async def replay(request: web.Request) -> web.Response:
     if not hook.to_json()["active"]:
         raise Conflict("the webhook was removed")
     delivery_id = request.match_info["delivery_id"]
-    if not await records.replay(request.app[CATALOG].engine, hook.id, delivery_id):
-        raise NotFound("no such delivery, or it is being sent right now")
-    await _audit(request, principal, "webhook.replayed", hook, delivery=delivery_id)
-    if outbox.WAKE is not None:
-        outbox.WAKE.set()
+    async with unit_of_work(request.app[CATALOG].engine) as unit:
+        if not await records.replay(unit.conn, hook.id, delivery_id):
+            raise NotFound("no such delivery, or it is being sent right now")
+        unit.record(WebhookReplayed(**_where(request, principal, hook), delivery=delivery_id))
     return web.json_response({"delivery": delivery_id, "state": "pending"}, status=202)
 
 
-async def _audit(
-    request: web.Request, principal: Principal, action: str, hook: Webhook, **details: str
-) -> None:
-    await audit.append(
-        request.app[CATALOG].engine,
-        Event(
-            action=action,
-            actor=principal.label,
-            object=f"webhook:{hook.id}",
-            details={"url": hook.url, "events": hook.events, **details},
-            client=request.remote,
-        ),
-    )
+def _where(request: web.Request, principal: Principal, hook: Webhook) -> dict[str, Any]:
+    """The fields every webhook entry shares."""
+    return {
+        "actor": principal.label,
+        "object": f"webhook:{hook.id}",
+        "url": hook.url,
+        "events": hook.events,
+        "client": request.remote,
+    }
 
 
 def setup(app: web.Application) -> None:

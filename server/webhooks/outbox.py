@@ -1,9 +1,10 @@
 """Audit entries become webhook deliveries: the one place events are mapped and addressed.
 
-Called by `audit.log.append` right after an entry is chained, in whatever process wrote it; the
-deliveries are catalog rows, so a server's dispatcher sends them even when a worker or the CLI
-wrote the entry. The payload's `id` is the audit sequence number, the same on every retry and
-replay, so a receiver can drop duplicates.
+Called by `audit.log.append` as an entry is chained, in the same transaction, in whatever process
+wrote it; the deliveries are catalog rows, so a server's dispatcher sends them even when a worker
+or the CLI wrote the entry, and an entry and its deliveries commit together or not at all. The
+payload's `id` is the audit sequence number, the same on every retry and replay, so a receiver
+can drop duplicates.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..audit.events import Event
+from ..audit.events import AuditEvent
 from ..catalog.schema import evidence, tickets, uploads
 from . import records
 
@@ -26,6 +27,7 @@ log = logging.getLogger("avidence.webhooks")
 EVENT_OF = {
     "evidence.created": "evidence.finished",
     "integrity.failed": "evidence.integrity_failed",
+    "upload.quarantined": "evidence.integrity_failed",
     "transfer.created": "transfer.created",
     "transfer.acknowledged": "transfer.acknowledged",
     "transfer.rejected": "transfer.rejected",
@@ -58,10 +60,10 @@ async def _evidence_data(
     return row.agency_id, data
 
 
-async def _addressees(conn: AsyncConnection, event: Event) -> tuple[list[str], dict[str, Any]]:
+async def _addressees(conn: AsyncConnection, event: AuditEvent) -> tuple[list[str], dict[str, Any]]:
     """The agencies to tell and what to tell them."""
     kind, _, ident = event.object.partition(":")
-    details = event.details
+    details = event.details()
     if event.action.startswith("transfer."):
         data = {k: details.get(k) for k in ("case", "from", "to", "evidence", "state")}
         data["transfer_id"] = ident
@@ -85,28 +87,27 @@ async def _addressees(conn: AsyncConnection, event: Event) -> tuple[list[str], d
     return ([agency] if agency else []), data
 
 
-async def from_audit(engine: AsyncEngine, event: Event, seq: int) -> None:
-    """Queue the deliveries an audit entry calls for (none for most actions)."""
+async def from_audit(conn: AsyncConnection, event: AuditEvent, seq: int) -> int:
+    """Queue, in the entry's own transaction, the deliveries it calls for (none for most
+    actions); the number queued."""
     name = EVENT_OF.get(event.action)
     if name is None:
-        return
-    try:
-        async with engine.begin() as conn:
-            agencies, data = await _addressees(conn, event)
-            queued = 0
-            for agency_id in agencies:
-                payload = {
-                    "id": f"evt_{seq}",
-                    "event": name,
-                    "created_at": event.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                    "agency": agency_id,
-                    "data": data,
-                }
-                queued += await records.enqueue(
-                    conn, agency_id=agency_id, event=name, payload=payload
-                )
-    except Exception:  # the audit entry stands; a lost notification is logged loudly
-        log.exception("webhook.enqueue_failed action=%s object=%s", event.action, event.object)
-        return
-    if queued and WAKE is not None:
+        return 0
+    agencies, data = await _addressees(conn, event)
+    queued = 0
+    for agency_id in agencies:
+        payload = {
+            "id": f"evt_{seq}",
+            "event": name,
+            "created_at": event.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "agency": agency_id,
+            "data": data,
+        }
+        queued += await records.enqueue(conn, agency_id=agency_id, event=name, payload=payload)
+    return queued
+
+
+def wake() -> None:
+    """Tell this process's dispatcher that deliveries were committed (after the commit)."""
+    if WAKE is not None:
         WAKE.set()

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..catalog.connect import transaction
 from ..catalog.schema_exchange import webhook_deliveries, webhooks
 
 EVENTS = (
@@ -72,14 +73,14 @@ def check(url: Any, events: Any) -> tuple[str, list[str]]:
 
 
 async def create(
-    engine: AsyncEngine, *, agency_id: str, url: Any, events: Any
+    engine: AsyncEngine | AsyncConnection, *, agency_id: str, url: Any, events: Any
 ) -> tuple[Webhook, str]:
     """A new webhook and its secret (shown once). ValueError for bad input or too many."""
     url, chosen = check(url, events)
     secret = "whsec_" + secrets.token_urlsafe(32)
     hook_id = "whk_" + secrets.token_hex(8)
     now = datetime.now(UTC)
-    async with engine.begin() as conn:
+    async with transaction(engine) as conn:
         count = await conn.execute(
             sa.select(sa.func.count()).where(
                 webhooks.c.agency_id == agency_id, webhooks.c.disabled_at.is_(None)
@@ -114,8 +115,8 @@ async def get(engine: AsyncEngine, hook_id: str, *, agency_id: str) -> Webhook |
     return _webhook(row) if row is not None else None
 
 
-async def disable(engine: AsyncEngine, hook_id: str) -> None:
-    async with engine.begin() as conn:
+async def disable(engine: AsyncEngine | AsyncConnection, hook_id: str) -> None:
+    async with transaction(engine) as conn:
         await conn.execute(
             webhooks.update()
             .where(webhooks.c.id == hook_id, webhooks.c.disabled_at.is_(None))
@@ -256,10 +257,10 @@ async def deliveries(
     ]
 
 
-async def replay(engine: AsyncEngine, hook_id: str, delivery_id: str) -> bool:
+async def replay(engine: AsyncEngine | AsyncConnection, hook_id: str, delivery_id: str) -> bool:
     """Send a delivery again (delivered or failed ones too); False when unknown or in flight."""
     d = webhook_deliveries
-    async with engine.begin() as conn:
+    async with transaction(engine) as conn:
         result = await conn.execute(
             d.update()
             .where(d.c.id == delivery_id, d.c.webhook_id == hook_id, d.c.state != "sending")

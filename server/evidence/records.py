@@ -9,8 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .schema import evidence
-from .schema_exchange import DEFAULT_AGENCY
+from ..catalog.schema import evidence
+from ..catalog.schema_exchange import DEFAULT_AGENCY
 
 
 @dataclass(slots=True, frozen=True)

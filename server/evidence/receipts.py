@@ -12,10 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from . import clock
-from .catalog.evidence import Evidence
-from .catalog.schema import receipts
-from .signing import Signer
+from .. import clock
+from ..catalog.schema import receipts
+from ..signing import Signer
+from .records import Evidence
 
 RECEIPT_TYPE = "avidence.receipt/v1"
 
