@@ -55,7 +55,12 @@ RULES = (
         ("avidence.server", "sqlalchemy"),
         "media work knows files and ffmpeg, not the catalog",
     ),
-    Rule("avidence.server", (), "it composes the others"),
+    Rule(
+        "avidence.server",
+        ("avidence.server.cli",),
+        "it composes the others; commands attach through `register(group)`, never import the "
+        "entry point back",
+    ),
 )
 
 # Run by alembic with a connection in its context, never imported by the package itself.
@@ -168,22 +173,23 @@ def sources(rule: Rule) -> Iterator[tuple[str, bool, Path]]:
             yield name, is_package, path
 
 
-def forbidden(name: str, prefixes: tuple[str, ...]) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
+def forbidden(name: str, prefixes: tuple[str, ...]) -> str | None:
+    """The prefix among `prefixes` that covers `name`, if any."""
+    return next((p for p in prefixes if name == p or name.startswith(p + ".")), None)
 
 
 def test_packages_import_only_what_their_rules_allow() -> None:
-    broken: list[str] = []
+    broken: set[str] = set()
     for rule in RULES:
         checked = 0
         for module, is_package, path in sources(rule):
             source = path.read_text(encoding="utf-8")
             for name in imported_names(source, module=module, is_package=is_package):
-                if forbidden(name, rule.must_not_import):
-                    broken.append(f"{module} imports {name}: {rule.why}")
+                if (prefix := forbidden(name, rule.must_not_import)) is not None:
+                    broken.add(f"{module} imports {prefix}: {rule.why}")
             checked += 1
         assert checked > 0, f"no source found for {rule.package}"
-    assert broken == [], "\n".join(sorted(broken))
+    assert not broken, "\n".join(sorted(broken))
 
 
 def test_import_scan_resolves_relative_and_from_imports() -> None:
@@ -204,7 +210,9 @@ def test_import_scan_resolves_relative_and_from_imports() -> None:
         "avidence.client",
         "avidence.client.x",
     }
-    assert forbidden("aiohttp.web", ("aiohttp.web",)) and not forbidden("aiohttp", ("aiohttp.web",))
+    assert forbidden("aiohttp.web.Response", ("sqlalchemy", "aiohttp.web")) == "aiohttp.web"
+    assert forbidden("aiohttp", ("aiohttp.web",)) is None
+    assert forbidden("avidence.server_x", ("avidence.server",)) is None
     assert owner("avidence") == "avidence" and owner("avidence.client.tus") == "avidence.client"
 
 
