@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import signing
-from .cli import Context, fail, main, opened_with_store, run, shared_options
+from .commands import Context, fail, opened_with_store, run, shared_options
 from .export import ExportReport, export_case
 from .scrub import Check, ScrubReport, scrub
 
@@ -25,7 +25,7 @@ def _describe(check: Check) -> str:
     return f"FAILED {check.evidence_id} case={check.case_id}: " + "; ".join(parts)
 
 
-@main.command("scrub")
+@click.command("scrub")
 @shared_options
 @click.option("--all", "everything", is_flag=True, help="Every original, whatever its last check.")
 @click.option("--case", "case_id", default=None, help="Only this case's originals.")
@@ -76,7 +76,7 @@ def scrub_command(
         sys.exit(1)
 
 
-@main.command("export")
+@click.command("export")
 @shared_options
 @click.option("--case", "case_id", required=True, help="The case to bundle.")
 @click.option(
@@ -109,3 +109,9 @@ def export_command(ctx: Context, case_id: str, out: Path, manifests_only: bool) 
         f"exported case {report.case_id}: {report.items} items, {report.originals} originals "
         f"({report.bytes} bytes) to {report.out}; manifest signed by key {report.key_id}"
     )
+
+
+def register(group: click.Group) -> None:
+    """Attach this module's commands to `avidence-server` (see `cli.py`)."""
+    group.add_command(scrub_command)
+    group.add_command(export_command)

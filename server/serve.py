@@ -16,7 +16,7 @@ from avidence import __version__
 from . import logs
 from .app import create_app
 from .catalog.db import Catalog
-from .cli import Context, run, shared_options
+from .commands import Context, run, shared_options
 from .config import Settings
 from .demo import run as run_demo
 from .drain import DRAIN
@@ -110,3 +110,8 @@ async def _wait_for_signal() -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+def register(group: click.Group) -> None:
+    """Attach this module's commands to `avidence-server` (see `cli.py`)."""
+    group.add_command(serve)

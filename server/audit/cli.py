@@ -12,7 +12,7 @@ from avidence.client.canonical import PublicKeys
 
 from .. import signing
 from ..catalog.db import Catalog
-from ..cli import Context, main, opened_catalog, run, shared_options
+from ..commands import Context, opened_catalog, run, shared_options
 from . import log as audit
 from . import unit
 from .events import AdminCommand, KeyRotated
@@ -22,7 +22,7 @@ async def _keys(catalog: Catalog) -> PublicKeys:
     return PublicKeys.load(json.dumps({"keys": await signing.published(catalog.engine)}))
 
 
-@main.group("audit")
+@click.group("audit")
 def audit_group() -> None:
     """Verify, checkpoint and export the tamper-evident audit log."""
 
@@ -95,7 +95,7 @@ def audit_export(ctx: Context, case_id: str | None, out: Any) -> None:
     click.echo(f"exported {count} entries", err=True)
 
 
-@main.group("key")
+@click.group("key")
 def key_group() -> None:
     """Manage the server's signing keys."""
 
@@ -121,3 +121,9 @@ def key_rotate(ctx: Context) -> None:
 
     signer = run(go())
     click.echo(f"active signing key is now {signer.key_id}; restart servers to use it")
+
+
+def register(group: click.Group) -> None:
+    """Attach this module's commands to `avidence-server` (see `cli.py`)."""
+    group.add_command(audit_group)
+    group.add_command(key_group)

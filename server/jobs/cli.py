@@ -19,14 +19,14 @@ from avidence.transcode.errors import TranscodeError
 
 from .. import logs
 from ..catalog.schema import evidence, jobs
-from ..cli import Context, fail, main, opened_catalog, run, shared_options
+from ..commands import Context, fail, opened_catalog, run, shared_options
 from ..config import ConfigError, Settings, redact
 from ..stores import build_store
 from . import queue, views
 from .worker import Worker, enabled_profiles
 
 
-@main.command("worker")
+@click.command("worker")
 @shared_options
 @click.option(
     "--concurrency",
@@ -76,7 +76,7 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-@main.group("jobs", invoke_without_command=True)
+@click.group("jobs", invoke_without_command=True)
 @shared_options
 @click.option("--state", type=click.Choice(queue.STATES), default=None)
 @click.option("--evidence", "evidence_id", default=None, help="Only this evidence item's jobs.")
@@ -145,3 +145,9 @@ def jobs_enqueue(ctx: Context, evidence_ids: tuple[str, ...], missing: bool) -> 
                 return sum([await queue.enqueue(conn, i) is not None for i in ids])
 
     click.echo(f"queued {run(go())} analysis job(s)")
+
+
+def register(group: click.Group) -> None:
+    """Attach this module's commands to `avidence-server` (see `cli.py`)."""
+    group.add_command(worker_command)
+    group.add_command(jobs_group)

@@ -17,7 +17,7 @@ import click
 from avidence.storage.base import Store
 
 from ..catalog.db import Catalog
-from ..cli import Context, fail, main, opened_with_store, run, shared_options
+from ..commands import Context, fail, opened_with_store, run, shared_options
 from . import changes, holds, purge, quotas, records, usage
 from .classes import Policy, load_policy
 
@@ -57,7 +57,7 @@ def _echo_json(data: Any) -> None:
 # -- holds ------------------------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def hold() -> None:
     """Place, lift and list legal holds."""
 
@@ -117,7 +117,7 @@ def hold_list(ctx: Context, everything: bool) -> None:
 # -- purge ------------------------------------------------------------------------------------
 
 
-@main.group("purge", invoke_without_command=True)
+@click.group("purge", invoke_without_command=True)
 @shared_options
 @click.option("--dry-run", is_flag=True, help="List what is due; change nothing.")
 @click.option("--apply", "apply_", is_flag=True, help="Delete what is due (soft, then hard).")
@@ -192,7 +192,7 @@ def purge_restore(ctx: Context, evidence_id: str, reason: str, actor: str | None
 # -- retention classes ------------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def retention() -> None:
     """Retention classes and each record's class."""
 
@@ -262,7 +262,7 @@ def retention_set(
 # -- usage and quotas -------------------------------------------------------------------------
 
 
-@main.command("usage")
+@click.command("usage")
 @shared_options
 @click.option("--days", type=click.IntRange(1, 366), default=30, help="Days of growth shown.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -290,7 +290,7 @@ def usage_command(ctx: Context, days: int, as_json: bool) -> None:
         click.echo(f"uploads {name}\t{row['count']}\t{row['bytes_received']} bytes received")
 
 
-@main.group()
+@click.group()
 def quota() -> None:
     """Storage quotas per uploader token and for the site."""
 
@@ -335,3 +335,12 @@ def quota_list(ctx: Context) -> None:
             f"{row['scope']}\tmax_bytes={row['max_bytes']}\tmax_upload={row['max_upload']}\t"
             f"used={row['used']}\t({row['source']})"
         )
+
+
+def register(group: click.Group) -> None:
+    """Attach this module's commands to `avidence-server` (see `cli.py`)."""
+    group.add_command(hold)
+    group.add_command(purge_command)
+    group.add_command(retention)
+    group.add_command(usage_command)
+    group.add_command(quota)

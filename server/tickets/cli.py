@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..cli import Context, fail, main, opened_catalog, run, shared_options
+from ..commands import Context, fail, opened_catalog, run, shared_options
 from ..config import Settings
 from . import records
 from .issue import issue_ticket, link, parse_expiry, revoke_ticket
@@ -26,7 +26,7 @@ async def _with_catalog(settings: Settings, work: Callable[[AsyncEngine], Awaita
         return await work(catalog.engine)
 
 
-@main.group("ticket")
+@click.group("ticket")
 def ticket_group() -> None:
     """Issue, list and revoke viewer links (access tickets)."""
 
@@ -161,3 +161,8 @@ def ticket_views(ctx: Context, ticket_id: str) -> None:
                 for k in ("id", "evidence", "started_at", "bytes_served", "client", "user_agent")
             )
         )
+
+
+def register(group: click.Group) -> None:
+    """Attach this module's commands to `avidence-server` (see `cli.py`)."""
+    group.add_command(ticket_group)

@@ -10,13 +10,13 @@ from .. import signing
 from ..agencies import records as agencies_db
 from ..agencies.records import Agency
 from ..cases import records as cases_db
-from ..cli import Context, main, opened_catalog, run, shared_options
+from ..commands import Context, opened_catalog, run, shared_options
 from . import flow
 from . import records as transfers_db
 from .records import Transfer
 
 
-@main.group()
+@click.group()
 def agency() -> None:
     """Create and list agencies (police, procuratorate, court, ...)."""
 
@@ -50,7 +50,7 @@ def agency_list(ctx: Context) -> None:
         click.echo(f"{found.id}\t{found.name}\t{found.created_at:%Y-%m-%dT%H:%M:%SZ}")
 
 
-@main.group()
+@click.group()
 def transfer() -> None:
     """Transfer a case's evidence to another agency."""
 
@@ -137,3 +137,9 @@ def transfer_list(ctx: Context, name: str | None, inbox: bool) -> None:
             f"{t.id}\t{t.state}\t{t.case_id}\t{t.from_agency}\t{t.to_agency}\t"
             f"{len(t.evidence_ids)}\t{t.created_at:%Y-%m-%dT%H:%M:%SZ}"
         )
+
+
+def register(group: click.Group) -> None:
+    """Attach this module's commands to `avidence-server` (see `cli.py`)."""
+    group.add_command(agency)
+    group.add_command(transfer)

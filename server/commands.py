@@ -1,0 +1,137 @@
+"""What every `avidence-server` command shares: options, settings, the catalog, one error exit.
+
+Command modules import these from here and attach their commands to the group `cli.py` hands
+them (`register(group)`), so none imports the entry point back and each imports on its own.
+Operator mistakes end in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from avidence.storage.base import Store
+from avidence.storage.errors import StoreError
+
+from . import config
+from .catalog.db import Catalog, CatalogUnavailable
+from .stores import build_store
+
+T = TypeVar("T")
+
+
+class Context:
+    """Options shared by every subcommand, resolved into Settings on first use."""
+
+    def __init__(self, config_file: Path | None, flags: dict[str, Any]) -> None:
+        self.config_file = config_file
+        self.flags = flags
+
+    def settings(self, **more: Any) -> config.Settings:
+        try:
+            return config.load(config_file=self.config_file, **self.flags, **more)
+        except config.ConfigError as exc:
+            fail(str(exc))
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"avidence-server: error: {message}", err=True)
+    sys.exit(2)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run an admin coroutine, turning operator-facing errors into one line."""
+    try:
+        return asyncio.run(coro)
+    except (config.ConfigError, CatalogUnavailable, StoreError, ValueError) as exc:
+        fail(str(exc))
+
+
+@contextlib.asynccontextmanager
+async def opened_catalog(
+    settings: config.Settings, *, migrate: bool = False
+) -> AsyncIterator[Catalog]:
+    """The catalog an admin command works on, closed however the command ends: migrated first
+    by commands that may be the first to touch a data folder, else checked to be current."""
+    catalog = Catalog(settings.database_url)
+    try:
+        if migrate:
+            await catalog.migrate()
+        else:
+            await catalog.ensure_current()
+        yield catalog
+    finally:
+        await catalog.close()
+
+
+@contextlib.asynccontextmanager
+async def opened_with_store(
+    settings: config.Settings, *, open_store: bool = True
+) -> AsyncIterator[tuple[Catalog, Store]]:
+    """The catalog and the evidence store (opened unless the command only reads the catalog)."""
+    store = build_store(settings)
+    async with opened_catalog(settings) as catalog:
+        try:
+            if open_store:
+                await store.open()
+            yield catalog, store
+        finally:
+            await store.close()
+
+
+def _keeps_click_params(func: Callable[..., Any]) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """functools.wraps, typed loosely: it carries the options click stored on `func`."""
+
+    def apply(wrapper: Callable[..., T]) -> Callable[..., T]:
+        functools.update_wrapper(wrapper, func)
+        return wrapper
+
+    return apply
+
+
+def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="TOML settings file (see docs/configuration.md).",
+    )
+    @click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Folder for the SQLite catalog, keys and the local store.",
+    )
+    @click.option(
+        "--database",
+        default=None,
+        help="Catalog URL: sqlite:///PATH (default: DATA_DIR/catalog.db) or "
+        "postgresql://USER@HOST/DB.",
+    )
+    @click.pass_context
+    @_keeps_click_params(func)
+    def wrapper(
+        ctx: click.Context,
+        config_file: Path | None,
+        data_dir: Path | None,
+        database: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        parent = ctx.find_object(Context)
+        flags = dict(parent.flags) if parent else {}
+        if data_dir is not None:
+            flags["data_dir"] = data_dir
+        if database is not None:
+            flags["database"] = database
+        ctx.obj = Context(config_file or (parent.config_file if parent else None), flags)
+        return ctx.invoke(func, ctx.obj, **kwargs)
+
+    return wrapper
