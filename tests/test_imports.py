@@ -61,6 +61,12 @@ RULES = (
         "it composes the others; commands attach through `register(group)`, never import the "
         "entry point back",
     ),
+    Rule(
+        "avidence.server.tus",
+        ("avidence.server.evidence", "avidence.server.cli"),
+        "tus hands a verified upload over through the completion hook on its context; the app "
+        "wires the custody core in",
+    ),
 )
 
 # Run by alembic with a connection in its context, never imported by the package itself.
