@@ -14,6 +14,7 @@ from avidence.server.tickets import records
 from avidence.server.tickets.runtime import RUNTIME
 from avidence.storage.local import LocalStore
 
+from support.agencies import TwoAgencies
 from support.servers import Api, make_api
 from support.tickets import audit_entries, issue, media_url, start_view, token_of, upload
 
@@ -141,3 +142,33 @@ async def test_open_view_sessions_are_written_at_shutdown(tmp_path: Path) -> Non
         assert len(entries) == 1 and entries[0].details["bytes"] == 10_000
     finally:
         await server.aclose()
+
+
+async def test_a_view_stands_in_the_timeline_when_it_began_not_when_it_was_written(
+    agencies: TwoAgencies,
+) -> None:
+    """A view flushed after the transfer that followed it still comes first in the custody
+    timeline: its entry is stamped when the view began."""
+    api, police, court = agencies.api, agencies.police, agencies.court
+    token = police.tokens["uploader"]
+    evidence_id = await upload(api, b"v" * 5000, case="GA-3", token=token)
+    result = await issue(api, [evidence_id], token=police.tokens["handler"])
+    link = token_of(result)
+    grant = await start_view(api, link, evidence_id)
+    assert (await api.client.get(media_url(link, evidence_id, grant))).status == 200
+    cases = await api.client.get("/api/cases?number=GA-3", headers=police.auth())
+    case_id = (await cases.json())["cases"][0]["id"]
+    sent = await api.client.post(
+        f"/api/cases/{case_id}/transfers", json={"to": court.name}, headers=police.auth()
+    )
+    transfer_id = (await sent.json())["id"]
+    ack = await api.client.post(f"/api/transfers/{transfer_id}/ack", headers=court.auth())
+    assert ack.status == 200, await ack.text()
+    tracker = api.client.app[RUNTIME].tracker
+    assert await tracker.sweep(now=time.monotonic() + 61) == 1  # written after the hand-over
+    timeline = await api.client.get(f"/api/cases/{case_id}/custody", headers=police.auth())
+    steps = [s["step"] for s in (await timeline.json())["timeline"]]
+    assert steps.index("viewed") < steps.index("transferred") < steps.index("acknowledged")
+    viewed = (await audit_entries(api, "ticket.viewed"))[0]
+    assert viewed.time < (await audit_entries(api, "transfer.created"))[0].time
+    assert viewed.details["started_at"] and viewed.details["last_byte_at"]

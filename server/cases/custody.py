@@ -65,7 +65,7 @@ async def timeline(
     query = (
         sa.select(audit_log)
         .where(audit_log.c.object.in_(objects), audit_log.c.action.in_(list(STEPS)))
-        .order_by(audit_log.c.seq)
+        .order_by(audit_log.c.time, audit_log.c.seq)
     )
     entries = []
     async with engine.connect() as conn:
@@ -97,7 +97,7 @@ async def of_evidence(
                 sa.and_(audit_log.c.action.in_(transfers), audit_log.c.case_id == case_number),
             ),
         )
-        .order_by(audit_log.c.seq)
+        .order_by(audit_log.c.time, audit_log.c.seq)
         .limit(limit)
     )
     entries: list[dict[str, Any]] = []
