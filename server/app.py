@@ -14,7 +14,7 @@ from aiohttp import web
 from avidence import __version__
 from avidence.storage.base import Store
 
-from . import api, health, kinds, retention, scrub, tickets, uploadpage
+from . import health, kinds, retention, tickets, uploadpage
 from .audit import log as audit
 from .cases import api as cases_api
 from .catalog.db import Catalog
@@ -22,6 +22,7 @@ from .config import Settings
 from .cors import cors_middleware
 from .drain import DRAIN, Drain
 from .errors import error_middleware
+from .evidence import api, scrub
 from .evidence.accept import Custody
 from .jobs import embedded as embedded_worker
 from .metrics import Metrics

@@ -16,11 +16,12 @@ import click
 
 from avidence import __version__
 
-from . import config, custody_cli, serve, tokens
+from . import config, serve, tokens
 from .agencies import records as agencies_db
 from .audit import cli as audit_cli
 from .catalog.db import Catalog
 from .commands import Context, fail, opened_catalog, run, shared_options
+from .evidence import cli as evidence_cli
 from .jobs import cli as jobs_cli
 from .retention import cli as retention_cli
 from .tickets import cli as tickets_cli
@@ -34,7 +35,7 @@ def main() -> None:
 
 
 serve.register(main)  # serve
-custody_cli.register(main)  # scrub, export
+evidence_cli.register(main)  # scrub, export
 audit_cli.register(main)  # audit, key
 jobs_cli.register(main)  # worker, jobs
 retention_cli.register(main)  # hold, purge, retention, usage, quota

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_custody_api import flipped, invoke, local_app, record, tamper, upload_evidence
 
-import avidence.server.custody_cli  # noqa: F401  (registers `scrub` and `export` on `main`)
+import avidence.server.evidence.cli  # noqa: F401  (registers `scrub` and `export` on `main`)
 from avidence.client.verify import audit_entry_hash
 from avidence.client.verify_cli import verify_bundle
 from avidence.server import signing

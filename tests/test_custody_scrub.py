@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 from test_custody_api import flipped, invoke, local_app, record, tamper, upload_evidence
 
-import avidence.server.custody_cli  # noqa: F401  (registers `scrub` and `export` on `main`)
+import avidence.server.evidence.cli  # noqa: F401  (registers `scrub` and `export` on `main`)
 from avidence.server.catalog.schema import audit_log
 from avidence.server.cli import main
-from avidence.server.scrub import run_periodically, scrub
+from avidence.server.evidence.scrub import run_periodically, scrub
 from avidence.server.state import METRICS
 
 from support.servers import Api

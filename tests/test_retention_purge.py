@@ -14,10 +14,10 @@ from test_custody_api import invoke
 
 from avidence.server import tokens
 from avidence.server.cli import main
+from avidence.server.evidence.scrub import scrub
 from avidence.server.jobs import outputs, queue
 from avidence.server.jobs import records as job_records
 from avidence.server.retention import changes, holds, purge, records
-from avidence.server.scrub import scrub
 from avidence.storage import errors as store_errors
 from avidence.storage.local import LocalStore
 
@@ -422,7 +422,7 @@ async def test_case_export_hands_on_tombstones_not_bytes_of_deleted_items(
     from click.testing import CliRunner
 
     from avidence.client.verify_cli import verify_bundle
-    from avidence.server.export import export_case
+    from avidence.server.evidence.export import export_case
     from avidence.server.state import SIGNER
 
     api, engine, policy, now = rapi, rapi.catalog.engine, policy_of(rapi), clock()

@@ -51,11 +51,12 @@ class AuditEvent:
     time: datetime = field(default_factory=clock.now)
 
     def details(self) -> dict[str, Any]:
-        """The action's own fields as the JSON object the chain hashes."""
+        """The action's own fields as the JSON object the chain hashes. An optional field
+        (default None) is left out while it is None; a required one is always there."""
         return {
             f.metadata.get("key", f.name): getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in _BASE
+            if f.name not in _BASE and not (f.default is None and getattr(self, f.name) is None)
         }
 
 

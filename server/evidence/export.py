@@ -44,16 +44,16 @@ from avidence.storage.base import Store
 from avidence.storage.digests import MultiDigest
 from avidence.storage.errors import NotFound
 
-from . import signing
-from .audit import log as audit
-from .audit import unit
-from .audit.events import AdminCommand
-from .catalog.schema import evidence
-from .evidence import receipts
-from .evidence import records as evidence_db
-from .retention import records as retention_records
-from .retention.purge import tombstone
-from .signing import Signer
+from .. import signing
+from ..audit import log as audit
+from ..audit import unit
+from ..audit.events import AdminCommand
+from ..catalog.schema import evidence
+from ..retention import records as retention_records
+from ..retention.purge import tombstone
+from ..signing import Signer
+from . import receipts
+from . import records as evidence_db
 
 MANIFEST_TYPE = "avidence.manifest/v1"
 SUMS = ("SHA256SUMS", "B3SUMS")

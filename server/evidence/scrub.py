@@ -28,12 +28,12 @@ from avidence.storage.base import Store
 from avidence.storage.digests import MultiDigest
 from avidence.storage.errors import NotFound
 
-from . import schedules
-from .audit.events import AuditEvent, IntegrityChecked, IntegrityFailed
-from .audit.unit import unit_of_work
-from .catalog.schema import evidence
-from .metrics import Metrics
-from .retention.records import purged_evidence
+from .. import schedules
+from ..audit.events import AuditEvent, IntegrityChecked, IntegrityFailed
+from ..audit.unit import unit_of_work
+from ..catalog.schema import evidence
+from ..metrics import Metrics
+from ..retention.records import purged_evidence
 
 log = logging.getLogger("avidence.scrub")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from . import signing
-from .commands import Context, fail, opened_with_store, run, shared_options
+from .. import signing
+from ..commands import Context, fail, opened_with_store, run, shared_options
 from .export import ExportReport, export_case
 from .scrub import Check, ScrubReport, scrub
 

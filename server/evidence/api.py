@@ -6,18 +6,18 @@ from typing import Any
 
 from aiohttp import web
 
-from . import signing
-from .agencies.access import can_see, owns_upload
-from .auth import require
-from .catalog import uploads as uploads_db
-from .catalog.uploads import Upload
-from .errors import Gone, NotFound
-from .evidence import receipts
-from .evidence import records as evidence_db
-from .jobs.views import with_media
-from .retention import records as retention_records
-from .retention.purge import tombstone
-from .state import CATALOG
+from .. import signing
+from ..agencies.access import can_see, owns_upload
+from ..auth import require
+from ..catalog import uploads as uploads_db
+from ..catalog.uploads import Upload
+from ..errors import Gone, NotFound
+from ..jobs.views import with_media
+from ..retention import records as retention_records
+from ..retention.purge import tombstone
+from ..state import CATALOG
+from . import receipts
+from . import records as evidence_db
 
 READERS = ("uploader", "handler", "admin", "auditor")
 
