@@ -9,10 +9,10 @@ from .audit import unit
 from .audit.events import AuthFailed
 from .errors import Forbidden, Unauthorized
 from .state import CATALOG
-from .tokens import Principal
+from .tokens import Principal, Role
 
 
-async def require(request: web.Request, *roles: str) -> Principal:
+async def require(request: web.Request, *roles: Role) -> Principal:
     """The caller's principal; 401 without a valid token, 403 when its role is not in `roles`."""
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")

@@ -11,6 +11,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -23,7 +24,16 @@ from .catalog.schema_exchange import DEFAULT_AGENCY
 
 # A handler moves a case between agencies (transfers, acknowledgements) and issues tickets;
 # an admin may also manage its agency's webhooks. Every role sees only its agency's holdings.
-ROLES = ("uploader", "handler", "admin", "auditor")
+Role = Literal["uploader", "handler", "admin", "auditor"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+
+def as_role(value: str) -> Role:
+    """A role name checked against ROLES (ValueError otherwise), typed for mypy."""
+    for role in ROLES:
+        if value == role:
+            return role
+    raise ValueError(f"unknown role {value!r}; choose one of {', '.join(ROLES)}")
 PREFIX = "avd_"
 # Recording every use would turn each PATCH into a catalog write; a minute is precise enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -35,7 +45,7 @@ class Principal:
 
     token_id: str
     name: str
-    role: str
+    role: Role
     agency_id: str = DEFAULT_AGENCY
 
     @property
@@ -57,8 +67,7 @@ async def create(
     actor: str = "cli",
 ) -> tuple[Principal, str]:
     """Create a token (audited) and return it with its secret, which is not kept anywhere."""
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    checked = as_role(role)
     name = name.strip()
     if not name or len(name) > 200 or not name.isprintable():
         raise ValueError("token name must be 1-200 printable characters")
@@ -80,7 +89,7 @@ async def create(
                 actor=actor, object=f"token:{token_id}", role=role, name=name, agency=agency_id
             )
         )
-    return Principal(token_id=token_id, name=name, role=role, agency_id=agency_id), secret
+    return Principal(token_id=token_id, name=name, role=checked, agency_id=agency_id), secret
 
 
 async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
@@ -100,7 +109,9 @@ async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
             await conn.execute(
                 tokens.update().where(tokens.c.id == row.id).values(last_used_at=now)
             )
-    return Principal(token_id=row.id, name=row.name, role=row.role, agency_id=row.agency_id)
+    return Principal(
+        token_id=row.id, name=row.name, role=as_role(row.role), agency_id=row.agency_id
+    )
 
 
 async def revoke(engine: AsyncEngine, token_id: str, *, actor: str = "cli") -> bool:

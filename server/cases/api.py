@@ -10,12 +10,12 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..evidence import records as evidence_db
 from ..requests import json_body
 from ..state import CATALOG
-from ..tokens import Principal
+from ..tokens import Principal, Role
 from . import custody, records
 from .records import Case
 
-READERS = ("handler", "admin", "auditor")
-WRITERS = ("handler", "admin")
+READERS: tuple[Role, ...] = ("handler", "admin", "auditor")
+WRITERS: tuple[Role, ...] = ("handler", "admin")
 
 
 async def create(request: web.Request) -> web.Response:

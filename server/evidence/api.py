@@ -16,10 +16,11 @@ from ..jobs.views import with_media
 from ..retention import records as retention_records
 from ..retention.purge import tombstone
 from ..state import CATALOG
+from ..tokens import Role
 from . import receipts
 from . import records as evidence_db
 
-READERS = ("uploader", "handler", "admin", "auditor")
+READERS: tuple[Role, ...] = ("uploader", "handler", "admin", "auditor")
 
 
 def upload_json(upload: Upload) -> dict[str, Any]:

@@ -21,14 +21,14 @@ from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..evidence import records as evidence_db
 from ..requests import json_body
 from ..state import CATALOG, SETTINGS, STORE
-from ..tokens import Principal
+from ..tokens import Principal, Role
 from . import changes, holds, locks, purge, quotas, records, usage
 from .classes import Policy, load_policy
 
 log = logging.getLogger("avidence.retention")
 
-ADMIN = ("admin",)
-READERS = ("admin", "auditor")
+ADMIN: tuple[Role, ...] = ("admin",)
+READERS: tuple[Role, ...] = ("admin", "auditor")
 
 
 @dataclass(slots=True)
@@ -38,7 +38,7 @@ class Detected:
     support: LockSupport = field(default_factory=lambda: LockSupport(object_lock=False))
 
 
-async def require_site(request: web.Request, *roles: str) -> Principal:
+async def require_site(request: web.Request, *roles: Role) -> Principal:
     """Storage administration is the site operator's: admins and auditors of the site's own
     (default) agency. Another agency's admin must not hold, purge or re-class evidence of
     agencies it cannot see, nor read site-wide usage."""

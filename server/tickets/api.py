@@ -19,14 +19,14 @@ from ..errors import BadRequest, Forbidden, NotFound
 from ..evidence import records as evidence_db
 from ..requests import json_body
 from ..state import CATALOG, SETTINGS
-from ..tokens import Principal
+from ..tokens import Principal, Role
 from . import records
 from .issue import issue_ticket, link, parse_expiry, revoke_ticket
 from .records import Ticket
 from .runtime import RUNTIME
 
-ISSUERS = ("admin", "handler", "uploader")
-READERS = ("admin", "handler", "auditor", "uploader")
+ISSUERS: tuple[Role, ...] = ("admin", "handler", "uploader")
+READERS: tuple[Role, ...] = ("admin", "handler", "auditor", "uploader")
 
 
 def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -127,7 +127,7 @@ async def create(request: web.Request) -> web.Response:
     )
 
 
-async def _readable(request: web.Request, *roles: str) -> tuple[Principal, Ticket]:
+async def _readable(request: web.Request, *roles: Role) -> tuple[Principal, Ticket]:
     principal = await require(request, *roles)
     ticket = await records.get(request.app[CATALOG].engine, request.match_info["ticket_id"])
     if (

@@ -13,11 +13,11 @@ from ..errors import BadRequest, Conflict, NotFound, TransferBlocked
 from ..requests import json_body
 from ..state import CATALOG, SETTINGS, SIGNER
 from ..tickets import issue_ticket, link
-from ..tokens import Principal
+from ..tokens import Principal, Role
 from . import flow, records
 
-HANDLERS = ("handler", "admin")
-READERS = ("handler", "admin", "auditor")
+HANDLERS: tuple[Role, ...] = ("handler", "admin")
+READERS: tuple[Role, ...] = ("handler", "admin", "auditor")
 REVIEW_TICKET = timedelta(hours=4)
 
 

@@ -13,7 +13,7 @@ from ..auth import require
 from ..errors import BadRequest, Conflict, NotFound
 from ..requests import json_body
 from ..state import CATALOG
-from ..tokens import Principal
+from ..tokens import Principal, Role
 from . import dispatch, records
 from .records import Webhook
 
@@ -42,7 +42,7 @@ async def listing(request: web.Request) -> web.Response:
     return web.json_response({"webhooks": [h.to_json() for h in hooks]})
 
 
-async def _own(request: web.Request, *roles: str) -> tuple[Principal, Webhook]:
+async def _own(request: web.Request, *roles: Role) -> tuple[Principal, Webhook]:
     principal = await require(request, *roles)
     hook = await records.get(
         request.app[CATALOG].engine, request.match_info["webhook_id"], agency_id=principal.agency_id
