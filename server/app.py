@@ -16,6 +16,8 @@ from avidence.storage.base import Store
 
 from . import health, kinds, retention, tickets, uploadpage
 from .audit import log as audit
+from .audit import witness
+from .audit.witness import Witness
 from .cases import api as cases_api
 from .catalog.db import Catalog
 from .config import Settings
@@ -37,7 +39,6 @@ from .webhooks import api as webhooks_api
 
 log = logging.getLogger("avidence.server")
 
-CHECKPOINT_INTERVAL = 300.0
 
 
 def create_app(
@@ -78,12 +79,13 @@ def create_app(
     return app
 
 
-async def _seal_audit_log(app: web.Application) -> None:
-    """Sign the audit log's head regularly, so a truncation is detectable."""
+async def _seal_audit_log(app: web.Application, witnesses: list[Witness]) -> None:
+    """Sign the audit log's head every `checkpoint_interval` seconds and hand it to the
+    witnesses, so a truncation or a rollback costs at most that much unwitnessed history."""
     while True:
-        await asyncio.sleep(CHECKPOINT_INTERVAL)
+        await asyncio.sleep(app[SETTINGS].checkpoint_interval)
         try:
-            await audit.checkpoint(app[CATALOG].engine, app[SIGNER])
+            await audit.checkpoint(app[CATALOG].engine, app[SIGNER], witnesses=witnesses)
         except Exception:
             log.exception("audit.checkpoint_failed")
 
@@ -106,7 +108,10 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
             app[STORE].name,
             ",".join(settings.digests),
         )
-        background = [asyncio.create_task(_seal_audit_log(app), name="audit-checkpoints")]
+        witnesses = witness.configured(settings)
+        background = [
+            asyncio.create_task(_seal_audit_log(app, witnesses), name="audit-checkpoints")
+        ]
         if settings.scrub_interval > 0:
             background.append(
                 asyncio.create_task(
@@ -125,7 +130,7 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await audit.checkpoint(app[CATALOG].engine, app[SIGNER])
+        await audit.checkpoint(app[CATALOG].engine, app[SIGNER], witnesses=witnesses)
         await app[STORE].close()
         if own_catalog:
             await app[CATALOG].close()

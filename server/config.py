@@ -79,6 +79,9 @@ class Settings:
     forever_lock_days: int = 365
     quota_uploader_bytes: int = 0
     quota_site_bytes: int = 0
+    audit_witnesses: tuple[str, ...] = ()
+    witness_lock_days: int = 3650
+    checkpoint_interval: int = 300
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -128,9 +131,17 @@ _INT_FIELDS = {
     "webhook_attempts",
     "webhook_backoff",
     "webhook_timeout",
+    "witness_lock_days",
+    "checkpoint_interval",
     *_RETENTION_INTS,
 }
-_TUPLE_FIELDS = {"digests", "cors_origins", "transcode_profiles", "trusted_proxies"}
+_TUPLE_FIELDS = {
+    "digests",
+    "cors_origins",
+    "transcode_profiles",
+    "trusted_proxies",
+    "audit_witnesses",
+}
 _BOOL_FIELDS = {"embedded_worker"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _FIELDS = {f.name for f in dataclasses.fields(Settings)} - {"extra"}
@@ -239,6 +250,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("object_lock_mode: choose governance or compliance (or leave empty)")
     if settings.object_lock_days < 0:
         raise ConfigError("object_lock_days: must be zero or a positive number of days")
+    if settings.checkpoint_interval < 1 or settings.witness_lock_days < 1:
+        raise ConfigError("checkpoint_interval/witness_lock_days: must be positive")
     if settings.scrub_interval < 0 or settings.scrub_age_days < 0:
         raise ConfigError("scrub_interval/scrub_age_days: must be zero or positive")
     if settings.read_timeout <= 0:

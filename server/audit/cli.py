@@ -13,8 +13,8 @@ from avidence.client.canonical import PublicKeys
 from .. import signing
 from ..catalog.db import Catalog
 from ..commands import Context, opened_catalog, run, shared_options
+from . import extends, unit, witness
 from . import log as audit
-from . import unit
 from .events import AdminCommand, KeyRotated
 
 
@@ -30,18 +30,36 @@ def audit_group() -> None:
 @audit_group.command("verify")
 @shared_options
 def audit_verify(ctx: Context) -> None:
-    """Walk the hash chain and every signed checkpoint; name the first bad entry."""
+    """Walk the hash chain and every signed checkpoint, check the log extends every checkpoint
+    the witnesses hold and that every fact has its entry; name what does not fit."""
     settings = ctx.settings()
+    witnesses = witness.configured(settings)
 
-    async def go() -> audit.Verdict:
+    async def go() -> tuple[audit.Verdict, int, list[extends.Finding]]:
         async with opened_catalog(settings) as catalog:
-            return await audit.verify(catalog.engine, await _keys(catalog))
+            keys = await _keys(catalog)
+            verdict = await audit.verify(catalog.engine, keys)
+            try:
+                checked, findings = await extends.against_witnesses(
+                    catalog.engine, keys, witnesses
+                )
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"a witness cannot be read: {exc}") from None
+            findings += await extends.facts_without_entries(catalog.engine)
+            return verdict, checked, findings
 
-    verdict = run(go())
+    verdict, checked, findings = run(go())
     if not verdict.ok:
         click.echo(f"audit log BROKEN at entry {verdict.bad_seq}: {verdict.problem}", err=True)
+    for finding in findings:
+        click.echo(f"audit log BROKEN ({finding.kind}): {finding.message}", err=True)
+    if not verdict.ok or findings:
         sys.exit(1)
-    click.echo(f"audit log OK: {verdict.entries} entries, {verdict.checkpoints} signed checkpoints")
+    names = ", ".join(w.name for w in witnesses) or "no witness configured"
+    click.echo(
+        f"audit log OK: {verdict.entries} entries, {verdict.checkpoints} signed checkpoints, "
+        f"{checked} witnessed checkpoints extended ({names})"
+    )
 
 
 @audit_group.command("checkpoint")
@@ -54,7 +72,9 @@ def audit_checkpoint(ctx: Context) -> None:
         async with opened_catalog(settings) as catalog:
             signer = signing.load_signer(settings)
             await signing.register(catalog.engine, signer)
-            return await audit.checkpoint(catalog.engine, signer)
+            return await audit.checkpoint(
+                catalog.engine, signer, witnesses=witness.configured(settings)
+            )
 
     document = run(go())
     click.echo("head already signed" if document is None else json.dumps(document["checkpoint"]))
@@ -110,7 +130,8 @@ def key_rotate(ctx: Context) -> None:
         async with opened_catalog(settings) as catalog:
             old = signing.load_signer(settings)
             await signing.register(catalog.engine, old)
-            await audit.checkpoint(catalog.engine, old)  # seal the log under the old key
+            # Seal the log under the old key.
+            await audit.checkpoint(catalog.engine, old, witnesses=witness.configured(settings))
             new = signing.rotate(settings)
             await signing.register(catalog.engine, new)
             await unit.record(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,9 @@ from avidence.client.canonical import PublicKeys, VerificationError, canonical_j
 from ..catalog.schema import audit_checkpoints, audit_head, audit_log
 from ..signing import Signer
 from ..webhooks import outbox
+from . import witness
 from .events import AuditEvent
+from .witness import Witness
 
 log = logging.getLogger("avidence.audit")
 
@@ -114,8 +116,11 @@ async def append(conn: AsyncConnection, *events: AuditEvent) -> list[int]:
     return numbers
 
 
-async def checkpoint(engine: AsyncEngine, signer: Signer) -> dict[str, Any] | None:
-    """Sign the current head; None when the log is empty or the head is already signed."""
+async def checkpoint(
+    engine: AsyncEngine, signer: Signer, *, witnesses: Sequence[Witness] = ()
+) -> dict[str, Any] | None:
+    """Sign the current head and hand it to the witnesses; None when the log is empty or the
+    head is already signed."""
     async with engine.connect() as conn:
         seq, head = await _head(conn)
         last = (await conn.execute(sa.select(sa.func.max(audit_checkpoints.c.seq)))).scalar()
@@ -134,7 +139,15 @@ async def checkpoint(engine: AsyncEngine, signer: Signer) -> dict[str, Any] | No
             )
     except IntegrityError:
         return None  # another replica signed the same head
-    log.info("audit.checkpoint seq=%s head=%s key=%s", seq, head, signer.key_id)
+    kept = await witness.publish(witnesses, document)
+    log.info(
+        "audit.checkpoint seq=%s head=%s key=%s witnesses=%s/%s",
+        seq,
+        head,
+        signer.key_id,
+        kept,
+        len(witnesses),
+    )
     return document
 
 

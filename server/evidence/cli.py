@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .. import signing
+from ..audit import witness
 from ..commands import Context, fail, opened_with_store, run, shared_options
 from .export import ExportReport, export_case
 from .scrub import Check, ScrubReport, scrub
@@ -102,6 +103,7 @@ def export_command(ctx: Context, case_id: str, out: Path, manifests_only: bool) 
                 case_id=case_id,
                 out=out,
                 manifests_only=manifests_only,
+                witnesses=witness.configured(settings),
             )
 
     report = run(go())

@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ from .. import signing
 from ..audit import log as audit
 from ..audit import unit
 from ..audit.events import AdminCommand
+from ..audit.witness import Witness
 from ..catalog.schema import evidence
 from ..retention import records as retention_records
 from ..retention.purge import tombstone
@@ -204,6 +205,7 @@ async def export_case(
     out: Path,
     manifests_only: bool = False,
     actor: str = "cli",
+    witnesses: Sequence[Witness] = (),
 ) -> ExportReport:
     """Write the bundle of `case_id` to `out` (absent or empty); see the module docstring."""
     records = await _case_records(engine, case_id)
@@ -212,7 +214,15 @@ async def export_case(
     work = await asyncio.to_thread(_workdir, out)
     try:
         items, originals, size = await _build(
-            _Bundle(work), engine, store, signer, case_id, records, manifests_only, actor
+            _Bundle(work),
+            engine,
+            store,
+            signer,
+            case_id,
+            records,
+            manifests_only,
+            actor,
+            witnesses,
         )
         os.chmod(work, 0o755)  # mkdtemp made it private; the bundle is meant to be handed on
         os.replace(work, out)
@@ -231,6 +241,7 @@ async def _build(
     records: list[evidence_db.Evidence],
     manifests_only: bool,
     actor: str,
+    witnesses: Sequence[Witness],
 ) -> tuple[int, int, int]:
     items, total = [], 0
     for record in records:
@@ -263,7 +274,8 @@ async def _build(
             manifests_only=manifests_only,
         ),
     )
-    await audit.checkpoint(engine, signer)  # so the excerpt ends under a signed head
+    # So the excerpt ends under a signed, witnessed head.
+    await audit.checkpoint(engine, signer, witnesses=witnesses)
     excerpt, entries = await _audit_excerpt(engine, case_id)
     audit_sha = bundle.write("audit.jsonl", excerpt)
     has_derivatives = (bundle.root / "derivatives").is_dir()
