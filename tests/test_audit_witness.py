@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from botocore.exceptions import ClientError
 from click.testing import Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_custody_api import invoke
 
 from avidence.client.canonical import canonical_json, key_id
-from avidence.server import signing
+from avidence.server import config, signing
 from avidence.server.audit import log as audit
 from avidence.server.audit import witness
 from avidence.server.catalog.schema import audit_checkpoints, audit_head, audit_log, signing_keys
@@ -27,6 +28,7 @@ from avidence.server.cli import main
 from avidence.server.state import SIGNER
 from avidence.storage.local import LocalStore
 
+from support.seaweed import SeaweedServer
 from support.servers import Api, make_api
 from support.tickets import upload
 
@@ -247,3 +249,30 @@ def _replace_catalog(api: Api, source: Path) -> None:
     for leftover in (target.with_name("catalog.db-wal"), target.with_name("catalog.db-shm")):
         leftover.unlink(missing_ok=True)
     shutil.copyfile(source, target)
+
+
+async def test_an_s3_witness_keeps_checkpoints_under_compliance_lock(
+    tmp_path: Path, s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    """On a bucket with Object Lock, a witnessed checkpoint cannot be deleted or overwritten,
+    not even by the credentials the server itself uses."""
+    s3_env.client().create_bucket(Bucket=s3_bucket, ObjectLockEnabledForBucket=True)
+    settings = config.load(
+        env={},
+        data_dir=tmp_path / "data",
+        s3_endpoint=s3_env.endpoint,
+        audit_witnesses=f"s3://{s3_bucket}/witness,file://{tmp_path / 'w.jsonl'}",
+    )
+    witnesses = witness.configured(settings)
+    assert [w.name for w in witnesses] == [f"s3://{s3_bucket}/witness", f"file://{tmp_path}/w.jsonl"]
+    document = {"checkpoint": {"seq": 7, "head_hash": "ab" * 32}, "signature": "x"}
+    assert await witness.publish(witnesses, document) == 2
+    assert await witnesses[0].read() == [document]
+    key = f"witness/{7:012d}-{'ab' * 32}.json"
+    client = s3_env.client()
+    versions = client.list_object_versions(Bucket=s3_bucket, Prefix=key)["Versions"]
+    with pytest.raises(ClientError):
+        client.delete_object(Bucket=s3_bucket, Key=key, VersionId=versions[0]["VersionId"])
+    with pytest.raises(ClientError):  # If-None-Match: the same checkpoint is not written twice
+        await witnesses[0].publish({**document, "signature": "forged"})
+    assert await witnesses[0].read() == [document]
