@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 from avidence.client.canonical import PublicKeys
+from avidence.server.audit import log as audit
 from avidence.server.catalog.schema import evidence
 from avidence.server.catalog.schema_exchange import transfers
+from avidence.server.state import SIGNER
+from avidence.server.transfers.manifest import fingerprint
 
 from support.agencies import Agency, TwoAgencies, two_agencies
 from support.tickets import audit_entries, upload
@@ -308,3 +311,24 @@ async def test_the_receivers_viewer_shows_the_items_chain_of_custody(
     assert "viewed" not in custody.lower()
     zh = await (await api.client.get(f"/t/{token}?lang=zh")).text()
     assert f"由{police.name}移送至{court.name}" in zh and "保管链" in zh
+
+
+async def test_the_acknowledgement_countersigns_the_senders_log_head(
+    agencies: TwoAgencies,
+) -> None:
+    """The manifest carries the sender's newest signed checkpoint; the receiver's signed
+    acknowledgement names it, so each agency keeps proof of how far the other's log had come."""
+    api, court = agencies.api, agencies.court
+    case_id, _ = await _evidence(agencies, 1)
+    signer = api.client.server.app[SIGNER]
+    head = await audit.checkpoint(api.catalog.engine, signer)
+    assert head is not None
+    sent = await _send(agencies, case_id)
+    assert sent["manifest"]["manifest"]["sender_log"] == head
+    ack = await api.client.post(f"/api/transfers/{sent['id']}/ack", headers=court.auth())
+    assert ack.status == 200, await ack.text()
+    document = (await ack.json())["acknowledgement"]
+    keys = PublicKeys.load(json.dumps(await (await api.client.get("/api/keys")).json()))
+    signed = keys.verify(document, body="acknowledgement")
+    assert signed["sender_log"]["checkpoint"] == head["checkpoint"]
+    assert signed["sender_log"]["document_sha256"] == fingerprint(head)

@@ -218,6 +218,19 @@ async def verify(engine: AsyncEngine, keys: PublicKeys) -> Verdict:
     return Verdict(True, count, checked)
 
 
+async def latest_checkpoint(engine: AsyncEngine) -> dict[str, Any] | None:
+    """The newest signed checkpoint document, or None before the first."""
+    async with engine.connect() as conn:
+        document = (
+            await conn.execute(
+                sa.select(audit_checkpoints.c.document)
+                .order_by(audit_checkpoints.c.seq.desc())
+                .limit(1)
+            )
+        ).scalar()
+    return dict(document) if document is not None else None
+
+
 async def checkpoints(engine: AsyncEngine) -> list[dict[str, Any]]:
     """Every signed checkpoint document, oldest first."""
     async with engine.connect() as conn:

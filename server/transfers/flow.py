@@ -19,6 +19,7 @@ from avidence.client.canonical import VerificationError
 
 from ..agencies import records as agencies_db
 from ..agencies.access import normalize_limits
+from ..audit import log as audit
 from ..audit import unit
 from ..audit.events import (
     TransferAcknowledged,
@@ -131,6 +132,9 @@ async def create(
         "note": checked_note,
         "limits": checked_limits,
         "items": entries,
+        # The sender's latest signed log head: the receiver's acknowledgement countersigns it,
+        # so each agency holds proof of how far the other's audit log had come.
+        "sender_log": await audit.latest_checkpoint(engine),
     }
     transfer = Transfer(
         id=transfer_id,
@@ -172,6 +176,11 @@ async def _check(
     except VerificationError as exc:
         raise TransferBlocked([f"manifest: {exc}"]) from None
     problems = []
+    if body.get("sender_log") is not None:
+        try:
+            await manifest.verify_checkpoint(engine, body["sender_log"])
+        except VerificationError as exc:
+            problems.append(f"the sender's log head: {exc}")
     if body.get("transfer_id") != transfer.id or body.get("to", {}).get("id") != transfer.to_agency:
         problems.append("manifest: signed for another transfer")
     entries = {str(e.get("evidence_id")): e for e in body.get("items", [])}
@@ -240,6 +249,7 @@ async def acknowledge(
             "acknowledged_by": actor.label,
             "acknowledged_at": manifest.iso(now),
             "items": items,
+            "sender_log": manifest.countersign(body.get("sender_log")),
         },
     )
     async with unit_of_work(engine) as work:

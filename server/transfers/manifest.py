@@ -54,6 +54,20 @@ def fingerprint(signed: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(signed))).hexdigest()
 
 
+def countersign(checkpoint: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What an acknowledgement says of the sender's log head: the checkpoint's body and the
+    SHA-256 of the signed document, so the receiver's signature vouches for both."""
+    if not checkpoint:
+        return None
+    return {"checkpoint": checkpoint.get("checkpoint"), "document_sha256": fingerprint(checkpoint)}
+
+
+async def verify_checkpoint(engine: AsyncEngine, signed: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of a sender's signed log head; VerificationError when it does not verify."""
+    keys = PublicKeys.load(json.dumps({"keys": await signing.published(engine)}))
+    return keys.verify(signed, body="checkpoint")
+
+
 async def verify(engine: AsyncEngine, signed: Mapping[str, Any]) -> dict[str, Any]:
     """The manifest body when its signature holds under a key this server published;
     VerificationError otherwise (an edited manifest, or an unknown key)."""
