@@ -157,9 +157,11 @@ async def rows(engine: AsyncEngine, *, case_id: str | None = None) -> AsyncGener
     if case_id is not None:
         query = query.where(audit_log.c.case_id == case_id)
     async with engine.connect() as conn:
-        result = await conn.stream(query.execution_options(yield_per=1000))
-        async for row in result:
-            yield row
+        result = await conn.stream(query.execution_options(yield_per=2000))
+        # A batch per await: one switch into the driver per 2,000 rows, not per row.
+        async for batch in result.partitions():
+            for row in batch:
+                yield row
 
 
 @dataclass(slots=True, frozen=True)

@@ -1,0 +1,137 @@
+"""`audit verify` over a long log: entries per second at several lengths, so the growth shows.
+
+    .venv/bin/python bench/audit_verify.py [--sizes 100000,300000,1000000] [--database URL]
+
+Builds a catalog per size (SQLite in a temporary folder by default, or a fresh PostgreSQL
+database per size when `--database` names a server's admin URL), fills the audit log with chained
+entries shaped like `evidence.created` ones (bulk inserts, not the server's append path), signs a
+checkpoint every 10,000 entries, then times `log.verify` (the hash chain walk and every
+checkpoint signature) and `extends.facts_without_entries`. Prints entries/s per size and the ratio
+of the per-entry cost at the largest size to the smallest (1.0 means linear).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from avidence.client.canonical import PublicKeys
+from avidence.server import signing
+from avidence.server.audit import extends
+from avidence.server.audit import log as audit
+from avidence.server.catalog.db import Catalog
+from avidence.server.catalog.schema import audit_checkpoints, audit_head, audit_log
+from avidence.server.config import Settings, normalize_database_url
+
+BATCH = 10_000
+
+
+def _rows(count: int) -> tuple[list[dict[str, object]], list[tuple[int, str]]]:
+    """Chained entries and the (seq, head) of every BATCH-th one."""
+    rows, heads = [], []
+    prev = audit.GENESIS
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for seq in range(1, count + 1):
+        row = {
+            "seq": seq,
+            "time": start + timedelta(seconds=seq),
+            "actor": "tok_0123456789abcdef (interrogation room 3)",
+            "action": "admin.command",
+            "object": f"case:GA-{seq % 10_000}",
+            "case_id": f"GA-{seq % 10_000}",
+            "details": {"command": "bench", "items": seq, "blake3": secrets.token_hex(32)},
+            "client": "127.0.0.1",
+            "prev_hash": prev,
+        }
+        row["hash"] = prev = audit.entry_hash(audit.entry_body(row))
+        rows.append(row)
+        if seq % BATCH == 0 or seq == count:
+            heads.append((seq, prev))
+    return rows, heads
+
+
+async def _fill(catalog: Catalog, count: int, signer: signing.Signer) -> None:
+    rows, heads = _rows(count)
+    now = datetime.now(UTC)
+    async with catalog.engine.begin() as conn:
+        for start in range(0, len(rows), BATCH):
+            await conn.execute(audit_log.insert(), rows[start : start + BATCH])
+        for seq, head in heads:
+            body = {"seq": seq, "head_hash": head, "count": seq, "time": now.isoformat()}
+            await conn.execute(
+                audit_checkpoints.insert().values(
+                    seq=seq,
+                    head_hash=head,
+                    count=seq,
+                    time=now,
+                    document=signer.sign("checkpoint", body),
+                )
+            )
+        await conn.execute(audit_head.update().values(seq=count, hash=rows[-1]["hash"]))
+
+
+async def _one(size: int, admin_url: str | None, work: Path) -> dict[str, float]:
+    name = f"avidence_bench_{secrets.token_hex(4)}"
+    if admin_url:
+        conn = await asyncpg.connect(admin_url)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+        url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    else:
+        url = f"sqlite:///{work / f'{size}.db'}"
+    settings = Settings(data_dir=work / f"data-{size}")
+    catalog = Catalog(normalize_database_url(url))
+    try:
+        await catalog.migrate()
+        signer = signing.load_signer(settings)
+        await signing.register(catalog.engine, signer)
+        began = time.perf_counter()
+        await _fill(catalog, size, signer)
+        filled = time.perf_counter() - began
+        keys = PublicKeys.load(json.dumps({"keys": await signing.published(catalog.engine)}))
+        began = time.perf_counter()
+        verdict = await audit.verify(catalog.engine, keys)
+        walked = time.perf_counter() - began
+        assert verdict.ok and verdict.entries == size, verdict
+        began = time.perf_counter()
+        assert await extends.facts_without_entries(catalog.engine) == []
+        facts = time.perf_counter() - began
+    finally:
+        await catalog.close()
+        if admin_url:
+            conn = await asyncpg.connect(admin_url)
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.close()
+    return {"fill_s": filled, "verify_s": walked, "facts_s": facts}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100000,300000,1000000")
+    parser.add_argument("--database", default=None, help="PostgreSQL admin URL (default SQLite)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="avidence-verify-") as tmp:
+        results = {size: await _one(size, args.database, Path(tmp)) for size in sizes}
+    print(f"catalog: {'postgresql' if args.database else 'sqlite'}")
+    print("| entries | verify s | entries/s | facts check s |")
+    print("|---:|---:|---:|---:|")
+    for size, r in results.items():
+        rate = size / r["verify_s"]
+        print(f"| {size:,} | {r['verify_s']:.1f} | {rate:,.0f} | {r['facts_s']:.2f} |")
+    small, large = sizes[0], sizes[-1]
+    per_small = results[small]["verify_s"] / small
+    per_large = results[large]["verify_s"] / large
+    print(f"cost per entry at {large:,} / at {small:,}: {per_large / per_small:.2f} (1.0 = linear)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
