@@ -106,12 +106,13 @@ async def test_dry_run_changes_nothing(rapi: Api, tmp_path: Path) -> None:
     await holds.add(
         api.catalog.engine, api.store, scope="case", target="R-2", reason="x", actor="a"
     )
+    inspector = await auditor(api)  # creating a token is audited: before the snapshot
     before = await snapshot(api)
     now.advance(days=5)
     planned = await purge.plan(api.catalog.engine, policy_of(api), clock=now)
     assert [c.evidence_id for c in planned.delete] == [evidence_id]
     assert len(planned.held) == 1
-    response = await api.client.get("/api/admin/purge", headers=await auditor(api))
+    response = await api.client.get("/api/admin/purge", headers=inspector)
     assert response.status == 200  # the real clock: nothing due yet
     assert (await response.json())["delete"] == []
     result = await invoke(main, ["purge", "--dry-run", *cli_args(api, tmp_path)])
