@@ -17,7 +17,7 @@ from avidence.server.catalog.schema_exchange import transfers
 from avidence.server.state import SIGNER
 from avidence.server.transfers.manifest import fingerprint
 
-from support.agencies import Agency, TwoAgencies, two_agencies
+from support.agencies import Agency, TwoAgencies, make_agency, two_agencies
 from support.tickets import audit_entries, upload
 
 
@@ -332,3 +332,37 @@ async def test_the_acknowledgement_countersigns_the_senders_log_head(
     signed = keys.verify(document, body="acknowledgement")
     assert signed["sender_log"]["checkpoint"] == head["checkpoint"]
     assert signed["sender_log"]["document_sha256"] == fingerprint(head)
+
+
+async def test_limits_only_narrow_along_a_chain_of_transfers(agencies: TwoAgencies) -> None:
+    """Police send to the procuratorate with no download and tickets of at most one day; the
+    procuratorate passes the item on to a court asking for downloads and a year: the court
+    gets the police's limits, and its 300-day downloadable link is refused."""
+    api = agencies.api
+    procuratorate = agencies.court
+    court = await make_agency(api, "District court")
+    case_id, ids = await _evidence(agencies, 1)
+    sent = await _send(agencies, case_id, limits={"download": False, "max_ticket_days": 1})
+    ack = await api.client.post(f"/api/transfers/{sent['id']}/ack", headers=procuratorate.auth())
+    assert ack.status == 200, await ack.text()
+    onward = await api.client.post(
+        f"/api/cases/{case_id}/transfers",
+        json={"to": court.name, "limits": {"download": True, "max_ticket_days": 366}},
+        headers=procuratorate.auth(),
+    )
+    assert onward.status == 201, await onward.text()
+    passed_on = await onward.json()
+    assert passed_on["limits"] == {"tickets": True, "download": False, "max_ticket_days": 1}
+    taken = await api.client.post(f"/api/transfers/{passed_on['id']}/ack", headers=court.auth())
+    assert taken.status == 200, await taken.text()
+    body = {"evidence": ids, "recipient": "Chen (defence lawyer)", "download": True}
+    wide = await api.client.post(
+        "/api/tickets", json={**body, "expires": "300d"}, headers=court.auth()
+    )
+    assert wide.status == 403, await wide.text()
+    del body["download"]
+    narrow = await api.client.post(
+        "/api/tickets", json={**body, "expires": "1d"}, headers=court.auth()
+    )
+    assert narrow.status == 201, await narrow.text()
+

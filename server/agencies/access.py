@@ -75,6 +75,19 @@ def normalize_limits(given: Any) -> dict[str, Any]:
     return limits
 
 
+def narrow(mine: dict[str, Any], held: dict[str, Any]) -> dict[str, Any]:
+    """What a holder may pass on: never more than it was given (limits only narrow along a
+    chain of transfers, so a receiver cannot widen the first sender's limits by re-sending)."""
+    return {
+        "tickets": bool(mine["tickets"] and held.get("tickets", False)),
+        "download": bool(mine["download"] and held.get("download", False)),
+        "max_ticket_days": min(
+            int(mine["max_ticket_days"]),
+            int(held.get("max_ticket_days", mine["max_ticket_days"])),
+        ),
+    }
+
+
 def check_ticket_limits(limits: dict[str, Any], *, download: bool, expires: Any) -> None:
     """Raise PermissionError when a ticket would go beyond what the sender allowed."""
     if not limits.get("tickets", False):

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from avidence.client.canonical import VerificationError
 
 from ..agencies import records as agencies_db
-from ..agencies.access import normalize_limits
+from ..agencies.access import holding, narrow, normalize_limits
 from ..audit import log as audit
 from ..audit import unit
 from ..audit.events import (
@@ -111,6 +111,10 @@ async def create(
             raise TransferError(f"items not in this case for your agency: {', '.join(unknown)}")
     if not chosen:
         raise TransferError("the case holds no evidence to transfer")
+    for evidence_id in chosen:  # items the sender only holds pass on under its own limits
+        given = await holding(engine, actor.agency_id, evidence_id)
+        if given is not None:
+            checked_limits = narrow(checked_limits, given)
     entries = []
     for evidence_id in chosen:
         record = await evidence_db.get(engine, evidence_id)
