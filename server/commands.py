@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence.storage.base import Store
 from avidence.storage.errors import StoreError
 
 from . import config
+from .agencies import records as agencies_db
+from .cases import records as cases_db
+from .cases.records import Case
 from .catalog.db import Catalog, CatalogUnavailable
 from .stores import build_store
 
@@ -135,3 +139,22 @@ def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
         return ctx.invoke(func, ctx.obj, **kwargs)
 
     return wrapper
+
+
+AGENCY_HELP = "The agency (name or id) whose case number --case names (when several use it)."
+agency_option = click.option("--agency", "agency", default=None, help=AGENCY_HELP)
+
+
+async def case_of(engine: AsyncEngine, typed: str, *, agency: str | None) -> Case:
+    """The case an admin typed (its id, or its number within `agency`); ValueError saying what
+    is wrong, for `run` to print."""
+    agency_id = None
+    if agency is not None:
+        found = await agencies_db.resolve(engine, agency)
+        if found is None:
+            raise ValueError(f"no agency {agency!r}")
+        agency_id = found.id
+    try:
+        return await cases_db.resolve(engine, typed, agency_id=agency_id)
+    except LookupError as exc:
+        raise ValueError(str(exc)) from None

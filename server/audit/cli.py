@@ -11,8 +11,9 @@ import click
 from avidence.client.canonical import PublicKeys
 
 from .. import signing
+from ..cases import custody
 from ..catalog.db import Catalog
-from ..commands import Context, opened_catalog, run, shared_options
+from ..commands import Context, agency_option, case_of, opened_catalog, run, shared_options
 from . import extends, unit, witness
 from . import log as audit
 from .events import AdminCommand, KeyRotated
@@ -82,16 +83,20 @@ def audit_checkpoint(ctx: Context) -> None:
 
 @audit_group.command("export")
 @shared_options
-@click.option("--case", "case_id", default=None, help="Only this case's entries.")
+@click.option("--case", "case_id", default=None, help="Only this case's entries (id or number).")
+@agency_option
 @click.option("--out", type=click.File("w", encoding="utf-8"), default="-")
-def audit_export(ctx: Context, case_id: str | None, out: Any) -> None:
+def audit_export(ctx: Context, case_id: str | None, agency: str | None, out: Any) -> None:
     """JSON Lines: every entry with its hashes, then the signed checkpoints and public keys."""
     settings = ctx.settings()
 
     async def go() -> int:
         async with opened_catalog(settings) as catalog:
             count = 0
-            async for row in audit.rows(catalog.engine, case_id=case_id):
+            case = None
+            if case_id is not None:
+                case = await case_of(catalog.engine, case_id, agency=agency)
+            async for row in custody.excerpt(catalog.engine, case):
                 line = {"type": "entry", **audit.entry_body(row), "hash": row.hash}
                 out.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
                 count += 1
@@ -103,8 +108,8 @@ def audit_export(ctx: Context, case_id: str | None, out: Any) -> None:
                 catalog.engine,
                 AdminCommand(
                     actor="cli",
-                    object="audit:export",
-                    case_id=case_id,
+                    object=f"case:{case.id}" if case is not None else "audit:export",
+                    case_id=case.number if case is not None else None,
                     command="audit export",
                     entries=count,
                 ),

@@ -4,15 +4,19 @@ the items and transfers the asking agency may see."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..agencies import records as agencies_db
-from ..catalog.schema import audit_log
+from ..audit import log as audit
+from ..catalog.schema import audit_log, legal_holds, ticket_evidence, uploads
+from ..catalog.schema_exchange import transfers as transfer_rows
 from ..transfers import records as transfers_db
-from .records import Case
+from .records import Case, evidence_ids
 
 # Audit action -> the custody steps it stands for.
 STEPS: dict[str, tuple[str, ...]] = {
@@ -118,3 +122,49 @@ async def of_evidence(
                         entry[side] = names[agency]
                 entries.append(entry)
     return entries
+
+
+async def excerpt_objects(engine: AsyncEngine, case: Case) -> set[str]:
+    """The audit objects of one agency's case: its items, their uploads and tickets, its
+    transfers, itself, and legal holds on it. The log files entries under a case *number*,
+    which two agencies may share; an excerpt (`audit export --case`, an export bundle) keeps
+    only entries about these objects, so it never carries another agency's history."""
+    items = await evidence_ids(engine, case.id, agency_id=case.agency_id)
+    async with engine.connect() as conn:
+        uploads_of = await conn.execute(
+            sa.select(uploads.c.id).where(
+                sa.or_(uploads.c.evidence_id.in_(items), uploads.c.agency_id == case.agency_id)
+            )
+        )
+        tickets_of = await conn.execute(
+            sa.select(ticket_evidence.c.ticket_id).where(ticket_evidence.c.evidence_id.in_(items))
+        )
+        transfers_of = await conn.execute(
+            sa.select(transfer_rows.c.id).where(transfer_rows.c.case_id == case.id)
+        )
+        holds_of = await conn.execute(
+            sa.select(legal_holds.c.id).where(
+                sa.or_(
+                    sa.and_(legal_holds.c.scope == "case", legal_holds.c.target == case.number),
+                    sa.and_(legal_holds.c.scope == "evidence", legal_holds.c.target.in_(items)),
+                )
+            )
+        )
+        objects = {f"evidence:{i}" for i in items}
+        objects |= {f"upload:{i}" for i in uploads_of.scalars()}
+        objects |= {f"ticket:{i}" for i in tickets_of.scalars()}
+        objects |= {f"transfer:{i}" for i in transfers_of.scalars()}
+        objects |= {f"hold:{i}" for i in holds_of.scalars()}
+    return objects | {f"case:{case.id}"}
+
+
+
+async def excerpt(engine: AsyncEngine, case: Case | None) -> AsyncGenerator[Any, None]:
+    """The log's entries (all of them, or the case's: see `excerpt_objects`), in order."""
+    objects = await excerpt_objects(engine, case) if case is not None else None
+    async with contextlib.aclosing(
+        audit.rows(engine, case_id=case.number if case is not None else None)
+    ) as rows:
+        async for row in rows:
+            if objects is None or row.object in objects:
+                yield row

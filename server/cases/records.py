@@ -173,6 +173,50 @@ async def listing(engine: AsyncEngine, *, agency_id: str, number: str | None = N
         return [await _load(conn, row) for row in (await conn.execute(query)).all()]
 
 
+class CaseNotFound(LookupError):
+    """No case by that id or number for the asker (404, as for a case it cannot see)."""
+
+
+class CaseAmbiguous(ValueError):
+    """A bare number that names cases of several agencies, where no agency was given."""
+
+
+async def resolve(engine: AsyncEngine, typed: str, *, agency_id: str | None) -> Case:
+    """A case as a person types it: its global id (`case_...`) or its number.
+
+    A number belongs to an agency: with `agency_id` it names that agency's case (or one it
+    holds); without (a site admin's command) it must name exactly one agency's case, else
+    CaseAmbiguous lists the agencies so the admin can say which. The same number in two
+    agencies is two cases."""
+    typed = typed.strip()
+    if typed.startswith("case_"):
+        found = await get(engine, typed, agency_id=agency_id)
+        if found is None:
+            raise CaseNotFound(f"no case {typed}")
+        return found
+    if agency_id is not None:
+        held = await listing(engine, agency_id=agency_id, number=typed)
+        own = [c for c in held if c.agency_id == agency_id]
+        if own or len(held) == 1:
+            return (own or held)[0]
+        if not held:
+            raise CaseNotFound(f"no case {typed!r}")
+        raise CaseAmbiguous(
+            f"case number {typed!r} names cases of {len(held)} agencies: give the case id"
+        )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.select(cases).where(cases.c.number == typed))).all()
+        if len(rows) == 1:
+            return await _load(conn, rows[0])
+    if not rows:
+        raise CaseNotFound(f"no case {typed!r}")
+    owners = ", ".join(sorted(r.agency_id for r in rows))
+    raise CaseAmbiguous(
+        f"case number {typed!r} exists in several agencies ({owners}): "
+        "give --agency or the case id"
+    )
+
+
 async def evidence_ids(engine: AsyncEngine, case_id: str, *, agency_id: str) -> list[str]:
     """The case's items the agency owns or holds, oldest first."""
     query = (

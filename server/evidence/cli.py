@@ -14,7 +14,7 @@ import click
 
 from .. import signing
 from ..audit import witness
-from ..commands import Context, fail, opened_with_store, run, shared_options
+from ..commands import Context, agency_option, case_of, fail, opened_with_store, run, shared_options
 from .export import ExportReport, export_case
 from .scrub import Check, ScrubReport, scrub
 
@@ -79,7 +79,8 @@ def scrub_command(
 
 @click.command("export")
 @shared_options
-@click.option("--case", "case_id", required=True, help="The case to bundle.")
+@click.option("--case", "case_id", required=True, help="The case to bundle (id or number).")
+@agency_option
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -87,7 +88,9 @@ def scrub_command(
     help="Bundle folder to create (absent or empty).",
 )
 @click.option("--manifests-only", is_flag=True, help="Leave the originals out.")
-def export_command(ctx: Context, case_id: str, out: Path, manifests_only: bool) -> None:
+def export_command(
+    ctx: Context, case_id: str, agency: str | None, out: Path, manifests_only: bool
+) -> None:
     """Write a case's evidence bundle: originals, signed manifest, receipts, audit excerpt,
     keys, SHA256SUMS/B3SUMS and a README for whoever receives it."""
     settings = ctx.settings()
@@ -96,11 +99,12 @@ def export_command(ctx: Context, case_id: str, out: Path, manifests_only: bool) 
         async with opened_with_store(settings, open_store=not manifests_only) as (catalog, store):
             signer = signing.load_signer(settings)
             await signing.register(catalog.engine, signer)
+            case = await case_of(catalog.engine, case_id, agency=agency)
             return await export_case(
                 catalog.engine,
                 store,
                 signer,
-                case_id=case_id,
+                case_id=case.id,
                 out=out,
                 manifests_only=manifests_only,
                 witnesses=witness.configured(settings),

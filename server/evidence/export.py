@@ -49,6 +49,9 @@ from ..audit import log as audit
 from ..audit import unit
 from ..audit.events import AdminCommand
 from ..audit.witness import Witness
+from ..cases import custody
+from ..cases import records as cases_db
+from ..cases.records import Case
 from ..catalog.schema import evidence
 from ..retention import records as retention_records
 from ..retention.purge import tombstone
@@ -127,12 +130,15 @@ class _Bundle:
             (self.root / name).write_text("".join(lines), encoding="utf-8")
 
 
-async def _case_records(engine: AsyncEngine, case_id: str) -> list[evidence_db.Evidence]:
+async def _case_records(engine: AsyncEngine, case: Case) -> list[evidence_db.Evidence]:
+    """The case's items as its agency sees them: never another agency's file that happens to
+    carry the same case number."""
+    ids = await cases_db.evidence_ids(engine, case.id, agency_id=case.agency_id)
     names = [f.name for f in fields(evidence_db.Evidence)]
     async with engine.connect() as conn:
         result = await conn.execute(
             sa.select(evidence)
-            .where(evidence.c.case_id == case_id)
+            .where(evidence.c.id.in_(ids))
             .order_by(evidence.c.received_at, evidence.c.id)
         )
         return [evidence_db.Evidence(**{n: getattr(row, n) for n in names}) for row in result]
@@ -153,10 +159,10 @@ def _item(record: evidence_db.Evidence, *, path: str | None, receipt: str) -> di
     }
 
 
-async def _audit_excerpt(engine: AsyncEngine, case_id: str) -> tuple[bytes, int]:
+async def _audit_excerpt(engine: AsyncEngine, case: Case) -> tuple[bytes, int]:
     """The case's entries as `audit export --case` writes them, then every checkpoint."""
     lines: list[str] = []
-    async for row in audit.rows(engine, case_id=case_id):
+    async for row in custody.excerpt(engine, case):
         line = {"type": "entry", **audit.entry_body(row), "hash": row.hash}
         lines.append(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
     entries = len(lines)
@@ -203,12 +209,18 @@ async def export_case(
     *,
     case_id: str,
     out: Path,
+    agency_id: str | None = None,
     manifests_only: bool = False,
     actor: str = "cli",
     witnesses: Sequence[Witness] = (),
 ) -> ExportReport:
-    """Write the bundle of `case_id` to `out` (absent or empty); see the module docstring."""
-    records = await _case_records(engine, case_id)
+    """Write the bundle of the case `case_id` (its id, or its number within `agency_id`) to
+    `out` (absent or empty); see the module docstring."""
+    try:
+        case = await cases_db.resolve(engine, case_id, agency_id=agency_id)
+    except LookupError as exc:
+        raise ExportError(str(exc)) from None
+    records = await _case_records(engine, case)
     if not records:
         raise ExportError(f"case {case_id!r} has no evidence")
     work = await asyncio.to_thread(_workdir, out)
@@ -218,7 +230,7 @@ async def export_case(
             engine,
             store,
             signer,
-            case_id,
+            case,
             records,
             manifests_only,
             actor,
@@ -229,7 +241,7 @@ async def export_case(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return ExportReport(case_id, out, items, originals, size, signer.key_id)
+    return ExportReport(case.number, out, items, originals, size, signer.key_id)
 
 
 async def _build(
@@ -237,7 +249,7 @@ async def _build(
     engine: AsyncEngine,
     store: Store,
     signer: Signer,
-    case_id: str,
+    case: Case,
     records: list[evidence_db.Evidence],
     manifests_only: bool,
     actor: str,
@@ -267,8 +279,8 @@ async def _build(
         engine,
         AdminCommand(
             actor=actor,
-            object=f"case:{case_id}",
-            case_id=case_id,
+            object=f"case:{case.id}",
+            case_id=case.number,
             command="export",
             items=len(items),
             manifests_only=manifests_only,
@@ -276,14 +288,16 @@ async def _build(
     )
     # So the excerpt ends under a signed, witnessed head.
     await audit.checkpoint(engine, signer, witnesses=witnesses)
-    excerpt, entries = await _audit_excerpt(engine, case_id)
+    excerpt, entries = await _audit_excerpt(engine, case)
     audit_sha = bundle.write("audit.jsonl", excerpt)
     has_derivatives = (bundle.root / "derivatives").is_dir()
-    readme_text = readme(case_id, len(items), signer.key_id, has_derivatives)
+    readme_text = readme(case.number, len(items), signer.key_id, has_derivatives)
     readme_sha = bundle.write("README.txt", readme_text.encode())
     body = {
         "type": MANIFEST_TYPE,
-        "case": case_id,
+        "case": case.number,
+        "case_id": case.id,
+        "agency": case.agency_id,
         "created_at": _iso(datetime.now(UTC)),
         "originals_included": not manifests_only,
         "items": items,

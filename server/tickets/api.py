@@ -15,7 +15,8 @@ from aiohttp import web
 
 from ..agencies.access import can_see, check_ticket_limits, holding
 from ..auth import require
-from ..errors import BadRequest, Forbidden, NotFound
+from ..cases import records as cases_db
+from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..evidence import records as evidence_db
 from ..requests import json_body
 from ..state import CATALOG, SETTINGS
@@ -42,23 +43,33 @@ def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], defau
 
 async def _evidence_ids(
     request: web.Request, principal: Principal, body: dict[str, Any]
-) -> list[str]:
+) -> tuple[list[str], str | None]:
+    """The items a new ticket covers, and the case number it is issued for (if any)."""
     engine = request.app[CATALOG].engine
     listed = _field(body, "evidence", list, None)
-    case_id = _field(body, "case", str, None)
-    if (listed is None) == (case_id is None):
-        raise BadRequest('give either "evidence": [ids] or "case": "case id"')
-    if case_id is not None:
+    typed = _field(body, "case", str, None)
+    if (listed is None) == (typed is None):
+        raise BadRequest('give either "evidence": [ids] or "case": "case id or number"')
+    number = None
+    if typed is not None:
+        try:
+            case = await cases_db.resolve(engine, typed, agency_id=principal.agency_id)
+        except cases_db.CaseNotFound as exc:
+            raise NotFound(str(exc)) from None
+        except cases_db.CaseAmbiguous as exc:
+            raise Conflict(str(exc)) from None
+        number = case.number
         ids = []
-        for evidence_id in await records.evidence_ids_for_case(engine, case_id):
+        held = await cases_db.evidence_ids(engine, case.id, agency_id=principal.agency_id)
+        for evidence_id in held:
             record = await evidence_db.get(engine, evidence_id)
             if record is None or not await can_see(engine, _as_agency(principal), record):
-                continue  # another agency's item that happens to carry the same case number
+                continue
             if principal.role == "uploader" and record.uploader != principal.token_id:
                 raise Forbidden("this case holds evidence uploaded by others: ask an admin")
             ids.append(evidence_id)
         if not ids:
-            raise NotFound(f"case {case_id!r} has no evidence")
+            raise NotFound(f"case {typed!r} has no evidence")
     else:
         if not listed or not all(isinstance(i, str) for i in listed):
             raise BadRequest("evidence: a non-empty list of evidence ids")
@@ -67,7 +78,7 @@ async def _evidence_ids(
             record = await evidence_db.get(engine, evidence_id)
             if record is None or not await can_see(engine, principal, record):
                 raise NotFound(f"no such evidence {evidence_id}")
-    return ids
+    return ids, number
 
 
 def _as_agency(principal: Principal) -> Principal:
@@ -95,7 +106,7 @@ async def create(request: web.Request) -> web.Response:
     """POST /api/tickets -> 201 {"ticket", "url", "token", "access_code"}."""
     principal = await require(request, *ISSUERS)
     body = await json_body(request, required=True)
-    ids = await _evidence_ids(request, principal, body)
+    ids, number = await _evidence_ids(request, principal, body)
     max_views = _field(body, "max_views", int, None)
     download = bool(_field(body, "download", bool, False))
     try:
@@ -111,7 +122,7 @@ async def create(request: web.Request) -> web.Response:
             note=_field(body, "note", str, None),
             access_code=_field(body, "access_code", bool, False),
             issuer=principal,
-            case_id=_field(body, "case", str, None),
+            case_id=number,
             client=request.remote,
         )
     except ValueError as exc:

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..commands import Context, fail, opened_catalog, run, shared_options
+from ..cases import records as cases_db
+from ..commands import Context, agency_option, case_of, fail, opened_catalog, run, shared_options
 from ..config import Settings
 from . import records
 from .issue import issue_ticket, link, parse_expiry, revoke_ticket
@@ -34,7 +35,8 @@ def ticket_group() -> None:
 @ticket_group.command("create")
 @shared_options
 @click.option("--evidence", "evidence_ids", multiple=True, help="Evidence id (repeatable).")
-@click.option("--case", "case_id", default=None, help="Every evidence item of this case, now.")
+@click.option("--case", "case_id", default=None, help="Every item of this case (id or number).")
+@agency_option
 @click.option("--recipient", required=True, help='Who receives it: "NAME (ROLE)".')
 @click.option("--expires", default="7d", show_default=True, help="Lifetime: 30m, 12h, 7d, 2w.")
 @click.option("--download", is_flag=True, help="Also allow downloading the originals.")
@@ -45,6 +47,7 @@ def ticket_create(
     ctx: Context,
     evidence_ids: tuple[str, ...],
     case_id: str | None,
+    agency: str | None,
     recipient: str,
     expires: str,
     download: bool,
@@ -61,9 +64,11 @@ def ticket_create(
         fail(f"--expires: {expires!r} is not a duration like 7d, 12h or 30m")
 
     async def go(engine: AsyncEngine) -> tuple[Ticket, str, str | None]:
-        ids = list(evidence_ids)
+        ids, number = list(evidence_ids), None
         if case_id is not None:
-            ids = await records.evidence_ids_for_case(engine, case_id)
+            case = await case_of(engine, case_id, agency=agency)
+            ids = await cases_db.evidence_ids(engine, case.id, agency_id=case.agency_id)
+            number = case.number
             if not ids:
                 raise ValueError(f"case {case_id!r} has no evidence")
         return await issue_ticket(
@@ -76,7 +81,7 @@ def ticket_create(
             note=note,
             access_code=access_code,
             issuer="cli",
-            case_id=case_id,
+            case_id=number,
         )
 
     ticket, token, pin = run(_with_catalog(settings, go))
