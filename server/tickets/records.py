@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .. import clock
 from ..catalog.connect import connected, transaction
-from ..catalog.schema import evidence, ticket_evidence, ticket_views, tickets
+from ..catalog.schema import ticket_evidence, ticket_views, tickets
 from ..catalog.schema_exchange import DEFAULT_AGENCY
 from ..evidence import records as evidence_db
 from ..retention import records as retention_records
@@ -187,17 +187,6 @@ async def available(engine: AsyncEngine, evidence_id: str) -> bool:
     """False once the evidence was deleted (soft, still restorable) or purged."""
     kept = await retention_records.get(engine, evidence_id)
     return kept is None or kept.state not in ("deleted", "purged")
-
-
-async def evidence_ids_for_case(engine: AsyncEngine, case_id: str) -> list[str]:
-    """A case's evidence at this moment, oldest first: what a `--case` ticket covers."""
-    async with engine.connect() as conn:
-        result = await conn.execute(
-            sa.select(evidence.c.id)
-            .where(evidence.c.case_id == case_id)
-            .order_by(evidence.c.received_at, evidence.c.id)
-        )
-        return list(result.scalars())
 
 
 async def revoke(engine: AsyncEngine | AsyncConnection, ticket_id: str, *, by: str) -> bool:
