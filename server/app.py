@@ -23,6 +23,7 @@ from .cors import cors_middleware
 from .drain import DRAIN, Drain
 from .errors import error_middleware
 from .jobs import embedded as embedded_worker
+from .keys.base import KeyUnavailable
 from .metrics import Metrics
 from .openapi import document as openapi
 from .proxies import forwarded_middleware, parse_networks
@@ -122,7 +123,10 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await audit.checkpoint(app[CATALOG].engine, app[SIGNER])
+        try:
+            await audit.checkpoint(app[CATALOG].engine, app[SIGNER])
+        except KeyUnavailable as exc:
+            log.error("audit.checkpoint_failed reason=signing_unavailable error=%s", exc)
         await app[STORE].close()
         if own_catalog:
             await app[CATALOG].close()

@@ -26,6 +26,7 @@ from .agencies import records as agencies_db
 from .audit import log as audit
 from .audit.events import Event
 from .catalog.db import Catalog, CatalogUnavailable
+from .keys.base import KeyUnavailable
 from .stores import build_store
 
 T = TypeVar("T")
@@ -56,6 +57,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except (config.ConfigError, CatalogUnavailable, StoreError, ValueError) as exc:
         fail(str(exc))
+    except KeyUnavailable as exc:
+        fail(f"signing key unavailable: {exc}")
 
 
 @contextlib.asynccontextmanager
@@ -251,8 +254,9 @@ from .serve import serve  # noqa: E402  (registers the command on `main`)
 
 main.add_command(serve)
 from . import custody_cli as _custody_cli  # noqa: E402,F401  (registers `scrub` and `export`)
-from .audit import cli as _audit_cli  # noqa: E402,F401  (registers `audit` and `key`)
+from .audit import cli as _audit_cli  # noqa: E402,F401  (registers `audit`)
 from .jobs import cli as _jobs_cli  # noqa: E402,F401  (registers `worker` and `jobs`)
+from .keys import cli as _keys_cli  # noqa: E402,F401  (registers `key`)
 from .retention import cli as _retention_cli  # noqa: E402,F401  (`hold`, `purge`, `usage`, ...)
 from .tickets import cli as _tickets_cli  # noqa: E402,F401  (registers `ticket`)
 from .transfers import cli as _transfers_cli  # noqa: E402,F401  (`agency`, `transfer`)

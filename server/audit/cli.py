@@ -1,4 +1,4 @@
-"""`avidence-server audit ...` and `avidence-server key rotate`: custody commands for admins."""
+"""`avidence-server audit ...`: custody commands for admins."""
 
 from __future__ import annotations
 
@@ -92,36 +92,3 @@ def audit_export(ctx: Context, case_id: str | None, out: Any) -> None:
 
     count = run(go())
     click.echo(f"exported {count} entries", err=True)
-
-
-@main.group("key")
-def key_group() -> None:
-    """Manage the server's signing keys."""
-
-
-@key_group.command("rotate")
-@shared_options
-def key_rotate(ctx: Context) -> None:
-    """Make a new signing key active; receipts signed by old keys stay valid."""
-    settings = ctx.settings()
-
-    async def go() -> signing.Signer:
-        async with opened_catalog(settings) as catalog:
-            old = signing.load_signer(settings)
-            await signing.register(catalog.engine, old)
-            await audit.checkpoint(catalog.engine, old)  # seal the log under the old key
-            new = signing.rotate(settings)
-            await signing.register(catalog.engine, new)
-            await audit.append(
-                catalog.engine,
-                Event(
-                    action="key.rotated",
-                    actor="cli",
-                    object=f"key:{new.key_id}",
-                    details={"previous": old.key_id},
-                ),
-            )
-            return new
-
-    signer = run(go())
-    click.echo(f"active signing key is now {signer.key_id}; restart servers to use it")

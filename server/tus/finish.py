@@ -26,6 +26,7 @@ from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
 from ..errors import ApiError, Internal
 from ..jobs import queue as jobs_queue
+from ..keys.base import KeyUnavailable
 from ..retention import hooks as retention_hooks
 from .context import TusContext
 from .headers import DIGEST_KEYS
@@ -199,7 +200,7 @@ async def await_outcome(ctx: TusContext, upload_id: str) -> Upload:
     except TimeoutError:
         pass
     except Exception as exc:
-        if isinstance(exc, store_errors.StoreError | ApiError):
+        if isinstance(exc, store_errors.StoreError | ApiError | KeyUnavailable):
             raise
         raise Internal() from exc
     upload = await uploads_db.get(ctx.engine, upload_id)
