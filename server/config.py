@@ -64,6 +64,7 @@ class Settings:
     pkcs11_token: str = ""
     pkcs11_key: str = "avidence-signing"
     pkcs11_pin_file: str = ""
+    trusted_keys: str = ""
     scrub_interval: int = 3600
     scrub_age_days: int = 30
     object_lock_mode: str = ""

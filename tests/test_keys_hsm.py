@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
+from avidence.client import trust
 from avidence.client.canonical import PublicKeys, key_id
 from avidence.server.catalog import uploads as uploads_db
 from avidence.server.cli import main
@@ -189,3 +190,18 @@ def test_key_create_makes_the_key_in_the_token_once(tmp_path: Path, hsm: Hsm) ->
     assert made.exit_code == 0, made.output
     (created,) = PublicKeys.load(made.stdout).keys.values()
     assert f"created key {key_id(created)} in token" in made.stderr
+
+
+def test_rotation_inside_the_token_is_certified_by_the_old_key(tmp_path: Path, hsm: Hsm) -> None:
+    config = _config(tmp_path, hsm, pkcs11_pin_file=str(hsm.pin_file))
+    common = ["--config", str(config), "--data-dir", str(tmp_path / "d")]
+    runner = CliRunner()
+    assert runner.invoke(main, ["migrate", *common]).exit_code == 0
+    refused = runner.invoke(main, ["key", "rotate", *common])
+    assert refused.exit_code == 2 and "--new-label" in refused.output
+    rotated = runner.invoke(main, ["key", "rotate", "--new-label", "second", *common])
+    assert rotated.exit_code == 0, rotated.output
+    assert f"certified by {hsm.key_id}" in rotated.stdout
+    exported = runner.invoke(main, ["key", "export", *common])
+    keys = trust.load_pinned(exported.stdout).keys
+    assert len(keys) == 2 and hsm.key_id in keys

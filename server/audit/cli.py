@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -12,7 +13,9 @@ from avidence.client.canonical import PublicKeys
 
 from .. import signing
 from ..catalog.db import Catalog
-from ..cli import Context, main, opened_catalog, run, shared_options
+from ..cli import Context, fail, main, opened_catalog, run, shared_options
+from ..config import ConfigError
+from ..keys import history
 from . import log as audit
 from .events import Event
 
@@ -28,13 +31,37 @@ def audit_group() -> None:
 
 @audit_group.command("verify")
 @shared_options
-def audit_verify(ctx: Context) -> None:
+@click.option(
+    "--keys",
+    "pinned",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The pinned key history (`key export`), kept out of band: checkpoints must be signed "
+    "by keys that chain to it. Without it the catalog's own keys are trusted.",
+)
+def audit_verify(ctx: Context, pinned: Path | None) -> None:
     """Walk the hash chain and every signed checkpoint; name the first bad entry."""
     settings = ctx.settings()
+    if pinned is None:
+        click.echo(
+            "NOTE trusting the public keys stored in the catalog itself; pass --keys FILE "
+            "(from `avidence-server key export`, kept out of band) so that whoever can write "
+            "to the catalog cannot also supply the keys",
+            err=True,
+        )
+
+    try:
+        roots = history.load_pinned(pinned) if pinned is not None else None
+    except ConfigError as exc:
+        fail(str(exc))
 
     async def go() -> audit.Verdict:
         async with opened_catalog(settings) as catalog:
-            return await audit.verify(catalog.engine, await _keys(catalog))
+            if roots is not None:
+                keys = await history.trusted(catalog.engine, roots)
+            else:
+                keys = await _keys(catalog)
+            return await audit.verify(catalog.engine, keys)
 
     verdict = run(go())
     if not verdict.ok:

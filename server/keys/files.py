@@ -61,6 +61,11 @@ def _load_pem(data: bytes, where: str) -> Ed25519PrivateKey:
     return key
 
 
+def load_file(path: Path) -> FileKey:
+    """A key from a PEM file (a successor to certify before it replaces the secret)."""
+    return FileKey(_load_pem(path.read_bytes(), str(path)))
+
+
 def key_dir(settings: Settings) -> Path:
     return settings.data_dir / "keys"
 

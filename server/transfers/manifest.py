@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from avidence.client import trust
 from avidence.client.canonical import PublicKeys, VerificationError, canonical_json
 
 from .. import receipts, signing
@@ -53,10 +54,17 @@ def fingerprint(signed: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(signed))).hexdigest()
 
 
-async def verify(engine: AsyncEngine, signed: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest body when its signature holds under a key this server published;
-    VerificationError otherwise (an edited manifest, or an unknown key)."""
-    keys = PublicKeys.load(json.dumps({"keys": await signing.published(engine)}))
+async def verify(
+    engine: AsyncEngine, signed: Mapping[str, Any], *, pinned: PublicKeys | None = None
+) -> dict[str, Any]:
+    """The manifest body when its signature holds under a key this server published (with
+    `pinned`, the `trusted_keys` history: only catalog keys that chain to it); VerificationError
+    otherwise (an edited manifest, or a key that is unknown or does not chain)."""
+    published = await signing.published(engine)
+    if pinned is not None:
+        keys = trust.extend(pinned, published)
+    else:
+        keys = PublicKeys.load(json.dumps({"keys": published}))
     body = keys.verify(signed, body="manifest")
     if body.get("type") != MANIFEST_TYPE:
         raise VerificationError(f"not a transfer manifest: {body.get('type')!r}")
