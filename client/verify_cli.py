@@ -90,5 +90,6 @@ def verify_bundle(bundle: Path, key_path: Path | None, pinned_path: Path | None)
     if from_bundle:
         click.echo(
             f"NOTE the public key came from the bundle itself (keys.json): a court should "
-            f"compare key id {kids} with one obtained independently of this bundle"
+            f"compare key id {kids} with one obtained independently of this bundle, or run "
+            f"again with --keys FILE, the agency's key history obtained that way"
         )
