@@ -172,6 +172,27 @@ async def test_pinned_file_with_an_uncertified_key_is_refused(
     assert "key 2 (x) is not certified by the key before it" in result.output
 
 
+async def test_key_export_roots_the_chain_at_the_real_key_not_an_older_injected_one(
+    catalog: tuple[Catalog, config.Settings],
+) -> None:
+    db, settings = catalog
+    intruder = Ed25519PrivateKey.generate()
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            signing_keys.insert().values(
+                id=key_id(intruder.public_key()),
+                algorithm=ALGORITHM,
+                public_key_pem=signing.public_pem(intruder),
+                created_at=datetime(2000, 1, 1, tzinfo=UTC),  # "older" than every real key
+            )
+        )
+    result = await invoke(main, ["key", "export", *data_args(settings)])
+    assert result.exit_code == 0, result.output
+    ids = [k["id"] for k in json.loads(result.stdout)["keys"]]
+    assert ids == [signing.load_signer(settings).key_id]
+    assert f"WARNING key {key_id(intruder.public_key())} is in the catalog" in result.stderr
+
+
 def run_cli(command: Any, args: list[str]) -> Result:
     return CliRunner().invoke(command, args)
 

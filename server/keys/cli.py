@@ -134,7 +134,8 @@ def key_export(ctx: Context, out: Path | None) -> None:
 
     async def go() -> history.Exported:
         async with opened_catalog(settings) as catalog:
-            return await history.export(catalog.engine)
+            active = signing.load_signer(settings)  # the provider's key, not the catalog's word
+            return await history.export(catalog.engine, active=active.key_id)
 
     exported = run(go())
     text = json.dumps(exported.document, indent=2, sort_keys=True) + "\n"

@@ -45,19 +45,23 @@ class Exported:
     left_out: list[str] = field(default_factory=list)
 
 
-async def export(engine: AsyncEngine) -> Exported:
-    """The root (oldest catalog key) and every key certified along the chain from it."""
+async def export(engine: AsyncEngine, *, active: str) -> Exported:
+    """The root and every key certified along the chain from it to the `active` key (the one
+    the provider holds, not one the catalog names). The root is the oldest uncertified catalog
+    key from which `active` is reached: a key someone slipped into the catalog, even with an
+    older date, cannot become the root, since no certificate leads from it to the real key."""
     entries = await signing.published(engine)
-    if not entries:
-        raise ValueError("no signing key in the catalog yet: start the server once first")
-    root = entries[0]
-    chain = [{k: v for k, v in root.items() if k != "certificate"}]
-    keys = trust.load_pinned(json.dumps({"keys": chain}))
-    rest = entries[1:]
-    keys = trust.extend(keys, rest)
-    chain += [e for e in rest if e["id"] in keys.keys]
-    left = [str(e["id"]) for e in rest if e["id"] not in keys.keys]
-    return Exported({"type": trust.HISTORY_TYPE, "keys": chain}, left)
+    for root in entries:
+        chain = [{k: v for k, v in root.items() if k != "certificate"}]
+        keys = trust.extend(trust.load_pinned(json.dumps({"keys": chain})), entries)
+        if active in keys.keys:
+            chain += [e for e in entries if e["id"] in keys.keys and e["id"] != root["id"]]
+            left = [str(e["id"]) for e in entries if e["id"] not in keys.keys]
+            return Exported({"type": trust.HISTORY_TYPE, "keys": chain}, left)
+    raise ValueError(
+        f"the active signing key {active} is not in the catalog or not reached by certificates "
+        "from any key there: start the server once, or re-certify it with key rotate"
+    )
 
 
 def load_pinned(path: Path) -> PublicKeys:
