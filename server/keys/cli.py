@@ -38,8 +38,10 @@ def key_create(ctx: Context) -> None:
 
     try:
         existing = pkcs11.open_key(settings)
-    except KeyUnavailable:
+    except pkcs11.KeyMissing:
         existing = None
+    except KeyUnavailable as exc:
+        fail(f"signing key unavailable: {exc}")
     if existing is not None:
         fail(f"key create: token {settings.pkcs11_token!r} already holds key {existing.key_id}")
     try:
@@ -83,7 +85,7 @@ def key_rotate(ctx: Context, new_label: str | None, new_key: Path | None) -> Non
         assert new_label is not None
         try:
             return signing.Signer(pkcs11.open_key(settings, label=new_label))
-        except KeyUnavailable:
+        except pkcs11.KeyMissing:
             pkcs11.generate(settings, label=new_label)
             return signing.Signer(pkcs11.open_key(settings, label=new_label))
 

@@ -32,6 +32,11 @@ ENV_PIN = "AVIDENCE_PKCS11_PIN"
 ED25519_OID = "1.3.101.112"  # RFC 8410 id-Ed25519, as CKA_EC_PARAMS of a CKK_EC_EDWARDS key
 
 
+class KeyMissing(KeyUnavailable):
+    """The token is there and the PIN right, but it holds no key under the label: the one
+    case in which `key create` and `key rotate --new-label` may make one."""
+
+
 def read_pin(settings: Settings) -> str:
     """The user PIN from `AVIDENCE_PKCS11_PIN` or the `pkcs11_pin_file`, never from the TOML."""
     pin = os.environ.get(ENV_PIN)
@@ -131,7 +136,7 @@ class Pkcs11Key:
             point = _raw_point(bytes(public[Attribute.EC_POINT]))
         except pkcs11.exceptions.NoSuchKey:
             session.close()
-            raise KeyUnavailable(
+            raise KeyMissing(
                 f"no Ed25519 key labelled {self.label!r} in PKCS#11 token {self.token!r}"
             ) from None
         except pkcs11.exceptions.MultipleObjectsReturned:
