@@ -23,10 +23,11 @@ install-dev: $(BIN)/.installed-dev system-deps
 
 # Debian packages the tests use: ffmpeg/ffprobe (media fixtures, transcoding), b3sum (receipts
 # checked with an independent tool), chromium (the viewer and upload page in a real browser),
-# nginx (the documented reverse proxy), sqlite3 and pg_dump (backup and restore tests).
+# nginx (the documented reverse proxy), sqlite3 and pg_dump (backup and restore tests),
+# softhsm2 (a real PKCS#11 token for the HSM signing tests).
 # Installed only when missing.
 SYSTEM_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg b3sum:b3sum chromium:chromium nginx:nginx-light \
-	sqlite3:sqlite3 pg_dump:postgresql-client
+	sqlite3:sqlite3 pg_dump:postgresql-client softhsm2-util:softhsm2
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \

@@ -72,9 +72,18 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 @dataclass(slots=True, frozen=True)
 class PublicKeys:
-    """The server public keys a verifier trusts, by key id."""
+    """The server public keys a verifier trusts, by key id. `pinned` says they come from a
+    pinned key history (`trust.load_pinned`), not from a list that travelled with the
+    documents, which changes how an unknown key is reported."""
 
     keys: Mapping[str, Ed25519PublicKey]
+    pinned: bool = False
+
+    def unknown(self, kid: object) -> str:
+        """Why a document signed by `kid` is refused: the words verifiers print."""
+        if self.pinned:
+            return f"signed by key {kid}, which does not chain to the pinned keys"
+        return f"signed by unknown key {kid!r}"
 
     @classmethod
     def load(cls, text: str) -> PublicKeys:
@@ -103,7 +112,7 @@ class PublicKeys:
         kid = signed.get("key_id")
         public = self.keys.get(str(kid))
         if public is None:
-            raise VerificationError(f"signed by unknown key {kid!r}")
+            raise VerificationError(self.unknown(kid))
         payload = signed.get(body)
         if not isinstance(payload, dict):
             raise VerificationError(f"no {body!r} object in the document")

@@ -22,6 +22,7 @@ from typing import Any
 
 from avidence.storage.digests import MultiDigest
 
+from . import trust
 from .canonical import PublicKeys, VerificationError, canonical_json
 
 RECEIPT_TYPE = "avidence.receipt/v1"
@@ -66,10 +67,29 @@ def load_keys(path: Path) -> PublicKeys:
         raise VerificationError(f"key {path}: not a PEM public key or keys document") from exc
 
 
+def load_pinned_keys(pinned: Path, *cached: Path) -> PublicKeys:
+    """The keys of a pinned history (`avidence-server key export`, obtained out of band),
+    extended by the certified successors listed in `cached` key lists (`/api/keys`, a
+    bundle's `keys.json`); keys in those lists that do not chain are left out."""
+    try:
+        keys = trust.load_pinned(pinned.read_text(encoding="utf-8"), where=f"keys {pinned}")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VerificationError(f"keys {pinned}: cannot read it ({exc})") from None
+    for path in cached:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # a missing cache only means fewer later keys; the bundle check names it
+        keys = trust.extend(keys, trust.cached_entries(text))
+    return keys
+
+
 def check_signed(document: Mapping[str, Any], keys: PublicKeys, *, body: str) -> dict[str, Any]:
     """The signed body, or VerificationError saying whether the key is unknown or the
     signature wrong."""
     kid = document.get("key_id")
+    if str(kid) not in keys.keys and keys.pinned:
+        raise VerificationError(f"unknown key: {keys.unknown(kid)}")
     if str(kid) not in keys.keys:
         raise VerificationError(
             f"unknown key: signed by key {kid!r}, not among the given public keys "

@@ -15,6 +15,10 @@ from . import verify as offline
 from .canonical import VerificationError
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+PINNED_HELP = (
+    "The pinned key history (`avidence-server key export`), obtained out of band: only keys "
+    "that chain to it are trusted."
+)
 
 
 @click.command("verify")
@@ -24,13 +28,21 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     "--key",
     "key_path",
     type=_FILE,
-    required=True,
-    help="The server public key: a PEM file or the /api/keys JSON document.",
+    default=None,
+    help="The server public key: a PEM file or the /api/keys JSON document. With --keys, "
+    "only its keys certified through the pinned history count.",
 )
-def verify(file: Path, receipt_path: Path, key_path: Path) -> None:
+@click.option("--keys", "pinned_path", type=_FILE, default=None, help=PINNED_HELP)
+def verify(file: Path, receipt_path: Path, key_path: Path | None, pinned_path: Path | None) -> None:
     """Check FILE against its signed receipt: signature, size, BLAKE3, SHA-256 (and SM3)."""
+    if key_path is None and pinned_path is None:
+        raise click.UsageError("give the pinned key history (--keys FILE) or a key (--key FILE)")
     try:
-        keys = offline.load_keys(key_path)
+        if pinned_path is not None:
+            keys = offline.load_pinned_keys(pinned_path, *([key_path] if key_path else []))
+        else:
+            assert key_path is not None
+            keys = offline.load_keys(key_path)
         verdict = offline.verify_file(file, offline.load_json(receipt_path), keys)
     except VerificationError as exc:
         click.echo(f"FAILED {file.name}: {exc}", err=True)
@@ -48,12 +60,18 @@ def verify(file: Path, receipt_path: Path, key_path: Path) -> None:
     default=None,
     help="The server public key (PEM or /api/keys document); default: the bundle's keys.json.",
 )
-def verify_bundle(bundle: Path, key_path: Path | None) -> None:
+@click.option("--keys", "pinned_path", type=_FILE, default=None, help=PINNED_HELP)
+def verify_bundle(bundle: Path, key_path: Path | None, pinned_path: Path | None) -> None:
     """Check an evidence bundle made by `avidence-server export`: manifest signature, every
     receipt, every original's digests, SHA256SUMS/B3SUMS and the audit excerpt."""
-    from_bundle = key_path is None
+    from_bundle = key_path is None and pinned_path is None
     try:
-        keys = offline.load_keys(key_path or bundle / "keys.json")
+        if pinned_path is not None:
+            # Keys rotated in after the pinned file count only through their certificates.
+            cached = [key_path] if key_path else [bundle / "keys.json"]
+            keys = offline.load_pinned_keys(pinned_path, *cached)
+        else:
+            keys = offline.load_keys(key_path or bundle / "keys.json")
     except VerificationError as exc:
         click.echo(f"FAILED keys: {exc}", err=True)
         sys.exit(1)
@@ -72,5 +90,6 @@ def verify_bundle(bundle: Path, key_path: Path | None) -> None:
     if from_bundle:
         click.echo(
             f"NOTE the public key came from the bundle itself (keys.json): a court should "
-            f"compare key id {kids} with one obtained independently of this bundle"
+            f"compare key id {kids} with one obtained independently of this bundle, or run "
+            f"again with --keys FILE, the agency's key history obtained that way"
         )

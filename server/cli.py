@@ -23,6 +23,7 @@ from .catalog.db import Catalog
 from .commands import Context, fail, opened_catalog, run, shared_options
 from .evidence import cli as evidence_cli
 from .jobs import cli as jobs_cli
+from .keys import cli as keys_cli
 from .retention import cli as retention_cli
 from .tickets import cli as tickets_cli
 from .transfers import cli as transfers_cli
@@ -36,7 +37,8 @@ def main() -> None:
 
 serve.register(main)  # serve
 evidence_cli.register(main)  # scrub, export
-audit_cli.register(main)  # audit, key
+audit_cli.register(main)  # audit
+keys_cli.register(main)  # key
 jobs_cli.register(main)  # worker, jobs
 retention_cli.register(main)  # hold, purge, retention, usage, quota
 tickets_cli.register(main)  # ticket

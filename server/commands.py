@@ -26,6 +26,7 @@ from .agencies import records as agencies_db
 from .cases import records as cases_db
 from .cases.records import Case
 from .catalog.db import Catalog, CatalogUnavailable
+from .keys.base import KeyUnavailable
 from .stores import build_store
 
 T = TypeVar("T")
@@ -56,6 +57,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except (config.ConfigError, CatalogUnavailable, StoreError, ValueError) as exc:
         fail(str(exc))
+    except KeyUnavailable as exc:
+        fail(f"signing key unavailable: {exc}")
 
 
 @contextlib.asynccontextmanager

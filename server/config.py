@@ -21,6 +21,7 @@ from avidence.storage.s3body import PART_CHECKSUMS
 from .proxies import parse_networks
 
 STORAGE_KINDS = ("local", "s3")
+KEY_PROVIDERS = ("file", "pkcs11")
 ENV_PREFIX = "AVIDENCE_"
 
 
@@ -58,6 +59,12 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     signing_key: str = ""
+    key_provider: str = "file"
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token: str = ""
+    pkcs11_key: str = "avidence-signing"
+    pkcs11_pin_file: str = ""
+    trusted_keys: str = ""
     scrub_interval: int = 3600
     scrub_age_days: int = 30
     object_lock_mode: str = ""
@@ -235,6 +242,12 @@ def validate(settings: Settings) -> None:
         )
     if settings.storage == "s3" and not settings.s3_bucket:
         raise ConfigError("s3_bucket: required when storage is s3 (--s3-bucket NAME)")
+    if settings.key_provider not in KEY_PROVIDERS:
+        raise ConfigError(
+            f"key_provider: choose {' or '.join(KEY_PROVIDERS)}, not {settings.key_provider!r}"
+        )
+    if settings.key_provider == "pkcs11" and not (settings.pkcs11_token and settings.pkcs11_key):
+        raise ConfigError("pkcs11_token/pkcs11_key: name the token and key for key_provider=pkcs11")
     if not 0 < settings.port < 65536:
         raise ConfigError(f"port: {settings.port} is not a TCP port")
     if settings.max_size <= 0:

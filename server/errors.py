@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from avidence.storage import errors as store_errors
 
 from .catalog.db import CatalogUnavailable
+from .keys.base import KeyUnavailable
 
 log = logging.getLogger("avidence.http")
 
@@ -83,6 +84,11 @@ AccessCodeLocked = _error(403, "access_code_locked", "too many wrong access code
 MetadataIncomplete = _error(400, "metadata_incomplete", "the metadata misses required fields")
 TransferBlocked = _error(409, "transfer_blocked", "the transfer cannot be acknowledged")
 
+# The signing key (a key file or an HSM) cannot sign: custody actions wait, never sign otherwise.
+SigningUnavailable = _error(
+    503, KeyUnavailable.code, "the signing key is unavailable; custody actions are refused"
+)
+
 
 def from_store_error(exc: store_errors.StoreError) -> ApiError:
     """The one place storage errors become HTTP answers."""
@@ -140,6 +146,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         error = ServiceUnavailable(
             "the catalog is unreachable; retry later", headers={"Retry-After": "5"}
         )
+    except KeyUnavailable as exc:
+        log.error("signing.unavailable error=%s", exc)  # the detail is for the operator only
+        error = SigningUnavailable(headers={"Retry-After": "30"})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from avidence.client.canonical import PublicKeys
 from avidence.storage.base import Store
 
 from .catalog.db import Catalog
@@ -22,3 +23,5 @@ STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 SIGNER = web.AppKey("signer", Signer)
 CUSTODY: web.AppKey[Custody] = web.AppKey("custody")
+# The pinned key history (`trusted_keys`), set only when configured.
+PINNED_KEYS = web.AppKey("pinned_keys", PublicKeys)

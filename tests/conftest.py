@@ -8,4 +8,5 @@ pytest_plugins = [
     "support.media",
     "support.cluster",
     "support.agencies",
+    "support.hsm",
 ]

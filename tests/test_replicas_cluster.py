@@ -265,13 +265,14 @@ async def test_replicas_registering_the_shared_key_together_all_start(postgres_u
     from avidence.server import signing
     from avidence.server.catalog.db import Catalog
     from avidence.server.config import normalize_database_url
+    from avidence.server.keys.files import FileKey
 
     catalogs = [Catalog(normalize_database_url(postgres_url)) for _ in range(REPLICAS * 2)]
     try:
         await catalogs[0].migrate()
         for _ in range(5):
             private, _ = signing_pem()
-            signer = signing.Signer(private, key_id(private.public_key()))
+            signer = signing.Signer(FileKey(private))
             await asyncio.gather(*(signing.register(c.engine, signer) for c in catalogs))
     finally:
         for catalog in catalogs:

@@ -1,9 +1,10 @@
-"""`avidence-server audit ...` and `avidence-server key rotate`: custody commands for admins."""
+"""`avidence-server audit ...`: custody commands for admins."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -13,10 +14,20 @@ from avidence.client.canonical import PublicKeys
 from .. import signing
 from ..cases import custody
 from ..catalog.db import Catalog
-from ..commands import Context, agency_option, case_of, opened_catalog, run, shared_options
+from ..commands import (
+    Context,
+    agency_option,
+    case_of,
+    fail,
+    opened_catalog,
+    run,
+    shared_options,
+)
+from ..config import ConfigError
+from ..keys import history
 from . import extends, unit, witness
 from . import log as audit
-from .events import AdminCommand, KeyRotated
+from .events import AdminCommand
 
 
 async def _keys(catalog: Catalog) -> PublicKeys:
@@ -30,15 +41,38 @@ def audit_group() -> None:
 
 @audit_group.command("verify")
 @shared_options
-def audit_verify(ctx: Context) -> None:
+@click.option(
+    "--keys",
+    "pinned",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The pinned key history (`key export`), kept out of band: checkpoints must be signed "
+    "by keys that chain to it. Without it the catalog's own keys are trusted.",
+)
+def audit_verify(ctx: Context, pinned: Path | None) -> None:
     """Walk the hash chain and every signed checkpoint, check the log extends every checkpoint
     the witnesses hold and that every fact has its entry; name what does not fit."""
     settings = ctx.settings()
     witnesses = witness.configured(settings)
+    if pinned is None:
+        click.echo(
+            "NOTE trusting the public keys stored in the catalog itself; pass --keys FILE "
+            "(from `avidence-server key export`, kept out of band) so that whoever can write "
+            "to the catalog cannot also supply the keys",
+            err=True,
+        )
+
+    try:
+        roots = history.load_pinned(pinned) if pinned is not None else None
+    except ConfigError as exc:
+        fail(str(exc))
 
     async def go() -> tuple[audit.Verdict, int, list[extends.Finding]]:
         async with opened_catalog(settings) as catalog:
-            keys = await _keys(catalog)
+            if roots is not None:
+                keys = await history.trusted(catalog.engine, roots)
+            else:
+                keys = await _keys(catalog)
             verdict = await audit.verify(catalog.engine, keys)
             try:
                 checked, findings = await extends.against_witnesses(
@@ -120,36 +154,5 @@ def audit_export(ctx: Context, case_id: str | None, agency: str | None, out: Any
     click.echo(f"exported {count} entries", err=True)
 
 
-@click.group("key")
-def key_group() -> None:
-    """Manage the server's signing keys."""
-
-
-@key_group.command("rotate")
-@shared_options
-def key_rotate(ctx: Context) -> None:
-    """Make a new signing key active; receipts signed by old keys stay valid."""
-    settings = ctx.settings()
-
-    async def go() -> signing.Signer:
-        async with opened_catalog(settings) as catalog:
-            old = signing.load_signer(settings)
-            await signing.register(catalog.engine, old)
-            # Seal the log under the old key.
-            await audit.checkpoint(catalog.engine, old, witnesses=witness.configured(settings))
-            new = signing.rotate(settings)
-            await signing.register(catalog.engine, new)
-            await unit.record(
-                catalog.engine,
-                KeyRotated(actor="cli", object=f"key:{new.key_id}", previous=old.key_id),
-            )
-            return new
-
-    signer = run(go())
-    click.echo(f"active signing key is now {signer.key_id}; restart servers to use it")
-
-
 def register(group: click.Group) -> None:
-    """Attach this module's commands to `avidence-server` (see `cli.py`)."""
     group.add_command(audit_group)
-    group.add_command(key_group)

@@ -203,6 +203,13 @@ async def verify(engine: AsyncEngine, keys: PublicKeys) -> Verdict:
             expected_prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
     checked = 0
     for document in await checkpoints(engine):
+        kid, claimed = document.get("key_id"), (document.get("checkpoint") or {}).get("seq")
+        if str(kid) not in keys.keys:
+            # Named before the signature check: whose key it is matters more than the bytes.
+            where = claimed if isinstance(claimed, int) else None
+            return Verdict(
+                False, count, checked, f"checkpoint {claimed} is {keys.unknown(kid)}", where
+            )
         try:
             signed = keys.verify(document, body="checkpoint")
         except VerificationError as exc:

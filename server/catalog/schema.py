@@ -130,6 +130,8 @@ signing_keys = Table(
     Column("algorithm", String(16), nullable=False),
     Column("public_key_pem", Text(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # The successor certificate its predecessor signed (`keys.history`); a cache, as the key is.
+    Column("certificate", JSON(), nullable=True),
 )
 
 receipts = Table(

@@ -333,9 +333,10 @@ HOW TO VERIFY (run in this folder)
 2. avidence verify-bundle .
    Checks the signature of manifest.json, every receipt in receipts/, the digests of every
    file in originals/, and the audit excerpt audit.jsonl with its signed checkpoints.
-3. Compare the key id above ({key_id}) with one obtained independently of this bundle (from the
-   issuing agency, or its server's /api/keys page). keys.json inside the bundle proves nothing
-   by itself: whoever made a forged bundle could have made its keys.json too.
+3. Better, run step 2 as: avidence verify-bundle . --keys KEYS.json, where KEYS.json is the
+   issuing agency's key history (avidence-server key export) obtained independently of this
+   bundle; or compare the key id above ({key_id}) with one obtained that way. keys.json inside
+   the bundle proves nothing by itself: whoever made a forged bundle could have made it too.
 {derivatives_en}
 证据包：案件 {case_id}（共 {items} 项），服务器签名密钥标识 {key_id}。
 
@@ -346,7 +347,8 @@ HOW TO VERIFY (run in this folder)
 2. avidence verify-bundle .
    核验 manifest.json（证据清单）的签名、receipts/ 中的每份回执、originals/ 中每个原始文件的
    哈希值，以及审计日志摘录 audit.jsonl 及其签名检查点。
-3. 请将上述密钥标识（{key_id}）与通过独立渠道获得的标识（向出具单位核实，或查看其服务器的
-   /api/keys 页面）进行比对。证据包内的 keys.json 本身不能证明签名者身份：伪造证据包的人
-   也可以伪造其中的 keys.json。
+3. 更好的做法：以 avidence verify-bundle . --keys KEYS.json 运行第 2 步，其中 KEYS.json 是通过
+   独立渠道从出具单位获得的密钥历史文件（avidence-server key export）；或将上述密钥标识
+   （{key_id}）与通过独立渠道获得的标识进行比对。证据包内的 keys.json 本身不能证明签名者身份：
+   伪造证据包的人也可以伪造其中的 keys.json。
 {derivatives_zh}"""

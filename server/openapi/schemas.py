@@ -74,7 +74,23 @@ SCHEMAS: dict[str, S] = {
         },
         ["id", "case_id", "size", "blake3"],
     ),
-    "Keys": obj({"keys": array(obj({"id": STR, "algorithm": STR, "public_key_pem": STR}))}),
+    # A cache for convenience, not a trust root: `certificate` is the predecessor's signature
+    # over a rotated-in key, which verifiers follow from their pinned history (docs/api.md).
+    "Keys": obj(
+        {
+            "keys": array(
+                obj(
+                    {
+                        "id": STR,
+                        "algorithm": STR,
+                        "public_key_pem": STR,
+                        "created_at": TIME,
+                        "certificate": ANY_OBJ,
+                    }
+                )
+            )
+        }
+    ),
     "Kinds": obj({"kinds": array(obj({"name": STR, "title": STR, "schema": ANY_OBJ}))}),
     "Case": obj(
         {

@@ -2,7 +2,9 @@
 
 Both are HMAC-SHA256 under a secret derived from the server's Ed25519 signing key, so every
 replica sharing that key (as they must, for receipts) accepts what another one issued, and
-nothing needs storing. Rotating the signing key logs viewers out, which is harmless.
+nothing needs storing. Rotating the signing key logs viewers out, which is harmless. The secret
+is the key's signature of a fixed label: Ed25519 signatures are deterministic (RFC 8032), so
+every replica derives the same one even when the key sits in an HSM that never lets it out.
 
 - The access cookie says "this browser entered the ticket's access code" until it expires.
 - A view grant says "view session V of evidence E on ticket T was counted at time S"; media
@@ -22,10 +24,15 @@ COOKIE_TTL = 2 * 3600  # renewed while the viewer is in use; see `needs_renewal`
 GRANT_TTL = 12 * 3600  # longer than any single recording takes to watch
 
 
+# Not canonical JSON (which starts with "{"), so no signed document can ever carry this value.
+SEAL_LABEL = b"avidence viewer seals v1"
+
+
 def derive_secret(signer: Signer) -> bytes:
-    """A MAC key of its own, so no MAC is ever a signature-key operation."""
-    raw = signer.private.private_bytes_raw()
-    return hmac.new(raw, b"avidence viewer seals v1", hashlib.sha256).digest()
+    """A MAC key of its own, so no MAC is ever a signature-key operation: one signature of a
+    label no document uses, made once at start-up and never published."""
+    stem = signer.provider.sign(SEAL_LABEL)
+    return hmac.new(stem, SEAL_LABEL, hashlib.sha256).digest()
 
 
 def _mac(secret: bytes, *parts: str) -> str:

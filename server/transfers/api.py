@@ -11,7 +11,7 @@ from aiohttp import web
 from ..auth import require
 from ..errors import BadRequest, Conflict, NotFound, TransferBlocked
 from ..requests import json_body
-from ..state import CATALOG, SETTINGS, SIGNER
+from ..state import CATALOG, PINNED_KEYS, SETTINGS, SIGNER
 from ..tickets import issue_ticket, link
 from ..tokens import Principal, Role
 from . import flow, records
@@ -135,6 +135,7 @@ async def acknowledge(request: web.Request) -> web.Response:
             transfer_id=request.match_info["transfer_id"],
             actor=actor(request, principal),
             checked=checked,
+            pinned=request.app.get(PINNED_KEYS),
         )
     )
     return web.json_response(transfer.to_json())

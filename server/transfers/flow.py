@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from avidence.client.canonical import VerificationError
+from avidence.client.canonical import PublicKeys, VerificationError
 
 from ..agencies import records as agencies_db
 from ..agencies.access import holding, narrow, normalize_limits
@@ -172,17 +172,20 @@ async def _pending(engine: AsyncEngine, transfer_id: str, actor: Actor) -> Trans
 
 
 async def _check(
-    engine: AsyncEngine, transfer: Transfer, checked: Mapping[str, Any]
+    engine: AsyncEngine,
+    transfer: Transfer,
+    checked: Mapping[str, Any],
+    pinned: PublicKeys | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Verify the manifest and every digest; raise TransferBlocked naming what failed."""
     try:
-        body = await manifest.verify(engine, transfer.manifest)
+        body = await manifest.verify(engine, transfer.manifest, pinned=pinned)
     except VerificationError as exc:
         raise TransferBlocked([f"manifest: {exc}"]) from None
     problems = []
     if body.get("sender_log") is not None:
         try:
-            await manifest.verify_checkpoint(engine, body["sender_log"])
+            await manifest.verify_checkpoint(engine, body["sender_log"], pinned=pinned)
         except VerificationError as exc:
             problems.append(f"the sender's log head: {exc}")
     if body.get("transfer_id") != transfer.id or body.get("to", {}).get("id") != transfer.to_agency:
@@ -230,11 +233,13 @@ async def acknowledge(
     transfer_id: str,
     actor: Actor,
     checked: Mapping[str, Any] | None = None,
+    pinned: PublicKeys | None = None,
 ) -> Transfer:
-    """Check and sign the acknowledgement; the receiver then holds the items and the case."""
+    """Check and sign the acknowledgement; the receiver then holds the items and the case.
+    `pinned` (the `trusted_keys` history) decides which keys the manifest may be signed by."""
     transfer = await _pending(engine, transfer_id, actor)
     try:
-        body, items = await _check(engine, transfer, checked or {})
+        body, items = await _check(engine, transfer, checked or {}, pinned)
     except TransferBlocked as exc:
         await unit.record(
             engine, _event(TransferBlockedEvent, transfer, actor, None, problems=exc.problems)

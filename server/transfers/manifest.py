@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from avidence.client import trust
 from avidence.client.canonical import PublicKeys, VerificationError, canonical_json
 
 from .. import signing
@@ -62,16 +63,29 @@ def countersign(checkpoint: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"checkpoint": checkpoint.get("checkpoint"), "document_sha256": fingerprint(checkpoint)}
 
 
-async def verify_checkpoint(engine: AsyncEngine, signed: Mapping[str, Any]) -> dict[str, Any]:
+async def _keys(engine: AsyncEngine, pinned: PublicKeys | None) -> PublicKeys:
+    """The catalog's published keys (with `pinned`, the `trusted_keys` history: only those
+    that chain to it)."""
+    published = await signing.published(engine)
+    if pinned is not None:
+        return trust.extend(pinned, published)
+    return PublicKeys.load(json.dumps({"keys": published}))
+
+
+async def verify_checkpoint(
+    engine: AsyncEngine, signed: Mapping[str, Any], *, pinned: PublicKeys | None = None
+) -> dict[str, Any]:
     """The body of a sender's signed log head; VerificationError when it does not verify."""
-    keys = PublicKeys.load(json.dumps({"keys": await signing.published(engine)}))
-    return keys.verify(signed, body="checkpoint")
+    return (await _keys(engine, pinned)).verify(signed, body="checkpoint")
 
 
-async def verify(engine: AsyncEngine, signed: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest body when its signature holds under a key this server published;
-    VerificationError otherwise (an edited manifest, or an unknown key)."""
-    keys = PublicKeys.load(json.dumps({"keys": await signing.published(engine)}))
+async def verify(
+    engine: AsyncEngine, signed: Mapping[str, Any], *, pinned: PublicKeys | None = None
+) -> dict[str, Any]:
+    """The manifest body when its signature holds under a key this server published (with
+    `pinned`, the `trusted_keys` history: only catalog keys that chain to it); VerificationError
+    otherwise (an edited manifest, or a key that is unknown or does not chain)."""
+    keys = await _keys(engine, pinned)
     body = keys.verify(signed, body="manifest")
     if body.get("type") != MANIFEST_TYPE:
         raise VerificationError(f"not a transfer manifest: {body.get('type')!r}")

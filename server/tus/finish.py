@@ -23,6 +23,7 @@ from ..audit.unit import unit_of_work
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import ConcatKind, Upload, UploadState
 from ..errors import ApiError, Internal
+from ..keys.base import KeyUnavailable
 from ..retention import hooks as retention_hooks
 from .context import TusContext
 from .headers import DIGEST_KEYS
@@ -156,7 +157,7 @@ async def await_outcome(ctx: TusContext, upload_id: str) -> Upload:
     except TimeoutError:
         pass
     except Exception as exc:
-        if isinstance(exc, store_errors.StoreError | ApiError):
+        if isinstance(exc, store_errors.StoreError | ApiError | KeyUnavailable):
             raise
         raise Internal() from exc
     upload = await uploads_db.get(ctx.engine, upload_id)

@@ -33,7 +33,7 @@ from ..kinds import KINDS
 from ..kinds.check import check_kind
 from ..retention import quotas
 from ..tokens import Principal
-from . import concat, declare, headers
+from . import concat, declare, finish, headers
 from .body import ClientGone
 from .context import TusContext
 from .discard import DISCARDABLE, discard
@@ -259,6 +259,10 @@ class TusHandlers:
         length = headers.non_negative_int(header(h, "Upload-Length"), "Upload-Length")
         if upload.state != "receiving":
             if offset == upload.length and not self._has_body(request):
+                if upload.state == "verifying":
+                    # A retried last PATCH resumes a verification that stopped (the signing
+                    # key was unavailable, say); one already running is awaited, not repeated.
+                    upload = await finish.await_outcome(self.ctx, upload.id)
                 out = {"Upload-Offset": str(offset), **self._outcome_headers(upload)}
                 return web.Response(status=204, headers=out)
             raise Conflict(f"the upload is already {upload.state}")

@@ -1,0 +1,161 @@
+"""`avidence-server key ...`: create, rotate and export the server's signing keys.
+
+Rotation certifies the new key with the old one; export writes the certified history that
+verifiers pin (`--keys FILE`), so trust never rests on the keys the catalog lists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from avidence.client.canonical import key_id
+
+from .. import signing
+from ..audit import log as audit
+from ..audit import unit, witness
+from ..audit.events import KeyRotated
+from ..commands import Context, fail, opened_catalog, run, shared_options
+from . import base, files, history
+from .base import KeyUnavailable
+
+
+@click.group("key")
+def key_group() -> None:
+    """Manage the server's signing keys."""
+
+
+@key_group.command("create")
+@shared_options
+def key_create(ctx: Context) -> None:
+    """Generate the Ed25519 key pair inside the configured PKCS#11 token (`key_provider =
+    "pkcs11"`); the private half is sensitive and never leaves the token."""
+    settings = ctx.settings()
+    if settings.key_provider != "pkcs11":
+        fail("key create: only for key_provider = pkcs11 (file keys are made on first start)")
+    from . import pkcs11
+
+    try:
+        existing = pkcs11.open_key(settings)
+    except pkcs11.KeyMissing:
+        existing = None
+    except KeyUnavailable as exc:
+        fail(f"signing key unavailable: {exc}")
+    if existing is not None:
+        fail(f"key create: token {settings.pkcs11_token!r} already holds key {existing.key_id}")
+    try:
+        public = pkcs11.generate(settings, label=settings.pkcs11_key)
+    except KeyUnavailable as exc:
+        fail(f"signing key unavailable: {exc}")
+    click.echo(base.public_pem(public), nl=False)
+    click.echo(f"created key {key_id(public)} in token {settings.pkcs11_token!r}", err=True)
+
+
+@key_group.command("rotate")
+@shared_options
+@click.option(
+    "--new-label",
+    default=None,
+    help="With key_provider = pkcs11: label of the new key in the token (made when absent); "
+    "then set pkcs11_key to it.",
+)
+@click.option(
+    "--new-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With a key given by signing_key or AVIDENCE_SIGNING_KEY_PEM: the new private key "
+    "(PEM) to certify; then replace the secret with it.",
+)
+def key_rotate(ctx: Context, new_label: str | None, new_key: Path | None) -> None:
+    """Make a new signing key active, certified by the old one; old receipts stay valid."""
+    settings = ctx.settings()
+    if settings.key_provider == "pkcs11" and not new_label:
+        fail("key rotate: give --new-label LABEL for the new key in the PKCS#11 token")
+    if settings.key_provider == "file" and files.managed_elsewhere(settings) and not new_key:
+        fail("key rotate: the key is managed outside the data dir; give --new-key NEW.pem")
+
+    def successor() -> signing.Signer:
+        if new_key is not None:
+            return signing.Signer(files.load_file(new_key))
+        if settings.key_provider != "pkcs11":
+            return signing.rotate(settings)
+        from . import pkcs11
+
+        assert new_label is not None
+        try:
+            return signing.Signer(pkcs11.open_key(settings, label=new_label))
+        except pkcs11.KeyMissing:
+            pkcs11.generate(settings, label=new_label)
+            return signing.Signer(pkcs11.open_key(settings, label=new_label))
+
+    async def go() -> tuple[signing.Signer, signing.Signer]:
+        async with opened_catalog(settings) as catalog:
+            old = signing.load_signer(settings)
+            await signing.register(catalog.engine, old)
+            # Seal the log under the old key, witnessed.
+            await audit.checkpoint(catalog.engine, old, witnesses=witness.configured(settings))
+            new = successor()
+            if new.key_id == old.key_id:
+                raise ValueError(f"key rotate: {new_label!r} is the active key already")
+            certificate = history.certify(old, new)
+            await signing.register(catalog.engine, new, certificate=certificate)
+            await unit.record(
+                catalog.engine,
+                KeyRotated(
+                    actor="cli",
+                    object=f"key:{new.key_id}",
+                    previous=old.key_id,
+                    certificate=certificate,
+                ),
+            )
+            return old, new
+
+    old, new = run(go())
+    click.echo(f"active signing key is now {new.key_id}, certified by {old.key_id}")
+    if new_key is not None:
+        click.echo("replace the signing key secret with the new key, then restart servers")
+    elif settings.key_provider == "pkcs11":
+        click.echo(f"set pkcs11_key = {new_label!r}, then restart servers to use it")
+    else:
+        click.echo("restart servers to use it")
+    click.echo("export the key history again (key export) and hand it to verifiers", err=True)
+
+
+@key_group.command("export")
+@shared_options
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write the history here (default: standard output).",
+)
+def key_export(ctx: Context, out: Path | None) -> None:
+    """Write the key history (the first key, then each successor certified by the key before
+    it) as JSON: the file verifiers pin with --keys, handed over out of band."""
+    settings = ctx.settings()
+
+    async def go() -> history.Exported:
+        async with opened_catalog(settings) as catalog:
+            active = signing.load_signer(settings)  # the provider's key, not the catalog's word
+            return await history.export(catalog.engine, active=active.key_id)
+
+    exported = run(go())
+    text = json.dumps(exported.document, indent=2, sort_keys=True) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+    ids = [str(k["id"]) for k in exported.document["keys"]]
+    click.echo(f"exported {len(ids)} keys, root {ids[0]}, newest {ids[-1]}", err=True)
+    for kid in exported.left_out:
+        click.echo(
+            f"WARNING key {kid} is in the catalog but not certified by a key of this history: "
+            f"left out (added behind the server's back, or rotated before certificates existed)",
+            err=True,
+        )
+
+
+def register(group: click.Group) -> None:
+    group.add_command(key_group)

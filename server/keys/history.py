@@ -1,0 +1,82 @@
+"""The key history: each new key certified by the previous one, exported for verifiers to pin.
+
+`key rotate` signs a certificate of the new public key with the outgoing key and stores it
+beside the new key's row; `key export` writes the root (the first key) and each certified
+successor as one JSON file (`client.trust`, `avidence.key-history/v1`). Verifiers pin that
+file, obtained out of band, and trust catalog keys only as far as certificates chain to it:
+someone who can write to the catalog can add a row, but cannot make an existing key sign for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from avidence.client import trust
+from avidence.client.canonical import PublicKeys, VerificationError
+
+from .. import signing
+from ..config import ConfigError
+from ..signing import Signer
+
+
+def certify(previous: Signer, successor: Signer) -> dict[str, Any]:
+    """The outgoing key's signed statement that `successor` follows it."""
+    issued = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    body = trust.certificate_body(
+        public_key_pem=successor.public_pem,
+        new_id=successor.key_id,
+        previous_id=previous.key_id,
+        issued_at=issued,
+    )
+    return previous.sign("certificate", body)
+
+
+@dataclass(slots=True)
+class Exported:
+    """The history document and the catalog keys left out because they do not chain."""
+
+    document: dict[str, Any]
+    left_out: list[str] = field(default_factory=list)
+
+
+async def export(engine: AsyncEngine, *, active: str) -> Exported:
+    """The root and every key certified along the chain from it to the `active` key (the one
+    the provider holds, not one the catalog names). The root is the oldest uncertified catalog
+    key from which `active` is reached: a key someone slipped into the catalog, even with an
+    older date, cannot become the root, since no certificate leads from it to the real key."""
+    entries = await signing.published(engine)
+    for root in entries:
+        chain = [{k: v for k, v in root.items() if k != "certificate"}]
+        keys = trust.extend(trust.load_pinned(json.dumps({"keys": chain})), entries)
+        if active in keys.keys:
+            chain += [e for e in entries if e["id"] in keys.keys and e["id"] != root["id"]]
+            left = [str(e["id"]) for e in entries if e["id"] not in keys.keys]
+            return Exported({"type": trust.HISTORY_TYPE, "keys": chain}, left)
+    raise ValueError(
+        f"the active signing key {active} is not in the catalog or not reached by certificates "
+        "from any key there: start the server once, or re-certify it with key rotate"
+    )
+
+
+def load_pinned(path: Path) -> PublicKeys:
+    """The keys of a pinned history file; ConfigError (one line) when it cannot be read or a
+    key in it does not chain."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"keys: cannot read {path}: {exc.strerror}") from None
+    try:
+        return trust.load_pinned(text, where=f"keys {path}")
+    except VerificationError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+async def trusted(engine: AsyncEngine, pinned: PublicKeys) -> PublicKeys:
+    """The pinned keys plus catalog keys whose certificates chain to them."""
+    return trust.extend(pinned, await signing.published(engine))
