@@ -20,6 +20,7 @@ from avidence.storage.base import Store
 from ..audit import log as audit
 from ..audit.events import Event
 from ..catalog.schema import evidence, evidence_retention, legal_holds
+from ..failures import Code, DomainError
 from . import locks
 from .records import Clock, iso, objects_of, utcnow
 
@@ -27,8 +28,8 @@ SCOPES = ("case", "evidence")
 MAX_REASON = 2000
 
 
-class HoldError(ValueError):
-    """A hold request that cannot be honoured; the message is for the admin."""
+class HoldError(DomainError):
+    """A hold request that cannot be honoured; `code` says which kind, the message why."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -100,7 +101,9 @@ def _check(scope: str, target: str, reason: str) -> None:
     if not target.strip() or len(target) > 128:
         raise HoldError("a hold needs a case or evidence id of 1-128 characters")
     if not reason.strip() or len(reason) > MAX_REASON:
-        raise HoldError(f"a hold needs a reason of 1-{MAX_REASON} characters")
+        raise HoldError(
+            f"a hold needs a reason of 1-{MAX_REASON} characters", code=Code.REASON_REQUIRED
+        )
 
 
 async def add(
@@ -126,7 +129,7 @@ async def add(
                 await conn.execute(sa.select(evidence.c.case_id).where(evidence.c.id == target))
             ).scalar()
             if case is None:
-                raise HoldError(f"no evidence {target!r}")
+                raise HoldError(f"no evidence {target!r}", code=Code.EVIDENCE_UNKNOWN)
         covered = await _covered(conn, scope, target)
         await conn.execute(legal_holds.insert().values({n: getattr(hold, n) for n in _COLUMNS}))
     mirrored = await locks.legal_hold(store, await _keys(engine, covered), on=True)
@@ -161,14 +164,17 @@ async def remove(
 ) -> Hold:
     """Lift a hold (audited); storage holds go only where no other hold still applies."""
     if not reason.strip() or len(reason) > MAX_REASON:
-        raise HoldError(f"lifting a hold needs a reason of 1-{MAX_REASON} characters")
+        raise HoldError(
+            f"lifting a hold needs a reason of 1-{MAX_REASON} characters",
+            code=Code.REASON_REQUIRED,
+        )
     now = clock()
     async with engine.begin() as conn:
         row = (
             await conn.execute(sa.select(legal_holds).where(legal_holds.c.id == hold_id))
         ).first()
         if row is None or row.released_at is not None:
-            raise HoldError(f"no active hold {hold_id!r}")
+            raise HoldError(f"no active hold {hold_id!r}", code=Code.HOLD_UNKNOWN)
         await conn.execute(
             legal_holds.update()
             .where(legal_holds.c.id == hold_id)

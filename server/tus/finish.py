@@ -24,7 +24,7 @@ from ..cases import records as cases_db
 from ..catalog import evidence as evidence_db
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
-from ..errors import ApiError, Internal
+from ..errors import ApiError, DigestMismatch, Internal
 from ..jobs import queue as jobs_queue
 from ..retention import hooks as retention_hooks
 from .context import TusContext
@@ -34,12 +34,6 @@ log = logging.getLogger("avidence.tus.finish")
 
 # How long a request waits for finishing work before answering that it goes on in the background.
 WAIT_SECONDS = 25.0
-
-
-class DigestMismatch(ApiError):
-    status = 460
-    code = "declared_digest_mismatch"
-    default_message = "the file's digests differ from the declared ones; it is quarantined"
 
 
 def new_evidence_id() -> str:
