@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import files
 from .errors import (
+    BODY_INTERRUPTED,
     ClientError,
     FileChanged,
     IntegrityError,
@@ -172,8 +173,9 @@ class PartSender:
                     await asyncio.sleep(fail(exc))
                     continue
                 except ProtocolError as exc:
-                    # avidence answers 400 "... resume from HEAD" when a body broke off.
-                    if exc.status != 400 or "resume from HEAD" not in exc.message:
+                    # avidence answers `body_interrupted` when a body broke off or stalled: it
+                    # kept what arrived, so HEAD and go on. Codes, never messages, decide.
+                    if exc.code != BODY_INTERRUPTED:
                         raise
                     offset = None
                     await asyncio.sleep(fail(exc))

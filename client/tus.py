@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from .errors import (
+    DECLARED_DIGEST_MISMATCH,
     AuthError,
     ChecksumRejected,
     ClientError,
@@ -135,7 +136,7 @@ async def _raise_for(response: aiohttp.ClientResponse, *, what: str) -> None:
         raise UploadGone(detail)
     if status == 409:
         raise OffsetConflict(detail)
-    if status == 460 and code == "declared_digest_mismatch":
+    if status == 460 and code == DECLARED_DIGEST_MISMATCH:
         raise IntegrityError(
             f"the server's bytes differ from the local file's digests ({message}); "
             "the upload is quarantined and the source is kept"

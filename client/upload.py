@@ -25,6 +25,7 @@ from urllib.parse import urljoin
 
 from . import files
 from .errors import (
+    PARTIAL_UNUSABLE,
     ClientError,
     FileChanged,
     InputError,
@@ -324,9 +325,9 @@ class Uploader:
         try:
             answer = await self.tus.retrying("creating the final upload", create)
         except ProtocolError as exc:
-            # 400 naming a partial that is not (or no longer) ours/complete: the partials were
-            # consumed by a final upload whose answer we lost, or they expired.
-            if exc.status != 400 or "partial" not in exc.message:
+            # `partial_unusable`: a partial is not (or no longer) ours/complete: the partials
+            # were consumed by a final upload whose answer we lost, or they expired.
+            if exc.code != PARTIAL_UNUSABLE:
                 raise
             found = await self._final_of(state.parts[0])
             if found is None:
