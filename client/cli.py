@@ -182,7 +182,8 @@ def upload(paths: tuple[Path, ...], case: str | None, **kwargs: Any) -> None:
     """Upload FILE... and print each evidence id once the server proved it holds the bytes.
 
     Interrupted uploads (Ctrl-C, crash, reboot, dropped link) resume when the same command is
-    run again: state lives in the state folder, keyed by the file's identity."""
+    run again: state lives in the state folder, one per file, server, case and item (the same
+    file sent to another case is another upload, with its own evidence and receipt)."""
     ctx = _context(kwargs)
     case = ctx.settings.get("case", case)
     if not case:

@@ -133,25 +133,28 @@ class Uploader:
         # where the server takes them, else proven by the receipt afterwards.
         split = len(plan_parts(identity.size, options.parallel)) > 1
         mode = "concat" if caps.concatenation and split else "single"
-        state = self.store.load(identity.key)
+        # One state per file *and* destination: the same recording sent to another case is
+        # another upload, with its own evidence record and receipt.
+        state = self.store.find(
+            identity, endpoint=self.tus.endpoint, case=options.case, item=options.item
+        )
         resumed = state is not None
-        if state is not None and state.phase == "finished" and state.endpoint == self.tus.endpoint:
-            name = Path(identity.path).name
-            self.reporter.track(name, identity.size).sent = identity.size
-            self.reporter.done(name)
-            return self._outcome(state, resumed=True, started=started, already=True)
-        if (
-            state is None
-            or state.endpoint != self.tus.endpoint
-            or state.mode != mode
-            or (state.phase == "failed")
-        ):
+        if state is not None and state.phase == "finished":
+            if state.evidence_id is None and state.final_url is not None:
+                # Finished without an evidence id (a run that died before hearing it): ask the
+                # server again rather than report an outcome nobody proved.
+                state.phase = "verifying"
+            else:
+                name = Path(identity.path).name
+                self.reporter.track(name, identity.size).sent = identity.size
+                self.reporter.done(name)
+                return self._outcome(state, resumed=True, started=started, already=True)
+        if state is None or state.mode != mode or state.phase == "failed":
             state = UploadState.new(
                 identity, endpoint=self.tus.endpoint, case=options.case, item=options.item
             )
             state.mode = mode
             resumed = False
-        state.case, state.item = options.case, options.item
         name = Path(identity.path).name
         progress = self.reporter.track(name, identity.size)
         run = _Run(identity, state, options, caps, progress)
@@ -377,16 +380,26 @@ class Uploader:
         state = run.state
         assert state.final_url is not None
         run.progress.phase = "verifying"
-        if state.mode == "single" and state.evidence_id is None:
-            return await prove_single(
-                self.tus, url=state.final_url, size=state.size, digests=state.digests
-            )
         answer = run.final_answer
+        known_state = answer.state if answer else None
+        if state.mode == "single" and state.evidence_id is None:
+            # The answer naming the evidence may have been lost (a kill right after the last
+            # PATCH): avidence still tells the upload's outcome; a plain tus server does not.
+            status, document = await self.tus.get_json(
+                f"/api/uploads/{upload_id(state.final_url)}"
+            )
+            if status != 200 or not isinstance(document, dict) or "evidence_id" not in document:
+                return await prove_single(
+                    self.tus, url=state.final_url, size=state.size, digests=state.digests
+                )
+            found = document.get("evidence_id")
+            state.evidence_id = found if isinstance(found, str) and found else None
+            known_state = str(document.get("state") or "") or None
         if state.evidence_id is None:
             state.evidence_id = await await_outcome(
                 self.tus,
                 state.final_url,
-                state=answer.state if answer else None,
+                state=known_state,
                 evidence_id=answer.evidence_id if answer else None,
                 patience=run.options.verify_timeout,
             )

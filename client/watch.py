@@ -39,9 +39,17 @@ class Action(enum.Enum):
 
 
 def after_upload(outcome: Outcome | None, *, delete_after_verify: bool) -> Action:
-    """What to do with the source. Only a verified upload with an evidence id lets it go;
-    a failed, unverified or unknown outcome always keeps it where it is."""
-    if outcome is None or not outcome.verified or not outcome.evidence_id:
+    """What to do with the source. Only a verified upload with an evidence id and the server's
+    signed receipt saved lets it go; a failed, unverified or unknown outcome, or one proven
+    by anything weaker than a receipt, always keeps it where it is."""
+    if (
+        outcome is None
+        or not outcome.verified
+        or not outcome.evidence_id
+        or outcome.proof != "receipt"
+        or not outcome.receipt_file
+        or not Path(outcome.receipt_file).is_file()
+    ):
         return Action.KEEP
     return Action.DELETE if delete_after_verify else Action.MOVE
 
@@ -169,7 +177,10 @@ class Watcher:
         name = str(path.relative_to(self.options.directory))
         try:
             identity = await asyncio.to_thread(files.identify, path)
-            state = self.store.load(identity.key)
+            case = case_for(path, self.options)
+            state = self.store.find(
+                identity, endpoint=self.uploader.tus.endpoint, case=case, item=self.options.item
+            )
             if state is not None and state.phase == "failed":
                 self._note_once(
                     identity.key, name, f"verification failed earlier, kept: {state.error}"
@@ -179,7 +190,7 @@ class Watcher:
             outcome = await self.uploader.upload(
                 path,
                 UploadOptions(
-                    case=case_for(path, self.options),
+                    case=case,
                     item=self.options.item,
                     parallel=self.options.parallel,
                     chunk_size=self.options.chunk_size,

@@ -102,8 +102,8 @@ def test_upload_makes_evidence_with_the_files_digests(
     assert upload["concat"] == (None if parallel == 1 else "final")
     assert upload["metadata"]["blake3"] == digest
     # Running the same command again reports the same evidence without sending anything.
-    again = run_avidence(tmp_path, *args)
-    assert evidence_id(again) == ev
+    again = run_avidence(tmp_path, *args, "--item", "A1")
+    assert evidence_id(again) == ev and "uploaded by an earlier run" in again.stderr
 
 
 def test_json_lines_report_progress_and_result(

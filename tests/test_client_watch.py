@@ -20,6 +20,7 @@ import pytest
 from avidence.client.files import identify
 from avidence.client.progress import PlainReporter
 from avidence.client.state import StateStore, UploadState
+from avidence.client.tus import TusClient
 from avidence.client.upload import Outcome, Uploader
 from avidence.client.watch import Action, Watcher, WatchOptions, after_upload, uploaded_path
 
@@ -158,10 +159,19 @@ def test_the_daemon_uploads_and_deletes_after_verification(
     assert status.returncode == 0 and "finished" in status.stdout
 
 
-def _outcome(verified: bool, evidence_id: str | None = "ev_1") -> Outcome:
+RECEIPT = Path(__file__)  # any existing file stands for a saved receipt here
+
+
+def _outcome(
+    verified: bool,
+    evidence_id: str | None = "ev_1",
+    proof: str = "receipt",
+    receipt: Path | None = RECEIPT,
+) -> Outcome:
     return Outcome(
-        path="/x", size=1, evidence_id=evidence_id, digests={}, verified=verified, proof="",
-        message="", state_file="", receipt_file=None, resumed=False, seconds=0.0,
+        path="/x", size=1, evidence_id=evidence_id, digests={}, verified=verified, proof=proof,
+        message="", state_file="", receipt_file=str(receipt) if receipt else None,
+        resumed=False, seconds=0.0,
     )  # fmt: skip
 
 
@@ -171,20 +181,27 @@ def _outcome(verified: bool, evidence_id: str | None = "ev_1") -> Outcome:
         (None, True, Action.KEEP),
         (_outcome(False), True, Action.KEEP),
         (_outcome(True, evidence_id=None), True, Action.KEEP),
+        (_outcome(True, proof="record", receipt=None), True, Action.KEEP),
+        (_outcome(True, proof="server-digests", receipt=None), False, Action.KEEP),
+        (_outcome(True, receipt=None), True, Action.KEEP),
+        (_outcome(True, receipt=Path("/nonexistent/receipt.json")), True, Action.KEEP),
         (_outcome(True), False, Action.MOVE),
         (_outcome(True), True, Action.DELETE),
     ],
 )
-def test_only_a_verified_upload_lets_the_source_go(
+def test_only_a_verified_upload_with_a_receipt_lets_the_source_go(
     outcome: Outcome | None, delete: bool, action: Action
 ) -> None:
     assert after_upload(outcome, delete_after_verify=delete) is action
 
 
 def _watcher(folder: Path, state: Path, **options: object) -> Watcher:
+    uploader = Uploader.__new__(Uploader)  # never called in these tests
+    uploader.tus = TusClient.__new__(TusClient)
+    uploader.tus.endpoint = "http://x/files/"
     return Watcher(
         WatchOptions(directory=folder, case="C", **options),  # type: ignore[arg-type]
-        uploader=Uploader.__new__(Uploader),  # never called in these tests
+        uploader=uploader,
         store=StateStore(state),
         reporter=PlainReporter(io.StringIO()),
     )
