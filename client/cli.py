@@ -71,6 +71,12 @@ def common_options(fn: F) -> F:
             help="Failures in a row before giving up (default 20, about 10 minutes of outage).",
         ),
         click.option(
+            "--wait",
+            is_flag=True,
+            help="Keep retrying a server that is not up yet (connection refused, unknown "
+            "host; as long as --retries allows) instead of failing at once.",
+        ),
+        click.option(
             "--trusted-keys",
             type=click.Path(dir_okay=False, path_type=Path),
             help="Server public keys (PEM or GET /api/keys JSON) to verify receipts "
@@ -112,6 +118,7 @@ class Context:
         self.parallel = int(get("parallel", kwargs.get("parallel"), 4))
         self.chunk_size = parse_size(get("chunk_size", kwargs.get("chunk_size"), DEFAULT_CHUNK))
         self.retry = RetryPolicy(attempts=int(get("retries", kwargs.get("retries"), 20)))
+        self.wait = bool(kwargs.get("wait"))
         keys_path = get("trusted_keys", kwargs.get("trusted_keys"))
         try:
             self.trusted_keys = Path(keys_path).read_text() if keys_path else None
@@ -140,6 +147,7 @@ class Context:
             token=self.token,
             retry=self.retry,
             on_retry=on_retry,
+            wait=self.wait,
         )
 
 

@@ -245,12 +245,12 @@ async def test_a_server_that_is_not_tus_gets_a_clear_message(tmp_path: Path) -> 
     assert "is not a tus server" in err.decode()
 
 
-def test_an_unreachable_server_exits_4(tmp_path: Path) -> None:
+def test_an_unreachable_server_waited_for_exits_4_when_retries_run_out(tmp_path: Path) -> None:
     path = tmp_path / "c.ts"
     random_file(path, 1000)
     result = run_avidence(
         tmp_path, "upload", str(path), "--server", f"http://127.0.0.1:{free_port()}",
-        "--token", "t", "--case", "C", "--retries", "2",
+        "--token", "t", "--case", "C", "--retries", "2", "--wait",
     )  # fmt: skip
     assert result.returncode == 4
     assert "OPTIONS failed" in result.stderr
