@@ -258,7 +258,8 @@ def _print_outcome(ctx: Context, outcome: Outcome) -> None:
 @click.option(
     "--case-from-dirname",
     is_flag=True,
-    help="Case = name of the folder holding each file (DIRECTORY/<case>/file).",
+    help="Case = name of the folder holding each file (DIRECTORY/<case>/file); files "
+    "directly in DIRECTORY take --case, or are left alone with a warning.",
 )
 @click.option("--settle", type=float, help="Seconds a file must stay unchanged (default 30).")
 @click.option(
@@ -285,8 +286,8 @@ def watch(
     DIRECTORY/.uploaded/. A file that fails verification is kept and listed by `status`."""
     ctx = _context(kwargs)
     case = ctx.settings.get("case", case)
-    if bool(case) == case_from_dirname:
-        _fail("give exactly one of --case and --case-from-dirname", ExitCode.USAGE)
+    if not case and not case_from_dirname:
+        _fail("give --case, --case-from-dirname, or both", ExitCode.USAGE)
     options = WatchOptions(
         directory=directory,
         case=case,

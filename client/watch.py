@@ -113,11 +113,14 @@ def open_for_writing() -> set[str]:
     return found
 
 
-def case_for(path: Path, options: WatchOptions) -> str:
+def case_for(path: Path, options: WatchOptions) -> str | None:
     """`--case C`, or with `--case-from-dirname` the name of the folder holding the file
-    (DIR/<case>/recording.mp4; files directly in DIR take DIR's own name)."""
+    (DIR/<case>/recording.mp4). A file directly in DIR has no case folder: it takes `--case`
+    when given, else None (left alone), never DIR's own name as a case number."""
     if options.case_from_dirname:
-        return path.parent.name
+        if path.parent.absolute() != options.directory.absolute():
+            return path.parent.name
+        return options.case or None
     if not options.case:
         raise ClientError("give --case or --case-from-dirname")
     return options.case
@@ -178,6 +181,14 @@ class Watcher:
         try:
             identity = await asyncio.to_thread(files.identify, path)
             case = case_for(path, self.options)
+            if case is None:
+                self._warn_once(
+                    identity.key,
+                    name,
+                    "left alone: a file directly in the watched folder has no case folder; "
+                    "move it into DIRECTORY/<case>/ or give --case for such files",
+                )
+                return
             state = self.store.find(
                 identity, endpoint=self.uploader.tus.endpoint, case=case, item=self.options.item
             )
@@ -249,6 +260,11 @@ class Watcher:
         if key not in self.reported:
             self.reported.add(key)
             self.reporter.event("kept", name, message=message)
+
+    def _warn_once(self, key: str, name: str, message: str) -> None:
+        if key not in self.reported:
+            self.reported.add(key)
+            self.reporter.event("warning", name, message=message)
 
     def _worse(self, code: ExitCode) -> None:
         if code > self.worst:

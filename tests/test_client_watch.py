@@ -245,3 +245,29 @@ def test_uploaded_path_never_overwrites(tmp_path: Path) -> None:
     (folder / ".uploaded").mkdir(parents=True)
     (folder / ".uploaded" / "a.ts").write_bytes(b"older")
     assert uploaded_path(folder, folder / "a.ts") == folder / ".uploaded" / "a.1.ts"
+
+
+def test_case_from_dirname_leaves_a_file_outside_case_folders_alone_unless_case_is_given(
+    server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    """A file directly in the watched folder has no case folder: it is never filed under a
+    case named after the watched folder; it waits, with one warning, or takes `--case`."""
+    srv, token = server
+    folder = tmp_path / "recorder"
+    (folder / "K-7").mkdir(parents=True)
+    loose, filed = folder / "loose.ts", folder / "K-7" / "room.ts"
+    for path in (loose, filed):
+        path.write_bytes(os.urandom(64 * 1024))
+        old = time.time() - 60
+        os.utime(path, (old, old))
+    events = watch_once(srv, token, folder, tmp_path, "--case-from-dirname")
+    [uploaded] = [e for e in events if e["event"] == "uploaded"]
+    assert get_json(f"{srv.url}/api/evidence/{uploaded['evidence_id']}", token)["case_id"] == "K-7"
+    [warning] = [e for e in events if e["event"] == "warning"]
+    assert warning["file"] == "loose.ts" and "--case" in str(warning["message"])
+    assert loose.exists()
+    events = watch_once(srv, token, folder, tmp_path, "--case-from-dirname", "--case", "K-8")
+    [uploaded] = [e for e in events if e["event"] == "uploaded"]
+    assert uploaded["file"] == "loose.ts"
+    assert get_json(f"{srv.url}/api/evidence/{uploaded['evidence_id']}", token)["case_id"] == "K-8"
+    assert not loose.exists() and (folder / ".uploaded" / "loose.ts").exists()
