@@ -234,15 +234,22 @@ def _print_outcome(ctx: Context, outcome: Outcome) -> None:
             receipt=outcome.receipt_file,
             seconds=round(outcome.seconds, 3),
             already=outcome.already,
+            sent_now=outcome.sent_now,
         )
         return
-    rate = outcome.size / outcome.seconds if outcome.seconds > 0 else 0
+    # The speed of what this run sent: bytes already on the server from before are no speed.
+    sent_now = outcome.size if outcome.sent_now is None else outcome.sent_now
+    rate = sent_now / outcome.seconds if outcome.seconds > 0 else 0
     verdict = "verified" if outcome.verified else "NOT verified"
-    sent = (
-        "uploaded by an earlier run"
-        if outcome.already
-        else f"{human_bytes(outcome.size)} in {outcome.seconds:.1f} s ({human_bytes(rate)}/s)"
-    )
+    if outcome.already:
+        sent = "uploaded by an earlier run"
+    elif sent_now < outcome.size:
+        sent = (
+            f"{human_bytes(sent_now)} of {human_bytes(outcome.size)} sent now in "
+            f"{outcome.seconds:.1f} s ({human_bytes(rate)}/s)"
+        )
+    else:
+        sent = f"{human_bytes(outcome.size)} in {outcome.seconds:.1f} s ({human_bytes(rate)}/s)"
     detail = f"  {verdict} by {outcome.proof or 'nothing'}; {sent}" + (
         f"; receipt {outcome.receipt_file}" if outcome.receipt_file else ""
     )

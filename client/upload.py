@@ -37,7 +37,7 @@ from .errors import (
 from .files import FileIdentity
 from .hashing import ChunkDigests, FileHasher
 from .parts import PartSender, chunk_grid, plan_parts
-from .progress import FileProgress, Reporter
+from .progress import FileProgress, Reporter, human_bytes
 from .proof import Proof, await_outcome, prove, prove_single
 from .state import Part, StateStore, UploadState
 from .tus import Answer, ServerCaps, TusClient, upload_id
@@ -73,6 +73,7 @@ class Outcome:
     resumed: bool
     seconds: float
     already: bool = False  # finished by an earlier run; nothing was sent now
+    sent_now: int | None = None  # bytes this run sent (a resume sends less than `size`)
 
 
 @dataclass(slots=True)
@@ -159,8 +160,12 @@ class Uploader:
         progress = self.reporter.track(name, identity.size)
         run = _Run(identity, state, options, caps, progress)
         if resumed:
+            progress.already_there(state.confirmed)  # done before this run: not speed
             self.reporter.event(
-                "resumed", name, message=f"resuming ({state.confirmed} bytes confirmed before)"
+                "resumed",
+                name,
+                message=f"{human_bytes(state.confirmed)} of {human_bytes(state.size)} were "
+                "already on the server; sending the rest",
             )
         else:
             self.reporter.event("started", name, size=identity.size, mode=mode)
@@ -185,7 +190,13 @@ class Uploader:
         state.phase, state.verified, state.proof = "finished", proof.verified, proof.kind
         state.error = "" if proof.verified else proof.message
         self.store.save(state)
-        outcome = self._outcome(state, resumed=resumed, started=started, message=proof.message)
+        outcome = self._outcome(
+            state,
+            resumed=resumed,
+            started=started,
+            message=proof.message,
+            sent_now=max(0, state.size - progress.before),
+        )
         self.reporter.event(
             "verified" if proof.verified else "unverified",
             name,
@@ -203,6 +214,7 @@ class Uploader:
         started: float,
         message: str = "",
         already: bool = False,
+        sent_now: int | None = None,
     ) -> Outcome:
         return Outcome(
             path=state.path,
@@ -217,6 +229,7 @@ class Uploader:
             resumed=resumed,
             seconds=time.monotonic() - started,
             already=already,
+            sent_now=sent_now,
         )
 
     # -- sending ----------------------------------------------------------------------------

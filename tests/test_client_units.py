@@ -12,12 +12,14 @@ import blake3
 import pytest
 from click.testing import CliRunner
 
+from avidence.client import progress as progress_module
 from avidence.client.cli import main
 from avidence.client.config import Settings, endpoints, parse_size
 from avidence.client.errors import FileChanged, InputError
 from avidence.client.files import check_stat, check_unchanged, identify
 from avidence.client.hashing import ChunkDigests, FileHasher
 from avidence.client.parts import MIN_PART, chunk_grid, plan_parts
+from avidence.client.progress import FileProgress
 from avidence.client.state import Part, StateStore, UploadState
 from avidence.client.tus import RetryPolicy, ServerCaps, encode_metadata
 
@@ -196,3 +198,18 @@ async def test_chunks_far_ahead_of_the_pass_or_after_a_failed_pass_are_left_to_t
     with pytest.raises(FileChanged):
         await FileHasher(str(path), len(data), chunks).run()
     assert await asyncio.wait_for(waiting, 5) is None  # woken, not left waiting for ever
+
+
+def test_bytes_already_on_the_server_count_as_done_but_not_as_speed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: now[0])
+    progress = FileProgress("clip.ts", 100 * MiB)
+    progress.already_there(90 * MiB)  # a resume: the server held 90 MiB from before
+    now[0] += 1.0
+    progress.sent += 2 * MiB  # sent now, in one second
+    progress.sample()
+    assert progress.fraction() == pytest.approx(0.92)
+    assert progress.rate == pytest.approx(2 * MiB)
+    assert progress.before == 90 * MiB
