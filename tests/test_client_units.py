@@ -20,7 +20,7 @@ from avidence.client.files import check_stat, check_unchanged, identify
 from avidence.client.hashing import ChunkDigests, FileHasher
 from avidence.client.parts import MIN_PART, chunk_grid, plan_parts
 from avidence.client.progress import FileProgress
-from avidence.client.state import Part, StateStore, UploadState
+from avidence.client.state import Part, StateStore, UploadState, upload_key
 from avidence.client.tus import RetryPolicy, ServerCaps, encode_metadata
 
 MiB = 1024 * 1024
@@ -98,6 +98,30 @@ def test_state_round_trips_and_is_replaced_atomically(tmp_path: Path) -> None:
     assert not list((tmp_path / "state").glob(".tmp-*"))
     store.path(state.key).write_text("{not json")
     assert store.load(state.key) is None  # a damaged state starts afresh
+
+
+def test_state_is_one_per_destination_and_an_older_state_is_taken_over_only_for_its_own(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "a.ts"
+    source.write_bytes(b"x" * 100)
+    identity = identify(source)
+    store = StateStore(tmp_path / "state")
+    where = {"endpoint": "http://h/files/", "case": "C", "item": "I"}
+    keys = {
+        upload_key(identity, **{**where, field: value})
+        for field, value in [("case", "C"), ("case", "D"), ("item", "J"), ("endpoint", "x")]
+    }
+    assert len(keys) == 4
+    # A state from before keys named the destination: named by the file's identity alone.
+    legacy = UploadState.new(identity, **where)
+    legacy.key, legacy.phase, legacy.evidence_id = identity.key, "finished", "ev_1"
+    store.save(legacy)
+    assert store.find(identity, **{**where, "case": "D"}) is None  # another case: a new upload
+    found = store.find(identity, **where)
+    assert found is not None and found.evidence_id == "ev_1"
+    assert found.key == upload_key(identity, **where)
+    assert [s.key for s in store.all()] == [found.key]
 
 
 def test_identity_changes_with_content_at_either_end(tmp_path: Path) -> None:
