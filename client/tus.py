@@ -415,6 +415,11 @@ def unreachable(exc: BaseException, *, endpoint: str, wait: bool) -> ServerError
     where = urlsplit(endpoint).netloc or endpoint
     if isinstance(exc, aiohttp.InvalidURL):
         return ServerError(f"--server {endpoint}: not a valid URL ({exc}); check --server")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return ServerError(
+            f"the TLS certificate of {where} is not trusted ({exc.certificate_error}); "
+            "check the server's certificate and --server"
+        )
     if isinstance(exc, aiohttp.ClientSSLError):
         reason = getattr(exc, "os_error", None) or exc
         return ServerError(

@@ -4,8 +4,10 @@ of ten minutes of retries; `--wait` keeps retrying a server that is not up yet."
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ import pytest
 
 from support.files import get_json, random_file
 from support.servers import ServerProcess, free_port
+from support.tls import self_signed
 
 BIN = Path(sys.executable).parent
 
@@ -33,10 +36,14 @@ def upload_cmd(path: Path, server: str, *extra: str) -> list[str]:
             "--case", "C-1", *extra]  # fmt: skip
 
 
-@pytest.fixture()
-def plain_http() -> Iterator[int]:
-    """An HTTP (not HTTPS) server on 127.0.0.1."""
+@contextlib.contextmanager
+def serving(tls: Path | None = None) -> Iterator[int]:
+    """An HTTP server on 127.0.0.1; HTTPS with a self-signed certificate made in `tls`."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*self_signed(tls))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -53,23 +60,26 @@ def plain_http() -> Iterator[int]:
         ("refused", "connection refused"),
         ("invalid", "not a valid URL"),
         ("https", "plain HTTP"),
+        ("untrusted", "certificate of 127.0.0.1"),
     ],
 )
 def test_errors_that_cannot_heal_fail_within_seconds_with_one_line(
-    tmp_path: Path, kind: str, expected: str, plain_http: int
+    tmp_path: Path, kind: str, expected: str
 ) -> None:
-    server = {
-        "refused": f"http://127.0.0.1:{free_port()}",
-        "invalid": f"http://127.0.01:{free_port()}",
-        "https": f"https://127.0.0.1:{plain_http}",
-    }[kind]
     path = tmp_path / "a.ts"
     random_file(path, 1000)
-    started = time.monotonic()
-    result = subprocess.run(
-        upload_cmd(path, server), capture_output=True, text=True, timeout=60,
-        env=client_env(tmp_path),
-    )  # fmt: skip
+    with serving() as http_port, serving(tmp_path) as https_port:
+        server = {
+            "refused": f"http://127.0.0.1:{free_port()}",
+            "invalid": f"http://127.0.01:{free_port()}",
+            "https": f"https://127.0.0.1:{http_port}",
+            "untrusted": f"https://127.0.0.1:{https_port}",
+        }[kind]
+        started = time.monotonic()
+        result = subprocess.run(
+            upload_cmd(path, server), capture_output=True, text=True, timeout=60,
+            env=client_env(tmp_path),
+        )  # fmt: skip
     assert time.monotonic() - started < 10
     assert result.returncode == 4, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
