@@ -243,6 +243,8 @@ def _print_outcome(ctx: Context, outcome: Outcome) -> None:
     verdict = "verified" if outcome.verified else "NOT verified"
     if outcome.already:
         sent = "uploaded by an earlier run"
+    elif sent_now == 0 and outcome.size:
+        sent = f"all {human_bytes(outcome.size)} were already on the server"
     elif sent_now < outcome.size:
         sent = (
             f"{human_bytes(sent_now)} of {human_bytes(outcome.size)} sent now in "

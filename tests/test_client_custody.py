@@ -122,6 +122,7 @@ def test_a_client_killed_after_its_last_patch_learns_the_evidence_on_rerun(
     evidence_id = outcome_of(rerun)
     assert evidence_id.startswith("ev_"), rerun.stdout
     assert "verified by receipt" in rerun.stderr
+    assert "all 3.0 MiB were already on the server" in rerun.stderr
     record = get_json(f"{srv.url}/api/evidence/{evidence_id}", token)
     assert record["blake3"] == digest and record["case_id"] == "S-1"
     assert receipt_of(tmp_path, evidence_id)["blake3"] == digest
