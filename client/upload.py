@@ -173,6 +173,13 @@ class Uploader:
             if state.phase in ("pending", "uploading", "finalizing"):
                 await self._transfer(run)
             proof = await self._prove(run)
+            if caps.declarable and proof.kind != "receipt":
+                # An avidence server signs a receipt for all evidence: never call an upload
+                # to it finished on less; the state stays `verifying` for a rerun.
+                raise UploadFailed(
+                    f"evidence {state.evidence_id or '(unknown)'}: no verified receipt yet "
+                    f"({proof.message}); run the same command again to check"
+                )
         except IntegrityError as exc:
             state.phase, state.error = "failed", exc.message
             self.store.save(state)

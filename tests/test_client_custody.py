@@ -5,6 +5,8 @@ its last PATCH was answered learns the evidence id and receipt from the server o
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -13,11 +15,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from avidence.client.config import endpoints
+from avidence.client.errors import UploadFailed
+from avidence.client.progress import QuietReporter
+from avidence.client.state import StateStore
+from avidence.client.tus import RetryPolicy, TusClient
+from avidence.client.upload import Uploader, UploadOptions
+from avidence.storage.local import LocalStore
 
 from support.files import get_json, random_file
 from support.proxy import FaultProxy, fault_proxy
-from support.servers import ServerProcess, free_port
+from support.servers import ServerProcess, free_port, make_api
 
 MiB = 1024 * 1024
 BIN = Path(sys.executable).parent
@@ -160,3 +173,45 @@ def test_watch_lets_a_source_go_only_with_the_receipt_after_a_kill(
     assert not source.exists() and (folder / ".uploaded" / "room1.ts").exists()
     assert receipt_of(tmp_path, evidence_id)["blake3"] == digest
     assert get_json(f"{srv.url}/api/evidence/{evidence_id}", token)["blake3"] == digest
+
+
+async def test_an_avidence_upload_is_never_finished_without_a_verified_receipt(
+    tmp_path: Path,
+) -> None:
+    """While the server's receipt cannot be had, the upload is not reported finished (the
+    state stays `verifying`); the next run checks the receipt and finishes."""
+    hidden = {"receipts": True}
+
+    @web.middleware
+    async def no_receipts(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if hidden["receipts"] and request.path.endswith("/receipt"):
+            raise web.HTTPNotFound()
+        return await handler(request)
+
+    store = LocalStore(tmp_path / "data" / "store")
+    await store.open()
+    apis = make_api(tmp_path, store, outer=[no_receipts])
+    try:
+        async with contextlib.aclosing(apis):
+            api = await anext(apis)
+            path = tmp_path / "clip.ts"
+            digest = random_file(path, 256 * 1024)
+            endpoint, base = endpoints(str(api.client.make_url("/")))
+            states = StateStore(tmp_path / "state")
+            async with aiohttp.ClientSession() as session:
+                tus = TusClient(
+                    session, endpoint=endpoint, api_base=base, token=api.uploader,
+                    retry=RetryPolicy(attempts=3, base=0.1, cap=0.5),
+                )  # fmt: skip
+                uploader = Uploader(tus, states, QuietReporter(io.StringIO()))
+                options = UploadOptions(case="R-1", parallel=1)
+                with pytest.raises(UploadFailed, match="no verified receipt"):
+                    await uploader.upload(path, options)
+                [state] = states.all()
+                assert state.phase == "verifying" and state.evidence_id
+                hidden["receipts"] = False
+                outcome = await uploader.upload(path, options)
+            assert outcome.proof == "receipt" and outcome.evidence_id == state.evidence_id
+            assert outcome.receipt_file and outcome.digests["blake3"] == digest
+    finally:
+        await store.close()
