@@ -70,6 +70,8 @@ ChecksumMismatch = _error(460, "checksum_mismatch", "the chunk does not match it
 InsufficientStorage = _error(507, "insufficient_storage", "no room left to store the upload")
 ServiceUnavailable = _error(503, "unavailable", "storage is unreachable; retry later")
 Internal = _error(500, "internal", "internal error")
+BodyTooLarge = _error(413, "body_too_large", "the request body is larger than 1 MiB")
+HeadersTooLarge = _error(431, "headers_too_large", "the request's headers are too large")
 
 # Access tickets (viewer links): the holder learns why a link stopped working, nothing more.
 TicketUnknown = _error(404, "ticket_unknown", "this link is not valid")
@@ -131,6 +133,24 @@ def table() -> list[type[ApiError]]:
         for value in globals().values()
         if isinstance(value, type) and issubclass(value, ApiError) and value is not ApiError
     ]
+
+
+# aiohttp's own answers (unknown route, wrong method, a JSON body over `client_max_size`) in
+# the table's terms, so their codes are documented too.
+_HTTP: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: BodyTooLarge,
+    431: HeadersTooLarge,
+}
+
+
+def from_http_exception(exc: web.HTTPException) -> ApiError:
+    kind = _HTTP.get(exc.status)
+    if kind is not None:
+        return kind()
+    return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)()
 
 
 def from_domain_error(exc: DomainError) -> ApiError:
@@ -199,7 +219,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        error = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)()
+        error = from_http_exception(exc)
         error.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "allow"})
     except Exception:
         log.exception(

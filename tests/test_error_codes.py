@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from avidence.server import errors
 from avidence.server.failures import Code, DomainError
@@ -41,6 +42,20 @@ def test_codes_are_unique_per_status() -> None:
 def test_every_domain_code_has_an_http_answer_with_that_code(code: Code) -> None:
     answer = errors.from_domain_error(DomainError("reworded at will", code=code))
     assert answer.code == code.value and answer.message == "reworded at will"
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (web.HTTPNotFound(), "not_found"),
+        (web.HTTPMethodNotAllowed("PUT", ["GET"]), "method_not_allowed"),
+        (web.HTTPRequestEntityTooLarge(max_size=1, actual_size=2), "body_too_large"),
+    ],
+)
+def test_aiohttp_answers_take_the_tables_codes(exc: web.HTTPException, code: str) -> None:
+    error = errors.from_http_exception(exc)
+    assert (error.code, error.status) == (code, exc.status)
+    assert error.code in {cls.code for cls in errors.table()}
 
 
 @pytest.fixture()
