@@ -71,6 +71,12 @@ def common_options(fn: F) -> F:
             help="Failures in a row before giving up (default 20, about 10 minutes of outage).",
         ),
         click.option(
+            "--wait",
+            is_flag=True,
+            help="Keep retrying a server that is not up yet (connection refused, unknown "
+            "host; as long as --retries allows) instead of failing at once.",
+        ),
+        click.option(
             "--trusted-keys",
             type=click.Path(dir_okay=False, path_type=Path),
             help="Server public keys (PEM or GET /api/keys JSON) to verify receipts "
@@ -112,6 +118,7 @@ class Context:
         self.parallel = int(get("parallel", kwargs.get("parallel"), 4))
         self.chunk_size = parse_size(get("chunk_size", kwargs.get("chunk_size"), DEFAULT_CHUNK))
         self.retry = RetryPolicy(attempts=int(get("retries", kwargs.get("retries"), 20)))
+        self.wait = bool(kwargs.get("wait"))
         keys_path = get("trusted_keys", kwargs.get("trusted_keys"))
         try:
             self.trusted_keys = Path(keys_path).read_text() if keys_path else None
@@ -140,6 +147,7 @@ class Context:
             token=self.token,
             retry=self.retry,
             on_retry=on_retry,
+            wait=self.wait,
         )
 
 
@@ -182,7 +190,8 @@ def upload(paths: tuple[Path, ...], case: str | None, **kwargs: Any) -> None:
     """Upload FILE... and print each evidence id once the server proved it holds the bytes.
 
     Interrupted uploads (Ctrl-C, crash, reboot, dropped link) resume when the same command is
-    run again: state lives in the state folder, keyed by the file's identity."""
+    run again: state lives in the state folder, one per file, server, case and item (the same
+    file sent to another case is another upload, with its own evidence and receipt)."""
     ctx = _context(kwargs)
     case = ctx.settings.get("case", case)
     if not case:
@@ -225,15 +234,24 @@ def _print_outcome(ctx: Context, outcome: Outcome) -> None:
             receipt=outcome.receipt_file,
             seconds=round(outcome.seconds, 3),
             already=outcome.already,
+            sent_now=outcome.sent_now,
         )
         return
-    rate = outcome.size / outcome.seconds if outcome.seconds > 0 else 0
+    # The speed of what this run sent: bytes already on the server from before are no speed.
+    sent_now = outcome.size if outcome.sent_now is None else outcome.sent_now
+    rate = sent_now / outcome.seconds if outcome.seconds > 0 else 0
     verdict = "verified" if outcome.verified else "NOT verified"
-    sent = (
-        "uploaded by an earlier run"
-        if outcome.already
-        else f"{human_bytes(outcome.size)} in {outcome.seconds:.1f} s ({human_bytes(rate)}/s)"
-    )
+    if outcome.already:
+        sent = "uploaded by an earlier run"
+    elif sent_now == 0 and outcome.size:
+        sent = f"all {human_bytes(outcome.size)} were already on the server"
+    elif sent_now < outcome.size:
+        sent = (
+            f"{human_bytes(sent_now)} of {human_bytes(outcome.size)} sent now in "
+            f"{outcome.seconds:.1f} s ({human_bytes(rate)}/s)"
+        )
+    else:
+        sent = f"{human_bytes(outcome.size)} in {outcome.seconds:.1f} s ({human_bytes(rate)}/s)"
     detail = f"  {verdict} by {outcome.proof or 'nothing'}; {sent}" + (
         f"; receipt {outcome.receipt_file}" if outcome.receipt_file else ""
     )
@@ -249,7 +267,8 @@ def _print_outcome(ctx: Context, outcome: Outcome) -> None:
 @click.option(
     "--case-from-dirname",
     is_flag=True,
-    help="Case = name of the folder holding each file (DIRECTORY/<case>/file).",
+    help="Case = name of the folder holding each file (DIRECTORY/<case>/file); files "
+    "directly in DIRECTORY take --case, or are left alone with a warning.",
 )
 @click.option("--settle", type=float, help="Seconds a file must stay unchanged (default 30).")
 @click.option(
@@ -276,8 +295,8 @@ def watch(
     DIRECTORY/.uploaded/. A file that fails verification is kept and listed by `status`."""
     ctx = _context(kwargs)
     case = ctx.settings.get("case", case)
-    if bool(case) == case_from_dirname:
-        _fail("give exactly one of --case and --case-from-dirname", ExitCode.USAGE)
+    if not case and not case_from_dirname:
+        _fail("give --case, --case-from-dirname, or both", ExitCode.USAGE)
     options = WatchOptions(
         directory=directory,
         case=case,

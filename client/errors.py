@@ -56,6 +56,13 @@ class ProtocolError(UploadFailed):
         self.code = code
 
 
+# The server's error codes the client acts on (docs/api.md lists them all). Messages are for
+# people and may be reworded; these stay.
+BODY_INTERRUPTED = "body_interrupted"  # the server kept what arrived: HEAD and resume
+PARTIAL_UNUSABLE = "partial_unusable"  # a partial named by a final upload is gone or consumed
+DECLARED_DIGEST_MISMATCH = "declared_digest_mismatch"  # quarantined: never evidence
+
+
 class InputError(ClientError):
     exit_code = ExitCode.USAGE
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import files
 from .errors import (
+    BODY_INTERRUPTED,
     ClientError,
     FileChanged,
     IntegrityError,
@@ -103,6 +104,7 @@ class PartSender:
         offset: int | None = None
         last: Answer | None = None
         prefetch: Prefetch | None = None
+        first_head = True
 
         def fail(exc: BaseException) -> float:
             nonlocal failures
@@ -120,6 +122,7 @@ class PartSender:
                 if part.url is None:
                     last = await tus.retrying("creating an upload", lambda: self.create(part))
                     part.url, part.offset, offset = last.url, 0, 0
+                    first_head = False  # a new upload holds nothing from before
                     self.save(True)
                 if offset is None:
                     try:
@@ -130,7 +133,13 @@ class PartSender:
                     if last.length not in (None, part.length):
                         part.url = None  # not the upload we planned: make a new one
                         continue
-                    offset = part.offset = last.offset or 0
+                    server_offset = last.offset or 0
+                    if first_head:
+                        # Bytes confirmed before this run (beyond what the state file kept)
+                        # are done, not speed.
+                        self.progress.already_there(server_offset - part.offset)
+                        first_head = False
+                    offset = part.offset = server_offset
                     self.update_progress()
                 if offset >= part.length:
                     if last is not None and (
@@ -172,8 +181,9 @@ class PartSender:
                     await asyncio.sleep(fail(exc))
                     continue
                 except ProtocolError as exc:
-                    # avidence answers 400 "... resume from HEAD" when a body broke off.
-                    if exc.status != 400 or "resume from HEAD" not in exc.message:
+                    # avidence answers `body_interrupted` when a body broke off or stalled: it
+                    # kept what arrived, so HEAD and go on. Codes, never messages, decide.
+                    if exc.code != BODY_INTERRUPTED:
                         raise
                     offset = None
                     await asyncio.sleep(fail(exc))

@@ -41,8 +41,19 @@ class FileProgress:
     sent: int = 0  # bytes the server confirmed plus bytes streaming now
     phase: str = "starting"
     hashed: Callable[[], int] | None = None
-    rate: float = 0.0  # bytes/s, smoothed
+    rate: float = 0.0  # bytes/s, smoothed, of what this run sends
+    before: int = 0  # bytes found on the server from an earlier run
     _last: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
+
+    def already_there(self, n: int) -> None:
+        """`n` more bytes turned out to be on the server from before (a resume): shown as
+        done, never counted as speed, which is of what this run sends."""
+        if n <= 0:
+            return
+        t0, s0 = self._last
+        self._last = (t0, s0 + n)
+        self.sent += n
+        self.before += n
 
     def sample(self) -> None:
         now = time.monotonic()

@@ -10,6 +10,7 @@ the old state or the new, never half of one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -31,6 +32,15 @@ PHASES = ("pending", "uploading", "finalizing", "verifying", "finished", "failed
 def default_state_dir() -> Path:
     env = os.environ.get("AVIDENCE_STATE_DIR")
     return Path(env) if env else Path(platformdirs.user_state_dir("avidence"))
+
+
+def upload_key(identity: FileIdentity, *, endpoint: str, case: str, item: str) -> str:
+    """The name of one upload's state: the file, and where and as what it goes.
+
+    The same recording uploaded to another case (or item, or server) is another upload with
+    its own evidence record and receipt, never the earlier one's outcome."""
+    text = f"{identity.key}\0{endpoint}\0{case}\0{item}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass(slots=True)
@@ -70,7 +80,7 @@ class UploadState:
     @classmethod
     def new(cls, identity: FileIdentity, *, endpoint: str, case: str, item: str) -> UploadState:
         return cls(
-            key=identity.key,
+            key=upload_key(identity, endpoint=endpoint, case=case, item=item),
             path=identity.path,
             size=identity.size,
             mtime_ns=identity.mtime_ns,
@@ -99,8 +109,8 @@ class UploadState:
 
 
 class StateStore:
-    """The folder of state files: `<key>.json`, with receipts saved beside as
-    `<key>.receipt.json`."""
+    """The folder of state files: `<key>.json` (key: `upload_key`), with receipts saved
+    beside as `<key>.receipt.json`."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -110,6 +120,27 @@ class StateStore:
 
     def receipt_path(self, key: str) -> Path:
         return self.root / f"{key}.receipt.json"
+
+    def find(
+        self, identity: FileIdentity, *, endpoint: str, case: str, item: str
+    ) -> UploadState | None:
+        """This upload's state. A state written before states were keyed by destination (named
+        by the file's identity alone) is taken over only when it went to the same place."""
+        key = upload_key(identity, endpoint=endpoint, case=case, item=item)
+        state = self.load(key)
+        if state is not None:
+            return state
+        legacy = self.load(identity.key)
+        if legacy is None or (legacy.endpoint, legacy.case, legacy.item) != (endpoint, case, item):
+            return None
+        legacy.key = key
+        self.save(legacy)
+        if self.receipt_path(identity.key).exists() and legacy.receipt_file:
+            os.replace(self.receipt_path(identity.key), self.receipt_path(key))
+            legacy.receipt_file = str(self.receipt_path(key))
+            self.save(legacy)
+        self.delete(identity.key)
+        return legacy
 
     def load(self, key: str) -> UploadState | None:
         try:

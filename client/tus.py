@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from .errors import (
+    DECLARED_DIGEST_MISMATCH,
     AuthError,
     ChecksumRejected,
     ClientError,
@@ -135,7 +136,7 @@ async def _raise_for(response: aiohttp.ClientResponse, *, what: str) -> None:
         raise UploadGone(detail)
     if status == 409:
         raise OffsetConflict(detail)
-    if status == 460 and code == "declared_digest_mismatch":
+    if status == 460 and code == DECLARED_DIGEST_MISMATCH:
         raise IntegrityError(
             f"the server's bytes differ from the local file's digests ({message}); "
             "the upload is quarantined and the source is kept"
@@ -160,6 +161,7 @@ class TusClient:
         retry: RetryPolicy,
         on_retry: RetryHook | None = None,
         read_timeout: float = 120.0,
+        wait: bool = False,
     ) -> None:
         self.session = session
         self.endpoint = endpoint
@@ -168,6 +170,9 @@ class TusClient:
         self.retry = retry
         self.on_retry = on_retry
         self.read_timeout = read_timeout
+        # On the first contact, keep retrying a server that is not up yet (refused, unknown
+        # host) instead of failing at once; errors that cannot heal fail either way.
+        self.wait = wait
 
     def _headers(self, **extra: str) -> dict[str, str]:
         headers = {"Tus-Resumable": TUS_VERSION, "Accept": "application/json", **extra}
@@ -207,7 +212,7 @@ class TusClient:
         """Discover the server; a server that is not tus fails with a message saying so."""
 
         async def once() -> ServerCaps:
-            async with _network(f"OPTIONS {self.endpoint}"):
+            async with _network(f"OPTIONS {self.endpoint}"), _first_contact(self):
                 async with self.session.options(
                     self.endpoint, headers=self._headers(), timeout=self._timeout(30)
                 ) as r:
@@ -399,6 +404,60 @@ def _answer(url: str, headers: Mapping[str, str]) -> Answer:
         state=headers.get("Avidence-Upload-State"),
         evidence_id=headers.get("Avidence-Evidence-Id"),
     )
+
+
+def unreachable(exc: BaseException, *, endpoint: str, wait: bool) -> ServerError | None:
+    """The error a first contact that failed this way ends with at once, or None to retry.
+
+    A malformed URL or TLS spoken to a plain HTTP server never heals; an unknown host or a
+    refused connection may be a server not up yet, retried only with `--wait`. Once the
+    server answered, outages are retried as usual (this is asked on the first contact only)."""
+    where = urlsplit(endpoint).netloc or endpoint
+    if isinstance(exc, aiohttp.InvalidURL):
+        return ServerError(f"--server {endpoint}: not a valid URL ({exc}); check --server")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return ServerError(
+            f"the TLS certificate of {where} is not trusted ({exc.certificate_error}); "
+            "check the server's certificate and --server"
+        )
+    if isinstance(exc, aiohttp.ClientSSLError):
+        reason = getattr(exc, "os_error", None) or exc
+        return ServerError(
+            f"TLS with {where} failed ({reason}); if the server speaks plain HTTP, give "
+            "--server http://..."
+        )
+    if wait or not isinstance(exc, aiohttp.ClientConnectorError):
+        return None
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ServerError(
+            f"cannot resolve host {exc.host!r} ({exc.os_error.strerror or exc.os_error}); "
+            "check --server, or give --wait to wait for it"
+        )
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return ServerError(
+            f"nothing answers at {where} (connection refused): is the server running? "
+            "Check --server, or give --wait to wait for it to start"
+        )
+    return None
+
+
+class _first_contact:
+    """Context manager failing at once, as `ServerError`, where retrying cannot help."""
+
+    def __init__(self, client: TusClient) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _: Any
+    ) -> None:
+        if exc is None:
+            return
+        failure = unreachable(exc, endpoint=self.client.endpoint, wait=self.client.wait)
+        if failure is not None:
+            raise failure from None
 
 
 class _network:

@@ -25,6 +25,7 @@ from urllib.parse import urljoin
 
 from . import files
 from .errors import (
+    PARTIAL_UNUSABLE,
     ClientError,
     FileChanged,
     InputError,
@@ -36,7 +37,7 @@ from .errors import (
 from .files import FileIdentity
 from .hashing import ChunkDigests, FileHasher
 from .parts import PartSender, chunk_grid, plan_parts
-from .progress import FileProgress, Reporter
+from .progress import FileProgress, Reporter, human_bytes
 from .proof import Proof, await_outcome, prove, prove_single
 from .state import Part, StateStore, UploadState
 from .tus import Answer, ServerCaps, TusClient, upload_id
@@ -72,6 +73,7 @@ class Outcome:
     resumed: bool
     seconds: float
     already: bool = False  # finished by an earlier run; nothing was sent now
+    sent_now: int | None = None  # bytes this run sent (a resume sends less than `size`)
 
 
 @dataclass(slots=True)
@@ -132,31 +134,38 @@ class Uploader:
         # where the server takes them, else proven by the receipt afterwards.
         split = len(plan_parts(identity.size, options.parallel)) > 1
         mode = "concat" if caps.concatenation and split else "single"
-        state = self.store.load(identity.key)
+        # One state per file *and* destination: the same recording sent to another case is
+        # another upload, with its own evidence record and receipt.
+        state = self.store.find(
+            identity, endpoint=self.tus.endpoint, case=options.case, item=options.item
+        )
         resumed = state is not None
-        if state is not None and state.phase == "finished" and state.endpoint == self.tus.endpoint:
-            name = Path(identity.path).name
-            self.reporter.track(name, identity.size).sent = identity.size
-            self.reporter.done(name)
-            return self._outcome(state, resumed=True, started=started, already=True)
-        if (
-            state is None
-            or state.endpoint != self.tus.endpoint
-            or state.mode != mode
-            or (state.phase == "failed")
-        ):
+        if state is not None and state.phase == "finished":
+            if state.evidence_id is None and state.final_url is not None:
+                # Finished without an evidence id (a run that died before hearing it): ask the
+                # server again rather than report an outcome nobody proved.
+                state.phase = "verifying"
+            else:
+                name = Path(identity.path).name
+                self.reporter.track(name, identity.size).sent = identity.size
+                self.reporter.done(name)
+                return self._outcome(state, resumed=True, started=started, already=True)
+        if state is None or state.mode != mode or state.phase == "failed":
             state = UploadState.new(
                 identity, endpoint=self.tus.endpoint, case=options.case, item=options.item
             )
             state.mode = mode
             resumed = False
-        state.case, state.item = options.case, options.item
         name = Path(identity.path).name
         progress = self.reporter.track(name, identity.size)
         run = _Run(identity, state, options, caps, progress)
         if resumed:
+            progress.already_there(state.confirmed)  # done before this run: not speed
             self.reporter.event(
-                "resumed", name, message=f"resuming ({state.confirmed} bytes confirmed before)"
+                "resumed",
+                name,
+                message=f"{human_bytes(state.confirmed)} of {human_bytes(state.size)} were "
+                "already on the server; sending the rest",
             )
         else:
             self.reporter.event("started", name, size=identity.size, mode=mode)
@@ -164,6 +173,13 @@ class Uploader:
             if state.phase in ("pending", "uploading", "finalizing"):
                 await self._transfer(run)
             proof = await self._prove(run)
+            if caps.declarable and proof.kind != "receipt":
+                # An avidence server signs a receipt for all evidence: never call an upload
+                # to it finished on less; the state stays `verifying` for a rerun.
+                raise UploadFailed(
+                    f"evidence {state.evidence_id or '(unknown)'}: no verified receipt yet "
+                    f"({proof.message}); run the same command again to check"
+                )
         except IntegrityError as exc:
             state.phase, state.error = "failed", exc.message
             self.store.save(state)
@@ -181,7 +197,13 @@ class Uploader:
         state.phase, state.verified, state.proof = "finished", proof.verified, proof.kind
         state.error = "" if proof.verified else proof.message
         self.store.save(state)
-        outcome = self._outcome(state, resumed=resumed, started=started, message=proof.message)
+        outcome = self._outcome(
+            state,
+            resumed=resumed,
+            started=started,
+            message=proof.message,
+            sent_now=max(0, state.size - progress.before),
+        )
         self.reporter.event(
             "verified" if proof.verified else "unverified",
             name,
@@ -199,6 +221,7 @@ class Uploader:
         started: float,
         message: str = "",
         already: bool = False,
+        sent_now: int | None = None,
     ) -> Outcome:
         return Outcome(
             path=state.path,
@@ -213,6 +236,7 @@ class Uploader:
             resumed=resumed,
             seconds=time.monotonic() - started,
             already=already,
+            sent_now=sent_now,
         )
 
     # -- sending ----------------------------------------------------------------------------
@@ -324,9 +348,9 @@ class Uploader:
         try:
             answer = await self.tus.retrying("creating the final upload", create)
         except ProtocolError as exc:
-            # 400 naming a partial that is not (or no longer) ours/complete: the partials were
-            # consumed by a final upload whose answer we lost, or they expired.
-            if exc.status != 400 or "partial" not in exc.message:
+            # `partial_unusable`: a partial is not (or no longer) ours/complete: the partials
+            # were consumed by a final upload whose answer we lost, or they expired.
+            if exc.code != PARTIAL_UNUSABLE:
                 raise
             found = await self._final_of(state.parts[0])
             if found is None:
@@ -376,16 +400,26 @@ class Uploader:
         state = run.state
         assert state.final_url is not None
         run.progress.phase = "verifying"
-        if state.mode == "single" and state.evidence_id is None:
-            return await prove_single(
-                self.tus, url=state.final_url, size=state.size, digests=state.digests
-            )
         answer = run.final_answer
+        known_state = answer.state if answer else None
+        if state.mode == "single" and state.evidence_id is None:
+            # The answer naming the evidence may have been lost (a kill right after the last
+            # PATCH): avidence still tells the upload's outcome; a plain tus server does not.
+            status, document = await self.tus.get_json(
+                f"/api/uploads/{upload_id(state.final_url)}"
+            )
+            if status != 200 or not isinstance(document, dict) or "evidence_id" not in document:
+                return await prove_single(
+                    self.tus, url=state.final_url, size=state.size, digests=state.digests
+                )
+            found = document.get("evidence_id")
+            state.evidence_id = found if isinstance(found, str) and found else None
+            known_state = str(document.get("state") or "") or None
         if state.evidence_id is None:
             state.evidence_id = await await_outcome(
                 self.tus,
                 state.final_url,
-                state=answer.state if answer else None,
+                state=known_state,
                 evidence_id=answer.evidence_id if answer else None,
                 patience=run.options.verify_timeout,
             )

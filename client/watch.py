@@ -39,9 +39,17 @@ class Action(enum.Enum):
 
 
 def after_upload(outcome: Outcome | None, *, delete_after_verify: bool) -> Action:
-    """What to do with the source. Only a verified upload with an evidence id lets it go;
-    a failed, unverified or unknown outcome always keeps it where it is."""
-    if outcome is None or not outcome.verified or not outcome.evidence_id:
+    """What to do with the source. Only a verified upload with an evidence id and the server's
+    signed receipt saved lets it go; a failed, unverified or unknown outcome, or one proven
+    by anything weaker than a receipt, always keeps it where it is."""
+    if (
+        outcome is None
+        or not outcome.verified
+        or not outcome.evidence_id
+        or outcome.proof != "receipt"
+        or not outcome.receipt_file
+        or not Path(outcome.receipt_file).is_file()
+    ):
         return Action.KEEP
     return Action.DELETE if delete_after_verify else Action.MOVE
 
@@ -105,11 +113,14 @@ def open_for_writing() -> set[str]:
     return found
 
 
-def case_for(path: Path, options: WatchOptions) -> str:
+def case_for(path: Path, options: WatchOptions) -> str | None:
     """`--case C`, or with `--case-from-dirname` the name of the folder holding the file
-    (DIR/<case>/recording.mp4; files directly in DIR take DIR's own name)."""
+    (DIR/<case>/recording.mp4). A file directly in DIR has no case folder: it takes `--case`
+    when given, else None (left alone), never DIR's own name as a case number."""
     if options.case_from_dirname:
-        return path.parent.name
+        if path.parent.absolute() != options.directory.absolute():
+            return path.parent.name
+        return options.case or None
     if not options.case:
         raise ClientError("give --case or --case-from-dirname")
     return options.case
@@ -169,7 +180,18 @@ class Watcher:
         name = str(path.relative_to(self.options.directory))
         try:
             identity = await asyncio.to_thread(files.identify, path)
-            state = self.store.load(identity.key)
+            case = case_for(path, self.options)
+            if case is None:
+                self._warn_once(
+                    identity.key,
+                    name,
+                    "left alone: a file directly in the watched folder has no case folder; "
+                    "move it into DIRECTORY/<case>/ or give --case for such files",
+                )
+                return
+            state = self.store.find(
+                identity, endpoint=self.uploader.tus.endpoint, case=case, item=self.options.item
+            )
             if state is not None and state.phase == "failed":
                 self._note_once(
                     identity.key, name, f"verification failed earlier, kept: {state.error}"
@@ -179,7 +201,7 @@ class Watcher:
             outcome = await self.uploader.upload(
                 path,
                 UploadOptions(
-                    case=case_for(path, self.options),
+                    case=case,
                     item=self.options.item,
                     parallel=self.options.parallel,
                     chunk_size=self.options.chunk_size,
@@ -238,6 +260,11 @@ class Watcher:
         if key not in self.reported:
             self.reported.add(key)
             self.reporter.event("kept", name, message=message)
+
+    def _warn_once(self, key: str, name: str, message: str) -> None:
+        if key not in self.reported:
+            self.reported.add(key)
+            self.reporter.event("warning", name, message=message)
 
     def _worse(self, code: ExitCode) -> None:
         if code > self.worst:

@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from avidence.storage import errors as store_errors
 
 from .catalog.db import CatalogUnavailable
+from .failures import Code, DomainError
 from .keys.base import KeyUnavailable
 
 log = logging.getLogger("avidence.http")
@@ -70,6 +71,8 @@ ChecksumMismatch = _error(460, "checksum_mismatch", "the chunk does not match it
 InsufficientStorage = _error(507, "insufficient_storage", "no room left to store the upload")
 ServiceUnavailable = _error(503, "unavailable", "storage is unreachable; retry later")
 Internal = _error(500, "internal", "internal error")
+BodyTooLarge = _error(413, "body_too_large", "the request body is larger than 1 MiB")
+HeadersTooLarge = _error(431, "headers_too_large", "the request's headers are too large")
 
 # Access tickets (viewer links): the holder learns why a link stopped working, nothing more.
 TicketUnknown = _error(404, "ticket_unknown", "this link is not valid")
@@ -88,6 +91,77 @@ TransferBlocked = _error(409, "transfer_blocked", "the transfer cannot be acknow
 SigningUnavailable = _error(
     503, KeyUnavailable.code, "the signing key is unavailable; custody actions are refused"
 )
+
+# Uploads (tus). A body that breaks off is a client-side event the server checkpointed: the
+# client resumes from HEAD (tus 1.0.0: "the Client SHOULD send a HEAD request ... to retrieve
+# the current offset"). The codes, not the wording, tell it so.
+BodyInterrupted = _error(
+    400, "body_interrupted", "the request body broke off or stalled; resume from HEAD"
+)
+ServerDraining = _error(
+    503, "shutting_down", "the server is shutting down; the upload was checkpointed"
+)
+ConcatInvalid = _error(400, "concat_invalid", "Upload-Concat is malformed")
+PartialUnusable = _error(
+    400, "partial_unusable", "a partial upload is not yours, unknown, or not complete"
+)
+DigestMismatch = _error(
+    460,
+    "declared_digest_mismatch",
+    "the file's digests differ from the declared ones; it is quarantined",
+)
+QuotaExceeded = _error(507, "quota_exceeded", "the storage quota is used up")
+QuotaUploadTooLarge = _error(
+    413, "quota_upload_too_large", "the upload is larger than the quota allows for one upload"
+)
+
+# Domain refusals (`failures.Code`), raised by modules that know no HTTP.
+ReasonRequired = _error(400, "reason_required", "the action needs a reason")
+CaseExists = _error(409, "case_exists", "the agency already has a case with this number")
+EvidenceUnknown = _error(404, "evidence_unknown", "no such evidence")
+HoldUnknown = _error(404, "hold_unknown", "no such active hold")
+RetentionRefused = _error(409, "retention_refused", "the record's retention forbids this")
+
+_DOMAIN: dict[Code, type[ApiError]] = {
+    Code.INVALID: BadRequest,
+    Code.REASON_REQUIRED: ReasonRequired,
+    Code.CASE_EXISTS: CaseExists,
+    Code.EVIDENCE_UNKNOWN: EvidenceUnknown,
+    Code.HOLD_UNKNOWN: HoldUnknown,
+    Code.RETENTION_REFUSED: RetentionRefused,
+}
+
+
+def table() -> list[type[ApiError]]:
+    """Every error answer this module defines, for the docs and their test."""
+    return [
+        value
+        for value in globals().values()
+        if isinstance(value, type) and issubclass(value, ApiError) and value is not ApiError
+    ]
+
+
+# aiohttp's own answers (unknown route, wrong method, a JSON body over `client_max_size`) in
+# the table's terms, so their codes are documented too.
+_HTTP: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: BodyTooLarge,
+    431: HeadersTooLarge,
+}
+
+
+def from_http_exception(exc: web.HTTPException) -> ApiError:
+    kind = _HTTP.get(exc.status)
+    if kind is not None:
+        return kind()
+    return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)()
+
+
+def from_domain_error(exc: DomainError) -> ApiError:
+    """The one place domain refusals become HTTP answers: by code, never by message."""
+    return _DOMAIN[exc.code](exc.message)
 
 
 def from_store_error(exc: store_errors.StoreError) -> ApiError:
@@ -139,6 +213,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         error = exc
     except store_errors.StoreError as exc:
         error = from_store_error(exc)
+    except DomainError as exc:
+        error = from_domain_error(exc)
     except (sa_exc.DBAPIError, CatalogUnavailable, ConnectionError) as exc:
         # Client disconnects are caught where bodies are read; a broken connection here is
         # the catalog's (PostgreSQL restarting, a failover): worth a retry, not a 500.
@@ -152,7 +228,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        error = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)()
+        error = from_http_exception(exc)
         error.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "allow"})
     except Exception:
         log.exception(

@@ -21,6 +21,7 @@ from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from .config import ConfigError, Settings
+from .errors import BadRequest, HeadersTooLarge
 
 log = logging.getLogger("avidence.http")
 
@@ -59,21 +60,22 @@ class _JsonErrorHandler(RequestHandler):
     ) -> web.StreamResponse:
         if status >= 500 or request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
-        if _too_large(exc, message):
-            # RFC 6585: 431 Request Header Fields Too Large
-            status, code, text = 431, "headers_too_large", "the request's headers are too large"
-        else:
-            code, text = "bad_request", f"malformed HTTP request: {(message or '')[:200]}"
+        # RFC 6585: 431 Request Header Fields Too Large
+        error = (
+            HeadersTooLarge()
+            if _too_large(exc, message)
+            else BadRequest(f"malformed HTTP request: {(message or '')[:200]}")
+        )
         log.warning(
             "http.error method=- route=unparsed status=%s code=%s message=%s client=%s",
-            status,
-            code,
-            text,
+            error.status,
+            error.code,
+            error.message,
             request.remote,
         )
-        body = {"error": {"code": code, "message": text, "status": status}}
+        body = {"error": {"code": error.code, "message": error.message, "status": error.status}}
         response = web.Response(
-            status=status, body=json.dumps(body).encode(), content_type="application/json"
+            status=error.status, body=json.dumps(body).encode(), content_type="application/json"
         )
         response.force_close()
         return response

@@ -126,7 +126,7 @@ def test_killed_upload_to_plain_tus_server_resumes_from_its_offset(
             env=client_env(tmp_path),
         )
         assert result.returncode == 0, result.stderr
-        assert "resuming" in result.stderr, result.stderr
+        assert "resumed" in result.stderr, result.stderr
         # Every byte once, plus at most the chunk in flight at the kill, plus headers.
         assert proxy.bytes_up <= size + MiB + 256 * 1024, proxy.bytes_up - size
     held, info = stored(peer)

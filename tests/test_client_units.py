@@ -12,13 +12,15 @@ import blake3
 import pytest
 from click.testing import CliRunner
 
+from avidence.client import progress as progress_module
 from avidence.client.cli import main
 from avidence.client.config import Settings, endpoints, parse_size
 from avidence.client.errors import FileChanged, InputError
 from avidence.client.files import check_stat, check_unchanged, identify
 from avidence.client.hashing import ChunkDigests, FileHasher
 from avidence.client.parts import MIN_PART, chunk_grid, plan_parts
-from avidence.client.state import Part, StateStore, UploadState
+from avidence.client.progress import FileProgress
+from avidence.client.state import Part, StateStore, UploadState, upload_key
 from avidence.client.tus import RetryPolicy, ServerCaps, encode_metadata
 
 MiB = 1024 * 1024
@@ -96,6 +98,30 @@ def test_state_round_trips_and_is_replaced_atomically(tmp_path: Path) -> None:
     assert not list((tmp_path / "state").glob(".tmp-*"))
     store.path(state.key).write_text("{not json")
     assert store.load(state.key) is None  # a damaged state starts afresh
+
+
+def test_state_is_one_per_destination_and_an_older_state_is_taken_over_only_for_its_own(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "a.ts"
+    source.write_bytes(b"x" * 100)
+    identity = identify(source)
+    store = StateStore(tmp_path / "state")
+    where = {"endpoint": "http://h/files/", "case": "C", "item": "I"}
+    keys = {
+        upload_key(identity, **{**where, field: value})
+        for field, value in [("case", "C"), ("case", "D"), ("item", "J"), ("endpoint", "x")]
+    }
+    assert len(keys) == 4
+    # A state from before keys named the destination: named by the file's identity alone.
+    legacy = UploadState.new(identity, **where)
+    legacy.key, legacy.phase, legacy.evidence_id = identity.key, "finished", "ev_1"
+    store.save(legacy)
+    assert store.find(identity, **{**where, "case": "D"}) is None  # another case: a new upload
+    found = store.find(identity, **where)
+    assert found is not None and found.evidence_id == "ev_1"
+    assert found.key == upload_key(identity, **where)
+    assert [s.key for s in store.all()] == [found.key]
 
 
 def test_identity_changes_with_content_at_either_end(tmp_path: Path) -> None:
@@ -196,3 +222,18 @@ async def test_chunks_far_ahead_of_the_pass_or_after_a_failed_pass_are_left_to_t
     with pytest.raises(FileChanged):
         await FileHasher(str(path), len(data), chunks).run()
     assert await asyncio.wait_for(waiting, 5) is None  # woken, not left waiting for ever
+
+
+def test_bytes_already_on_the_server_count_as_done_but_not_as_speed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: now[0])
+    progress = FileProgress("clip.ts", 100 * MiB)
+    progress.already_there(90 * MiB)  # a resume: the server held 90 MiB from before
+    now[0] += 1.0
+    progress.sent += 2 * MiB  # sent now, in one second
+    progress.sample()
+    assert progress.fraction() == pytest.approx(0.92)
+    assert progress.rate == pytest.approx(2 * MiB)
+    assert progress.before == 90 * MiB

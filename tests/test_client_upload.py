@@ -102,8 +102,8 @@ def test_upload_makes_evidence_with_the_files_digests(
     assert upload["concat"] == (None if parallel == 1 else "final")
     assert upload["metadata"]["blake3"] == digest
     # Running the same command again reports the same evidence without sending anything.
-    again = run_avidence(tmp_path, *args)
-    assert evidence_id(again) == ev
+    again = run_avidence(tmp_path, *args, "--item", "A1")
+    assert evidence_id(again) == ev and "uploaded by an earlier run" in again.stderr
 
 
 def test_json_lines_report_progress_and_result(
@@ -146,7 +146,9 @@ def test_resume_after_the_client_is_killed_resends_at_most_a_chunk_per_part(
         proxy.rate = None
         result = run_avidence(tmp_path, *args)
         ev = evidence_id(result)
-        assert "resuming" in result.stderr
+        assert "were already on the server; sending the rest" in result.stderr
+        # The speed shown is of what this run sent, not of bytes confirmed before the kill.
+        assert "of 40.0 MiB sent now in" in result.stderr, result.stderr
         # Every byte once, plus at most the chunk each part had in flight, plus headers.
         assert proxy.bytes_up <= size + parallel * MiB + 256 * 1024, proxy.bytes_up - size
     assert get_json(f"{srv.url}/api/evidence/{ev}", token)["blake3"] == digest
@@ -245,12 +247,12 @@ async def test_a_server_that_is_not_tus_gets_a_clear_message(tmp_path: Path) -> 
     assert "is not a tus server" in err.decode()
 
 
-def test_an_unreachable_server_exits_4(tmp_path: Path) -> None:
+def test_an_unreachable_server_waited_for_exits_4_when_retries_run_out(tmp_path: Path) -> None:
     path = tmp_path / "c.ts"
     random_file(path, 1000)
     result = run_avidence(
         tmp_path, "upload", str(path), "--server", f"http://127.0.0.1:{free_port()}",
-        "--token", "t", "--case", "C", "--retries", "2",
+        "--token", "t", "--case", "C", "--retries", "2", "--wait",
     )  # fmt: skip
     assert result.returncode == 4
     assert "OPTIONS failed" in result.stderr

@@ -20,6 +20,7 @@ import pytest
 from avidence.client.files import identify
 from avidence.client.progress import PlainReporter
 from avidence.client.state import StateStore, UploadState
+from avidence.client.tus import TusClient
 from avidence.client.upload import Outcome, Uploader
 from avidence.client.watch import Action, Watcher, WatchOptions, after_upload, uploaded_path
 
@@ -158,10 +159,19 @@ def test_the_daemon_uploads_and_deletes_after_verification(
     assert status.returncode == 0 and "finished" in status.stdout
 
 
-def _outcome(verified: bool, evidence_id: str | None = "ev_1") -> Outcome:
+RECEIPT = Path(__file__)  # any existing file stands for a saved receipt here
+
+
+def _outcome(
+    verified: bool,
+    evidence_id: str | None = "ev_1",
+    proof: str = "receipt",
+    receipt: Path | None = RECEIPT,
+) -> Outcome:
     return Outcome(
-        path="/x", size=1, evidence_id=evidence_id, digests={}, verified=verified, proof="",
-        message="", state_file="", receipt_file=None, resumed=False, seconds=0.0,
+        path="/x", size=1, evidence_id=evidence_id, digests={}, verified=verified, proof=proof,
+        message="", state_file="", receipt_file=str(receipt) if receipt else None,
+        resumed=False, seconds=0.0,
     )  # fmt: skip
 
 
@@ -171,20 +181,27 @@ def _outcome(verified: bool, evidence_id: str | None = "ev_1") -> Outcome:
         (None, True, Action.KEEP),
         (_outcome(False), True, Action.KEEP),
         (_outcome(True, evidence_id=None), True, Action.KEEP),
+        (_outcome(True, proof="record", receipt=None), True, Action.KEEP),
+        (_outcome(True, proof="server-digests", receipt=None), False, Action.KEEP),
+        (_outcome(True, receipt=None), True, Action.KEEP),
+        (_outcome(True, receipt=Path("/nonexistent/receipt.json")), True, Action.KEEP),
         (_outcome(True), False, Action.MOVE),
         (_outcome(True), True, Action.DELETE),
     ],
 )
-def test_only_a_verified_upload_lets_the_source_go(
+def test_only_a_verified_upload_with_a_receipt_lets_the_source_go(
     outcome: Outcome | None, delete: bool, action: Action
 ) -> None:
     assert after_upload(outcome, delete_after_verify=delete) is action
 
 
 def _watcher(folder: Path, state: Path, **options: object) -> Watcher:
+    uploader = Uploader.__new__(Uploader)  # never called in these tests
+    uploader.tus = TusClient.__new__(TusClient)
+    uploader.tus.endpoint = "http://x/files/"
     return Watcher(
         WatchOptions(directory=folder, case="C", **options),  # type: ignore[arg-type]
-        uploader=Uploader.__new__(Uploader),  # never called in these tests
+        uploader=uploader,
         store=StateStore(state),
         reporter=PlainReporter(io.StringIO()),
     )
@@ -228,3 +245,29 @@ def test_uploaded_path_never_overwrites(tmp_path: Path) -> None:
     (folder / ".uploaded").mkdir(parents=True)
     (folder / ".uploaded" / "a.ts").write_bytes(b"older")
     assert uploaded_path(folder, folder / "a.ts") == folder / ".uploaded" / "a.1.ts"
+
+
+def test_case_from_dirname_leaves_a_file_outside_case_folders_alone_unless_case_is_given(
+    server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    """A file directly in the watched folder has no case folder: it is never filed under a
+    case named after the watched folder; it waits, with one warning, or takes `--case`."""
+    srv, token = server
+    folder = tmp_path / "recorder"
+    (folder / "K-7").mkdir(parents=True)
+    loose, filed = folder / "loose.ts", folder / "K-7" / "room.ts"
+    for path in (loose, filed):
+        path.write_bytes(os.urandom(64 * 1024))
+        old = time.time() - 60
+        os.utime(path, (old, old))
+    events = watch_once(srv, token, folder, tmp_path, "--case-from-dirname")
+    [uploaded] = [e for e in events if e["event"] == "uploaded"]
+    assert get_json(f"{srv.url}/api/evidence/{uploaded['evidence_id']}", token)["case_id"] == "K-7"
+    [warning] = [e for e in events if e["event"] == "warning"]
+    assert warning["file"] == "loose.ts" and "--case" in str(warning["message"])
+    assert loose.exists()
+    events = watch_once(srv, token, folder, tmp_path, "--case-from-dirname", "--case", "K-8")
+    [uploaded] = [e for e in events if e["event"] == "uploaded"]
+    assert uploaded["file"] == "loose.ts"
+    assert get_json(f"{srv.url}/api/evidence/{uploaded['evidence_id']}", token)["case_id"] == "K-8"
+    assert not loose.exists() and (folder / ".uploaded" / "loose.ts").exists()

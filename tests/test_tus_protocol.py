@@ -317,13 +317,17 @@ async def test_final_upload_refuses_unfinished_or_foreign_partials(api: Api) -> 
         "Upload-Concat": f"final;{unfinished}",
         "Upload-Metadata": metadata(case="C"),
     }
-    assert (await api.client.post("/files/", headers=headers)).status == 400
+    refused = await api.client.post("/files/", headers=headers)
+    assert refused.status == 400
+    assert (await refused.json())["error"]["code"] == "partial_unusable"
     foreign = await create(
         api, 1, token=api.other_uploader, meta="", **{"Upload-Concat": "partial"}
     )
     assert (await patch(api, foreign, b"x", 0, token=api.other_uploader)).status == 204
     headers["Upload-Concat"] = f"final;{foreign}"
-    assert (await api.client.post("/files/", headers=headers)).status == 400
+    refused = await api.client.post("/files/", headers=headers)
+    assert refused.status == 400
+    assert (await refused.json())["error"]["code"] == "partial_unusable"
 
 
 async def test_cors_preflight_and_exposed_headers(api: Api) -> None:

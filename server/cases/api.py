@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..auth import require
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, NotFound
 from ..evidence import records as evidence_db
 from ..requests import json_body
 from ..state import CATALOG
@@ -26,19 +26,15 @@ async def create(request: web.Request) -> web.Response:
     if not isinstance(number, str) or not isinstance(title, str):
         raise BadRequest("number (and title) must be text")
     engine = request.app[CATALOG].engine
-    try:
-        records.check_number(number)
-        case = await records.create(
-            engine,
-            agency_id=principal.agency_id,
-            number=number,
-            title=title,
-            actor=principal.label,
-            client=request.remote,
-        )
-    except ValueError as exc:
-        error = Conflict if "already exists" in str(exc) else BadRequest
-        raise error(str(exc)) from None
+    # A CaseError (bad number or title, or `case_exists`) answers through the error table.
+    case = await records.create(
+        engine,
+        agency_id=principal.agency_id,
+        number=number,
+        title=title,
+        actor=principal.label,
+        client=request.remote,
+    )
     return web.json_response(case.to_json(), status=201)
 
 

@@ -18,9 +18,14 @@ from ..audit.events import CaseCreated
 from ..audit.unit import unit_of_work
 from ..catalog.schema import evidence
 from ..catalog.schema_exchange import agencies, case_agencies, case_evidence, cases
+from ..failures import Code, DomainError
 
 STATUSES = ("open", "closed")
 _RETRIES = 5
+
+
+class CaseError(DomainError):
+    """A case that cannot be made: a malformed number or title, or a number already taken."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -47,7 +52,7 @@ class Case:
 
 def check_number(number: str) -> str:
     if not number or len(number) > 128 or number != number.strip() or not number.isprintable():
-        raise ValueError("case number: 1-128 printable characters, trimmed")
+        raise CaseError("case number: 1-128 printable characters, trimmed")
     return number
 
 
@@ -238,13 +243,13 @@ async def create(
     actor: str = "server",
     client: str | None = None,
 ) -> Case:
-    """A new case; ValueError when the agency already has one with this number."""
+    """A new case; CaseError `case_exists` when the agency already has one with this number."""
     number = check_number(number)
     if len(title) > 300 or not title.isprintable():
-        raise ValueError("title: at most 300 printable characters")
+        raise CaseError("title: at most 300 printable characters")
     async with engine.connect() as conn:
         if await _id_by_number(conn, agency_id, number) is not None:
-            raise ValueError(f"case {number!r} already exists")
+            raise CaseError(f"case {number!r} already exists", code=Code.CASE_EXISTS)
     case_id = await ensure(
         engine, agency_id=agency_id, number=number, title=title.strip(), actor=actor, client=client
     )

@@ -17,7 +17,7 @@ from avidence.storage.base import LockSupport
 
 from ..auth import require
 from ..catalog.schema_exchange import DEFAULT_AGENCY
-from ..errors import BadRequest, Conflict, Forbidden, NotFound
+from ..errors import BadRequest, Forbidden, NotFound
 from ..evidence import records as evidence_db
 from ..requests import json_body
 from ..state import CATALOG, SETTINGS, STORE
@@ -116,21 +116,17 @@ async def put_retention(request: web.Request) -> web.Response:
     override = body.get("override", False)
     if not isinstance(override, bool):
         raise BadRequest("override: true or false")
-    try:
-        changed = await changes.change_class(
-            request.app[CATALOG].engine,
-            request.app[STORE],
-            request.app[POLICY],
-            request.match_info["evidence_id"],
-            new_class=_text(body, "class"),
-            actor=principal.label,
-            reason=_text(body, "reason"),
-            override=override,
-        )
-    except changes.RetentionError as exc:
-        raise (NotFound if "no evidence" in str(exc) else Conflict)(str(exc)) from None
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
+    # Refusals are DomainErrors; the error table answers them by their code.
+    changed = await changes.change_class(
+        request.app[CATALOG].engine,
+        request.app[STORE],
+        request.app[POLICY],
+        request.match_info["evidence_id"],
+        new_class=_text(body, "class"),
+        actor=principal.label,
+        reason=_text(body, "reason"),
+        override=override,
+    )
     return web.json_response({"retention": changed.to_json()})
 
 
@@ -144,33 +140,27 @@ async def get_holds(request: web.Request) -> web.Response:
 async def post_hold(request: web.Request) -> web.Response:
     principal = await require_site(request, *ADMIN)
     body = await json_body(request, required=True)
-    try:
-        hold = await holds.add(
-            request.app[CATALOG].engine,
-            request.app[STORE],
-            scope=_text(body, "scope"),
-            target=_text(body, "target"),
-            reason=_text(body, "reason"),
-            actor=principal.label,
-        )
-    except holds.HoldError as exc:
-        raise (NotFound if "no evidence" in str(exc) else BadRequest)(str(exc)) from None
+    hold = await holds.add(
+        request.app[CATALOG].engine,
+        request.app[STORE],
+        scope=_text(body, "scope"),
+        target=_text(body, "target"),
+        reason=_text(body, "reason"),
+        actor=principal.label,
+    )
     return web.json_response({"hold": hold.to_json()}, status=201)
 
 
 async def release_hold(request: web.Request) -> web.Response:
     principal = await require_site(request, *ADMIN)
     body = await json_body(request, required=True)
-    try:
-        hold = await holds.remove(
-            request.app[CATALOG].engine,
-            request.app[STORE],
-            request.match_info["hold_id"],
-            reason=_text(body, "reason"),
-            actor=principal.label,
-        )
-    except holds.HoldError as exc:
-        raise NotFound(str(exc)) from None
+    hold = await holds.remove(
+        request.app[CATALOG].engine,
+        request.app[STORE],
+        request.match_info["hold_id"],
+        reason=_text(body, "reason"),
+        actor=principal.label,
+    )
     return web.json_response({"hold": hold.to_json()})
 
 
@@ -197,16 +187,13 @@ async def post_purge(request: web.Request) -> web.Response:
 async def post_restore(request: web.Request) -> web.Response:
     principal = await require_site(request, *ADMIN)
     body = await json_body(request, required=True)
-    try:
-        restored = await purge.restore(
-            request.app[CATALOG].engine,
-            request.app[POLICY],
-            request.match_info["evidence_id"],
-            actor=principal.label,
-            reason=_text(body, "reason"),
-        )
-    except changes.RetentionError as exc:
-        raise Conflict(str(exc)) from None
+    restored = await purge.restore(
+        request.app[CATALOG].engine,
+        request.app[POLICY],
+        request.match_info["evidence_id"],
+        actor=principal.label,
+        reason=_text(body, "reason"),
+    )
     return web.json_response({"retention": restored.to_json()})
 
 

@@ -18,14 +18,17 @@ from avidence.storage.base import Store
 from ..audit.events import RetentionChanged
 from ..audit.unit import unit_of_work
 from ..catalog.schema import evidence
+from ..failures import Code, DomainError
 from . import locks, records
 from .classes import LOCK_RANK, Policy, as_mode
 from .holds import is_held
 from .records import Clock, Retention, iso, utcnow
 
 
-class RetentionError(ValueError):
-    """A class change or purge request that is not allowed; the message says why."""
+class RetentionError(DomainError):
+    """A class change, purge or restore that is not allowed; `code` says which kind."""
+
+    default_code = Code.RETENTION_REFUSED
 
 
 def _upward(old_days: int | None, old_lock: str, new_days: int | None, new_lock: str) -> bool:
@@ -48,7 +51,7 @@ async def change_class(
     """Move a record to `new_class`; RetentionError when the move is not allowed."""
     target = policy.get(new_class)
     if not reason.strip():
-        raise RetentionError("a class change needs a reason")
+        raise RetentionError("a class change needs a reason", code=Code.REASON_REQUIRED)
     now = clock()
     await records.backfill(engine, policy, now=now)
     async with unit_of_work(engine) as unit:
@@ -62,7 +65,7 @@ async def change_class(
         ).first()
         current = await records.get(conn, evidence_id)
         if row is None or current is None:
-            raise RetentionError(f"no evidence {evidence_id!r}")
+            raise RetentionError(f"no evidence {evidence_id!r}", code=Code.EVIDENCE_UNKNOWN)
         if current.state != "active":
             raise RetentionError(f"evidence {evidence_id} is {current.state}; restore it first")
         if current.class_name == target.name:

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from ..config import ConfigError, Settings
+from ..failures import DomainError
 
 LockMode = Literal["", "GOVERNANCE", "COMPLIANCE"]
 LOCK_RANK: dict[str, int] = {"": 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
@@ -84,11 +85,11 @@ class Policy:
     legacy_days: int = 0
 
     def get(self, name: str) -> RetentionClass:
-        """The class called `name`; ValueError naming the known ones otherwise."""
+        """The class called `name`; DomainError (a ValueError) naming the known ones otherwise."""
         found = self.classes.get(name)
         if found is None:
             known = ", ".join(sorted(self.classes))
-            raise ValueError(f"unknown retention class {name!r}; classes: {known}")
+            raise DomainError(f"unknown retention class {name!r}; classes: {known}")
         return found
 
     def classify(self, metadata: Mapping[str, str]) -> RetentionClass:

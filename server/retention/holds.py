@@ -21,6 +21,7 @@ from avidence.storage.base import Store
 from ..audit.events import HoldAdded, HoldRemoved
 from ..audit.unit import unit_of_work
 from ..catalog.schema import evidence, evidence_retention, legal_holds
+from ..failures import Code, DomainError
 from . import locks
 from .records import Clock, iso, objects_of, utcnow
 
@@ -30,8 +31,8 @@ SCOPES = ("case", "evidence")
 MAX_REASON = 2000
 
 
-class HoldError(ValueError):
-    """A hold request that cannot be honoured; the message is for the admin."""
+class HoldError(DomainError):
+    """A hold request that cannot be honoured; `code` says which kind, the message why."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -103,7 +104,9 @@ def _check(scope: str, target: str, reason: str) -> None:
     if not target.strip() or len(target) > 128:
         raise HoldError("a hold needs a case or evidence id of 1-128 characters")
     if not reason.strip() or len(reason) > MAX_REASON:
-        raise HoldError(f"a hold needs a reason of 1-{MAX_REASON} characters")
+        raise HoldError(
+            f"a hold needs a reason of 1-{MAX_REASON} characters", code=Code.REASON_REQUIRED
+        )
 
 
 async def add(
@@ -130,7 +133,7 @@ async def add(
                 await conn.execute(sa.select(evidence.c.case_id).where(evidence.c.id == target))
             ).scalar()
             if case is None:
-                raise HoldError(f"no evidence {target!r}")
+                raise HoldError(f"no evidence {target!r}", code=Code.EVIDENCE_UNKNOWN)
         covered = await _covered(conn, scope, target)
         await conn.execute(legal_holds.insert().values({n: getattr(hold, n) for n in _COLUMNS}))
         unit.record(
@@ -162,7 +165,10 @@ async def remove(
 ) -> Hold:
     """Lift a hold (audited); storage holds go only where no other hold still applies."""
     if not reason.strip() or len(reason) > MAX_REASON:
-        raise HoldError(f"lifting a hold needs a reason of 1-{MAX_REASON} characters")
+        raise HoldError(
+            f"lifting a hold needs a reason of 1-{MAX_REASON} characters",
+            code=Code.REASON_REQUIRED,
+        )
     now = clock()
     async with unit_of_work(engine) as unit:
         conn = unit.conn
@@ -170,7 +176,7 @@ async def remove(
             await conn.execute(sa.select(legal_holds).where(legal_holds.c.id == hold_id))
         ).first()
         if row is None or row.released_at is not None:
-            raise HoldError(f"no active hold {hold_id!r}")
+            raise HoldError(f"no active hold {hold_id!r}", code=Code.HOLD_UNKNOWN)
         await conn.execute(
             legal_holds.update()
             .where(legal_holds.c.id == hold_id)

@@ -27,6 +27,7 @@ from avidence.storage.base import Store
 from ..audit.events import EvidenceDeleted, EvidencePurged, EvidenceRestored, PurgeBlocked
 from ..audit.unit import unit_of_work
 from ..catalog.schema import evidence, evidence_retention, tombstones
+from ..failures import Code
 from . import records
 from .changes import RetentionError
 from .classes import Policy
@@ -339,7 +340,10 @@ async def apply(
 ) -> list[Outcome]:
     """Carry out the plan: soft-delete what expired, purge what left its recovery period."""
     if not reason.strip():
-        raise RetentionError("a purge needs a reason (for the tombstones and the audit log)")
+        raise RetentionError(
+            "a purge needs a reason (for the tombstones and the audit log)",
+            code=Code.REASON_REQUIRED,
+        )
     await records.backfill(engine, policy, now=clock())
     todo = await plan(engine, policy, clock=clock, limit=limit)
     outcomes: list[Outcome] = []
@@ -368,7 +372,7 @@ async def restore(
     """Undo a soft delete (or unblock a refused purge). The record is kept at least another
     recovery period, time to place a hold or raise its class."""
     if not reason.strip():
-        raise RetentionError("a restore needs a reason")
+        raise RetentionError("a restore needs a reason", code=Code.REASON_REQUIRED)
     now = clock()
     async with unit_of_work(engine) as unit:
         conn = unit.conn

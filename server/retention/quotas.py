@@ -18,22 +18,10 @@ from ..audit.events import QuotaSet
 from ..audit.unit import unit_of_work
 from ..catalog.schema import evidence, evidence_retention, quotas, tokens, uploads
 from ..config import Settings
-from ..errors import ApiError
+from ..errors import QuotaExceeded, QuotaUploadTooLarge
 from .records import Clock, iso, utcnow
 
 OPEN_STATES = ("receiving", "verifying", "complete")
-
-
-class QuotaExceeded(ApiError):
-    status = 507
-    code = "quota_exceeded"
-    default_message = "the storage quota is used up"
-
-
-class QuotaUploadTooLarge(ApiError):
-    status = 413
-    code = "quota_upload_too_large"
-    default_message = "the upload is larger than the quota allows for one upload"
 
 
 class QuotaError(ValueError):

@@ -16,7 +16,7 @@ from avidence.storage.digests import MultiDigest
 
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
-from ..errors import BadRequest, TooLarge
+from ..errors import ConcatInvalid, PartialUnusable, TooLarge
 from ..retention import hooks as retention_hooks
 from .context import TusContext
 from .finish import await_outcome
@@ -33,16 +33,18 @@ async def _hashed(chunks: AsyncIterator[bytes], digest: MultiDigest) -> AsyncIte
 async def check_partials(ctx: TusContext, ids: tuple[str, ...], *, uploader: str) -> list[Upload]:
     """The partial uploads named by a final upload, all finished and the caller's own."""
     if len(ids) > 10_000:
-        raise BadRequest("a final upload may join at most 10000 partial uploads")
+        raise ConcatInvalid("a final upload may join at most 10000 partial uploads")
     if len(set(ids)) != len(ids):
-        raise BadRequest("Upload-Concat lists a partial upload twice")
+        raise ConcatInvalid("Upload-Concat lists a partial upload twice")
     partials = []
     for upload_id in ids:
         upload = await uploads_db.get(ctx.engine, upload_id)
         if upload is None or upload.uploader != uploader or upload.concat != "partial":
-            raise BadRequest(f"Upload-Concat names {upload_id!r}, which is not your partial upload")
+            raise PartialUnusable(
+                f"Upload-Concat names {upload_id!r}, which is not your partial upload"
+            )
         if upload.state != "complete":
-            raise BadRequest(f"partial upload {upload_id} is not complete ({upload.state})")
+            raise PartialUnusable(f"partial upload {upload_id} is not complete ({upload.state})")
         partials.append(upload)
     total = sum(p.length or 0 for p in partials)
     if total > ctx.settings.max_size:

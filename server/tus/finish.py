@@ -22,7 +22,7 @@ from ..audit.events import UploadQuarantined
 from ..audit.unit import unit_of_work
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import ConcatKind, Upload, UploadState
-from ..errors import ApiError, Internal
+from ..errors import ApiError, DigestMismatch, Internal
 from ..keys.base import KeyUnavailable
 from ..retention import hooks as retention_hooks
 from .context import TusContext
@@ -34,10 +34,6 @@ log = logging.getLogger("avidence.tus.finish")
 WAIT_SECONDS = 25.0
 
 
-class DigestMismatch(ApiError):
-    status = 460
-    code = "declared_digest_mismatch"
-    default_message = "the file's digests differ from the declared ones; it is quarantined"
 
 
 async def rehash(ctx: TusContext, key: str) -> dict[str, str]:

@@ -19,13 +19,14 @@ from ..catalog.uploads import ConcatKind, Upload, UploadState
 from ..drain import RETRY_AFTER, ShuttingDown
 from ..errors import (
     BadRequest,
+    BodyInterrupted,
     Conflict,
     Forbidden,
     Gone,
     MethodNotAllowed,
     NotFound,
     PreconditionFailed,
-    ServiceUnavailable,
+    ServerDraining,
     TooLarge,
     UnsupportedMediaType,
 )
@@ -304,15 +305,15 @@ class TusHandlers:
                 request.content, offset=offset, checksum=checksum, expect=declared
             )
         except TimeoutError:
-            raise BadRequest("the request body stalled; resume from HEAD") from None
+            raise BodyInterrupted("the request body stalled; resume from HEAD") from None
         except ShuttingDown:
             # The session recorded the durable offset before this surfaced: a checkpoint.
-            raise ServiceUnavailable(
+            raise ServerDraining(
                 "the server is shutting down; the upload was checkpointed, resume from HEAD",
                 headers={"Retry-After": str(RETRY_AFTER), "Connection": "close"},
             ) from None
         except ClientGone as exc:
-            raise BadRequest(f"the connection broke ({exc}); resume from HEAD") from None
+            raise BodyInterrupted(f"the connection broke ({exc}); resume from HEAD") from None
         finally:
             await lease.release()
 

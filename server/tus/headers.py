@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from multidict import CIMultiDictProxy
 
-from ..errors import BadRequest
+from ..errors import BadRequest, ConcatInvalid
 from ..identifiers import identifier_problem
 
 TUS_VERSION = "1.0.0"
@@ -143,15 +143,15 @@ def parse_concat(raw: str | None, *, tus_path: str) -> Concat | None:
     if raw == "partial":
         return Concat(kind="partial")
     if not raw.startswith("final;"):
-        raise BadRequest("Upload-Concat must be `partial` or `final;URL ...`")
+        raise ConcatInvalid("Upload-Concat must be `partial` or `final;URL ...`")
     ids = []
     for url in raw[len("final;") :].split():
         path = urlsplit(url).path
         if not path.startswith(tus_path) or "/" in path[len(tus_path) :]:
-            raise BadRequest(f"Upload-Concat URL {url[:200]!r} is not an upload of this server")
+            raise ConcatInvalid(f"Upload-Concat URL {url[:200]!r} is not an upload of this server")
         ids.append(path[len(tus_path) :])
     if not ids:
-        raise BadRequest("Upload-Concat final lists no partial uploads")
+        raise ConcatInvalid("Upload-Concat final lists no partial uploads")
     return Concat(kind="final", ids=tuple(ids))
 
 

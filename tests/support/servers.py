@@ -9,13 +9,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.typedefs import Middleware
 
 from avidence.server import config, tokens
 from avidence.server.app import create_app
@@ -51,6 +52,7 @@ async def make_api(
     *,
     database: str | None = None,
     config_file: Path | None = None,
+    outer: Sequence[Middleware] = (),
     **settings: Any,
 ) -> AsyncIterator[Api]:
     """An app whose background work runs only when a test asks for it (`embedded_worker=True`,
@@ -72,6 +74,7 @@ async def make_api(
     _, admin = await tokens.create(catalog.engine, role="admin", name="admin")
     _, other = await tokens.create(catalog.engine, role="uploader", name="room 2")
     app = create_app(cfg, catalog=catalog, store=store)
+    app.middlewares[:0] = list(outer)  # outermost: they see every answer as sent
     client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     try:
