@@ -28,6 +28,7 @@ from avidence.server.cli import main
 from avidence.server.state import SIGNER
 from avidence.storage.local import LocalStore
 
+from support.forgery import rechain
 from support.seaweed import SeaweedServer
 from support.servers import Api, make_api
 from support.tickets import upload
@@ -180,33 +181,10 @@ async def _rewrite_with_own_key(api: Api, *, edit_seq: int) -> None:
                 created_at=datetime.now(UTC),
             )
         )
-        rows = (await conn.execute(sa.select(audit_log).order_by(audit_log.c.seq))).all()
-        prev = audit.GENESIS
-        for row in rows:
-            body = audit.entry_body(row)
-            body["prev_hash"] = prev
-            if row.seq == edit_seq:
-                body["actor"] = "someone else"
-            digest = audit.entry_hash(body)
-            await conn.execute(audit_log.delete().where(audit_log.c.seq == row.seq))
-            await conn.execute(
-                audit_log.insert().values(
-                    seq=row.seq,
-                    time=row.time,
-                    actor=body["actor"],
-                    action=row.action,
-                    object=row.object,
-                    case_id=row.case_id,
-                    details=row.details,
-                    client=row.client,
-                    prev_hash=prev,
-                    hash=digest,
-                )
-            )
-            prev = digest
-        await conn.execute(audit_head.update().values(seq=rows[-1].seq, hash=prev))
+        prev = await rechain(conn, edit_seq=edit_seq, actor="someone else")
+        last = (await conn.execute(sa.select(sa.func.max(audit_log.c.seq)))).scalar_one()
         await conn.execute(audit_checkpoints.delete())
-        body = {"seq": rows[-1].seq, "head_hash": prev, "count": rows[-1].seq, "time": "now"}
+        body = {"seq": last, "head_hash": prev, "count": last, "time": "now"}
         document = {
             "checkpoint": body,
             "algorithm": "ed25519",
@@ -215,9 +193,9 @@ async def _rewrite_with_own_key(api: Api, *, edit_seq: int) -> None:
         }
         await conn.execute(
             audit_checkpoints.insert().values(
-                seq=rows[-1].seq,
+                seq=last,
                 head_hash=prev,
-                count=rows[-1].seq,
+                count=last,
                 time=datetime.now(UTC),
                 document=document,
             )

@@ -27,6 +27,8 @@ from avidence.server.catalog.db import Catalog
 from avidence.server.catalog.schema import audit_log
 from avidence.server.cli import main
 
+from support.forgery import rechain
+
 
 @dataclass
 class Log:
@@ -131,24 +133,7 @@ async def test_truncation_after_a_checkpoint_is_detected(chain: Log) -> None:
 async def test_rewritten_chain_with_recomputed_hashes_fails_the_checkpoint(chain: Log) -> None:
     await audit.checkpoint(chain.engine, chain.signer)
     async with chain.engine.begin() as conn:
-        rows = (await conn.execute(sa.select(audit_log).order_by(audit_log.c.seq))).all()
-        prev = rows[1].hash
-        for row in rows[2:]:  # edit entry 3, then re-chain 3..5 as a careful forger would
-            body = audit.entry_body(row)
-            body["prev_hash"] = prev
-            if row.seq == 3:
-                body["actor"] = "forger"
-            prev = audit.entry_hash(body)
-            await conn.execute(
-                audit_log.update()
-                .where(audit_log.c.seq == row.seq)
-                .values(actor=body["actor"], prev_hash=f"tmp{row.seq}", hash=f"tmp-{row.seq}")
-            )
-            await conn.execute(
-                audit_log.update()
-                .where(audit_log.c.seq == row.seq)
-                .values(prev_hash=body["prev_hash"], hash=prev)
-            )
+        await rechain(conn, edit_seq=3, actor="forger")
     verdict = await audit.verify(chain.engine, await chain.keys())
     assert not verdict.ok and verdict.bad_seq == 5 and verdict.entries == 5
 

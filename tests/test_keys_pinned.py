@@ -31,13 +31,14 @@ from avidence.server.audit import log as audit
 from avidence.server.audit import unit
 from avidence.server.audit.events import AdminCommand
 from avidence.server.catalog.db import Catalog
-from avidence.server.catalog.schema import audit_checkpoints, audit_log, signing_keys
+from avidence.server.catalog.schema import audit_checkpoints, signing_keys
 from avidence.server.catalog.schema_exchange import transfers
 from avidence.server.cli import main
 from avidence.server.state import SIGNER
 from avidence.storage.local import LocalStore
 
 from support.agencies import two_agencies
+from support.forgery import rechain
 from support.servers import BIN, Api, free_port, make_api
 from support.tickets import upload
 
@@ -86,24 +87,7 @@ async def inject_and_rewrite(db: Catalog, intruder: Ed25519PrivateKey, certifica
                 certificate=certificate,
             )
         )
-        rows = (await conn.execute(sa.select(audit_log).order_by(audit_log.c.seq))).all()
-        prev = rows[1].hash
-        for row in rows[2:]:
-            body = audit.entry_body(row)
-            body["prev_hash"] = prev
-            if row.seq == 3:
-                body["actor"] = "nobody"
-            prev = audit.entry_hash(body)
-            await conn.execute(
-                audit_log.update()
-                .where(audit_log.c.seq == row.seq)
-                .values(actor=body["actor"], prev_hash=f"tmp{row.seq}", hash=f"tmp-{row.seq}")
-            )
-            await conn.execute(
-                audit_log.update()
-                .where(audit_log.c.seq == row.seq)
-                .values(prev_hash=body["prev_hash"], hash=prev)
-            )
+        prev = await rechain(conn, edit_seq=3, actor="nobody")
         for point in (await conn.execute(sa.select(audit_checkpoints))).all():
             signed = forge(intruder, "checkpoint", dict(point.document["checkpoint"]))
             signed["checkpoint"]["head_hash"] = prev
