@@ -111,9 +111,10 @@ async def _reserve(engine: AsyncEngine, ticket_id: str, *, now: datetime) -> tup
         (used >= MAX_TRIES, sa.literal(now + LOCK_FOR, UTCDateTime())),
         else_=sa.null(),
     )
+    has_code = t.access_code_hash.is_not(None)
     statement = (
         tickets.update()
-        .where(t.id == ticket_id, t.access_code_hash.is_not(None), sa.or_(expired, unlocked))
+        .where(t.id == ticket_id, has_code, sa.or_(expired, unlocked))
         .values(code_failures=used, code_locked_until=lock)
         .returning(t.code_failures, t.access_code_hash)
     )
