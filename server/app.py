@@ -14,7 +14,7 @@ from aiohttp import web
 from avidence import __version__
 from avidence.storage.base import Store
 
-from . import api, health, kinds, retention, scrub, tickets, uploadpage
+from . import api, auth, health, kinds, retention, scrub, tickets, uploadpage
 from .audit import log as audit
 from .cases import api as cases_api
 from .catalog.db import Catalog
@@ -58,6 +58,7 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[DRAIN] = drain
+    auth.setup(app)
     app.cleanup_ctx.append(_resources(catalog, store))
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/metrics", metrics.handle)

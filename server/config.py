@@ -79,6 +79,8 @@ class Settings:
     forever_lock_days: int = 365
     quota_uploader_bytes: int = 0
     quota_site_bytes: int = 0
+    upload_create_per_minute: int = 600
+    max_open_uploads: int = 1000
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -128,6 +130,8 @@ _INT_FIELDS = {
     "webhook_attempts",
     "webhook_backoff",
     "webhook_timeout",
+    "upload_create_per_minute",
+    "max_open_uploads",
     *_RETENTION_INTS,
 }
 _TUPLE_FIELDS = {"digests", "cors_origins", "transcode_profiles", "trusted_proxies"}
@@ -273,6 +277,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("webhook_attempts/webhook_backoff: at least 1 attempt, backoff >= 0")
     if settings.webhook_timeout < 1:
         raise ConfigError("webhook_timeout: a positive number of seconds")
+    if settings.upload_create_per_minute < 0 or settings.max_open_uploads < 0:
+        raise ConfigError("upload_create_per_minute/max_open_uploads: zero (no limit) or positive")
     for name in _RETENTION_INTS:
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must be zero or positive")

@@ -12,6 +12,7 @@ from avidence.storage.base import Store
 from avidence.storage.digests import MultiDigest
 
 from ..config import Settings
+from ..limits import RateLimiter
 from ..metrics import Metrics
 from ..signing import Signer
 from .locks import UploadLocks
@@ -25,6 +26,8 @@ class TusContext:
     metrics: Metrics
     locks: UploadLocks
     signer: Signer
+    # Upload creations per uploader token (see admission.py).
+    creations: RateLimiter = field(default_factory=RateLimiter)
     # Running digests of uploads this process is receiving; lost on restart, then rebuilt by
     # reading the finished object back.
     digests: dict[str, MultiDigest] = field(default_factory=dict)

@@ -33,7 +33,7 @@ from ..kinds import KINDS
 from ..kinds.check import check_kind
 from ..retention import quotas
 from ..tokens import Principal
-from . import concat, declare, headers
+from . import admission, concat, declare, headers
 from .body import ClientGone
 from .context import TusContext
 from .discard import DISCARDABLE, discard
@@ -120,6 +120,7 @@ class TusHandlers:
 
     async def create(self, request: web.Request, principal: Principal) -> web.Response:
         ctx, h = self.ctx, request.headers
+        await admission.admit(ctx, principal)
         concat_spec = headers.parse_concat(
             header(h, "Upload-Concat"), tus_path=ctx.settings.tus_path
         )
