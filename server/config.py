@@ -19,6 +19,7 @@ from avidence.storage.digests import normalize
 from avidence.storage.s3body import PART_CHECKSUMS
 
 from .proxies import parse_networks
+from .webhooks.targets import parse_allow
 
 STORAGE_KINDS = ("local", "s3")
 ENV_PREFIX = "AVIDENCE_"
@@ -73,6 +74,7 @@ class Settings:
     webhook_attempts: int = 8
     webhook_backoff: int = 10
     webhook_timeout: int = 10
+    webhook_allow: tuple[str, ...] = ()
     retention_default_class: str = ""
     retention_grace_days: int = 0
     purge_recovery_days: int = 30
@@ -134,7 +136,13 @@ _INT_FIELDS = {
     "max_open_uploads",
     *_RETENTION_INTS,
 }
-_TUPLE_FIELDS = {"digests", "cors_origins", "transcode_profiles", "trusted_proxies"}
+_TUPLE_FIELDS = {
+    "digests",
+    "cors_origins",
+    "transcode_profiles",
+    "trusted_proxies",
+    "webhook_allow",
+}
 _BOOL_FIELDS = {"embedded_worker"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _FIELDS = {f.name for f in dataclasses.fields(Settings)} - {"extra"}
@@ -282,6 +290,10 @@ def validate(settings: Settings) -> None:
     for name in _RETENTION_INTS:
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must be zero or positive")
+    try:
+        parse_allow(settings.webhook_allow)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:

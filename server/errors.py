@@ -70,6 +70,9 @@ TooManyOpenUploads = _error(
     429, "too_many_open_uploads", "this token has too many unfinished uploads; finish some first"
 )
 JsonTooDeep = _error(400, "json_too_deep", "the JSON body is nested too deeply")
+WebhookTargetRefused = _error(
+    400, "webhook_target_refused", "webhooks go to public http(s) addresses or allowed ones"
+)
 ChecksumMismatch = _error(460, "checksum_mismatch", "the chunk does not match its checksum")
 InsufficientStorage = _error(507, "insufficient_storage", "no room left to store the upload")
 ServiceUnavailable = _error(503, "unavailable", "storage is unreachable; retry later")

@@ -15,7 +15,9 @@ other items, tickets, uploads or webhooks.
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,9 +30,10 @@ from avidence.server.catalog.schema_exchange import DEFAULT_AGENCY, webhook_deli
 from avidence.server.limits import RateLimiter
 from avidence.server.retention import holds
 from avidence.server.webhooks import records as webhooks_db
+from avidence.storage.base import Store
 
 from support.agencies import Agency, make_agency
-from support.servers import Api, metadata
+from support.servers import Api, make_api, metadata
 from support.tickets import issue, start_view, token_of, upload
 
 A_CALLERS = ("anonymous", "uploader", "other_uploader", "handler", "auditor", "admin")
@@ -320,6 +323,15 @@ async def _delivery(api: Api, hook_id: str) -> str:
             sa.select(webhook_deliveries.c.id).where(webhook_deliveries.c.webhook_id == hook_id)
         )
         return str(found.scalar_one())
+
+
+@pytest.fixture()
+async def api(tmp_path: Path, store: Store) -> AsyncIterator[Api]:
+    """The usual app, letting webhooks reach loopback: HOOK listens there."""
+    async for value in make_api(
+        tmp_path, store, max_size=64 * 1024 * 1024, webhook_allow="127.0.0.1/32"
+    ):
+        yield value
 
 
 @pytest.fixture()

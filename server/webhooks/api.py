@@ -8,11 +8,11 @@ from aiohttp import web
 from ..audit import log as audit
 from ..audit.events import Event
 from ..auth import require
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, WebhookTargetRefused
 from ..requests import json_body
-from ..state import CATALOG
+from ..state import CATALOG, SETTINGS
 from ..tokens import Principal
-from . import dispatch, outbox, records
+from . import dispatch, outbox, records, targets
 from .records import Webhook
 
 
@@ -21,6 +21,13 @@ async def create(request: web.Request) -> web.Response:
     principal = await require(request, "admin")
     body = await json_body(request)
     engine = request.app[CATALOG].engine
+    try:
+        url, _ = records.check(body.get("url"), body.get("events"))
+        await targets.check_new(url, targets.parse_allow(request.app[SETTINGS].webhook_allow))
+    except targets.TargetRefused as exc:
+        raise WebhookTargetRefused(f"url: {exc}") from None
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     try:
         hook, secret = await records.create(
             engine, agency_id=principal.agency_id, url=body.get("url"), events=body.get("events")
