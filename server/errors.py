@@ -69,6 +69,7 @@ UploadsTooFast = _error(429, "uploads_too_fast", "this token creates uploads too
 TooManyOpenUploads = _error(
     429, "too_many_open_uploads", "this token has too many unfinished uploads; finish some first"
 )
+DigestNotComputed = _error(400, "digest_not_computed", "a declared digest is not computed here")
 JsonTooDeep = _error(400, "json_too_deep", "the JSON body is nested too deeply")
 WebhookTargetRefused = _error(
     400, "webhook_target_refused", "webhooks go to public http(s) addresses or allowed ones"
