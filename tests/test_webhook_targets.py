@@ -173,3 +173,10 @@ def test_allow_list_entries_are_validated() -> None:
     for bad in ("10.2.0.0/33", "http://x", "a b"):
         with pytest.raises(ValueError, match="webhook_allow"):
             targets.parse_allow((bad,))
+
+
+def test_errors_stored_before_are_shown_generic() -> None:
+    detailed = "ClientConnectorError: Cannot connect to host 10.0.0.5:22 ssl:default [refused]"
+    assert records.public_reason(detailed) == "connection failed"
+    for kept in (None, "answered 500", "timed out", "target not allowed", "connection failed"):
+        assert records.public_reason(kept) == kept
