@@ -17,7 +17,7 @@ from avidence import __version__
 from avidence.client.canonical import PublicKeys
 from avidence.storage.base import Store
 
-from . import health, kinds, retention, tickets, uploadpage
+from . import auth, health, kinds, retention, tickets, uploadpage
 from .audit import log as audit
 from .audit import witness
 from .audit.witness import Witness
@@ -66,6 +66,7 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[DRAIN] = drain
+    auth.setup(app)
     app.cleanup_ctx.append(_resources(catalog, store))
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/metrics", metrics.handle)

@@ -19,6 +19,7 @@ from avidence.storage.digests import normalize
 from avidence.storage.s3body import PART_CHECKSUMS
 
 from .proxies import parse_networks
+from .webhooks.targets import parse_allow
 
 STORAGE_KINDS = ("local", "s3")
 KEY_PROVIDERS = ("file", "pkcs11")
@@ -80,6 +81,7 @@ class Settings:
     webhook_attempts: int = 8
     webhook_backoff: int = 10
     webhook_timeout: int = 10
+    webhook_allow: tuple[str, ...] = ()
     retention_default_class: str = ""
     retention_grace_days: int = 0
     purge_recovery_days: int = 30
@@ -89,6 +91,8 @@ class Settings:
     audit_witnesses: tuple[str, ...] = ()
     witness_lock_days: int = 3650
     checkpoint_interval: int = 300
+    upload_create_per_minute: int = 600
+    max_open_uploads: int = 1000
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -140,6 +144,8 @@ _INT_FIELDS = {
     "webhook_timeout",
     "witness_lock_days",
     "checkpoint_interval",
+    "upload_create_per_minute",
+    "max_open_uploads",
     *_RETENTION_INTS,
 }
 _TUPLE_FIELDS = {
@@ -148,6 +154,7 @@ _TUPLE_FIELDS = {
     "transcode_profiles",
     "trusted_proxies",
     "audit_witnesses",
+    "webhook_allow",
 }
 _BOOL_FIELDS = {"embedded_worker"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -299,9 +306,15 @@ def validate(settings: Settings) -> None:
         raise ConfigError("webhook_attempts/webhook_backoff: at least 1 attempt, backoff >= 0")
     if settings.webhook_timeout < 1:
         raise ConfigError("webhook_timeout: a positive number of seconds")
+    if settings.upload_create_per_minute < 0 or settings.max_open_uploads < 0:
+        raise ConfigError("upload_create_per_minute/max_open_uploads: zero (no limit) or positive")
     for name in _RETENTION_INTS:
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must be zero or positive")
+    try:
+        parse_allow(settings.webhook_allow)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:

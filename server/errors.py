@@ -67,6 +67,15 @@ UnsupportedMediaType = _error(415, "unsupported_media_type", "wrong Content-Type
 RangeNotSatisfiable = _error(416, "range_not_satisfiable", "the requested range is not satisfiable")
 Locked = _error(423, "locked", "the upload is in use by another request")
 TooManyRequests = _error(429, "too_many_requests", "too many requests; slow down")
+UploadsTooFast = _error(429, "uploads_too_fast", "this token creates uploads too fast; slow down")
+TooManyOpenUploads = _error(
+    429, "too_many_open_uploads", "this token has too many unfinished uploads; finish some first"
+)
+DigestNotComputed = _error(400, "digest_not_computed", "a declared digest is not computed here")
+JsonTooDeep = _error(400, "json_too_deep", "the JSON body is nested too deeply")
+WebhookTargetRefused = _error(
+    400, "webhook_target_refused", "webhooks go to public http(s) addresses or allowed ones"
+)
 ChecksumMismatch = _error(460, "checksum_mismatch", "the chunk does not match its checksum")
 InsufficientStorage = _error(507, "insufficient_storage", "no room left to store the upload")
 ServiceUnavailable = _error(503, "unavailable", "storage is unreachable; retry later")

@@ -9,11 +9,21 @@ used as folder names by case systems, so path tricks are refused too.
 Chinese court numbers such as `(2024)京0105刑初123号`, usually written with fullwidth
 parentheses, stay valid: CJK characters and fullwidth punctuation are fine; what is refused is a
 letter or digit that has a plainer twin.
+
+Mixed alphabets are refused outright; an id written wholly in one look-alike alphabet is
+refused when it is a whole-script confusable (Unicode TR39) of a plain ASCII id: `CASE-7` written
+in Cyrillic (U+0421 U+0410 U+0405 U+0415) reads as the Latin one, every letter having an ASCII
+twin in the Unicode confusables data (through `confusable-homoglyphs`). Limits: the comparison
+is with ASCII only (a Cyrillic id that looks like a Greek one is not caught), and an id with one
+letter without a twin (Russian `Delo-7`: De and El have none) passes, as real ids must.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
+
+from confusable_homoglyphs import confusables
 
 # Alphabets whose letters are taken for each other (Unicode TR39 "confusable" scripts).
 _LOOKALIKE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC")
@@ -26,6 +36,28 @@ def _script(ch: str) -> str | None:
     name = unicodedata.name(ch, "")
     first = name.split(" ", 1)[0]
     return first if first in _LOOKALIKE_SCRIPTS else None
+
+
+@lru_cache(maxsize=4096)
+def _ascii_twin(ch: str) -> str | None:
+    """An ASCII letter or digit `ch` is confusable with, from the Unicode confusables data."""
+    found = confusables.is_confusable(ch, greedy=True, preferred_aliases=["latin"]) or []
+    for entry in found:
+        for glyph in entry["homoglyphs"]:
+            if glyph["c"].isascii() and glyph["c"].isalnum():
+                return str(glyph["c"])
+    return None
+
+
+def _ascii_lookalike(value: str) -> str | None:
+    """The ASCII id `value` passes for, when all its non-ASCII letters have ASCII twins."""
+    letters = [ch for ch in value if unicodedata.category(ch)[0] == "L" and not ch.isascii()]
+    if not letters:
+        return None
+    twins = {ch: _ascii_twin(ch) for ch in set(letters)}
+    if any(twin is None for twin in twins.values()):
+        return None
+    return "".join(twins.get(ch) or ch for ch in value)
 
 
 def identifier_problem(value: str) -> str | None:
@@ -52,4 +84,6 @@ def identifier_problem(value: str) -> str | None:
             scripts.add(script)
     if len(scripts) > 1:
         return f"mixes look-alike alphabets ({', '.join(sorted(scripts)).lower()})"
+    if scripts - {"LATIN"} and (twin := _ascii_lookalike(value)) is not None:
+        return f"reads as {twin!r} but is written in {', '.join(sorted(scripts)).lower()} letters"
     return None

@@ -15,7 +15,9 @@ other items, tickets, uploads or webhooks.
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,12 +25,15 @@ import sqlalchemy as sa
 
 from avidence.server import tokens
 from avidence.server.agencies import records as agencies_db
+from avidence.server.auth import AUTH_PROBES
 from avidence.server.catalog.schema_exchange import DEFAULT_AGENCY, webhook_deliveries
+from avidence.server.limits import RateLimiter
 from avidence.server.retention import holds
 from avidence.server.webhooks import records as webhooks_db
+from avidence.storage.base import Store
 
 from support.agencies import Agency, make_agency
-from support.servers import Api, metadata
+from support.servers import Api, make_api, metadata
 from support.tickets import issue, start_view, token_of, upload
 
 A_CALLERS = ("anonymous", "uploader", "other_uploader", "handler", "auditor", "admin")
@@ -321,8 +326,20 @@ async def _delivery(api: Api, hook_id: str) -> str:
 
 
 @pytest.fixture()
+async def api(tmp_path: Path, store: Store) -> AsyncIterator[Api]:
+    """The usual app, letting webhooks reach loopback: HOOK listens there."""
+    async for value in make_api(
+        tmp_path, store, max_size=64 * 1024 * 1024, webhook_allow="127.0.0.1/32"
+    ):
+        yield value
+
+
+@pytest.fixture()
 async def world(api: Api) -> World:
     engine = api.catalog.engine
+    # Ticket holders send their links as bearer tokens to every route from one address: lift
+    # the guessing limit on unknown tokens (tested in test_floods.py) so the table sees 401s.
+    api.client.app[AUTH_PROBES].limiter = RateLimiter(rate=1000.0, burst=100_000)
     _, auditor = await tokens.create(engine, role="auditor", name="auditor")
     _, handler = await tokens.create(engine, role="handler", name="handler")
     court = await make_agency(api, "City court")

@@ -82,7 +82,9 @@ def _objects(url: str, auth: dict[str, str]) -> dict[str, str]:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """One real server (local store, SQLite) for the module, an admin token, real objects."""
     data = tmp_path_factory.mktemp("fuzz")
-    server = ServerProcess(data, free_port(), [], dict(os.environ))
+    # The webhook registered below targets loopback, which the operator must allow.
+    env = {**os.environ, "AVIDENCE_WEBHOOK_ALLOW": "127.0.0.1/32"}
+    server = ServerProcess(data, free_port(), [], env)
     server.start()
     try:
         token = server.token("admin", "fuzz admin")

@@ -23,7 +23,8 @@ UPLOADERS = 64
 
 @pytest.fixture()
 async def on_postgres(postgres_url: str, tmp_path: Path) -> AsyncIterator[TwoAgencies]:
-    async for agencies in two_agencies(tmp_path, database=postgres_url):
+    loopback = "127.0.0.1/32"  # the hook below points there
+    async for agencies in two_agencies(tmp_path, database=postgres_url, webhook_allow=loopback):
         hook = await agencies.api.client.post(
             "/api/webhooks",
             json={"url": "http://127.0.0.1:9/hook"},

@@ -58,7 +58,10 @@ def database(request: pytest.FixtureRequest) -> str | None:
 @pytest.fixture()
 async def world(database: str | None, tmp_path: Path) -> AsyncIterator[World]:
     async for agencies in two_agencies(
-        tmp_path, database=database, config_file=policy_file(tmp_path)
+        tmp_path,
+        database=database,
+        config_file=policy_file(tmp_path),
+        webhook_allow="127.0.0.1/32",  # the hook below points at loopback
     ):
         fault = StatementFault(agencies.api.catalog.engine)
         # The police hear of everything: deliveries are part of what must commit together.

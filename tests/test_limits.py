@@ -215,7 +215,7 @@ async def test_path_tricks_in_urls_4xx_never_a_file(api: Api, path: str) -> None
         ({"case": "../C-1"}, "'/'"),
         ({"case": "C\\1"}, "'/'"),
         ({"case": ".."}, "'..'"),
-        ({"case": "\u0421-1"}, None),  # Cyrillic Es alone is a valid (Cyrillic) id
+        ({"case": "\u0421-1"}, "reads as 'C-1'"),  # Cyrillic Es alone: whole-script look-alike
         ({"case": "\u0421ase-1"}, "look-alike alphabets"),  # Cyrillic Es + Latin "ase"
         ({"case": "C-1\u202e"}, "control"),  # right-to-left override
         ({"case": "C\u200b-1"}, "control"),  # zero-width space
@@ -251,7 +251,39 @@ async def test_hostile_case_ids_and_filenames_400(
         "Дело 5-12",
         "Αίτηση 7",
         "case 12 (a)",
+        "\uff082026\uff09京0105刑初123号",
+        "Москва-3",
     ],
 )
 def test_real_case_numbers_are_valid(value: str) -> None:
     assert identifier_problem(value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "reads_as"),
+    [
+        ("\u0421\u0410\u0405\u0415-7", "CASE-7"),  # all Cyrillic: Es, A, Dze, Ie
+        ("\u0395\u0397-12", "EH-12"),  # all Greek: Epsilon, Eta
+        ("\u0421\u0410\u0405\u0415-7/\u0430", None),  # path tricks are named first
+    ],
+)
+def test_whole_script_lookalike_case_ids_are_refused(value: str, reads_as: str | None) -> None:
+    """`CASE-7` in Cyrillic letters and in Latin ones would be two cases that look the same
+    (Unicode TR39 whole-script confusables); case numbers and items pass this check."""
+    problem = identifier_problem(value)
+    assert problem is not None
+    if reads_as is not None:
+        assert f"reads as {reads_as!r}" in problem
+    assert identifier_problem(reads_as or "CASE-7") is None
+
+
+@pytest.mark.parametrize("store", ["local"], indirect=True)
+@pytest.mark.parametrize("field", ["case", "item"])
+async def test_whole_script_lookalike_case_id_400_at_upload(api: Api, field: str) -> None:
+    fields = {"case": "C-1", field: "\u0421\u0410\u0405\u0415-7"}
+    response = await api.client.post(
+        "/files/",
+        headers={**api.auth(), "Upload-Length": "1", "Upload-Metadata": metadata(**fields)},
+    )
+    assert response.status == 400
+    assert "reads as 'CASE-7'" in (await response.json())["error"]["message"]

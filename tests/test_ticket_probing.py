@@ -9,8 +9,8 @@ import secrets
 import pytest
 
 from avidence.server import auth, tokens
+from avidence.server.limits import ProbeGuard
 from avidence.server.tickets import codes, records, seals
-from avidence.server.tickets.limits import ProbeGuard
 from avidence.server.tickets.runtime import RUNTIME
 
 from support.integrity import assert_chain_valid

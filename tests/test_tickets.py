@@ -265,7 +265,7 @@ async def test_receipt_link_serves_the_signed_receipt(api: Api) -> None:
 
 
 async def test_rate_limit_429_per_ticket(api: Api) -> None:
-    from avidence.server.tickets.limits import RateLimiter
+    from avidence.server.limits import RateLimiter
 
     evidence_id = await upload(api, b"abc")
     token = token_of(await issue(api, [evidence_id]))

@@ -158,8 +158,12 @@ class IntegrityResolved(AuditEvent):
 @action("auth.failed")
 @dataclass(slots=True, frozen=True, kw_only=True)
 class AuthFailed(AuditEvent):
+    """Unknown bearer tokens from one address, summarised: the first, then one entry a period
+    with how many failures it stands for (and whether the address was being refused)."""
+
     token_sha256_prefix: str
-    refused_since_last_entry: int = 1
+    failures_since_last_entry: int = 1
+    limited: bool = False
 
 
 @action("token.created")

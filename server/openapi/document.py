@@ -56,7 +56,7 @@ def error_statuses(op: Op) -> list[int]:
     it names in its path, what it reads, and what any request can meet (431, 503)."""
     codes = {400, 431, 503}
     if op.roles is not None:
-        codes |= {401, 403}
+        codes |= {401, 403, 429}  # 429: too many unknown bearer tokens from one address
     if _PARAM.search(op.path.replace("{tus}", "").replace("{tus_bare}", "")):
         codes.add(404)
     if op.body or op.method in ("POST", "PUT", "DELETE"):
@@ -64,7 +64,7 @@ def error_statuses(op: Op) -> list[int]:
     if op.path.startswith("/t/"):
         codes |= {401, 403, 404, 410, 429}
     if op.path.startswith("{tus"):
-        codes |= {404, 409, 410, 412, 413, 415, 460, 507}
+        codes |= {404, 409, 410, 412, 413, 415, 429, 460, 507}  # 429: creation limits
     if op.path.startswith("/api/evidence/"):
         codes.add(410)  # purged: the error carries the tombstone
     if op.tag == "transfers":

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import clock
-from ..catalog.schema import tickets
+from ..catalog.schema import UTCDateTime, tickets
 
 DIGITS = 6
 MAX_TRIES = 5
@@ -72,48 +72,64 @@ class CodeCheck:
 async def check(engine: AsyncEngine, ticket_id: str, code: str) -> CodeCheck:
     """Try `code` against the ticket; count a failure, and lock after MAX_TRIES of them.
 
-    A locked ticket refuses even the right code until the lock ends, or guessing could go on
-    through the lock."""
+    An attempt is reserved before the code is checked, by one conditional UPDATE that counts it
+    only while the ticket is unlocked with tries left and sets the lock when it takes the last
+    one: read-then-write let a burst of 60 concurrent guesses all pass the check before any was
+    counted. A locked ticket refuses even the right code until the lock ends, or guessing could
+    go on through the lock; the right code within the tries resets the count."""
     now = clock.now()
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                sa.select(tickets.c.access_code_hash, tickets.c.code_locked_until).where(
-                    tickets.c.id == ticket_id
-                )
-            )
-        ).first()
-    if row is None or row.access_code_hash is None:
-        return CodeCheck(ok=False, tries_left=0)
-    if row.code_locked_until is not None and row.code_locked_until > now:
-        return CodeCheck(ok=False, tries_left=0, locked_until=row.code_locked_until)
-    right = well_formed(code) and await asyncio.to_thread(verify_code, row.access_code_hash, code)
-    async with engine.begin() as conn:
-        if right:
+    taken = await _reserve(engine, ticket_id, now=now)
+    if taken is None:
+        return await _refused(engine, ticket_id, now=now)
+    failures, stored = taken
+    right = well_formed(code) and await asyncio.to_thread(verify_code, stored, code)
+    if right:
+        async with engine.begin() as conn:
             await conn.execute(
                 tickets.update()
                 .where(tickets.c.id == ticket_id)
                 .values(code_failures=0, code_locked_until=None)
             )
-            return CodeCheck(ok=True)
-        await conn.execute(
-            tickets.update()
-            .where(tickets.c.id == ticket_id)
-            .values(code_failures=tickets.c.code_failures + 1)
-        )
-        failures = int(
-            (
-                await conn.execute(
-                    sa.select(tickets.c.code_failures).where(tickets.c.id == ticket_id)
-                )
-            ).scalar_one()
-        )
-        if failures < MAX_TRIES:
-            return CodeCheck(ok=False, tries_left=MAX_TRIES - failures)
-        until = now + LOCK_FOR
-        await conn.execute(
-            tickets.update()
-            .where(tickets.c.id == ticket_id)
-            .values(code_failures=0, code_locked_until=until)
-        )
-        return CodeCheck(ok=False, tries_left=0, locked_until=until)
+        return CodeCheck(ok=True)
+    if failures < MAX_TRIES:
+        return CodeCheck(ok=False, tries_left=MAX_TRIES - failures)
+    return CodeCheck(ok=False, tries_left=0, locked_until=now + LOCK_FOR)
+
+
+async def _reserve(engine: AsyncEngine, ticket_id: str, *, now: datetime) -> tuple[int, str] | None:
+    """Count one attempt if one is left: (attempts now used, stored hash), or None when refused.
+
+    The database serialises the statement on the row (PostgreSQL re-checks the WHERE on the row
+    a concurrent UPDATE left; SQLite runs one writer at a time), so at most MAX_TRIES attempts
+    are ever reserved per lock period. SET expressions read the row as it was before the UPDATE.
+    """
+    t = tickets.c
+    expired = sa.and_(t.code_locked_until.is_not(None), t.code_locked_until <= now)
+    unlocked = sa.and_(t.code_locked_until.is_(None), t.code_failures < MAX_TRIES)
+    used = sa.case((expired, 1), else_=t.code_failures + 1)
+    lock = sa.case(
+        (used >= MAX_TRIES, sa.literal(now + LOCK_FOR, UTCDateTime())),
+        else_=sa.null(),
+    )
+    has_code = t.access_code_hash.is_not(None)
+    statement = (
+        tickets.update()
+        .where(t.id == ticket_id, has_code, sa.or_(expired, unlocked))
+        .values(code_failures=used, code_locked_until=lock)
+        .returning(t.code_failures, t.access_code_hash)
+    )
+    async with engine.begin() as conn:
+        row = (await conn.execute(statement)).first()
+    return None if row is None else (int(row.code_failures), str(row.access_code_hash))
+
+
+async def _refused(engine: AsyncEngine, ticket_id: str, *, now: datetime) -> CodeCheck:
+    """No attempt was left: say until when the ticket is locked, if it is."""
+    async with engine.connect() as conn:
+        until = (
+            await conn.execute(
+                sa.select(tickets.c.code_locked_until).where(tickets.c.id == ticket_id)
+            )
+        ).scalar()
+    locked = until if until is not None and until > now else None
+    return CodeCheck(ok=False, tries_left=0, locked_until=locked)

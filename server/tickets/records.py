@@ -1,9 +1,11 @@
 """Ticket records in the catalog: lookup by token hash, state, listing, views, revocation.
 
-The link token is `secrets.token_urlsafe(24)` (192 random bits); only its SHA-256 is stored, so a
-copy of the catalog opens no link, and the lookup by hash leaks nothing through timing about the
-token itself. State that several replicas must agree on (revocation, views counted, access-code
-failures) lives here, never only in one process's memory.
+The link token is `secrets.token_urlsafe(32)` (256 random bits, 43 characters); links issued
+before carry 192 bits in 32 characters and keep opening until they expire (366 days at most).
+Only the token's SHA-256 is stored, so a copy of the catalog opens no link, and the lookup by
+hash leaks nothing through timing about the token itself. State that several replicas must agree
+on (revocation, views counted, access-code failures) lives here, never only in one process's
+memory.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from ..catalog.schema_exchange import DEFAULT_AGENCY
 from ..evidence import records as evidence_db
 from ..retention import records as retention_records
 
-TOKEN_BYTES = 24
+TOKEN_BYTES = 32
 # A ticket's evidence list never changes after issue, so each process keeps it once read: a media
 # request then costs one catalog query (the ticket's mutable state), not two.
 _EVIDENCE_IDS: dict[str, tuple[str, ...]] = {}
 _EVIDENCE_IDS_MAX = 10_000
-TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}$")  # token_urlsafe(24) is 32 characters
+# token_urlsafe(32) is 43 characters; 32 are links issued with token_urlsafe(24) before.
+TOKEN_PATTERN = re.compile(r"^(?:[A-Za-z0-9_-]{43}|[A-Za-z0-9_-]{32})$")
 
 
 def new_token() -> str:

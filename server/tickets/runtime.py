@@ -29,9 +29,9 @@ from ..errors import (
     TooManyRequests,
 )
 from ..evidence.records import Evidence
+from ..limits import ProbeGuard, RateLimiter
 from ..state import CATALOG, SETTINGS, SIGNER
 from . import records, seals
-from .limits import ProbeGuard, RateLimiter
 from .records import Ticket
 from .views import ViewTracker
 

@@ -19,7 +19,6 @@ from ..audit.events import TicketCodeFailed, TicketOpened
 from ..cases import custody
 from ..errors import (
     ApiError,
-    BadRequest,
     NotFound,
     TicketExhausted,
     TicketExpired,
@@ -29,6 +28,7 @@ from ..errors import (
 from ..evidence import records as evidence_db
 from ..jobs import records as jobs_records
 from ..media import content_type
+from ..requests import json_body
 from ..state import CATALOG
 from . import codes, i18n, pages, records, seals
 from .runtime import RUNTIME, access_cookie, has_access, resolve, set_access_cookie
@@ -142,10 +142,7 @@ async def start_view(request: web.Request) -> web.Response:
     ticket = await resolve(request)
     if request.content_type != "application/json":
         raise UnsupportedMediaType("send JSON")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the body is not JSON") from None
+    body = await json_body(request, required=True)
     evidence_id = body.get("evidence") if isinstance(body, dict) else None
     if not isinstance(evidence_id, str) or evidence_id not in ticket.evidence_ids:
         raise NotFound("no such evidence in this link")

@@ -15,6 +15,7 @@ from avidence.storage.digests import MultiDigest
 
 from ..catalog.uploads import Upload
 from ..config import Settings
+from ..limits import RateLimiter
 from ..metrics import Metrics
 from .locks import UploadLocks
 
@@ -35,6 +36,8 @@ class TusContext:
     metrics: Metrics
     locks: UploadLocks
     complete: CompletionHook
+    # Upload creations per uploader token (see admission.py).
+    creations: RateLimiter = field(default_factory=RateLimiter)
     # Running digests of uploads this process is receiving; lost on restart, then rebuilt by
     # reading the finished object back.
     digests: dict[str, MultiDigest] = field(default_factory=dict)

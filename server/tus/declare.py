@@ -8,20 +8,48 @@ metadata fields); the server records them on the upload before taking the body, 
 compares them exactly as if they had come with the metadata: a mismatch is quarantined, never
 evidence. A value that contradicts one already declared is refused (409): a declaration is
 never changed once made. OPTIONS names the header in `Avidence-Digest-Algorithms`.
+
+Only digests the server computes (`digests` setting) may be declared: a declared `sm3` while sm3
+was off was stored unchecked and became part of the evidence record. Refusing it (400
+`digest_not_computed`) rather than computing it for that one upload keeps the cost of every
+upload what the operator chose (SM3 runs at a quarter of SHA-256's speed, on 100 GB files) and
+tells the client at once instead of at the end of the transfer; OPTIONS advertises what is
+computed. An upload declared before this rule is still checked: finishing computes any declared
+digest the running hash lacks by reading the object back (`finish.verify`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
+
+from avidence.storage.digests import normalize
 
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
-from ..errors import BadRequest, Conflict
+from ..errors import BadRequest, Conflict, DigestNotComputed
 from .context import TusContext
 from .headers import DIGEST_KEYS, validate_evidence_fields
 
 HEADER = "Avidence-Digests"
 ADVERTISED = "Avidence-Digest-Algorithms"
+
+
+def computed(settings_digests: tuple[str, ...]) -> tuple[str, ...]:
+    """The digests this server computes of every upload (BLAKE3 always)."""
+    return normalize(settings_digests)
+
+
+def require_computed(declared: Iterable[str], settings_digests: tuple[str, ...]) -> None:
+    """DigestNotComputed (400) naming declared digests the server does not compute."""
+    known = computed(settings_digests)
+    missing = sorted(set(declared) - set(known))
+    if missing:
+        raise DigestNotComputed(
+            f"this server does not compute {', '.join(missing)}; declare only "
+            f"{', '.join(known)} (OPTIONS: {ADVERTISED})",
+            details={"not_computed": missing, "computed": list(known)},
+        )
 
 
 def parse(raw: str | None) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from avidence.storage import errors as store_errors
 from avidence.storage.base import Target
@@ -36,9 +37,12 @@ WAIT_SECONDS = 25.0
 
 
 
-async def rehash(ctx: TusContext, key: str) -> dict[str, str]:
-    """Digests of a finished object, read back from the store."""
-    digest = MultiDigest(ctx.settings.digests)
+async def rehash(
+    ctx: TusContext, key: str, *, algorithms: Iterable[str] | None = None
+) -> dict[str, str]:
+    """Digests of a finished object, read back from the store (the configured ones by
+    default)."""
+    digest = MultiDigest(ctx.settings.digests if algorithms is None else algorithms)
     async for chunk in await ctx.store.read(key):
         await digest.update_async(chunk)
     return digest.hexdigests()
@@ -75,6 +79,10 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
         log.info("upload.rehash id=%s reason=no-continuous-digest", upload.id)
         computed = await rehash(ctx, upload.storage_key)
     declared = {k: upload.metadata[k] for k in DIGEST_KEYS if k in upload.metadata}
+    unchecked = sorted(set(declared) - set(computed))
+    if unchecked:  # declared before such declarations were refused: never store one unchecked
+        log.info("upload.rehash id=%s reason=declared-%s", upload.id, ",".join(unchecked))
+        computed = {**computed, **await rehash(ctx, upload.storage_key, algorithms=unchecked)}
     bad = matches(declared, computed)
     if bad:
         await quarantine(ctx, upload, declared=declared, computed=computed, mismatched=bad)

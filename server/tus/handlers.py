@@ -34,7 +34,7 @@ from ..kinds import KINDS
 from ..kinds.check import check_kind
 from ..retention import quotas
 from ..tokens import Principal
-from . import concat, declare, finish, headers
+from . import admission, concat, declare, finish, headers
 from .body import ClientGone
 from .context import TusContext
 from .discard import DISCARDABLE, discard
@@ -115,12 +115,13 @@ class TusHandlers:
                 "Tus-Max-Size": str(self.ctx.settings.max_size),
                 "Tus-Extension": ",".join(extensions),
                 "Tus-Checksum-Algorithm": ",".join(headers.CHECKSUM_ALGORITHMS),
-                declare.ADVERTISED: ",".join(headers.DIGEST_KEYS),
+                declare.ADVERTISED: ",".join(declare.computed(self.ctx.settings.digests)),
             },
         )
 
     async def create(self, request: web.Request, principal: Principal) -> web.Response:
         ctx, h = self.ctx, request.headers
+        await admission.admit(ctx, principal)
         concat_spec = headers.parse_concat(
             header(h, "Upload-Concat"), tus_path=ctx.settings.tus_path
         )
@@ -138,6 +139,9 @@ class TusHandlers:
         if length is not None and length > ctx.settings.max_size:
             raise TooLarge(f"Upload-Length exceeds Tus-Max-Size {ctx.settings.max_size}")
         metadata = headers.parse_metadata(header(h, "Upload-Metadata"))
+        declare.require_computed(
+            (k for k in headers.DIGEST_KEYS if k in metadata), ctx.settings.digests
+        )
         partial = concat_spec is not None and concat_spec.kind == "partial"
         headers.validate_evidence_fields(metadata, require_case=not partial)
         if not partial:  # the final upload carries the metadata the kind is checked on
@@ -269,7 +273,9 @@ class TusHandlers:
             raise Conflict(f"the upload is already {upload.state}")
         if length is not None:
             upload = await self._set_length(upload, length, offset)
-        upload = await declare.declare(self.ctx, upload, declare.parse(header(h, declare.HEADER)))
+        digests = declare.parse(header(h, declare.HEADER))
+        declare.require_computed(digests, self.ctx.settings.digests)
+        upload = await declare.declare(self.ctx, upload, digests)
         offset = await self._write(request, upload, offset=offset)
         upload = await complete_if_full(self.ctx, upload, offset)
         out = {"Upload-Offset": str(offset)}

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..state import CATALOG, CUSTODY, METRICS, SETTINGS, STORE
+from .admission import creation_limiter
 from .context import TusContext
 from .handlers import TusHandlers
 from .headers import TUS_VERSION
@@ -55,6 +56,7 @@ async def _context(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         locks=UploadLocks(engine),
         complete=app[CUSTODY].accept,
+        creations=creation_limiter(app[SETTINGS].upload_create_per_minute),
     )
     app[TUS] = ctx
     upkeep = asyncio.create_task(run_forever(ctx), name="tus-upkeep")

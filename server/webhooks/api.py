@@ -10,11 +10,11 @@ from aiohttp import web
 from ..audit.events import WebhookCreated, WebhookDeleted, WebhookReplayed
 from ..audit.unit import unit_of_work
 from ..auth import require
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, WebhookTargetRefused
 from ..requests import json_body
-from ..state import CATALOG
+from ..state import CATALOG, SETTINGS
 from ..tokens import Principal, Role
-from . import dispatch, records
+from . import dispatch, records, targets
 from .records import Webhook
 
 
@@ -22,6 +22,13 @@ async def create(request: web.Request) -> web.Response:
     """POST /api/webhooks {"url", "events"?} -> 201 {"webhook", "secret"}."""
     principal = await require(request, "admin")
     body = await json_body(request)
+    try:
+        url, _ = records.check(body.get("url"), body.get("events"))
+        await targets.check_new(url, targets.parse_allow(request.app[SETTINGS].webhook_allow))
+    except targets.TargetRefused as exc:
+        raise WebhookTargetRefused(f"url: {exc}") from None
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     try:
         async with unit_of_work(request.app[CATALOG].engine) as unit:
             hook, secret = await records.create(

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config import Settings
 from ..state import CATALOG, SETTINGS
-from . import outbox, records, signature
+from . import outbox, records, signature, targets
 
 log = logging.getLogger("avidence.webhooks")
 
@@ -34,8 +34,14 @@ def retry_at(settings: Settings, attempts_done: int) -> datetime | None:
     return datetime.now(UTC) + min(delay, MAX_BACKOFF)
 
 
-async def send(session: aiohttp.ClientSession, due: records.Due) -> tuple[int | None, str | None]:
-    """POST one delivery; (status, None) on a 2xx answer, (status or None, reason) otherwise."""
+async def send(
+    session: aiohttp.ClientSession, due: records.Due, *, allow: targets.Allow | None = None
+) -> tuple[int | None, str | None]:
+    """POST one delivery; (status, None) on a 2xx answer, (status or None, reason) otherwise.
+
+    The reason is shown to the agency's admin, so it is generic (`connection failed`, `timed
+    out`, `answered 500`, `target not allowed`): socket errors would tell a caller which
+    internal ports answer. The detail goes to the server log."""
     body = json.dumps(due.payload, ensure_ascii=False, sort_keys=True).encode()
     headers = {
         "Content-Type": "application/json",
@@ -45,19 +51,38 @@ async def send(session: aiohttp.ClientSession, due: records.Due) -> tuple[int | 
         signature.HEADER: signature.sign(due.secret, body),
     }
     try:
+        targets.check_url(due.url, allow or targets.Allow())  # literals; names: the resolver
         async with session.post(due.url, data=body, headers=headers, allow_redirects=False) as r:
             await r.read()
             return r.status, None if 200 <= r.status < 300 else f"answered {r.status}"
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:500]
+    except targets.TargetRefused as exc:
+        return None, _reason("target not allowed", due, exc)
+    except aiohttp.ClientConnectorError as exc:
+        refused = isinstance(exc.os_error, targets.TargetRefused)
+        return None, _reason("target not allowed" if refused else "connection failed", due, exc)
+    except TimeoutError as exc:
+        return None, _reason("timed out", due, exc)
+    except (aiohttp.ClientError, OSError) as exc:
+        return None, _reason("connection failed", due, exc)
+
+
+def _reason(reason: str, due: records.Due, exc: BaseException) -> str:
+    log.warning(
+        "webhook.send_failed delivery=%s reason=%s detail=%s",
+        due.id,
+        reason,
+        f"{type(exc).__name__}: {exc}"[:500],
+    )
+    return reason
 
 
 async def run_once(engine: AsyncEngine, settings: Settings, session: aiohttp.ClientSession) -> int:
     """Send what is due now; the number of deliveries tried."""
     lease = timedelta(seconds=settings.webhook_timeout * 3)
+    allow = targets.parse_allow(settings.webhook_allow)
     due = await records.claim(engine, lease=lease)
     for item in due:
-        status, error = await send(session, item)
+        status, error = await send(session, item, allow=allow)
         later = retry_at(settings, item.attempts + 1) if error else None
         await records.finish(engine, item.id, status=status, error=error, retry_at=later)
         log.log(
@@ -76,7 +101,10 @@ async def run_once(engine: AsyncEngine, settings: Settings, session: aiohttp.Cli
 async def _loop(app: web.Application, wake: asyncio.Event) -> None:
     settings, engine = app[SETTINGS], app[CATALOG].engine
     timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    resolver = targets.CheckedResolver(targets.parse_allow(settings.webhook_allow))
+    connector = aiohttp.TCPConnector(resolver=resolver)
+    # trust_env stays off: an HTTP(S)_PROXY would connect to addresses nobody checked.
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         while True:
             try:
                 busy = await run_once(engine, settings, session)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -231,6 +232,19 @@ async def finish(
         await conn.execute(d.update().where(d.c.id == delivery_id).values(**values))
 
 
+_REASONS = {"connection failed", "timed out", "target not allowed"}
+_ANSWERED = re.compile(r"^answered \d{3}$")
+
+
+def public_reason(error: str | None) -> str | None:
+    """What the API shows of a failed try: the sender records generic reasons; errors stored
+    before it did (`ClientConnectorError: Cannot connect to host 10.0.0.5:22 ...`) are shown as
+    `connection failed`, so old rows do not leak what the network answered either."""
+    if error is None or error in _REASONS or _ANSWERED.match(error):
+        return error
+    return "connection failed"
+
+
 async def deliveries(
     engine: AsyncEngine, hook_id: str, *, limit: int = 100
 ) -> list[dict[str, Any]]:
@@ -248,7 +262,7 @@ async def deliveries(
             "attempts": r.attempts,
             "next_attempt_at": _iso(r.next_attempt_at) if r.state == "pending" else None,
             "last_status": r.last_status,
-            "last_error": r.last_error,
+            "last_error": public_reason(r.last_error),
             "created_at": _iso(r.created_at),
             "delivered_at": _iso(r.delivered_at),
             "payload": r.payload,

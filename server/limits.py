@@ -1,4 +1,5 @@
-"""Per-ticket request rate limits: a token bucket per ticket, in this process's memory.
+"""Request rate limits in this process's memory: a token bucket per key (a ticket, a client
+address, an uploader token), and a guard that summarises guessing per client for the audit log.
 
 A link that leaks should not become a way to pull a recording a thousand times a second, nor to
 hammer the catalog. A player needs a handful of requests per seek; the defaults leave room for
