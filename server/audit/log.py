@@ -72,15 +72,19 @@ async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
 
     The lock is a write to the row: a row lock on PostgreSQL, the database's write lock on
     SQLite. A catalog that has no head row yet starts one from the log's last entry."""
-    locked = await conn.execute(
-        audit_head.update().where(audit_head.c.id == 1).values(seq=audit_head.c.seq)
-    )
-    if locked.rowcount == 0:
+    locked = (
+        await conn.execute(
+            audit_head.update()
+            .where(audit_head.c.id == 1)
+            .values(seq=audit_head.c.seq)
+            .returning(audit_head.c.seq, audit_head.c.hash)
+        )
+    ).first()
+    if locked is None:
         seq, digest = await _head(conn)
         await conn.execute(audit_head.insert().values(id=1, seq=seq, hash=digest))
         return seq, digest
-    row = (await conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash))).one()
-    return int(row.seq), str(row.hash)
+    return int(locked.seq), str(locked.hash)
 
 
 async def append(conn: AsyncConnection, *events: AuditEvent) -> list[int]:
@@ -91,9 +95,11 @@ async def append(conn: AsyncConnection, *events: AuditEvent) -> list[int]:
     stays locked until that transaction commits, so concurrent writers (tasks, processes,
     replicas) queue here instead of racing, and an entry commits exactly when its action does.
     """
+    # Who hears of each entry is read before the lock, so the lock covers only the writes.
+    plans = [await outbox.plan(conn, event) for event in events]
     seq, prev = await _lock_head(conn)
     numbers = []
-    for event in events:
+    for event, plan in zip(events, plans, strict=True):
         seq += 1
         row = {
             "seq": seq,
@@ -108,7 +114,7 @@ async def append(conn: AsyncConnection, *events: AuditEvent) -> list[int]:
         }
         row["hash"] = prev = entry_hash(entry_body(row))
         await conn.execute(audit_log.insert().values(**row))
-        await outbox.from_audit(conn, event, seq)
+        await outbox.queue(conn, plan, event, seq)
         numbers.append(seq)
     await conn.execute(
         audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=prev)

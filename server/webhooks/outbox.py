@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
@@ -87,23 +88,46 @@ async def _addressees(conn: AsyncConnection, event: AuditEvent) -> tuple[list[st
     return ([agency] if agency else []), data
 
 
-async def from_audit(conn: AsyncConnection, event: AuditEvent, seq: int) -> int:
-    """Queue, in the entry's own transaction, the deliveries it calls for (none for most
-    actions); the number queued."""
+@dataclass(slots=True, frozen=True)
+class Plan:
+    """The deliveries one audit entry calls for: (agency, webhook ids) and the event's data."""
+
+    name: str | None
+    hooks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+async def plan(conn: AsyncConnection, event: AuditEvent) -> Plan:
+    """Whom an entry is for and what to tell them (reads only: done before the log's lock)."""
     name = EVENT_OF.get(event.action)
     if name is None:
-        return 0
+        return Plan(None)
     agencies, data = await _addressees(conn, event)
-    queued = 0
+    hooks = []
     for agency_id in agencies:
+        wanting = await records.subscribers(conn, agency_id=agency_id, event=name)
+        if wanting:
+            hooks.append((agency_id, tuple(wanting)))
+    return Plan(name, tuple(hooks), data)
+
+
+async def queue(conn: AsyncConnection, plan: Plan, event: AuditEvent, seq: int) -> int:
+    """Write the planned deliveries of entry `seq` in its own transaction; the number queued.
+    The payload's id is the sequence number, the same on every retry and replay."""
+    if plan.name is None:
+        return 0
+    queued = 0
+    for agency_id, hook_ids in plan.hooks:
         payload = {
             "id": f"evt_{seq}",
-            "event": name,
+            "event": plan.name,
             "created_at": event.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "agency": agency_id,
-            "data": data,
+            "data": plan.data,
         }
-        queued += await records.enqueue(conn, agency_id=agency_id, event=name, payload=payload)
+        queued += await records.insert_deliveries(
+            conn, hook_ids, event=plan.name, payload=payload
+        )
     return queued
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,33 +126,35 @@ async def disable(engine: AsyncEngine | AsyncConnection, hook_id: str) -> None:
         )
 
 
-async def enqueue(
-    conn: AsyncConnection, *, agency_id: str, event: str, payload: dict[str, Any]
-) -> int:
-    """A pending delivery for each active webhook of the agency that wants `event`."""
+async def subscribers(conn: AsyncConnection, *, agency_id: str, event: str) -> list[str]:
+    """The ids of the agency's active webhooks that want `event`."""
     rows = await conn.execute(
         sa.select(webhooks.c.id, webhooks.c.events).where(
             webhooks.c.agency_id == agency_id, webhooks.c.disabled_at.is_(None)
         )
     )
+    return [hook_id for hook_id, events in rows.all() if event in events]
+
+
+async def insert_deliveries(
+    conn: AsyncConnection, hook_ids: Sequence[str], *, event: str, payload: dict[str, Any]
+) -> int:
+    """A pending delivery of `payload` to each webhook, inside the caller's transaction."""
     now = datetime.now(UTC)
-    count = 0
-    for hook_id, events in rows.all():
-        if event in events:
-            await conn.execute(
-                webhook_deliveries.insert().values(
-                    id="dlv_" + secrets.token_hex(12),
-                    webhook_id=hook_id,
-                    event=event,
-                    payload=payload,
-                    state="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
+    for hook_id in hook_ids:
+        await conn.execute(
+            webhook_deliveries.insert().values(
+                id="dlv_" + secrets.token_hex(12),
+                webhook_id=hook_id,
+                event=event,
+                payload=payload,
+                state="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
             )
-            count += 1
-    return count
+        )
+    return len(hook_ids)
 
 
 @dataclass(slots=True, frozen=True)
