@@ -165,6 +165,36 @@ async def test_patch_409_when_offset_mismatch_and_nothing_changes(api: Api) -> N
     assert (await head(api, url)).headers["Upload-Offset"] == "3"
 
 
+async def test_patch_409_not_413_when_a_wrong_offset_comes_with_a_long_body(api: Api) -> None:
+    """tusd checks the offset first: at offset 5 of 10, offset 3 with 8 bytes is a conflict."""
+    url = await create(api, 10)
+    assert (await patch(api, url, b"01234", 0)).status == 204
+    response = await patch(api, url, b"abcdefgh", 3)
+    assert response.status == 409, await response.text()
+    assert (await head(api, url)).headers["Upload-Offset"] == "5"
+    assert (await patch(api, url, b"abcdefgh", 5)).status == 413  # right offset, too long
+
+
+async def test_post_with_upload_length_0_completes_at_once(api: Api) -> None:
+    """"an upload with Upload-Length: 0 ... is immediately complete after its creation": it is
+    evidence (an empty file has digests too) without any PATCH."""
+    headers = {
+        **api.auth(),
+        "Upload-Length": "0",
+        "Upload-Metadata": metadata(case="C-0", filename="empty.ts"),
+    }
+    response = await api.client.post("/files/", headers=headers)
+    assert response.status == 201, await response.text()
+    assert response.headers["Upload-Offset"] == "0"
+    assert response.headers["Avidence-Upload-State"] == "done"
+    evidence_id = response.headers["Avidence-Evidence-Id"]
+    record = await api.client.get(f"/api/evidence/{evidence_id}", headers=api.auth())
+    body = await record.json()
+    assert body["size"] == 0 and body["blake3"] == blake3.blake3(b"").hexdigest()
+    url = "/files/" + response.headers["Location"].rsplit("/", 1)[1]
+    assert (await head(api, url)).headers["Upload-Offset"] == "0"
+
+
 async def test_patch_415_for_wrong_content_type(api: Api) -> None:
     url = await create(api, 10)
     response = await patch(api, url, b"abc", 0, **{"Content-Type": "application/json"})

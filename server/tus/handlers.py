@@ -220,6 +220,11 @@ class TusHandlers:
             upload = await complete_if_full(ctx, upload, offset)
             response_headers["Upload-Offset"] = str(offset)
             response_headers.update(self._outcome_headers(upload))
+        elif length == 0:
+            # "an upload with Upload-Length: 0 ... is immediately complete after its creation"
+            upload = await complete_if_full(ctx, upload, 0)
+            response_headers["Upload-Offset"] = "0"
+            response_headers.update(self._outcome_headers(upload))
         response_headers.update(self._expiry_headers(upload))
         return web.Response(status=201, headers=response_headers)
 
@@ -295,6 +300,11 @@ class TusHandlers:
         """Stream the body into the upload under its lock; Content-Length is checked first."""
         declared = request.content_length
         if upload.length is not None and declared is not None and offset + declared > upload.length:
+            # "If the offsets do not match, the Server MUST respond with the 409 Conflict status
+            # code": a wrong offset is the client's real problem, so it is named first.
+            durable = await UploadSession(self.ctx, upload).durable_offset()
+            if offset != durable:
+                raise Conflict(f"offset mismatch: the upload is at {durable}")
             raise TooLarge("the body would extend the upload beyond its Upload-Length")
         checksum = headers.parse_checksum(header(request.headers, "Upload-Checksum"))
         transport = request.transport

@@ -2,8 +2,8 @@
 
 Events: `evidence.finished`, `evidence.integrity_failed`, `transfer.created`,
 `transfer.acknowledged`, `transfer.rejected`, `ticket.viewed`. They are taken from the audit log
-as it is written (`outbox.plan` and `outbox.queue`), so whatever process writes the entry (server, worker,
-CLI) also queues the deliveries, in the catalog. A dispatcher in each server process sends them,
+as it is written (`outbox.plan` and `outbox.queue`, in the entry's transaction), so whatever
+process writes the entry (server, worker, CLI) also queues the deliveries, in the catalog. A dispatcher in each server process sends them,
 signed with HMAC-SHA256 over `timestamp.body`, and retries failures with exponential backoff;
 deliveries are listed and can be replayed through the API.
 
