@@ -111,6 +111,9 @@ ServerDraining = _error(
     503, "shutting_down", "the server is shutting down; the upload was checkpointed"
 )
 ConcatInvalid = _error(400, "concat_invalid", "Upload-Concat is malformed")
+PartialTaken = _error(
+    409, "partial_taken", "a partial upload named here is being joined by another final upload"
+)
 PartialUnusable = _error(
     400, "partial_unusable", "a partial upload is not yours, unknown, or not complete"
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -338,6 +339,45 @@ async def test_concatenation_of_partials_into_evidence(api: Api) -> None:
         )
     ).json()
     assert record["blake3"] == blake3.blake3(whole).hexdigest()
+
+
+async def _partials(api: Api, pieces: list[bytes]) -> list[str]:
+    urls = []
+    for piece in pieces:
+        url = await create(api, len(piece), meta="", **{"Upload-Concat": "partial"})
+        assert (await patch(api, url, piece, 0)).status == 204
+        urls.append(url)
+    return urls
+
+
+async def _final(api: Api, urls: list[str], whole: bytes) -> Any:
+    headers = {
+        **api.auth(),
+        "Upload-Concat": "final;" + " ".join(urls),
+        "Upload-Metadata": metadata(case="C-9", sha256=hashlib.sha256(whole).hexdigest()),
+    }
+    return await api.client.post("/files/", headers=headers)
+
+
+async def test_a_final_upload_may_list_the_same_partial_twice(api: Api) -> None:
+    """The spec's MAY: the partial's bytes appear twice in the joined upload."""
+    twice, tail = os.urandom(5 * 1024 * 1024 + 1), b"tail"
+    first, last = await _partials(api, [twice, tail])
+    response = await _final(api, [first, first, last], twice + twice + tail)
+    assert response.status == 201, await response.text()
+    assert response.headers["Avidence-Upload-State"] == "done"
+
+
+async def test_concurrent_final_uploads_of_the_same_partials_make_one_evidence(api: Api) -> None:
+    pieces = [os.urandom(5 * 1024 * 1024 + 1), b"tail"]
+    urls = await _partials(api, pieces)
+    answers = await asyncio.gather(*(_final(api, urls, b"".join(pieces)) for _ in range(4)))
+    statuses = sorted(r.status for r in answers)
+    assert statuses == [201, 409, 409, 409], statuses
+    refused = [await r.json() for r in answers if r.status == 409]
+    assert {e["error"]["code"] for e in refused} == {"partial_taken"}
+    made = {r.headers.get("Avidence-Evidence-Id") for r in answers if r.status == 201}
+    assert len(made) == 1 and None not in made
 
 
 async def test_final_upload_refuses_unfinished_or_foreign_partials(api: Api) -> None:

@@ -135,6 +135,41 @@ async def finish(
     return result.rowcount == 1
 
 
+async def claim_partials(
+    conn: AsyncConnection, ids: list[str], *, final_id: str, now: datetime
+) -> bool:
+    """Mark the partials `consumed` by `final_id` inside the caller's transaction (one
+    conditional UPDATE); False when one is no longer `complete`: another final upload took it,
+    and the caller's transaction must not go on."""
+    distinct = list(dict.fromkeys(ids))
+    result = await conn.execute(
+        uploads.update()
+        .where(uploads.c.id.in_(distinct), uploads.c.state == UploadState.COMPLETE)
+        .values(state=UploadState.CONSUMED, parts=[final_id], updated_at=now)
+    )
+    return result.rowcount == len(distinct)
+
+
+async def release_partials(engine: AsyncEngine, final: Upload, *, error: str) -> None:
+    """A join that failed gives its partials back (`complete` again, for the client's next
+    final upload) and is marked failed."""
+    now = clock.now()
+    async with engine.begin() as conn:
+        await conn.execute(
+            uploads.update()
+            .where(
+                uploads.c.id.in_(list(dict.fromkeys(final.parts or []))),
+                uploads.c.state == UploadState.CONSUMED,
+            )
+            .values(state=UploadState.COMPLETE, parts=None, updated_at=now)
+        )
+        await conn.execute(
+            uploads.update()
+            .where(uploads.c.id == final.id)
+            .values(state=UploadState.FAILED, error=error[:500], updated_at=now)
+        )
+
+
 async def in_state(
     engine: AsyncEngine, state: str, *, expired_before: datetime | None = None, limit: int = 100
 ) -> list[Upload]:

@@ -34,8 +34,6 @@ async def check_partials(ctx: TusContext, ids: tuple[str, ...], *, uploader: str
     """The partial uploads named by a final upload, all finished and the caller's own."""
     if len(ids) > 10_000:
         raise ConcatInvalid("a final upload may join at most 10000 partial uploads")
-    if len(set(ids)) != len(ids):
-        raise ConcatInvalid("Upload-Concat lists a partial upload twice")
     partials = []
     for upload_id in ids:
         upload = await uploads_db.get(ctx.engine, upload_id)
@@ -71,13 +69,11 @@ async def join(ctx: TusContext, final: Upload, partials: list[Upload]) -> Upload
     if digest.length == final.length:
         ctx.digests[final.id] = digest
     await retention_hooks.lock_original(store, ctx.settings, final.storage_key, final.metadata)
+    # The partials were claimed (`consumed`, naming this final upload) when it was created.
     await uploads_db.update(ctx.engine, final.id, state="verifying", offset=final.length)
-    for partial in partials:
-        # consumed_by lets a client whose answer to the final POST was lost find its evidence.
-        await uploads_db.update(ctx.engine, partial.id, state="consumed", parts=[final.id])
     log.info("upload.concatenated id=%s parts=%s size=%s", final.id, len(partials), final.length)
     result = await await_outcome(ctx, final.id)
-    for key in keys:  # the joined object holds every byte; the parts are no longer needed
+    for key in dict.fromkeys(keys):  # the joined object holds every byte; parts are not needed
         try:
             await store.delete(key)
         except store_errors.StoreError as exc:

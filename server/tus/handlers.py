@@ -25,6 +25,7 @@ from ..errors import (
     Gone,
     MethodNotAllowed,
     NotFound,
+    PartialTaken,
     PreconditionFailed,
     ServerDraining,
     TooLarge,
@@ -189,6 +190,12 @@ class TusHandlers:
         )
         async with unit_of_work(ctx.engine) as unit:
             await uploads_db.insert(unit.conn, upload)
+            # Partials are claimed with the final upload's creation: of concurrent final uploads
+            # naming the same partials, one is made and the others answer 409.
+            if is_final and not await uploads_db.claim_partials(
+                unit.conn, [p.id for p in partials], final_id=upload_id, now=now
+            ):
+                raise PartialTaken()
             if not partial:  # partials are pieces of one upload; the final one names them all
                 unit.record(
                     UploadCreated(
@@ -212,7 +219,15 @@ class TusHandlers:
         )
         response_headers = {"Location": self._location(request, upload_id)}
         if is_final:
-            upload = await concat.join(ctx, upload, partials)
+            try:
+                upload = await concat.join(ctx, upload, partials)
+            except Exception as exc:
+                # Not joined (the store failed before the final object existed): the partials go
+                # back for the client's next final upload. Once joined they are spent.
+                current = await uploads_db.get(ctx.engine, upload.id)
+                if current is not None and current.state == UploadState.RECEIVING:
+                    await uploads_db.release_partials(ctx.engine, upload, error=repr(exc))
+                raise
             response_headers.update(self._outcome_headers(upload))
         elif self._has_body(request):
             # creation-with-upload: the body is the first chunk, as for a PATCH at offset 0.
