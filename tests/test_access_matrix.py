@@ -311,8 +311,8 @@ async def _delivery(api: Api, hook_id: str) -> str:
     """A delivery of A's webhook, already failed, so the dispatcher leaves it alone until a
     replay (a pending one could be "sending" at the moment the matrix replays it)."""
     async with api.catalog.engine.begin() as conn:
-        await webhooks_db.enqueue(
-            conn, agency_id=DEFAULT_AGENCY, event="transfer.created", payload={"test": True}
+        await webhooks_db.insert_deliveries(
+            conn, [hook_id], event="transfer.created", payload={"test": True}
         )
         await conn.execute(
             webhook_deliveries.update()
