@@ -93,6 +93,15 @@ class Transient(Exception):
     """A failure worth retrying after a pause: network error, 5xx, 423, a stalled answer."""
 
 
+class Throttled(Transient):
+    """429: the server asks for `retry_after` seconds (its Retry-After) before the next try,
+    e.g. a token creating uploads faster than the server's per-token limit."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class OffsetConflict(Transient):
     """409: the server's offset differs from ours; HEAD and continue from the server's."""
 

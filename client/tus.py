@@ -29,6 +29,7 @@ from .errors import (
     OffsetConflict,
     ProtocolError,
     ServerError,
+    Throttled,
     Transient,
     UploadFailed,
     UploadGone,
@@ -123,6 +124,17 @@ async def _message(response: aiohttp.ClientResponse) -> tuple[str, str]:
         return "", text.strip() or (response.reason or "")
 
 
+MAX_RETRY_AFTER = 600.0  # a server asking for longer is waited for in steps, not trusted blindly
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (delta-seconds; anything else counts as one second)."""
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(value or "1")))
+    except ValueError:
+        return 1.0
+
+
 async def _raise_for(response: aiohttp.ClientResponse, *, what: str) -> None:
     """Turn a non-success answer into the typed error the orchestration acts on."""
     status = response.status
@@ -143,6 +155,8 @@ async def _raise_for(response: aiohttp.ClientResponse, *, what: str) -> None:
         )
     if status == 460:
         raise ChecksumRejected(detail)
+    if status == 429:
+        raise Throttled(detail, retry_after=_retry_after(response.headers.get("Retry-After")))
     if status == 423 or status >= 500:
         raise Transient(detail)
     raise ProtocolError(detail, status=status, code=code)
@@ -202,6 +216,8 @@ class TusClient:
                 if failures >= self.retry.attempts:
                     raise give_up(f"{what} failed {failures} times in a row: {exc}") from exc
                 delay = self.retry.delay(failures)
+                if isinstance(exc, Throttled):  # the server said how long: never sooner
+                    delay = max(delay, exc.retry_after)
                 if self.on_retry is not None:
                     self.on_retry(what, exc, delay)
                 await asyncio.sleep(delay)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from pathlib import Path
 
 import blake3
 import pytest
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
 from avidence.client import progress as progress_module
@@ -21,7 +24,7 @@ from avidence.client.hashing import ChunkDigests, FileHasher
 from avidence.client.parts import MIN_PART, chunk_grid, plan_parts
 from avidence.client.progress import FileProgress
 from avidence.client.state import Part, StateStore, UploadState, upload_key
-from avidence.client.tus import RetryPolicy, ServerCaps, encode_metadata
+from avidence.client.tus import RetryPolicy, ServerCaps, TusClient, _raise_for, encode_metadata
 
 MiB = 1024 * 1024
 
@@ -237,3 +240,44 @@ def test_bytes_already_on_the_server_count_as_done_but_not_as_speed(
     assert progress.fraction() == pytest.approx(0.92)
     assert progress.rate == pytest.approx(2 * MiB)
     assert progress.before == 90 * MiB
+
+
+async def test_a_429_is_retried_no_sooner_than_its_retry_after() -> None:
+    """A server past a per-token limit answers 429 with Retry-After: the client waits that long
+    (not its own shorter backoff) and goes on, instead of failing the upload."""
+    answers: list[float] = []
+
+    async def create(_: web.Request) -> web.Response:
+        answers.append(time.monotonic())
+        if len(answers) == 1:
+            return web.json_response(
+                {"error": {"code": "uploads_too_fast", "message": "slow down", "status": 429}},
+                status=429,
+                headers={"Retry-After": "1"},
+            )
+        return web.Response(status=201)
+
+    app = web.Application()
+    app.router.add_post("/files/", create)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as session:
+            client = TusClient(
+                session,
+                endpoint=str(server.make_url("/files/")),
+                api_base=str(server.make_url("/api/")),
+                token=None,
+                retry=RetryPolicy(attempts=3, base=0.01, cap=0.02),
+            )
+
+            async def once() -> int:
+                async with session.post(client.endpoint) as response:
+                    if response.status != 201:
+                        await _raise_for(response, what="POST")
+                    return response.status
+
+            assert await client.retrying("POST", once) == 201
+    finally:
+        await server.close()
+    assert len(answers) == 2 and answers[1] - answers[0] >= 0.95
