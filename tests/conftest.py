@@ -8,5 +8,6 @@ pytest_plugins = [
     "support.media",
     "support.cluster",
     "support.agencies",
+    "support.client_runs",
     "support.hsm",
 ]

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -28,30 +27,13 @@ from avidence.client.tus import RetryPolicy, TusClient
 from avidence.client.upload import Uploader, UploadOptions
 from avidence.storage.local import LocalStore
 
+from support.client_runs import client_env
 from support.files import get_json, random_file
 from support.proxy import FaultProxy, fault_proxy
-from support.servers import ServerProcess, free_port, make_api
+from support.servers import ServerProcess, make_api
 
 MiB = 1024 * 1024
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
-    data = tmp_path_factory.mktemp("srv")
-    process = ServerProcess(data, free_port(), [], dict(os.environ))
-    process.start()
-    try:
-        yield process, process.token()
-    finally:
-        process.stop()
-
-
-def client_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AVIDENCE_")}
-    env["AVIDENCE_CONFIG"] = str(tmp_path / "no-config.toml")
-    env["AVIDENCE_STATE_DIR"] = str(tmp_path / "state")
-    return env
 
 
 def avidence(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

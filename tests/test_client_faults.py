@@ -7,28 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from support.files import get_json, random_file
 from support.proxy import fault_proxy
-from support.servers import ServerProcess, free_port
+from support.servers import ServerProcess
 
 MiB = 1024 * 1024
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
-    data = tmp_path_factory.mktemp("srv")
-    process = ServerProcess(data, free_port(), [], dict(os.environ))
-    process.start()
-    try:
-        yield process, process.token()
-    finally:
-        process.stop()
 
 
 def upload(tmp_path: Path, url: str, token: str, path: Path, *extra: str) -> tuple[str, str]:

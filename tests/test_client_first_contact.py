@@ -17,18 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from support.client_runs import client_env
 from support.files import get_json, random_file
 from support.servers import ServerProcess, free_port
 from support.tls import self_signed
 
 BIN = Path(sys.executable).parent
-
-
-def client_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AVIDENCE_")}
-    env["AVIDENCE_CONFIG"] = str(tmp_path / "no-config.toml")
-    env["AVIDENCE_STATE_DIR"] = str(tmp_path / "state")
-    return env
 
 
 def upload_cmd(path: Path, server: str, *extra: str) -> list[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import blake3
 import pytest
 
+from support.client_runs import client_env
 from support.files import random_file
 from support.proxy import fault_proxy, sigkill_after
 from support.tusnode import NodePeer
@@ -45,12 +46,6 @@ def avidence(tmp_path: Path, *args: str) -> list[str]:
     return [str(BIN / "avidence"), *args, "--state-dir", str(tmp_path / "state")]
 
 
-def client_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AVIDENCE_")}
-    env["AVIDENCE_CONFIG"] = str(tmp_path / "no-config.toml")
-    return env
-
-
 def stored(peer: NodePeer) -> tuple[str, dict[str, object]]:
     """BLAKE3 and @tus/file-store's info document of the one upload the peer holds."""
     folder = peer.workdir / "files"
@@ -71,7 +66,7 @@ def test_plain_tus_server_gets_one_upload_reported_unverified(
         capture_output=True,
         text=True,
         timeout=120,
-        env=client_env(tmp_path),
+        env=client_env(tmp_path, state_dir=False),
     )
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
@@ -95,7 +90,7 @@ def test_plain_tus_server_gets_one_upload_reported_unverified(
         capture_output=True,
         text=True,
         timeout=60,
-        env=client_env(tmp_path),
+        env=client_env(tmp_path, state_dir=False),
     )
     assert "unverified" in status.stdout, status.stdout
 
@@ -113,7 +108,7 @@ def test_killed_upload_to_plain_tus_server_resumes_from_its_offset(
             avidence(tmp_path, *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=client_env(tmp_path),
+            env=client_env(tmp_path, state_dir=False),
         )
         first_run = sigkill_after(child, proxy, sent=0.3 * size)
         assert first_run < 0.6 * size
@@ -123,7 +118,7 @@ def test_killed_upload_to_plain_tus_server_resumes_from_its_offset(
             capture_output=True,
             text=True,
             timeout=120,
-            env=client_env(tmp_path),
+            env=client_env(tmp_path, state_dir=False),
         )
         assert result.returncode == 0, result.stderr
         assert "resumed" in result.stderr, result.stderr

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from avidence.client.state import StateStore
 from avidence.client.tus import RetryPolicy, ServerCaps, TusClient
 from avidence.client.upload import Uploader, UploadOptions
 
+from support.client_runs import client_env
 from support.files import get_json, random_file
 from support.proxy import fault_proxy, sigkill_after
 from support.servers import ServerProcess, free_port
@@ -37,13 +37,6 @@ def avidence_cmd(*args: str, state: Path) -> list[str]:
     return [str(BIN / "avidence"), *args, "--state-dir", str(state)]
 
 
-def client_env(tmp_path: Path) -> dict[str, str]:
-    # No config file or server/token from the machine running the tests.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AVIDENCE_")}
-    env["AVIDENCE_CONFIG"] = str(tmp_path / "no-config.toml")
-    return env
-
-
 def run_avidence(
     tmp_path: Path, *args: str, state: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -52,20 +45,8 @@ def run_avidence(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=client_env(tmp_path),
+        env=client_env(tmp_path, state_dir=False),
     )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
-    """One server for the tests that do not kill it (a start plus a token costs seconds)."""
-    data = tmp_path_factory.mktemp("srv")
-    process = ServerProcess(data, free_port(), [], dict(os.environ))
-    process.start()
-    try:
-        yield process, process.token()
-    finally:
-        process.stop()
 
 
 def evidence_id(result: subprocess.CompletedProcess[str]) -> str:
@@ -139,7 +120,7 @@ def test_resume_after_the_client_is_killed_resends_at_most_a_chunk_per_part(
             avidence_cmd(*args, state=tmp_path / "state"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=client_env(tmp_path),
+            env=client_env(tmp_path, state_dir=False),
         )
         first_run = sigkill_after(child, proxy, sent=0.3 * size)
         assert first_run < 0.6 * size
@@ -166,7 +147,7 @@ def test_server_restart_mid_upload_is_survived(server_factory: Any, tmp_path: Pa
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=client_env(tmp_path),
+            env=client_env(tmp_path, state_dir=False),
         )
         try:
             deadline = time.monotonic() + 30
@@ -238,7 +219,7 @@ async def test_a_server_that_is_not_tus_gets_a_clear_message(tmp_path: Path) -> 
             *avidence_cmd(*args, "--case", "C", state=tmp_path / "state"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=client_env(tmp_path),
+            env=client_env(tmp_path, state_dir=False),
         )
         _, err = await asyncio.wait_for(child.communicate(), 60)
     finally:
@@ -271,7 +252,7 @@ def test_a_file_changing_while_uploading_is_refused(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=client_env(tmp_path),
+            env=client_env(tmp_path, state_dir=False),
         )
         deadline = time.monotonic() + 30
         while proxy.bytes_up < 2 * MiB:

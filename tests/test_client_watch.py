@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -24,29 +23,12 @@ from avidence.client.tus import TusClient
 from avidence.client.upload import Outcome, Uploader
 from avidence.client.watch import Action, Watcher, WatchOptions, after_upload, uploaded_path
 
+from support.client_runs import client_env
 from support.files import get_json
-from support.servers import ServerProcess, free_port
+from support.servers import ServerProcess
 
 MiB = 1024 * 1024
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
-    data = tmp_path_factory.mktemp("srv")
-    process = ServerProcess(data, free_port(), [], dict(os.environ))
-    process.start()
-    try:
-        yield process, process.token()
-    finally:
-        process.stop()
-
-
-def env_for(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AVIDENCE_")}
-    env["AVIDENCE_CONFIG"] = str(tmp_path / "no-config.toml")
-    env["AVIDENCE_STATE_DIR"] = str(tmp_path / "state")
-    return env
 
 
 def watch_cmd(srv: ServerProcess, token: str, folder: Path, *extra: str) -> list[str]:
@@ -59,7 +41,7 @@ def watch_once(
 ) -> list[dict[str, object]]:
     result = subprocess.run(
         watch_cmd(srv, token, folder, "--once", "--settle", "1", *extra),
-        capture_output=True, text=True, timeout=60, env=env_for(tmp_path),
+        capture_output=True, text=True, timeout=60, env=client_env(tmp_path),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
@@ -133,7 +115,7 @@ def test_the_daemon_uploads_and_deletes_after_verification(
     daemon = subprocess.Popen(
         watch_cmd(srv, token, folder, "--case", "W-3", "--settle", "0.5", "--interval", "0.2",
                   "--delete-after-verify"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=client_env(tmp_path),
     )  # fmt: skip
     try:
         target = folder / "clip.ts"
@@ -154,7 +136,7 @@ def test_the_daemon_uploads_and_deletes_after_verification(
     assert record["blake3"] == blake3.blake3(data).hexdigest()
     assert not (folder / ".uploaded").exists()
     status = subprocess.run(
-        [str(BIN / "avidence"), "status"], capture_output=True, text=True, env=env_for(tmp_path)
+        [str(BIN / "avidence"), "status"], capture_output=True, text=True, env=client_env(tmp_path)
     )
     assert status.returncode == 0 and "finished" in status.stdout
 
