@@ -7,15 +7,14 @@ transaction, or none of them do.
 
 The events are chained at the end of the block, just before the commit, so the audit head's lock
 is held only for the chaining and the commit itself. A crash anywhere before the commit leaves no
-trace of the action and no entry; after it, both. Work that must follow the commit (waking this
-process's webhook dispatcher, metrics) is registered with `after_commit`.
+trace of the action and no entry; after it, both. After the commit this process's webhook
+dispatcher is woken, so the deliveries go out at once rather than at its next poll.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -23,8 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ..webhooks import outbox
 from . import log as audit
 from .events import AuditEvent
-
-log = logging.getLogger("avidence.audit.unit")
 
 
 @dataclass(slots=True)
@@ -34,13 +31,9 @@ class Unit:
     conn: AsyncConnection
     events: list[AuditEvent] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)  # filled in when the events are chained
-    _after: list[Callable[[], None]] = field(default_factory=list)
 
     def record(self, *events: AuditEvent) -> None:
         self.events.extend(events)
-
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        self._after.append(callback)
 
 
 @contextlib.asynccontextmanager
@@ -53,11 +46,6 @@ async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[Unit]:
             unit.seqs = await audit.append(conn, *unit.events)
     if unit.events:
         outbox.wake()
-    for callback in unit._after:
-        try:
-            callback()
-        except Exception:  # the action committed; a failed follow-up must not undo the answer
-            log.exception("unit.after_commit_failed")
 
 
 async def record(engine: AsyncEngine, *events: AuditEvent) -> list[int]:
