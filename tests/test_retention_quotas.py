@@ -60,6 +60,32 @@ async def test_uploader_quota_refuses_creation_with_507_naming_the_quota(qapi: A
     assert status == 201
 
 
+async def test_a_deferred_length_upload_is_counted_as_its_bytes_arrive(qapi: Api) -> None:
+    """Upload-Defer-Length is no way around the quota: 60 stored, a deferred upload may bring at
+    most 40 more, whether its bytes come first or its length is declared later."""
+    api = qapi
+    await upload(api, b"x" * 60, case="Q")
+    headers = {**api.auth(), "Upload-Defer-Length": "1", "Upload-Metadata": metadata(case="Q")}
+    created = await api.client.post("/files/", headers=headers)
+    assert created.status == 201, await created.text()
+    url = "/files/" + created.headers["Location"].rsplit("/", 1)[1]
+    octet = {**api.auth(), "Content-Type": "application/offset+octet-stream"}
+    first = await api.client.patch(url, data=b"y" * 30, headers={**octet, "Upload-Offset": "0"})
+    assert first.status == 204, await first.text()
+    over = await api.client.patch(url, data=b"y" * 20, headers={**octet, "Upload-Offset": "30"})
+    assert over.status == 507 and (await over.json())["error"]["code"] == "quota_exceeded"
+    declared = await api.client.patch(
+        url, data=b"", headers={**octet, "Upload-Offset": "30", "Upload-Length": "1048576"}
+    )
+    assert declared.status == 507
+    head = await api.client.head(url, headers=api.auth())
+    assert head.headers["Upload-Offset"] == "30"  # nothing beyond the quota was stored
+    fits = await api.client.patch(
+        url, data=b"y" * 10, headers={**octet, "Upload-Offset": "30", "Upload-Length": "40"}
+    )
+    assert fits.status == 204, await fits.text()
+
+
 async def test_per_upload_limit_is_413_and_site_quota_507(qapi: Api) -> None:
     api, engine = qapi, qapi.catalog.engine
     principal = await api.client.get(

@@ -293,6 +293,16 @@ class TusHandlers:
             raise Conflict(f"the upload is already {upload.state}")
         if length is not None:
             upload = await self._set_length(upload, length, offset)
+        if upload.length is None:
+            # A deferred length is no way around a quota: its bytes are counted as they come
+            # (the ones received so far are in the usage already; a body of unknown length
+            # counts as one byte, so a token over its quota is stopped at once).
+            await quotas.check(
+                self.ctx.engine,
+                self.ctx.settings,
+                uploader=upload.uploader,
+                length=max(1, request.content_length or 0),
+            )
         digests = declare.parse(header(h, declare.HEADER))
         declare.require_computed(digests, self.ctx.settings.digests)
         upload = await declare.declare(self.ctx, upload, digests)
@@ -357,6 +367,10 @@ class TusHandlers:
             raise TooLarge(f"Upload-Length exceeds Tus-Max-Size {self.ctx.settings.max_size}")
         if length < offset:
             raise BadRequest("Upload-Length is smaller than the bytes already received")
+        # The bytes received so far are counted already; the rest is promised now.
+        await quotas.check(
+            self.ctx.engine, self.ctx.settings, uploader=upload.uploader, length=length - offset
+        )
         await uploads_db.update(self.ctx.engine, upload.id, length=length)
         fresh = await uploads_db.get(self.ctx.engine, upload.id)
         assert fresh is not None
