@@ -59,7 +59,8 @@ class ProtocolError(UploadFailed):
 # The server's error codes the client acts on (docs/api.md lists them all). Messages are for
 # people and may be reworded; these stay.
 BODY_INTERRUPTED = "body_interrupted"  # the server kept what arrived: HEAD and resume
-PARTIAL_UNUSABLE = "partial_unusable"  # a partial named by a final upload is gone or consumed
+PARTIAL_UNUSABLE = "partial_unusable"  # a partial named by a final upload is gone or expired
+PARTIAL_TAKEN = "partial_taken"  # a partial was joined by a final upload (maybe our lost one)
 DECLARED_DIGEST_MISMATCH = "declared_digest_mismatch"  # quarantined: never evidence
 
 

@@ -21,6 +21,7 @@ import aiohttp
 
 from .errors import (
     DECLARED_DIGEST_MISMATCH,
+    PARTIAL_TAKEN,
     AuthError,
     ChecksumRejected,
     ClientError,
@@ -146,6 +147,8 @@ async def _raise_for(response: aiohttp.ClientResponse, *, what: str) -> None:
         raise AuthError(f"the token may not do this ({what}: 403 {message})")
     if status in (404, 410):
         raise UploadGone(detail)
+    if status == 409 and code == PARTIAL_TAKEN:
+        raise ProtocolError(detail, status=status, code=code)  # not an offset: never retried
     if status == 409:
         raise OffsetConflict(detail)
     if status == 460 and code == DECLARED_DIGEST_MISMATCH:

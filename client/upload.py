@@ -25,6 +25,7 @@ from urllib.parse import urljoin
 
 from . import files
 from .errors import (
+    PARTIAL_TAKEN,
     PARTIAL_UNUSABLE,
     ClientError,
     FileChanged,
@@ -348,9 +349,9 @@ class Uploader:
         try:
             answer = await self.tus.retrying("creating the final upload", create)
         except ProtocolError as exc:
-            # `partial_unusable`: a partial is not (or no longer) ours/complete: the partials
-            # were consumed by a final upload whose answer we lost, or they expired.
-            if exc.code != PARTIAL_UNUSABLE:
+            # `partial_taken`: the partials were joined by a final upload whose answer we lost
+            # (or a concurrent one); `partial_unusable`: they are gone or expired.
+            if exc.code not in (PARTIAL_TAKEN, PARTIAL_UNUSABLE):
                 raise
             found = await self._final_of(state.parts[0])
             if found is None:

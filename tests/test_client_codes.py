@@ -1,6 +1,6 @@
 """The client decides on the server's error codes, never on its wording: against a server
 whose every error message is reworded, a body the server gave up on (`body_interrupted`) is
-resumed from HEAD and a final upload whose answer was lost (`partial_unusable`) is found again,
+resumed from HEAD and a final upload whose answer was lost (`partial_taken`) is found again,
 both ending as the right evidence."""
 
 from __future__ import annotations
@@ -97,11 +97,11 @@ async def test_a_lost_final_answer_is_recovered_by_code_not_by_message(tmp_path:
         port = api.client.port
         assert port is not None
         # POSTs #1 and #2 create the two partials; the answer to #3, the final upload, is lost:
-        # the retried POST finds the partials consumed and is refused `partial_unusable`.
+        # the retried POST finds the partials consumed and is refused `partial_taken`.
         async with proxied(port, cut_answer_to="POST", answers_to_skip=2, cuts_left=1) as proxy:
             outcome = await upload_through(proxy, api, path, tmp_path, parallel=2)
             assert proxy.cuts == 1
-        assert "partial_unusable" in codes
+        assert "partial_taken" in codes
         assert outcome.verified and outcome.digests["blake3"] == digest
         record = await api.client.get(f"/api/evidence/{outcome.evidence_id}", headers=api.auth())
         assert (await record.json())["blake3"] == digest

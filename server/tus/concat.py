@@ -15,8 +15,8 @@ from avidence.storage.base import Concatenator
 from avidence.storage.digests import MultiDigest
 
 from ..catalog import uploads as uploads_db
-from ..catalog.uploads import Upload
-from ..errors import ConcatInvalid, PartialUnusable, TooLarge
+from ..catalog.uploads import Upload, UploadState
+from ..errors import ConcatInvalid, PartialTaken, PartialUnusable, TooLarge
 from ..retention import hooks as retention_hooks
 from .context import TusContext
 from .finish import await_outcome
@@ -41,7 +41,9 @@ async def check_partials(ctx: TusContext, ids: tuple[str, ...], *, uploader: str
             raise PartialUnusable(
                 f"Upload-Concat names {upload_id!r}, which is not your partial upload"
             )
-        if upload.state != "complete":
+        if upload.state == UploadState.CONSUMED:  # another final upload joined it first
+            raise PartialTaken(f"partial upload {upload_id} was joined by another final upload")
+        if upload.state != UploadState.COMPLETE:
             raise PartialUnusable(f"partial upload {upload_id} is not complete ({upload.state})")
         partials.append(upload)
     total = sum(p.length or 0 for p in partials)
