@@ -233,3 +233,28 @@ def test_import_rules_match_docs_architecture() -> None:
         package = re.findall(r"`([^`]+)`", cells[0])[0]
         documented[package] = set(re.findall(r"`([^`]+)`", cells[1]))
     assert documented == {r.package: set(r.must_not_import) for r in RULES}
+
+
+# The evidence table has one repository (docs/architecture.md, "The custody core"): what a record
+# is and which records an agency may see are decided there, so no other room reads the table.
+EVIDENCE_TABLE = "avidence.server.catalog.schema.evidence"
+EVIDENCE_TABLE_OWNERS = ("avidence.server.evidence", "avidence.server.catalog")
+
+
+def test_only_the_custody_core_reads_the_evidence_table() -> None:
+    server = next(r for r in RULES if r.package == "avidence.server")
+    readers = set()
+    for rule in RULES:
+        if not (rule.package + ".").startswith(server.package + "."):
+            continue
+        for module, is_package, path in sources(rule):
+            if forbidden(module, EVIDENCE_TABLE_OWNERS) is not None:
+                continue
+            source = path.read_text(encoding="utf-8")
+            names = imported_names(source, module=module, is_package=is_package)
+            if EVIDENCE_TABLE in names or "schema.evidence" in source:
+                readers.add(module)
+    assert not readers, (
+        "these modules read the evidence table; ask avidence.server.evidence.records or "
+        f".tallies instead: {', '.join(sorted(readers))}"
+    )

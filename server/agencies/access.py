@@ -1,6 +1,6 @@
-"""What a caller may see. An agency sees the evidence it owns and the evidence it holds after
-acknowledging a transfer; everything else answers 404, exactly like a missing item, so nobody
-can probe another agency's ids. Within an agency, an uploader sees only what it uploaded."""
+"""What an agency may do with what it holds: the limits a sender sets on a transfer, how they
+narrow along a chain, and whether a ticket stays within them. Which records an agency may see is
+decided by the evidence repository (`evidence.records.visible_to` and `can_see`)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..catalog.connect import connected
-from ..catalog.schema import evidence
 from ..catalog.schema_exchange import holdings
-from ..evidence.records import Evidence
 from ..tokens import Principal
-
-
-def held_by(agency_id: str) -> sa.ColumnElement[bool]:
-    """A WHERE clause on `evidence`: the rows this agency owns or holds."""
-    held = sa.select(holdings.c.evidence_id).where(holdings.c.agency_id == agency_id)
-    return sa.or_(evidence.c.agency_id == agency_id, evidence.c.id.in_(held))
 
 
 async def holding(
@@ -33,15 +25,6 @@ async def holding(
     async with connected(engine) as conn:
         limits = (await conn.execute(query)).scalar()
     return dict(limits) if limits is not None else None
-
-
-async def can_see(engine: AsyncEngine, principal: Principal, record: Evidence) -> bool:
-    """True when the principal's agency owns or holds the record (an uploader: its own only)."""
-    if principal.role == "uploader":
-        return record.agency_id == principal.agency_id and record.uploader == principal.token_id
-    if record.agency_id == principal.agency_id:
-        return True
-    return await holding(engine, principal.agency_id, record.id) is not None
 
 
 def owns_upload(principal: Principal, *, agency_id: str, uploader: str) -> bool:

@@ -28,8 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence.client.canonical import PublicKeys, VerificationError
 
-from ..catalog.schema import audit_checkpoints, audit_head, audit_log, evidence, tickets
+from ..catalog.schema import audit_checkpoints, audit_head, audit_log, tickets
 from ..catalog.schema_exchange import transfers
+from ..evidence import records as evidence_db
 from .witness import Witness
 
 Kind = Literal["truncation", "rollback", "fork", "checkpoint_deleted", "unsigned", "missing"]
@@ -133,36 +134,48 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     return list(dict.fromkeys(findings))
 
 
-# Facts and the entry that must exist for each: (table, id column, action, object prefix).
+# Facts and the entry that must exist for each: (table, id column, action, object prefix). Evidence
+# records are asked of their repository, which alone reads the evidence table.
 _CREATED = (
-    (evidence, evidence.c.id, "evidence.created", "evidence"),
     (tickets, tickets.c.id, "ticket.issued", "ticket"),
     (transfers, transfers.c.id, "transfer.created", "transfer"),
 )
+_EVIDENCE_CREATED = ("evidence.created", "evidence")
+
+
+def _recorded(action: str, kind: str) -> sa.Select[Any]:
+    """The ids that entries of `action` name (their object is `kind:id`)."""
+    return sa.select(sa.func.substr(audit_log.c.object, len(kind) + 2)).where(
+        audit_log.c.action == action
+    )
 
 
 async def facts_without_entries(engine: AsyncEngine, *, limit: int = 5) -> list[Finding]:
     """Facts in the catalog whose creation entry is gone: entries deleted from the log."""
     findings = []
     async with engine.connect() as conn:
+        action, kind = _EVIDENCE_CREATED
+        orphans = {
+            _EVIDENCE_CREATED: await evidence_db.ids_not_in(
+                conn, _recorded(action, kind), limit=limit
+            )
+        }
         for table, column, action, kind in _CREATED:
-            recorded = sa.select(audit_log.c.object).where(audit_log.c.action == action)
-            orphans = (
-                await conn.execute(
-                    sa.select(column)
-                    .select_from(table)
-                    .where((sa.literal(f"{kind}:") + column).not_in(recorded))
-                    .order_by(column)
-                    .limit(limit)
+            query = (
+                sa.select(column)
+                .select_from(table)
+                .where(column.not_in(_recorded(action, kind)))
+                .order_by(column)
+                .limit(limit)
+            )
+            orphans[action, kind] = [str(i) for i in (await conn.execute(query)).scalars()]
+    for (action, kind), names in orphans.items():
+        if names:
+            findings.append(
+                Finding(
+                    "missing",
+                    f"{kind} {', '.join(names)} exist without their {action} entry: "
+                    "entries were deleted from the log",
                 )
-            ).scalars()
-            names = list(orphans)
-            if names:
-                findings.append(
-                    Finding(
-                        "missing",
-                        f"{kind} {', '.join(names)} exist without their {action} entry: "
-                        "entries were deleted from the log",
-                    )
-                )
+            )
     return findings

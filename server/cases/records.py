@@ -13,11 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..agencies.access import held_by
 from ..audit.events import CaseCreated
 from ..audit.unit import unit_of_work
-from ..catalog.schema import evidence
 from ..catalog.schema_exchange import agencies, case_agencies, case_evidence, cases
+from ..evidence import records as evidence_db
 from ..failures import Code, DomainError
 
 STATUSES = ("open", "closed")
@@ -217,21 +216,13 @@ async def resolve(engine: AsyncEngine, typed: str, *, agency_id: str | None) -> 
         raise CaseNotFound(f"no case {typed!r}")
     owners = ", ".join(sorted(r.agency_id for r in rows))
     raise CaseAmbiguous(
-        f"case number {typed!r} exists in several agencies ({owners}): "
-        "give --agency or the case id"
+        f"case number {typed!r} exists in several agencies ({owners}): give --agency or the case id"
     )
 
 
 async def evidence_ids(engine: AsyncEngine, case_id: str, *, agency_id: str) -> list[str]:
     """The case's items the agency owns or holds, oldest first."""
-    query = (
-        sa.select(evidence.c.id)
-        .select_from(evidence.join(case_evidence, case_evidence.c.evidence_id == evidence.c.id))
-        .where(case_evidence.c.case_id == case_id, held_by(agency_id))
-        .order_by(evidence.c.received_at, evidence.c.id)
-    )
-    async with engine.connect() as conn:
-        return list((await conn.execute(query)).scalars())
+    return await evidence_db.ids_in_case(engine, case_id, agency_id=agency_id)
 
 
 async def create(

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import signing
-from ..agencies.access import can_see, owns_upload
+from ..agencies.access import owns_upload
 from ..auth import require
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
@@ -58,7 +58,7 @@ async def _readable_evidence(request: web.Request) -> evidence_db.Evidence:
     principal = await require(request, *READERS)
     engine = request.app[CATALOG].engine
     record = await evidence_db.get(engine, request.match_info["evidence_id"])
-    if record is None or not await can_see(engine, principal, record):
+    if record is None or not await evidence_db.can_see(engine, principal, record):
         raise NotFound("no such evidence")
     return record
 

@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from avidence.transcode.errors import TranscodeError
 
 from .. import logs
-from ..catalog.schema import evidence, jobs
+from ..catalog.schema import jobs
 from ..commands import Context, fail, opened_catalog, run, shared_options
 from ..config import ConfigError, Settings, redact
+from ..evidence import records as evidence_db
 from ..stores import build_store
 from . import queue, views
 from .worker import Worker, enabled_profiles
@@ -130,15 +131,8 @@ def jobs_enqueue(ctx: Context, evidence_ids: tuple[str, ...], missing: bool) -> 
                 ids = list(evidence_ids)
                 if missing:
                     analysed = sa.select(jobs.c.evidence_id).where(jobs.c.kind == "analyse")
-                    rows = await conn.execute(
-                        sa.select(evidence.c.id).where(evidence.c.id.not_in(analysed))
-                    )
-                    ids += [str(i) for i in rows.scalars()]
-                known = set(
-                    (
-                        await conn.execute(sa.select(evidence.c.id).where(evidence.c.id.in_(ids)))
-                    ).scalars()
-                )
+                    ids += await evidence_db.ids_not_in(conn, analysed)
+                known = await evidence_db.known(conn, ids)
                 unknown = [i for i in ids if i not in known]
                 if unknown:
                     raise ValueError(f"no such evidence: {', '.join(unknown)}")

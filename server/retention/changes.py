@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence.storage.base import Store
 
 from ..audit.events import RetentionChanged
 from ..audit.unit import unit_of_work
-from ..catalog.schema import evidence
+from ..evidence import records as evidence_db
 from ..failures import Code, DomainError
 from . import locks, records
 from .classes import LOCK_RANK, Policy, as_mode
@@ -56,13 +55,7 @@ async def change_class(
     await records.backfill(engine, policy, now=now)
     async with unit_of_work(engine) as unit:
         conn = unit.conn
-        row = (
-            await conn.execute(
-                sa.select(evidence.c.case_id, evidence.c.received_at).where(
-                    evidence.c.id == evidence_id
-                )
-            )
-        ).first()
+        row = await evidence_db.get(conn, evidence_id)
         current = await records.get(conn, evidence_id)
         if row is None or current is None:
             raise RetentionError(f"no evidence {evidence_id!r}", code=Code.EVIDENCE_UNKNOWN)

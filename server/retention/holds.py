@@ -20,7 +20,9 @@ from avidence.storage.base import Store
 
 from ..audit.events import HoldAdded, HoldRemoved
 from ..audit.unit import unit_of_work
-from ..catalog.schema import evidence, evidence_retention, legal_holds
+from ..catalog.schema import legal_holds
+from ..evidence import records as evidence_db
+from ..evidence import tallies
 from ..failures import Code, DomainError
 from . import locks
 from .records import Clock, iso, objects_of, utcnow
@@ -71,23 +73,14 @@ def active_hold_on(evidence_id: Any, case_id: Any) -> sa.Exists:
 
 
 async def is_held(conn: AsyncConnection, evidence_id: str) -> bool:
-    query = sa.select(active_hold_on(evidence.c.id, evidence.c.case_id)).where(
-        evidence.c.id == evidence_id
-    )
-    return bool((await conn.execute(query)).scalar())
+    return await tallies.matches(conn, evidence_id, active_hold_on)
 
 
 async def _covered(conn: AsyncConnection, scope: str, target: str) -> list[str]:
     """Evidence ids a hold covers whose bytes are still stored."""
-    column = evidence.c.case_id if scope == "case" else evidence.c.id
-    query = (
-        sa.select(evidence.c.id)
-        .outerjoin(evidence_retention, evidence_retention.c.evidence_id == evidence.c.id)
-        .where(column == target)
-        .where(sa.or_(evidence_retention.c.state.is_(None), evidence_retention.c.state != "purged"))
-        .order_by(evidence.c.id)
-    )
-    return list((await conn.execute(query)).scalars())
+    if scope == "case":
+        return await tallies.stored_ids(conn, case_number=target)
+    return await tallies.stored_ids(conn, evidence_id=target)
 
 
 async def _keys(engine: AsyncEngine, evidence_ids: list[str]) -> list[str]:
@@ -129,10 +122,7 @@ async def add(
     async with unit_of_work(engine) as unit:
         conn = unit.conn
         if scope == "evidence":
-            case = (
-                await conn.execute(sa.select(evidence.c.case_id).where(evidence.c.id == target))
-            ).scalar()
-            if case is None:
+            if await evidence_db.case_number(conn, target) is None:
                 raise HoldError(f"no evidence {target!r}", code=Code.EVIDENCE_UNKNOWN)
         covered = await _covered(conn, scope, target)
         await conn.execute(legal_holds.insert().values({n: getattr(hold, n) for n in _COLUMNS}))

@@ -26,7 +26,9 @@ from avidence.storage.base import Store
 
 from ..audit.events import EvidenceDeleted, EvidencePurged, EvidenceRestored, PurgeBlocked
 from ..audit.unit import unit_of_work
-from ..catalog.schema import evidence, evidence_retention, tombstones
+from ..catalog.schema import evidence_retention, tombstones
+from ..evidence import records as evidence_db
+from ..evidence import tallies
 from ..failures import Code
 from . import records
 from .changes import RetentionError
@@ -93,25 +95,6 @@ class Outcome:
         return {"evidence_id": self.evidence_id, "result": self.result, "message": self.message}
 
 
-def _select() -> sa.Select[Any]:
-    held = active_hold_on(evidence.c.id, evidence.c.case_id).label("held")
-    return (
-        sa.select(
-            evidence.c.id,
-            evidence.c.case_id,
-            evidence.c.size,
-            evidence_retention.c.class_name,
-            evidence_retention.c.retain_until,
-            evidence_retention.c.deleted_at,
-            evidence_retention.c.purge_after,
-            evidence_retention.c.purge_error,
-            held,
-        )
-        .join(evidence_retention, evidence_retention.c.evidence_id == evidence.c.id)
-        .order_by(evidence.c.received_at, evidence.c.id)
-    )
-
-
 def _candidate(row: Any) -> Candidate:
     return Candidate(
         row.id,
@@ -141,17 +124,20 @@ async def plan(
     )
     result = Plan()
     async with engine.connect() as conn:
-        for row in (await conn.execute(_select().where(expired).limit(limit))).all():
+
+        def rows(where: Any) -> Any:
+            return tallies.retention_rows(conn, where, held=active_hold_on, limit=limit)
+
+        for row in await rows(expired):
             (result.held if row.held else result.delete).append(_candidate(row))
-        for row in (await conn.execute(_select().where(recovered).limit(limit))).all():
+        for row in await rows(recovered):
             if row.held:
                 result.held.append(_candidate(row))
             elif row.purge_after is not None and row.purge_after > now:
                 result.waiting.append(_candidate(row))
             else:
                 result.purge.append(_candidate(row))
-        blocked = _select().where(state == "blocked").limit(limit)
-        result.blocked = [_candidate(r) for r in (await conn.execute(blocked)).all()]
+        result.blocked = [_candidate(r) for r in await rows(state == "blocked")]
     return result
 
 
@@ -164,7 +150,9 @@ async def _tombstone(
     reason: str,
     now: datetime,
 ) -> dict[str, Any]:
-    row = (await conn.execute(sa.select(evidence).where(evidence.c.id == evidence_id))).one()
+    row = await evidence_db.get(conn, evidence_id)
+    if row is None:
+        raise RetentionError(f"no evidence {evidence_id!r}", code=Code.EVIDENCE_UNKNOWN)
     objects = [
         {"key": o.key, "role": o.role, "size": o.size, "blake3": o.blake3, "sha256": o.sha256}
         for o in await records.objects_of(conn, evidence_id)
@@ -400,9 +388,7 @@ async def restore(
             .where(tombstones.c.evidence_id == evidence_id)
             .values(restored_at=now, restored_by=actor)
         )
-        case_id = (
-            await conn.execute(sa.select(evidence.c.case_id).where(evidence.c.id == evidence_id))
-        ).scalar()
+        case_id = await evidence_db.case_number(conn, evidence_id)
         restored = await records.get(conn, evidence_id)
         unit.record(
             EvidenceRestored(

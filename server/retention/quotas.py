@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..audit.events import QuotaSet
 from ..audit.unit import unit_of_work
-from ..catalog.schema import evidence, evidence_retention, quotas, tokens, uploads
+from ..catalog.schema import quotas, tokens, uploads
 from ..config import Settings
 from ..errors import QuotaExceeded, QuotaUploadTooLarge
+from ..evidence import tallies
 from .records import Clock, iso, utcnow
 
 OPEN_STATES = ("receiving", "verifying", "complete")
@@ -48,21 +49,13 @@ class Limit:
 
 async def used_bytes(conn: AsyncConnection, *, uploader: str | None) -> int:
     """Bytes stored (not purged) plus bytes promised by open uploads, of one uploader or all."""
-    stored = (
-        sa.select(sa.func.coalesce(sa.func.sum(evidence.c.size), 0))
-        .select_from(evidence)
-        .outerjoin(evidence_retention, evidence_retention.c.evidence_id == evidence.c.id)
-        .where(sa.or_(evidence_retention.c.state.is_(None), evidence_retention.c.state != "purged"))
-    )
     pending = sa.select(
         sa.func.coalesce(sa.func.sum(sa.func.coalesce(uploads.c.length, uploads.c.offset)), 0)
     ).where(uploads.c.state.in_(OPEN_STATES), uploads.c.concat != "final")
     if uploader is not None:
-        stored = stored.where(evidence.c.uploader == uploader)
         pending = pending.where(uploads.c.uploader == uploader)
-    return int((await conn.execute(stored)).scalar() or 0) + int(
-        (await conn.execute(pending)).scalar() or 0
-    )
+    stored = await tallies.stored_bytes(conn, uploader=uploader)
+    return stored + int((await conn.execute(pending)).scalar() or 0)
 
 
 async def limit_of(conn: AsyncConnection, settings: Settings, scope: str) -> Limit:

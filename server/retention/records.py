@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..catalog.connect import connected
-from ..catalog.schema import derivatives, evidence, evidence_retention
+from ..catalog.schema import derivatives, evidence_retention
+from ..evidence import records as evidence_db
+from ..evidence import tallies
 from .classes import Policy
 
 STATES = ("active", "deleted", "purged", "blocked")
@@ -98,16 +100,10 @@ async def assign(
 
 async def backfill(engine: AsyncEngine, policy: Policy, *, now: datetime) -> int:
     """Rows for evidence that has none (received before retention existed); returns how many."""
-    query = (
-        sa.select(evidence.c.id, evidence.c.metadata, evidence.c.received_at)
-        .outerjoin(evidence_retention, evidence_retention.c.evidence_id == evidence.c.id)
-        .where(evidence_retention.c.evidence_id.is_(None))
-        .limit(1000)
-    )
     count = 0
     for _ in range(10_000):  # bounded: 10 million records
         async with engine.begin() as conn:
-            batch = (await conn.execute(query)).all()
+            batch = await tallies.without_retention(conn, limit=1000)
             for row in batch:
                 await assign(
                     conn,
@@ -140,13 +136,6 @@ async def update(conn: AsyncConnection, evidence_id: str, **values: Any) -> None
 
 async def objects_of(engine: AsyncEngine | AsyncConnection, evidence_id: str) -> list[StoredObject]:
     """The original first, then its derivatives: everything purged or locked together."""
-    original = sa.select(
-        evidence.c.storage_key,
-        sa.literal("original").label("role"),
-        evidence.c.size,
-        evidence.c.blake3,
-        evidence.c.sha256,
-    ).where(evidence.c.id == evidence_id)
     copies = (
         sa.select(
             derivatives.c.storage_key,
@@ -159,8 +148,14 @@ async def objects_of(engine: AsyncEngine | AsyncConnection, evidence_id: str) ->
         .order_by(derivatives.c.storage_key)
     )
     async with connected(engine) as conn:
-        found = [*(await conn.execute(original)).all(), *(await conn.execute(copies)).all()]
-    return [StoredObject(r[0], r[1], r[2], r[3], r[4]) for r in found]
+        record = await evidence_db.get(conn, evidence_id)
+        found = (await conn.execute(copies)).all()
+    original = (
+        [StoredObject(record.storage_key, "original", record.size, record.blake3, record.sha256)]
+        if record is not None
+        else []
+    )
+    return [*original, *(StoredObject(r[0], r[1], r[2], r[3], r[4]) for r in found)]
 
 
 Clock = Callable[[], datetime]

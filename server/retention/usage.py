@@ -14,37 +14,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..catalog.schema import derivatives, evidence, evidence_retention, tokens, uploads
+from ..catalog.schema import derivatives, evidence_retention, tokens, uploads
+from ..evidence import tallies
 from .records import Clock, utcnow
-
-_STORED = sa.or_(evidence_retention.c.state.is_(None), evidence_retention.c.state != "purged")
-
-
-def _base() -> sa.Select[Any]:
-    return (
-        sa.select(sa.func.count().label("count"), sa.func.coalesce(sa.func.sum(evidence.c.size), 0))
-        .select_from(evidence)
-        .outerjoin(evidence_retention, evidence_retention.c.evidence_id == evidence.c.id)
-    )
-
-
-async def _grouped(conn: AsyncConnection, column: Any, *, limit: int) -> list[dict[str, Any]]:
-    query = (
-        _base()
-        .add_columns(column.label("key"))
-        .where(_STORED)
-        .group_by(column)
-        .order_by(sa.func.sum(evidence.c.size).desc(), column)
-        .limit(limit)
-    )
-    return [
-        {"key": row.key if row.key is not None else "", "count": int(row[0]), "bytes": int(row[1])}
-        for row in (await conn.execute(query)).all()
-    ]
 
 
 async def _uploaders(conn: AsyncConnection, *, limit: int) -> list[dict[str, Any]]:
-    rows = await _grouped(conn, evidence.c.uploader, limit=limit)
+    rows = await tallies.grouped(conn, "uploader", limit=limit)
     found = await conn.execute(sa.select(tokens.c.id, tokens.c.name))
     names = {str(row.id): str(row.name) for row in found.all()}
     return [{**row, "name": names.get(row["key"], "")} for row in rows]
@@ -54,11 +30,7 @@ async def _growth(conn: AsyncConnection, *, since: Any) -> list[dict[str, Any]]:
     """Evidence received per UTC day; bucketed here so SQLite and PostgreSQL agree."""
     counts: Counter[str] = Counter()
     sizes: Counter[str] = Counter()
-    query = sa.select(evidence.c.received_at, evidence.c.size).where(
-        evidence.c.received_at >= since
-    )
-    result = await conn.stream(query.execution_options(yield_per=5000))
-    async for received_at, size in result:
+    async for received_at, size in tallies.received_since(conn, since):
         day = received_at.date().isoformat()
         counts[day] += 1
         sizes[day] += size
@@ -102,14 +74,8 @@ async def report(
     )
     async with engine.connect() as conn:
         by_state = {
-            (row.key or "active"): {"count": int(row[0]), "bytes": int(row[1])}
-            for row in (
-                await conn.execute(
-                    _base()
-                    .add_columns(evidence_retention.c.state.label("key"))
-                    .group_by(evidence_retention.c.state)
-                )
-            ).all()
+            (row["key"] or "active"): {"count": row["count"], "bytes": row["bytes"]}
+            for row in await tallies.grouped(conn, "state", limit=100, stored_only=False)
         }
         derived = (
             await conn.execute(
@@ -119,7 +85,7 @@ async def report(
                     evidence_retention,
                     evidence_retention.c.evidence_id == derivatives.c.evidence_id,
                 )
-                .where(_STORED)
+                .where(tallies.STORED)
             )
         ).one()
         stored = {
@@ -131,10 +97,10 @@ async def report(
             "originals": stored,
             "derivatives": {"count": int(derived[0]), "bytes": int(derived[1])},
             "by_state": by_state,
-            "by_case": await _grouped(conn, evidence.c.case_id, limit=limit),
-            "by_class": await _grouped(conn, evidence_retention.c.class_name, limit=limit),
+            "by_case": await tallies.grouped(conn, "case", limit=limit),
+            "by_class": await tallies.grouped(conn, "class", limit=limit),
             "by_uploader": await _uploaders(conn, limit=limit),
-            "by_store": await _grouped(conn, evidence.c.store, limit=limit),
+            "by_store": await tallies.grouped(conn, "store", limit=limit),
             "growth": await _growth(conn, since=since),
             "uploads": await _uploads(conn, now=now),
         }

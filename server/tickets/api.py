@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..agencies.access import can_see, check_ticket_limits, holding
+from ..agencies.access import check_ticket_limits, holding
 from ..auth import require
 from ..cases import records as cases_db
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
@@ -63,7 +63,8 @@ async def _evidence_ids(
         held = await cases_db.evidence_ids(engine, case.id, agency_id=principal.agency_id)
         for evidence_id in held:
             record = await evidence_db.get(engine, evidence_id)
-            if record is None or not await can_see(engine, _as_agency(principal), record):
+            viewer = _as_agency(principal)
+            if record is None or not await evidence_db.can_see(engine, viewer, record):
                 continue
             if principal.role == "uploader" and record.uploader != principal.token_id:
                 raise Forbidden("this case holds evidence uploaded by others: ask an admin")
@@ -76,7 +77,7 @@ async def _evidence_ids(
         ids = list(listed)
         for evidence_id in ids:
             record = await evidence_db.get(engine, evidence_id)
-            if record is None or not await can_see(engine, principal, record):
+            if record is None or not await evidence_db.can_see(engine, principal, record):
                 raise NotFound(f"no such evidence {evidence_id}")
     return ids, number
 

@@ -30,7 +30,6 @@ from ..audit.events import (
 from ..audit.events import TransferBlocked as TransferBlockedEvent
 from ..audit.unit import unit_of_work
 from ..cases import records as cases_db
-from ..catalog.schema import evidence
 from ..catalog.schema_exchange import holdings
 from ..evidence import records as evidence_db
 from ..signing import Signer
@@ -284,10 +283,8 @@ async def acknowledge(
 
 async def _hold(conn: Any, transfer: Transfer, evidence_id: str, now: datetime) -> None:
     """The receiver holds the item under the sender's limits (its owner needs no holding)."""
-    owner = (
-        await conn.execute(sa.select(evidence.c.agency_id).where(evidence.c.id == evidence_id))
-    ).scalar()
-    if owner == transfer.to_agency:
+    record = await evidence_db.get(conn, evidence_id)
+    if record is not None and record.agency_id == transfer.to_agency:
         return  # a return (退回): the owner gets its own item back
     where = (holdings.c.agency_id == transfer.to_agency) & (holdings.c.evidence_id == evidence_id)
     values = {"transfer_id": transfer.id, "limits": transfer.limits, "acquired_at": now}

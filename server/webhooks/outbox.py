@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..audit.events import AuditEvent
-from ..catalog.schema import evidence, tickets, uploads
+from ..catalog.schema import tickets, uploads
+from ..evidence import records as evidence_db
 from . import records
 
 log = logging.getLogger("avidence.webhooks")
@@ -45,7 +46,7 @@ async def _scalar(conn: AsyncConnection, query: Any) -> Any:
 async def _evidence_data(
     conn: AsyncConnection, evidence_id: str
 ) -> tuple[str | None, dict[str, Any]]:
-    row = (await conn.execute(sa.select(evidence).where(evidence.c.id == evidence_id))).first()
+    row = await evidence_db.get(conn, evidence_id)
     if row is None:
         return None, {}
     data = {
@@ -125,9 +126,7 @@ async def queue(conn: AsyncConnection, plan: Plan, event: AuditEvent, seq: int) 
             "agency": agency_id,
             "data": plan.data,
         }
-        queued += await records.insert_deliveries(
-            conn, hook_ids, event=plan.name, payload=payload
-        )
+        queued += await records.insert_deliveries(conn, hook_ids, event=plan.name, payload=payload)
     return queued
 
 

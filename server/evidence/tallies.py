@@ -1,0 +1,135 @@
+"""Aggregates over many evidence records: bytes stored per case, class, uploader or store, what
+a quota counts, which records retention must look at. They sit beside the repository
+(`records.py`) because they read the evidence table, which no module outside the custody core
+does; retention and quotas ask here and add their own rules (holds, purge states) as clauses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..catalog.schema import evidence, evidence_retention
+
+# Bytes still held: no retention row yet (received before retention existed) or not purged.
+STORED = sa.or_(evidence_retention.c.state.is_(None), evidence_retention.c.state != "purged")
+
+Grouping = Literal["case", "uploader", "store", "class", "state"]
+_GROUPS: dict[Grouping, Any] = {
+    "case": evidence.c.case_id,
+    "uploader": evidence.c.uploader,
+    "store": evidence.c.store,
+    "class": evidence_retention.c.class_name,
+    "state": evidence_retention.c.state,
+}
+# A predicate over (evidence id, case number) columns, such as retention's `active_hold_on`.
+ItemClause = Callable[[Any, Any], sa.ColumnElement[bool]]
+
+
+def _base() -> sa.Select[Any]:
+    return (
+        sa.select(sa.func.count().label("count"), sa.func.coalesce(sa.func.sum(evidence.c.size), 0))
+        .select_from(evidence)
+        .outerjoin(evidence_retention, evidence_retention.c.evidence_id == evidence.c.id)
+    )
+
+
+async def grouped(
+    conn: AsyncConnection, by: Grouping, *, limit: int, stored_only: bool = True
+) -> list[dict[str, Any]]:
+    """Count and bytes per group, largest first; a missing key reads as ''."""
+    column = _GROUPS[by]
+    query = _base().add_columns(column.label("key")).group_by(column)
+    if stored_only:
+        query = query.where(STORED)
+    query = query.order_by(sa.func.sum(evidence.c.size).desc(), column).limit(limit)
+    return [
+        {"key": row.key if row.key is not None else "", "count": int(row[0]), "bytes": int(row[1])}
+        for row in (await conn.execute(query)).all()
+    ]
+
+
+async def stored_bytes(conn: AsyncConnection, *, uploader: str | None = None) -> int:
+    """Bytes of originals still stored, of one uploader or all."""
+    query = sa.select(sa.func.coalesce(sa.func.sum(evidence.c.size), 0)).select_from(
+        evidence.outerjoin(evidence_retention, evidence_retention.c.evidence_id == evidence.c.id)
+    )
+    query = query.where(STORED)
+    if uploader is not None:
+        query = query.where(evidence.c.uploader == uploader)
+    return int((await conn.execute(query)).scalar() or 0)
+
+
+async def received_since(
+    conn: AsyncConnection, since: datetime
+) -> AsyncIterator[tuple[datetime, int]]:
+    """(received_at, size) of every record received since then, streamed."""
+    query = sa.select(evidence.c.received_at, evidence.c.size).where(
+        evidence.c.received_at >= since
+    )
+    result = await conn.stream(query.execution_options(yield_per=5000))
+    async for received_at, size in result:
+        yield received_at, int(size)
+
+
+async def without_retention(conn: AsyncConnection, *, limit: int) -> list[Any]:
+    """Rows (id, metadata, received_at) of records that have no retention row yet."""
+    query = (
+        sa.select(evidence.c.id, evidence.c.metadata, evidence.c.received_at)
+        .outerjoin(evidence_retention, evidence_retention.c.evidence_id == evidence.c.id)
+        .where(evidence_retention.c.evidence_id.is_(None))
+        .order_by(evidence.c.id)
+        .limit(limit)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def stored_ids(
+    conn: AsyncConnection, *, case_number: str | None = None, evidence_id: str | None = None
+) -> list[str]:
+    """Ids of records whose bytes are still stored, filed under a case number or by id."""
+    query = (
+        sa.select(evidence.c.id)
+        .outerjoin(evidence_retention, evidence_retention.c.evidence_id == evidence.c.id)
+        .where(STORED)
+        .order_by(evidence.c.id)
+    )
+    if case_number is not None:
+        query = query.where(evidence.c.case_id == case_number)
+    if evidence_id is not None:
+        query = query.where(evidence.c.id == evidence_id)
+    return [str(i) for i in (await conn.execute(query)).scalars()]
+
+
+async def matches(conn: AsyncConnection, evidence_id: str, clause: ItemClause) -> bool:
+    """Whether an item-level clause (e.g. an active hold) holds for this record."""
+    query = sa.select(clause(evidence.c.id, evidence.c.case_id)).where(evidence.c.id == evidence_id)
+    return bool((await conn.execute(query)).scalar())
+
+
+async def retention_rows(
+    conn: AsyncConnection, where: sa.ColumnElement[bool], *, held: ItemClause, limit: int
+) -> list[Any]:
+    """Records with their retention rows, oldest first, as retention plans them: id, case_id,
+    size, class_name, retain_until, deleted_at, purge_after, purge_error and `held`."""
+    query = (
+        sa.select(
+            evidence.c.id,
+            evidence.c.case_id,
+            evidence.c.size,
+            evidence_retention.c.class_name,
+            evidence_retention.c.retain_until,
+            evidence_retention.c.deleted_at,
+            evidence_retention.c.purge_after,
+            evidence_retention.c.purge_error,
+            held(evidence.c.id, evidence.c.case_id).label("held"),
+        )
+        .join(evidence_retention, evidence_retention.c.evidence_id == evidence.c.id)
+        .where(where)
+        .order_by(evidence.c.received_at, evidence.c.id)
+        .limit(limit)
+    )
+    return list((await conn.execute(query)).all())
