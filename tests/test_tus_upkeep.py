@@ -11,8 +11,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from avidence.server.catalog import uploads as uploads_db
+from avidence.server.catalog.schema import evidence
+from avidence.server.catalog.uploads import Upload, UploadState
+from avidence.server.tus import finish
+from avidence.server.tus.context import Completed
 from avidence.server.tus.maintenance import expire_abandoned
 from avidence.server.tus.routes import TUS
 from avidence.storage import errors as store_errors
@@ -133,3 +138,41 @@ async def test_recorder_clip_uploads_in_parallel_parts_as_evidence(api: Api, ts_
     ).json()
     assert record["sha256"] == sha and record["size"] == len(data)
     assert record["filetype"] == "video/mp2t"
+
+
+async def test_an_upload_accepted_twice_is_one_evidence_counted_once(api: Api) -> None:
+    """Two verifiers of one upload (a restarted process, another replica) both reach the
+    completion hook: the second makes nothing, answers the first one's evidence id, and this
+    process's finished-uploads metric does not count evidence another process made."""
+    ctx = api.client.app[TUS]
+    real = ctx.complete
+
+    async def crash(upload: Upload, digests: dict[str, str]) -> Completed:
+        raise RuntimeError("injected: the process died before accepting")
+
+    ctx.complete = crash
+    url = await _create(api, 4)
+    headers = {**api.auth(), "Upload-Offset": "0", "Content-Type": OCTET}
+    await api.client.patch(url, data=b"abcd", headers=headers)
+    upload_id = url.rsplit("/", 1)[1]
+    stale = await uploads_db.get(api.catalog.engine, upload_id)
+    assert stale is not None and stale.state == UploadState.VERIFYING
+
+    answers: list[Completed] = []
+
+    async def replica_first(upload: Upload, digests: dict[str, str]) -> Completed:
+        answers.append(await real(upload, digests))  # another replica accepts first
+        answers.append(await real(upload, digests))
+        return answers[-1]
+
+    ctx.complete = replica_first
+    await finish.verify(ctx, upload_id)
+    first, second = answers
+    assert first.created and not second.created
+    assert second.evidence_id == first.evidence_id
+    async with api.catalog.engine.connect() as conn:
+        count = sa.select(sa.func.count()).select_from(evidence)
+        made = await conn.execute(count.where(evidence.c.upload_id == upload_id))
+        assert made.scalar() == 1
+    text = await (await api.client.get("/metrics")).text()
+    assert 'avidence_uploads_finished_total{outcome="evidence"} 1.0' not in text

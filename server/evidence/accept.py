@@ -27,6 +27,7 @@ from ..config import Settings
 from ..jobs import queue as jobs_queue
 from ..retention import hooks as retention_hooks
 from ..signing import Signer
+from ..tus.context import Completed
 from . import receipts
 from . import records as evidence_db
 
@@ -54,8 +55,8 @@ class Custody:
     settings: Settings
     signer: Signer
 
-    async def accept(self, upload: Upload, digests: dict[str, str]) -> str:
-        """Make evidence of `upload`, whose bytes matched every declared digest; return its id.
+    async def accept(self, upload: Upload, digests: dict[str, str]) -> Completed:
+        """Make evidence of `upload`, whose bytes matched every declared digest; say what was made.
 
         Safe to call again after a crash, and from two processes at once: the upload moves from
         `verifying` to `done` by a conditional update inside the unit, so exactly one record is
@@ -120,7 +121,7 @@ class Custody:
                 )
         except AlreadyAccepted as exc:
             log.info("evidence.already_accepted upload=%s evidence=%s", upload.id, exc.evidence_id)
-            return exc.evidence_id or ""
+            return Completed(exc.evidence_id or "", created=False)
         # A case hold placed before this record existed covers it in storage too; the catalog
         # hold (what purges obey) already does, so a failure here is only logged.
         await retention_hooks.evidence_created(self.engine, self.store, record.id)
@@ -132,5 +133,5 @@ class Custody:
             record.size,
             record.blake3,
         )
-        return record.id
+        return Completed(record.id, created=True)
 

@@ -20,12 +20,21 @@ from ..metrics import Metrics
 from .locks import UploadLocks
 
 
+@dataclass(slots=True, frozen=True)
+class Completed:
+    """What the completion hook did: the evidence id, and whether this call made it (False when
+    another process or an earlier try accepted the upload first, so it is counted once)."""
+
+    evidence_id: str
+    created: bool
+
+
 class CompletionHook(Protocol):
     """Called once an upload's bytes are stored and match every declared digest (as tusd stops
     at FinishUpload and calls back). Makes the evidence, marks the upload `done` in the same
-    transaction, and returns the evidence id; safe to call again for the same upload."""
+    transaction, and says what it made; safe to call again for the same upload."""
 
-    async def __call__(self, upload: Upload, digests: dict[str, str]) -> str: ...
+    async def __call__(self, upload: Upload, digests: dict[str, str]) -> Completed: ...
 
 
 @dataclass(slots=True)

@@ -87,8 +87,8 @@ async def verify(ctx: TusContext, upload_id: str) -> Upload:
     if bad:
         await quarantine(ctx, upload, declared=declared, computed=computed, mismatched=bad)
     else:
-        await ctx.complete(upload, computed)
-        ctx.metrics.uploads_finished.labels("evidence").inc()
+        if (await ctx.complete(upload, computed)).created:
+            ctx.metrics.uploads_finished.labels("evidence").inc()
     result = await uploads_db.get(ctx.engine, upload.id)
     assert result is not None
     return result
