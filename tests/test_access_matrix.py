@@ -92,6 +92,9 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("DELETE", "/files/{upload_id}"): tus_on_upload(204),
     # Uploads are never shared: not with the agency's handlers, not through a transfer.
     ("GET", "/api/uploads/{upload_id}"): UPLOAD_READ,
+    # A search answers every token, with only what that token may see (OUTSIDERS: nothing of A's).
+    ("GET", "/api/evidence"): row(401, 200, 200, 200, 200, 200, 401, 401, 200, 200, 200, 200),
+    ("HEAD", "/api/evidence"): row(401, 200, 200, 200, 200, 200, 401, 401, 200, 200, 200, 200),
     ("GET", "/api/evidence/{evidence_id}"): AGENCY_READ,
     ("GET", "/api/evidence/{evidence_id}/receipt"): AGENCY_READ,
     ("GET", "/t/{token}"): row(*[404] * 6, 200, 200, *[404] * 4),  # otkt: its own page

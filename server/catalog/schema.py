@@ -121,6 +121,13 @@ evidence = Table(
     Column("checked_at", UTCDateTime()),
     # the owning agency (issue 7); others see it only through `holdings`
     Column("agency_id", String(32), nullable=False, server_default="agc_default", index=True),
+    # evidence search (migration 0010): keyset pages newest first, lookups by digest and name
+    Index("ix_evidence_received", "received_at", "id"),
+    Index("ix_evidence_agency_received", "agency_id", "received_at", "id"),
+    Index("ix_evidence_uploader_received", "uploader", "received_at", "id"),
+    Index("ix_evidence_sha256", "sha256"),
+    Index("ix_evidence_sm3", "sm3"),
+    Index("ix_evidence_filename", "filename"),
 )
 
 signing_keys = Table(

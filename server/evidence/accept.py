@@ -134,4 +134,3 @@ class Custody:
             record.blake3,
         )
         return Completed(record.id, created=True)
-

@@ -9,15 +9,16 @@ from aiohttp import web
 from .. import signing
 from ..agencies.access import owns_upload
 from ..auth import require
+from ..cases import records as cases_db
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
-from ..errors import Gone, NotFound
+from ..errors import Conflict, Gone, NotFound
 from ..jobs.views import with_media
 from ..retention import records as retention_records
 from ..retention.purge import tombstone
 from ..state import CATALOG
 from ..tokens import Role
-from . import receipts
+from . import receipts, search
 from . import records as evidence_db
 
 READERS: tuple[Role, ...] = ("uploader", "handler", "admin", "auditor")
@@ -63,6 +64,24 @@ async def _readable_evidence(request: web.Request) -> evidence_db.Evidence:
     return record
 
 
+async def search_evidence(request: web.Request) -> web.Response:
+    """GET /api/evidence?case=N&filename=...&sha256=HEX...: what the caller's agency may see
+    that matches, newest first, one keyset page: `{"evidence": [...], "next": cursor|null}`."""
+    principal = await require(request, *READERS)
+    engine = request.app[CATALOG].engine
+    query = search.parse(request.query)  # a SearchError answers 400 through the error table
+    if query.case is not None:
+        try:
+            case = await cases_db.resolve(engine, query.case, agency_id=principal.agency_id)
+        except cases_db.CaseNotFound as exc:
+            raise NotFound(str(exc)) from None
+        except cases_db.CaseAmbiguous as exc:
+            raise Conflict(str(exc)) from None
+        query.case_id = case.id
+    found, after = await search.search(engine, principal, query)
+    return web.json_response({"evidence": [r.to_json() for r in found], "next": after})
+
+
 async def get_evidence(request: web.Request) -> web.Response:
     record = await _readable_evidence(request)
     engine = request.app[CATALOG].engine
@@ -99,6 +118,7 @@ async def get_keys(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/uploads/{upload_id}", get_upload)
+    app.router.add_get("/api/evidence", search_evidence)
     app.router.add_get("/api/evidence/{evidence_id}", get_evidence)
     app.router.add_get("/api/evidence/{evidence_id}/receipt", get_receipt)
     app.router.add_get("/api/keys", get_keys)

@@ -63,10 +63,10 @@ async def insert(conn: AsyncConnection, record: Evidence) -> None:
 async def get(db: Db, evidence_id: str) -> Evidence | None:
     async with connected(db) as conn:
         row = (await conn.execute(sa.select(evidence).where(evidence.c.id == evidence_id))).first()
-    return _record(row) if row is not None else None
+    return from_row(row) if row is not None else None
 
 
-def _record(row: Any) -> Evidence:
+def from_row(row: Any) -> Evidence:
     return Evidence(**{n: getattr(row, n) for n in _COLUMNS})
 
 
@@ -142,4 +142,4 @@ async def many(db: Db, evidence_ids: list[str]) -> list[Evidence]:
         .order_by(evidence.c.received_at, evidence.c.id)
     )
     async with connected(db) as conn:
-        return [_record(row) for row in (await conn.execute(query)).all()]
+        return [from_row(row) for row in (await conn.execute(query)).all()]

@@ -92,11 +92,20 @@ def _operation(op: Op) -> dict[str, Any]:
         },
     }
     params = _PARAM.findall(op.path.replace("{tus}", "").replace("{tus_bare}", ""))
-    if params:
-        operation["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in params
-        ]
+    parameters = [
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
+    ] + [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": meaning,
+            "schema": {"type": "string"},
+        }
+        for name, meaning in op.query
+    ]
+    if parameters:
+        operation["parameters"] = parameters
     if op.roles is not None:
         operation["security"] = [{"bearer": []}]
         operation["description"] = "Roles: " + ", ".join(op.roles) + "."

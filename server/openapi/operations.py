@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..evidence.search import describe
+
+SEARCH_PARAMETERS = describe()
+
 ANY = ("uploader", "handler", "admin", "auditor")
 HANDLERS = ("handler", "admin")
 SITE_READERS = ("admin", "auditor")
@@ -25,6 +29,7 @@ class Op:
     status: int = 200
     answer: str | None = None  # component schema of the JSON answer
     media: str | tuple[str, ...] = "application/json"  # several: any of these, by resource
+    query: tuple[tuple[str, str], ...] = ()  # documented query parameters: (name, meaning)
 
 
 OPERATIONS: tuple[Op, ...] = (
@@ -51,6 +56,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("DELETE", "{tus}{upload_id}", "tus", "Terminate an unfinished upload",
        ("uploader", "admin"), status=204),
     Op("GET", "/api/uploads/{upload_id}", "evidence", "An upload's state", ANY, answer="Upload"),
+    Op("GET", "/api/evidence", "evidence", "Search the evidence the agency may see, or look "
+       "a recording up by digest; keyset pages, newest first", ANY, answer="EvidencePage",
+       query=tuple(SEARCH_PARAMETERS.items())),
     Op("GET", "/api/evidence/{evidence_id}", "evidence", "An evidence record with media facts",
        ANY, answer="Evidence"),
     Op("GET", "/api/evidence/{evidence_id}/receipt", "custody", "The signed receipt", ANY,

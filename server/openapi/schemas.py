@@ -74,6 +74,10 @@ SCHEMAS: dict[str, S] = {
         },
         ["id", "case_id", "size", "blake3"],
     ),
+    "EvidencePage": obj(
+        {"evidence": array(ref("Evidence")), "next": NSTR},
+        ["evidence", "next"],
+    ),
     # A cache for convenience, not a trust root: `certificate` is the predecessor's signature
     # over a rotated-in key, which verifiers follow from their pinned history (docs/api.md).
     "Keys": obj(
