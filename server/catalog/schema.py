@@ -165,6 +165,7 @@ audit_log = Table(
     Column("client", String(64)),
     Column("prev_hash", String(64), nullable=False, unique=True),
     Column("hash", String(64), nullable=False, unique=True),
+    Index("ix_audit_log_object", "object", "seq"),  # custody timelines (migration 0010)
 )
 
 # The head of the chain in one row (id 1). An append updates it first, which locks it until the

@@ -1,5 +1,6 @@
 """Evidence search: indexes for keyset pages (newest first, per agency or uploader) and for
-lookups by digest and file name, so a search stays fast at millions of records.
+lookups by digest and file name, so a search stays fast at millions of records; and the audit
+log by object, which a custody timeline reads (without it, a full scan of the log).
 
 Revision ID: 0010
 Revises: 0009
@@ -22,11 +23,16 @@ INDEXES = {
 }
 
 
+AUDIT_INDEX = ("ix_audit_log_object", ["object", "seq"])
+
+
 def upgrade() -> None:
     for name, columns in INDEXES.items():
         op.create_index(name, "evidence", columns)
+    op.create_index(AUDIT_INDEX[0], "audit_log", AUDIT_INDEX[1])
 
 
 def downgrade() -> None:
+    op.drop_index(AUDIT_INDEX[0], table_name="audit_log")
     for name in INDEXES:
         op.drop_index(name, table_name="evidence")
