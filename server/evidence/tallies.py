@@ -6,8 +6,9 @@ does; retention and quotas ask here and add their own rules (holds, purge states
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,39 +18,63 @@ from ..catalog.schema import evidence, evidence_retention
 # Bytes still held: no retention row yet (received before retention existed) or not purged.
 STORED = sa.or_(evidence_retention.c.state.is_(None), evidence_retention.c.state != "purged")
 
-Grouping = Literal["case", "uploader", "store", "class", "state"]
-_GROUPS: dict[Grouping, Any] = {
-    "case": evidence.c.case_id,
-    "uploader": evidence.c.uploader,
-    "store": evidence.c.store,
-    "class": evidence_retention.c.class_name,
-    "state": evidence_retention.c.state,
-}
 # A predicate over (evidence id, case number) columns, such as retention's `active_hold_on`.
 ItemClause = Callable[[Any, Any], sa.ColumnElement[bool]]
 
 
-def _base() -> sa.Select[Any]:
-    return (
-        sa.select(sa.func.count().label("count"), sa.func.coalesce(sa.func.sum(evidence.c.size), 0))
-        .select_from(evidence)
-        .outerjoin(evidence_retention, evidence_retention.c.evidence_id == evidence.c.id)
+@dataclass(slots=True, frozen=True)
+class Share:
+    """Count and bytes of the originals that share one case, class, uploader, store, state and
+    owning agency: the finest grain a usage report needs, so one scan feeds every breakdown."""
+
+    case: str
+    class_name: str
+    uploader: str
+    store: str
+    state: str  # "" when no retention row exists yet (received before retention): active
+    agency: str
+    count: int
+    bytes: int
+
+
+async def shares(conn: AsyncConnection) -> list[Share]:
+    """Every originals' share, in one grouped scan (a report of millions of records reads the
+    table once, not once per breakdown)."""
+    keys = (
+        evidence.c.case_id,
+        evidence_retention.c.class_name,
+        evidence.c.uploader,
+        evidence.c.store,
+        evidence_retention.c.state,
+        evidence.c.agency_id,
     )
-
-
-async def grouped(
-    conn: AsyncConnection, by: Grouping, *, limit: int, stored_only: bool = True
-) -> list[dict[str, Any]]:
-    """Count and bytes per group, largest first; a missing key reads as ''."""
-    column = _GROUPS[by]
-    query = _base().add_columns(column.label("key")).group_by(column)
-    if stored_only:
-        query = query.where(STORED)
-    query = query.order_by(sa.func.sum(evidence.c.size).desc(), column).limit(limit)
+    query = (
+        sa.select(*keys, sa.func.count(), sa.func.coalesce(sa.func.sum(evidence.c.size), 0))
+        .select_from(
+            evidence.outerjoin(
+                evidence_retention, evidence_retention.c.evidence_id == evidence.c.id
+            )
+        )
+        .group_by(*keys)
+    )
+    found = (await conn.execute(query)).all()
     return [
-        {"key": row.key if row.key is not None else "", "count": int(row[0]), "bytes": int(row[1])}
-        for row in (await conn.execute(query)).all()
+        Share(
+            case=_text(row[0]),
+            class_name=_text(row[1]),
+            uploader=_text(row[2]),
+            store=_text(row[3]),
+            state=_text(row[4]),
+            agency=_text(row[5]),
+            count=int(row[6]),
+            bytes=int(row[7]),
+        )
+        for row in found
     ]
+
+
+def _text(value: object) -> str:
+    return str(value) if value is not None else ""
 
 
 async def stored_bytes(conn: AsyncConnection, *, uploader: str | None = None) -> int:

@@ -19,8 +19,22 @@ from ..evidence import tallies
 from .records import Clock, utcnow
 
 
-async def _uploaders(conn: AsyncConnection, *, limit: int) -> list[dict[str, Any]]:
-    rows = await tallies.grouped(conn, "uploader", limit=limit)
+def _top(shares: list[tallies.Share], key: str, *, limit: int) -> list[dict[str, Any]]:
+    """Count and bytes per value of `key` over stored originals, largest first."""
+    counts: Counter[str] = Counter()
+    sizes: Counter[str] = Counter()
+    for share in shares:
+        if share.state != "purged":
+            counts[getattr(share, key)] += share.count
+            sizes[getattr(share, key)] += share.bytes
+    ordered = sorted(counts, key=lambda k: (-sizes[k], k))[:limit]
+    return [{"key": k, "count": counts[k], "bytes": sizes[k]} for k in ordered]
+
+
+async def _uploaders(
+    conn: AsyncConnection, shares: list[tallies.Share], *, limit: int
+) -> list[dict[str, Any]]:
+    rows = _top(shares, "uploader", limit=limit)
     found = await conn.execute(sa.select(tokens.c.id, tokens.c.name))
     names = {str(row.id): str(row.name) for row in found.all()}
     return [{**row, "name": names.get(row["key"], "")} for row in rows]
@@ -73,10 +87,12 @@ async def report(
         hour=0, minute=0, second=0, microsecond=0
     )
     async with engine.connect() as conn:
-        by_state = {
-            (row["key"] or "active"): {"count": row["count"], "bytes": row["bytes"]}
-            for row in await tallies.grouped(conn, "state", limit=100, stored_only=False)
-        }
+        shares = await tallies.shares(conn)
+        by_state: dict[str, dict[str, int]] = {}
+        for share in shares:
+            tally = by_state.setdefault(share.state or "active", {"count": 0, "bytes": 0})
+            tally["count"] += share.count
+            tally["bytes"] += share.bytes
         derived = (
             await conn.execute(
                 sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(derivatives.c.size), 0))
@@ -97,10 +113,11 @@ async def report(
             "originals": stored,
             "derivatives": {"count": int(derived[0]), "bytes": int(derived[1])},
             "by_state": by_state,
-            "by_case": await tallies.grouped(conn, "case", limit=limit),
-            "by_class": await tallies.grouped(conn, "class", limit=limit),
-            "by_uploader": await _uploaders(conn, limit=limit),
-            "by_store": await tallies.grouped(conn, "store", limit=limit),
+            "by_case": _top(shares, "case", limit=limit),
+            "by_class": _top(shares, "class_name", limit=limit),
+            "by_agency": _top(shares, "agency", limit=limit),
+            "by_uploader": await _uploaders(conn, shares, limit=limit),
+            "by_store": _top(shares, "store", limit=limit),
             "growth": await _growth(conn, since=since),
             "uploads": await _uploads(conn, now=now),
         }
