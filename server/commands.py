@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import getpass
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -143,6 +144,19 @@ def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
     return wrapper
 
+
+def actor_label(given: str | None) -> str:
+    """Who acts, as the audit log names a person at the command line: `--actor`, else
+    `cli (<login name>)`."""
+    if given:
+        return given
+    try:
+        return f"cli ({getpass.getuser()})"
+    except (KeyError, OSError):
+        return "cli"
+
+
+actor_option = click.option("--actor", default=None, help="Who acts, for the audit log.")
 
 AGENCY_HELP = "The agency (name or id) whose case number --case names (when several use it)."
 agency_option = click.option("--agency", "agency", default=None, help=AGENCY_HELP)

@@ -21,7 +21,7 @@ from avidence.client import trust
 from avidence.client.canonical import PublicKeys, VerificationError
 
 from .. import signing
-from ..config import ConfigError
+from ..config import ConfigError, Settings
 from ..signing import Signer
 
 
@@ -80,3 +80,16 @@ def load_pinned(path: Path) -> PublicKeys:
 async def trusted(engine: AsyncEngine, pinned: PublicKeys) -> PublicKeys:
     """The pinned keys plus catalog keys whose certificates chain to them."""
     return trust.extend(pinned, await signing.published(engine))
+
+
+async def pinned_for(engine: AsyncEngine, settings: Settings, signer: Signer) -> PublicKeys:
+    """The `trusted_keys` history the server (and its admin commands) verify with; ConfigError
+    when the signing key does not chain to it, since everything it signed would then be
+    refused by its own verifiers."""
+    pinned = load_pinned(Path(settings.trusted_keys))
+    if signer.key_id not in (await trusted(engine, pinned)).keys:
+        raise ConfigError(
+            f"trusted_keys: the signing key {signer.key_id} does not chain to the pinned keys "
+            f"in {settings.trusted_keys}"
+        )
+    return pinned
