@@ -21,6 +21,7 @@ from avidence.storage.base import Store
 from ..audit.events import HoldAdded, HoldRemoved
 from ..audit.unit import unit_of_work
 from ..catalog.schema import evidence, evidence_retention, legal_holds
+from ..catalog.schema_exchange import cases
 from ..failures import Code, DomainError
 from . import locks
 from .records import Clock, iso, objects_of, utcnow
@@ -109,6 +110,19 @@ def _check(scope: str, target: str, reason: str) -> None:
         )
 
 
+async def _known_case(conn: AsyncConnection, number: str) -> None:
+    """A case hold names a case number some agency has, or that evidence was uploaded to;
+    anything else is a typing mistake that would hold nothing and say nothing."""
+    known = sa.union_all(
+        sa.select(cases.c.id).where(cases.c.number == number),
+        sa.select(evidence.c.id).where(evidence.c.case_id == number),
+    )
+    if (await conn.execute(sa.select(sa.exists(known.subquery().select())))).scalar():
+        return
+    hint = " (a case hold takes the case number, not its id)" if number.startswith("case_") else ""
+    raise HoldError(f"no case {number!r}{hint}", code=Code.CASE_UNKNOWN)
+
+
 async def add(
     engine: AsyncEngine,
     store: Store,
@@ -134,6 +148,8 @@ async def add(
             ).scalar()
             if case is None:
                 raise HoldError(f"no evidence {target!r}", code=Code.EVIDENCE_UNKNOWN)
+        else:
+            await _known_case(conn, target)
         covered = await _covered(conn, scope, target)
         await conn.execute(legal_holds.insert().values({n: getattr(hold, n) for n in _COLUMNS}))
         unit.record(
