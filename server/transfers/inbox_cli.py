@@ -35,6 +35,11 @@ agency_option = click.option(
     "--agency", "agency", default=None, help="The receiving agency (name or id; default: default)."
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+EXIT_CODES = """\b
+Exit codes:
+  0  done
+  1  the server's check found problems (review) or refused the acknowledgement (ack)
+  2  operator mistake: unknown agency or transfer, already decided, no reason"""
 SCRUB_STATES = {
     "ok": "the stored original matched them at its last scrub",
     "failed": "the stored original FAILED its last scrub",
@@ -75,7 +80,7 @@ def _names(transfer: Transfer) -> tuple[str, str, str]:
     return str(case), str(sender), str(receiver)
 
 
-@click.command("inbox")
+@click.command("inbox", epilog=EXIT_CODES)
 @shared_options
 @agency_option
 @click.option("--all", "everything", is_flag=True, help="Decided transfers too, not only pending.")
@@ -165,7 +170,7 @@ def _check_lines(report: Report) -> Iterator[str]:
         yield f"  PROBLEM {problem}"
 
 
-@click.command("review")
+@click.command("review", epilog=EXIT_CODES)
 @shared_options
 @click.argument("transfer_id")
 @agency_option
@@ -211,7 +216,7 @@ def _checked(text: str | None) -> dict[str, Any] | None:
     return parsed
 
 
-@click.command("ack")
+@click.command("ack", epilog=EXIT_CODES)
 @shared_options
 @click.argument("transfer_id")
 @agency_option
@@ -270,7 +275,7 @@ def ack(
     click.echo(f"acknowledgement signed by key {signed.get('key_id')}")
 
 
-@click.command("reject")
+@click.command("reject", epilog=EXIT_CODES)
 @shared_options
 @click.argument("transfer_id")
 @agency_option
