@@ -3,6 +3,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 DATA ?= data
+CONFIG ?= deploy/demo.toml
+# PORT and HOST count only when given on make's command line: many shells export a HOST.
+given = $(if $(filter command line,$(origin $(1))),$(2) $($(1)))
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install install-dev system-deps node-deps lint bench clean
@@ -48,8 +51,10 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
 
 ## Start the server on the embedded default (local folder + SQLite in ./data): it prints an
 ## uploader token, the upload endpoint and a ticket link to watch a demo recording.
+## `make run PORT=9090 HOST=0.0.0.0 DATA=/srv/avidence CONFIG=my.toml` changes any of them.
 run: install
-	$(BIN)/avidence-server serve --data-dir $(DATA) --demo
+	$(BIN)/avidence-server serve --config $(CONFIG) --data-dir $(DATA) \
+		$(call given,PORT,--port) $(call given,HOST,--host) --demo
 
 ## Lint, type-check, then run the whole test suite (SeaweedFS, PostgreSQL, ffmpeg, Chromium are real).
 test: lint node-deps

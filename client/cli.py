@@ -1,4 +1,5 @@
-"""The `avidence` command: upload, watch, status, version (and verify, when installed).
+"""The `avidence` command: upload, watch, status, receipt, keys, version (and verify, when
+installed).
 
 Every command maps failures to the exit codes in `errors.ExitCode` in one place (`_run`), so a
 script or a systemd unit can tell a wrong token from a flaky link from a server that holds
@@ -20,7 +21,7 @@ import click
 
 from avidence import __version__
 
-from . import files
+from . import custody_cli, files
 from .config import Settings, endpoints, parse_size
 from .errors import EXIT_CODES_HELP, ClientError, ExitCode, InputError
 from .progress import QuietReporter, Reporter, human_bytes, reporter_for
@@ -369,3 +370,5 @@ def _add_verify_commands() -> None:
 
 
 _add_verify_commands()
+main.add_command(custody_cli.receipt)
+main.add_command(custody_cli.keys)

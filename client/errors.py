@@ -29,7 +29,8 @@ Exit codes:
   2  usage error or bad input (missing, unreadable or changing file)
   3  the server refused the token (401/403)
   4  server unreachable, or not a tus server
-  5  integrity failure: the server holds different bytes (source kept)
+  5  integrity failure: the server holds different bytes (source kept),
+     or verify/verify-bundle found something that does not check out
   130 interrupted; rerun the same command to resume"""
 
 

@@ -22,7 +22,7 @@ History document (`avidence.key-history/v1`), also readable by `PublicKeys.load`
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -132,3 +132,27 @@ def cached_entries(text: str) -> list[Mapping[str, Any]]:
         return []
     keys = document.get("keys") if isinstance(document, Mapping) else None
     return [k for k in keys if isinstance(k, Mapping)] if isinstance(keys, list) else []
+
+
+def history(
+    entries: Sequence[Mapping[str, Any]], *, reaching: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """A pinnable history (`HISTORY_TYPE`) from a cached key list, oldest first, and the ids it
+    leaves out: the oldest uncertified key from which `reaching` (default: the newest listed
+    key) is reached through certificates, then every key certified along the way. A key slipped
+    into the list, even with an older date, cannot become the root, since no certificate leads
+    from it to the real key. VerificationError when no listed key reaches `reaching`."""
+    if not entries:
+        raise VerificationError("no keys listed")
+    target = reaching or str(entries[-1].get("id"))
+    for root in entries:
+        chain: list[Mapping[str, Any]] = [{k: v for k, v in root.items() if k != "certificate"}]
+        try:
+            keys = extend(load_pinned(json.dumps({"keys": chain})), entries)
+        except VerificationError:
+            continue  # not a usable key (no PEM, not Ed25519): it cannot be a root
+        if target in keys.keys:
+            chain += [e for e in entries if e.get("id") in keys.keys and e.get("id") != root["id"]]
+            left = [str(e.get("id")) for e in entries if e.get("id") not in keys.keys]
+            return {"type": HISTORY_TYPE, "keys": chain}, left
+    raise VerificationError(f"no listed key reaches key {target} through certificates")

@@ -1,7 +1,8 @@
 """`avidence verify` and `avidence verify-bundle`: offline checks for whoever receives evidence.
 
 One line per outcome, so a clerk can read it and a script can parse it: `OK ...` and exit 0,
-or `FAILED <what>: <reason>` lines and exit 1. Neither command talks to a server.
+or `FAILED <what>: <reason>` lines and exit 5, the integrity failure of `errors.ExitCode` that
+`avidence --help` documents for every command. Neither command talks to a server.
 """
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ import click
 
 from . import verify as offline
 from .canonical import VerificationError
+from .errors import ExitCode
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+VERIFY_EXIT_CODES = """\b
+Exit codes:
+  0  verified (the OK line says what was checked)
+  2  usage error (a missing option or file)
+  5  integrity failure: FAILED lines say what does not check out"""
 PINNED_HELP = (
     "The pinned key history (`avidence-server key export`), obtained out of band: only keys "
     "that chain to it are trusted."
 )
 
 
-@click.command("verify")
+@click.command("verify", epilog=VERIFY_EXIT_CODES)
 @click.argument("file", type=_FILE)
 @click.option("--receipt", "receipt_path", type=_FILE, required=True, help="The receipt JSON.")
 @click.option(
@@ -46,12 +53,12 @@ def verify(file: Path, receipt_path: Path, key_path: Path | None, pinned_path: P
         verdict = offline.verify_file(file, offline.load_json(receipt_path), keys)
     except VerificationError as exc:
         click.echo(f"FAILED {file.name}: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(int(ExitCode.INTEGRITY))
     digests = " ".join(f"{a}={v}" for a, v in verdict.digests.items())
     click.echo(f"OK {file.name} size={verdict.size} {digests} key={verdict.key_id}")
 
 
-@click.command("verify-bundle")
+@click.command("verify-bundle", epilog=VERIFY_EXIT_CODES)
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--key",
@@ -74,12 +81,12 @@ def verify_bundle(bundle: Path, key_path: Path | None, pinned_path: Path | None)
             keys = offline.load_keys(key_path or bundle / "keys.json")
     except VerificationError as exc:
         click.echo(f"FAILED keys: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(int(ExitCode.INTEGRITY))
     report = offline.verify_bundle(bundle, keys)
     for problem in report.problems:
         click.echo(f"FAILED {problem}", err=True)
     if report.problems:
-        sys.exit(1)
+        sys.exit(int(ExitCode.INTEGRITY))
     kids = ", ".join(sorted(report.key_ids))
     originals = f"{report.originals} originals" if report.originals else "no originals included"
     click.echo(

@@ -7,14 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence import __version__
-from avidence.client.canonical import PublicKeys
 from avidence.storage.base import Store
 
 from . import auth, health, kinds, retention, tickets, uploadpage
@@ -23,7 +20,7 @@ from .audit import witness
 from .audit.witness import Witness
 from .cases import api as cases_api
 from .catalog.db import Catalog
-from .config import ConfigError, Settings
+from .config import Settings
 from .cors import cors_middleware
 from .drain import DRAIN, Drain
 from .errors import error_middleware
@@ -35,7 +32,7 @@ from .keys.base import KeyUnavailable
 from .metrics import Metrics
 from .openapi import document as openapi
 from .proxies import forwarded_middleware, parse_networks
-from .signing import Signer, load_signer, register
+from .signing import load_signer, register
 from .state import CATALOG, CUSTODY, METRICS, PINNED_KEYS, SETTINGS, SIGNER, STORE
 from .stores import build_store
 from .transfers import api as transfers_api
@@ -43,7 +40,6 @@ from .tus import routes as tus_routes
 from .webhooks import api as webhooks_api
 
 log = logging.getLogger("avidence.server")
-
 
 
 def create_app(
@@ -96,18 +92,6 @@ async def _seal_audit_log(app: web.Application, witnesses: list[Witness]) -> Non
             log.exception("audit.checkpoint_failed")
 
 
-async def _pinned(engine: AsyncEngine, settings: Settings, signer: Signer) -> PublicKeys:
-    """The `trusted_keys` history; the server refuses to start with a key that does not chain
-    to it, since everything it signed would then be refused by its own verifiers."""
-    pinned = history.load_pinned(Path(settings.trusted_keys))
-    if signer.key_id not in (await history.trusted(engine, pinned)).keys:
-        raise ConfigError(
-            f"trusted_keys: the signing key {signer.key_id} does not chain to the pinned keys "
-            f"in {settings.trusted_keys}"
-        )
-    return pinned
-
-
 def _resources(catalog: Catalog | None, store: Store | None) -> Any:
     async def open_and_close(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
@@ -118,7 +102,7 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
         app[SIGNER] = load_signer(settings)
         await register(app[CATALOG].engine, app[SIGNER])
         if settings.trusted_keys:
-            app[PINNED_KEYS] = await _pinned(app[CATALOG].engine, settings, app[SIGNER])
+            app[PINNED_KEYS] = await history.pinned_for(app[CATALOG].engine, settings, app[SIGNER])
         app[STORE] = store or build_store(settings)
         await app[STORE].open()
         app[CUSTODY] = Custody(app[CATALOG].engine, app[STORE], settings, app[SIGNER])

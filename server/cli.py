@@ -46,7 +46,7 @@ transfers_cli.register(main)  # agency, transfer
 
 
 async def _migrate(settings: config.Settings) -> str | None:
-    async with opened_catalog(settings, migrate=True) as catalog:
+    async with opened_catalog(settings, migrate=True, create=True) as catalog:
         return await catalog.revision()
 
 

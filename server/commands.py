@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import getpass
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -30,6 +32,7 @@ from .keys.base import KeyUnavailable
 from .stores import build_store
 
 T = TypeVar("T")
+CONFIG_ENV = "AVIDENCE_SERVER_CONFIG"  # the settings file, when --config is not given
 
 
 class Context:
@@ -38,6 +41,8 @@ class Context:
     def __init__(self, config_file: Path | None, flags: dict[str, Any]) -> None:
         self.config_file = config_file
         self.flags = flags
+        if config_file is None and os.environ.get(CONFIG_ENV):
+            self.config_file = Path(os.environ[CONFIG_ENV])
 
     def settings(self, **more: Any) -> config.Settings:
         try:
@@ -61,12 +66,45 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"signing key unavailable: {exc}")
 
 
+def _sqlite_file(settings: config.Settings) -> Path | None:
+    """The SQLite catalog file the settings name (None for PostgreSQL or in-memory)."""
+    url = settings.database_url
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[1]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _no_catalog(settings: config.Settings, path: Path) -> str:
+    """Where an admin command looked for the catalog, and how to point it at the right one."""
+    if settings.database:
+        given = f"database {config.redact(settings.database)!r}"
+    elif os.environ.get(config.ENV_PREFIX + "DATA_DIR"):
+        given = f"data_dir {str(settings.data_dir)!r} from {config.ENV_PREFIX}DATA_DIR"
+    elif settings.data_dir == config.DEFAULT_DATA_DIR:
+        given = f"data_dir {str(settings.data_dir)!r}, the default, in the current folder"
+    else:
+        given = f"data_dir {str(settings.data_dir)!r}"
+    return (
+        f"no catalog at {path.absolute()} ({given}); admin commands never create one. Point "
+        "this command at the catalog the server uses: --data-dir DIR, --database URL or "
+        f"--config FILE (or {config.ENV_PREFIX}DATA_DIR, {config.ENV_PREFIX}DATABASE, "
+        f"{CONFIG_ENV}); `avidence-server migrate` starts a new, empty catalog instead"
+    )
+
+
 @contextlib.asynccontextmanager
 async def opened_catalog(
-    settings: config.Settings, *, migrate: bool = False
+    settings: config.Settings, *, migrate: bool = False, create: bool = False
 ) -> AsyncIterator[Catalog]:
-    """The catalog an admin command works on, closed however the command ends: migrated first
-    by commands that may be the first to touch a data folder, else checked to be current."""
+    """The catalog an admin command works on, closed however the command ends: upgraded
+    first by commands that may be the first to run a new version (`migrate`), else checked
+    to be current. Only `create` (the `migrate` command; `serve` opens its own) makes a new
+    SQLite catalog: anywhere else a missing file means the command looks in the wrong place,
+    and a second, empty catalog beside the real one would only hide that."""
+    path = _sqlite_file(settings)
+    if path is not None and not create and not path.exists():
+        raise config.ConfigError(_no_catalog(settings, path))
     catalog = Catalog(settings.database_url)
     try:
         if migrate:
@@ -109,7 +147,7 @@ def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "config_file",
         type=click.Path(path_type=Path),
         default=None,
-        help="TOML settings file (see docs/configuration.md).",
+        help=f"TOML settings file (or env {CONFIG_ENV}; see docs/configuration.md).",
     )
     @click.option(
         "--data-dir",
@@ -143,6 +181,19 @@ def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
     return wrapper
 
+
+def actor_label(given: str | None) -> str:
+    """Who acts, as the audit log names a person at the command line: `--actor`, else
+    `cli (<login name>)`."""
+    if given:
+        return given
+    try:
+        return f"cli ({getpass.getuser()})"
+    except (KeyError, OSError):
+        return "cli"
+
+
+actor_option = click.option("--actor", default=None, help="Who acts, for the audit log.")
 
 AGENCY_HELP = "The agency (name or id) whose case number --case names (when several use it)."
 agency_option = click.option("--agency", "agency", default=None, help=AGENCY_HELP)

@@ -24,6 +24,7 @@ from .webhooks.targets import parse_allow
 STORAGE_KINDS = ("local", "s3")
 KEY_PROVIDERS = ("file", "pkcs11")
 ENV_PREFIX = "AVIDENCE_"
+DEFAULT_DATA_DIR = Path("data")  # relative: the folder the command runs in
 
 
 class ConfigError(Exception):
@@ -36,7 +37,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    data_dir: Path = Path("data")
+    data_dir: Path = DEFAULT_DATA_DIR
     database: str = ""
     storage: str = "local"
     s3_endpoint: str = ""

@@ -131,6 +131,7 @@ QuotaUploadTooLarge = _error(
 ReasonRequired = _error(400, "reason_required", "the action needs a reason")
 CaseExists = _error(409, "case_exists", "the agency already has a case with this number")
 EvidenceUnknown = _error(404, "evidence_unknown", "no such evidence")
+CaseUnknown = _error(404, "case_unknown", "no such case")
 HoldUnknown = _error(404, "hold_unknown", "no such active hold")
 RetentionRefused = _error(409, "retention_refused", "the record's retention forbids this")
 
@@ -139,6 +140,7 @@ _DOMAIN: dict[Code, type[ApiError]] = {
     Code.REASON_REQUIRED: ReasonRequired,
     Code.CASE_EXISTS: CaseExists,
     Code.EVIDENCE_UNKNOWN: EvidenceUnknown,
+    Code.CASE_UNKNOWN: CaseUnknown,
     Code.HOLD_UNKNOWN: HoldUnknown,
     Code.RETENTION_REFUSED: RetentionRefused,
 }

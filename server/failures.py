@@ -18,6 +18,7 @@ class Code(StrEnum):
     REASON_REQUIRED = "reason_required"  # audited actions need a reason a person wrote
     CASE_EXISTS = "case_exists"
     EVIDENCE_UNKNOWN = "evidence_unknown"
+    CASE_UNKNOWN = "case_unknown"
     HOLD_UNKNOWN = "hold_unknown"
     RETENTION_REFUSED = "retention_refused"  # the record's state or holds forbid the change
 

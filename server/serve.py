@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
+import shutil
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from . import logs
 from .app import create_app
 from .catalog.db import Catalog
 from .commands import Context, run, shared_options
-from .config import Settings
+from .config import Settings, redact
 from .demo import run as run_demo
 from .drain import DRAIN
 from .listen import Runner, ssl_context
@@ -47,10 +50,16 @@ def serve(ctx: Context, demo: bool, banner_file: Path | None, **flags: Any) -> N
     """Run the HTTP server until interrupted."""
     settings = ctx.settings(**flags)
     logs.setup(level=settings.log_level, fmt=settings.log_format)
-    run(_serve(settings, banner_file, demo=demo))
+    run(_serve(settings, banner_file, demo=demo, config_file=ctx.config_file))
 
 
-async def _serve(settings: Settings, banner_file: Path | None, *, demo: bool = False) -> None:
+async def _serve(
+    settings: Settings,
+    banner_file: Path | None,
+    *,
+    demo: bool = False,
+    config_file: Path | None = None,
+) -> None:
     catalog = Catalog(settings.database_url)
     try:
         await catalog.migrate()
@@ -70,7 +79,7 @@ async def _serve(settings: Settings, banner_file: Path | None, *, demo: bool = F
                 raise ValueError(
                     f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
                 ) from None
-            text = banner(settings)
+            text = banner(settings, config_file)
             click.echo(text)
             if demo:
                 await run_demo(settings, catalog.engine)
@@ -87,8 +96,9 @@ async def _serve(settings: Settings, banner_file: Path | None, *, demo: bool = F
         await catalog.close()
 
 
-def banner(settings: Settings) -> str:
+def banner(settings: Settings, config_file: Path | None = None) -> str:
     url = settings.base_url
+    admin = _catalog_options(settings, config_file)
     where = settings.s3_bucket if settings.storage == "s3" else str(settings.store_root)
     return "\n".join(
         [
@@ -98,9 +108,38 @@ def banner(settings: Settings) -> str:
             f"  API description:     {url}/api/openapi.json",
             f"  health:              {url}/healthz",
             f"  storage:             {settings.storage} ({where})",
-            "  create an uploader token: avidence-server token create --role uploader --name NAME",
+            f"  admin commands:      {admin} (this server's catalog)",
+            f"  create a token:      avidence-server token create {admin} "
+            "--role uploader --name NAME",
+            *_commands_hint(),
         ]
     )
+
+
+def _catalog_options(settings: Settings, config_file: Path | None) -> str:
+    """The options that point an admin command, run from any folder, at this catalog (and
+    at the settings file, which holds the retention classes and the rest)."""
+    options = []
+    if config_file is not None:
+        options.append(f"--config {shlex.quote(str(config_file.resolve()))}")
+    if settings.database:
+        options.append(f"--database {shlex.quote(redact(settings.database))}")
+    else:
+        options.append(f"--data-dir {shlex.quote(str(settings.data_dir.resolve()))}")
+    return " ".join(options)
+
+
+def _commands_hint() -> list[str]:
+    """Where `avidence` and `avidence-server` are when they are not on the PATH (a virtualenv
+    that is not activated, as after `make run`)."""
+    if shutil.which("avidence-server") is not None:
+        return []
+    folder = Path(sys.executable).parent
+    if (folder / "activate").exists():
+        how = f"run `. {shlex.quote(str(folder / 'activate'))}` first"
+    else:
+        how = f"they are in {folder}"
+    return [f"  commands:            {how} (avidence and avidence-server are not on the PATH)"]
 
 
 async def _wait_for_signal() -> None:

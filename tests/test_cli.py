@@ -18,6 +18,8 @@ BIN = Path(sys.executable).parent
 
 
 def test_token_create_prints_secret_alone_on_last_line(tmp_path: Path) -> None:
+    made = CliRunner().invoke(main, ["migrate", "--data-dir", str(tmp_path)])
+    assert made.exit_code == 0, made.output  # admin commands never create a catalog themselves
     result = CliRunner().invoke(
         main, ["token", "create", "--data-dir", str(tmp_path), "--role", "uploader", "--name", "r1"]
     )

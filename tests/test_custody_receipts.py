@@ -84,7 +84,7 @@ def tool_digest(tool: str, path: Path) -> str:
 
 
 def one_failure(result: Result) -> str:
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 5, result.output  # ExitCode.INTEGRITY, as --help says
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("FAILED clip.ts: "), result.output
     return lines[0].removeprefix("FAILED clip.ts: ")

@@ -220,7 +220,7 @@ async def test_rotation_keeps_old_receipts_verifying_through_the_chain(tmp_path:
 
     assert check(first, "--keys", str(pinned_v1)).exit_code == 0
     stranded = check(second, "--keys", str(pinned_v1))
-    assert stranded.exit_code == 1
+    assert stranded.exit_code == 5
     assert f"signed by key {new_id}, which does not chain to the pinned keys" in stranded.output
     # The server's current key list carries the certificate: the new key chains to the root.
     cached = ["--keys", str(pinned_v1), "--key", str(folder / "api-keys.json")]
@@ -254,7 +254,7 @@ async def test_verify_bundle_with_pinned_keys(tmp_path: Path) -> None:
     stranger = Ed25519PrivateKey.generate()
     other.write_text(json.dumps({"keys": [{"public_key_pem": signing.public_pem(stranger)}]}))
     refused = run_cli(verify_bundle, [str(out), "--keys", str(other)])
-    assert refused.exit_code == 1
+    assert refused.exit_code == 5
     kid = signing.load_signer(settings).key_id
     assert (
         f"FAILED manifest.json: unknown key: signed by key {kid}, which does not chain to the "

@@ -78,6 +78,13 @@ async def case_number(db: Db, evidence_id: str) -> str | None:
     return str(found) if found is not None else None
 
 
+async def filed_under(db: Db, case_number: str) -> bool:
+    """Whether any record was filed under this case number."""
+    query = sa.select(sa.exists().where(evidence.c.case_id == case_number))
+    async with connected(db) as conn:
+        return bool((await conn.execute(query)).scalar())
+
+
 async def known(db: Db, evidence_ids: list[str]) -> set[str]:
     """Which of these ids name records."""
     query = sa.select(evidence.c.id).where(evidence.c.id.in_(evidence_ids))

@@ -9,7 +9,6 @@ someone who can write to the catalog can add a row, but cannot make an existing 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from avidence.client import trust
 from avidence.client.canonical import PublicKeys, VerificationError
 
 from .. import signing
-from ..config import ConfigError
+from ..config import ConfigError, Settings
 from ..signing import Signer
 
 
@@ -47,21 +46,16 @@ class Exported:
 
 async def export(engine: AsyncEngine, *, active: str) -> Exported:
     """The root and every key certified along the chain from it to the `active` key (the one
-    the provider holds, not one the catalog names). The root is the oldest uncertified catalog
-    key from which `active` is reached: a key someone slipped into the catalog, even with an
-    older date, cannot become the root, since no certificate leads from it to the real key."""
-    entries = await signing.published(engine)
-    for root in entries:
-        chain = [{k: v for k, v in root.items() if k != "certificate"}]
-        keys = trust.extend(trust.load_pinned(json.dumps({"keys": chain})), entries)
-        if active in keys.keys:
-            chain += [e for e in entries if e["id"] in keys.keys and e["id"] != root["id"]]
-            left = [str(e["id"]) for e in entries if e["id"] not in keys.keys]
-            return Exported({"type": trust.HISTORY_TYPE, "keys": chain}, left)
-    raise ValueError(
-        f"the active signing key {active} is not in the catalog or not reached by certificates "
-        "from any key there: start the server once, or re-certify it with key rotate"
-    )
+    the provider holds, not one the catalog names), as `trust.history` picks them."""
+    try:
+        document, left = trust.history(await signing.published(engine), reaching=active)
+    except VerificationError:
+        raise ValueError(
+            f"the active signing key {active} is not in the catalog or not reached by "
+            "certificates from any key there: start the server once, or re-certify it with "
+            "key rotate"
+        ) from None
+    return Exported(document, left)
 
 
 def load_pinned(path: Path) -> PublicKeys:
@@ -80,3 +74,16 @@ def load_pinned(path: Path) -> PublicKeys:
 async def trusted(engine: AsyncEngine, pinned: PublicKeys) -> PublicKeys:
     """The pinned keys plus catalog keys whose certificates chain to them."""
     return trust.extend(pinned, await signing.published(engine))
+
+
+async def pinned_for(engine: AsyncEngine, settings: Settings, signer: Signer) -> PublicKeys:
+    """The `trusted_keys` history the server (and its admin commands) verify with; ConfigError
+    when the signing key does not chain to it, since everything it signed would then be
+    refused by its own verifiers."""
+    pinned = load_pinned(Path(settings.trusted_keys))
+    if signer.key_id not in (await trusted(engine, pinned)).keys:
+        raise ConfigError(
+            f"trusted_keys: the signing key {signer.key_id} does not chain to the pinned keys "
+            f"in {settings.trusted_keys}"
+        )
+    return pinned

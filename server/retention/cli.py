@@ -7,7 +7,6 @@ audited with the actor `cli (<login name>)` unless `--actor` names the person. `
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,23 +16,19 @@ import click
 from avidence.storage.base import Store
 
 from ..catalog.db import Catalog
-from ..commands import Context, fail, opened_with_store, run, shared_options
+from ..commands import (
+    Context,
+    actor_label,
+    actor_option,
+    fail,
+    opened_with_store,
+    run,
+    shared_options,
+)
 from . import changes, holds, purge, quotas, records, usage
 from .classes import Policy, load_policy
 
 T = TypeVar("T")
-
-
-def _actor(given: str | None) -> str:
-    if given:
-        return given
-    try:
-        return f"cli ({getpass.getuser()})"
-    except (KeyError, OSError):
-        return "cli"
-
-
-actor_option = click.option("--actor", default=None, help="Who acts, for the audit log.")
 
 
 def _act(
@@ -79,7 +74,7 @@ def hold_add(
     found = _act(
         ctx,
         lambda c, s, _: holds.add(
-            c.engine, s, scope=scope, target=target, reason=reason, actor=_actor(actor)
+            c.engine, s, scope=scope, target=target, reason=reason, actor=actor_label(actor)
         ),
     )
     click.echo(f"hold {found.id} placed on {scope} {target}")
@@ -93,7 +88,8 @@ def hold_add(
 def hold_remove(ctx: Context, hold_id: str, reason: str, actor: str | None) -> None:
     """Lift a hold; storage holds go where no other hold applies."""
     found = _act(
-        ctx, lambda c, s, _: holds.remove(c.engine, s, hold_id, reason=reason, actor=_actor(actor))
+        ctx,
+        lambda c, s, _: holds.remove(c.engine, s, hold_id, reason=reason, actor=actor_label(actor)),
     )
     click.echo(f"hold {found.id} on {found.scope} {found.target} lifted")
 
@@ -159,7 +155,7 @@ def purge_command(
     if not reason:
         fail("purge --apply: --reason is required")
     outcomes = _act(
-        ctx, lambda c, s, p: purge.apply(c.engine, s, p, actor=_actor(actor), reason=reason)
+        ctx, lambda c, s, p: purge.apply(c.engine, s, p, actor=actor_label(actor), reason=reason)
     )
     if as_json:
         _echo_json([o.to_json() for o in outcomes])
@@ -182,7 +178,9 @@ def purge_restore(ctx: Context, evidence_id: str, reason: str, actor: str | None
     """Bring back a deleted record during its recovery period."""
     restored = _act(
         ctx,
-        lambda c, s, p: purge.restore(c.engine, p, evidence_id, actor=_actor(actor), reason=reason),
+        lambda c, s, p: purge.restore(
+            c.engine, p, evidence_id, actor=actor_label(actor), reason=reason
+        ),
         with_store=False,
     )
     until = changes.describe_until(restored.retain_until)
@@ -250,7 +248,7 @@ def retention_set(
             p,
             evidence_id,
             new_class=class_name,
-            actor=_actor(actor),
+            actor=actor_label(actor),
             reason=reason,
             override=override,
         ),
@@ -317,7 +315,7 @@ def quota_set(
     limit = _act(
         ctx,
         lambda c, s, _: quotas.set_limit(
-            c.engine, scope, max_bytes=max_bytes, max_upload=max_upload, actor=_actor(actor)
+            c.engine, scope, max_bytes=max_bytes, max_upload=max_upload, actor=actor_label(actor)
         ),
         with_store=False,
     )

@@ -21,6 +21,7 @@ from avidence.storage.base import Store
 from ..audit.events import HoldAdded, HoldRemoved
 from ..audit.unit import unit_of_work
 from ..catalog.schema import legal_holds
+from ..catalog.schema_exchange import cases
 from ..evidence import records as evidence_db
 from ..evidence import tallies
 from ..failures import Code, DomainError
@@ -102,6 +103,16 @@ def _check(scope: str, target: str, reason: str) -> None:
         )
 
 
+async def _known_case(conn: AsyncConnection, number: str) -> None:
+    """A case hold names a case number some agency has, or that evidence was uploaded to;
+    anything else is a typing mistake that would hold nothing and say nothing."""
+    named = sa.select(sa.exists().where(cases.c.number == number))
+    if (await conn.execute(named)).scalar() or await evidence_db.filed_under(conn, number):
+        return
+    hint = " (a case hold takes the case number, not its id)" if number.startswith("case_") else ""
+    raise HoldError(f"no case {number!r}{hint}", code=Code.CASE_UNKNOWN)
+
+
 async def add(
     engine: AsyncEngine,
     store: Store,
@@ -124,6 +135,8 @@ async def add(
         if scope == "evidence":
             if await evidence_db.case_number(conn, target) is None:
                 raise HoldError(f"no evidence {target!r}", code=Code.EVIDENCE_UNKNOWN)
+        else:
+            await _known_case(conn, target)
         covered = await _covered(conn, scope, target)
         await conn.execute(legal_holds.insert().values({n: getattr(hold, n) for n in _COLUMNS}))
         unit.record(

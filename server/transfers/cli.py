@@ -1,4 +1,5 @@
-"""`avidence-server agency create|list` and `avidence-server transfer create|list`."""
+"""`avidence-server agency create|list` and `avidence-server transfer create|list` (the
+receiver's `inbox|review|ack|reject` live in `inbox_cli`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ..agencies import records as agencies_db
 from ..agencies.records import Agency
 from ..cases import records as cases_db
 from ..commands import Context, opened_catalog, run, shared_options
-from . import flow
+from . import flow, inbox_cli
 from . import records as transfers_db
 from .records import Transfer
 
@@ -127,9 +128,7 @@ def transfer_list(ctx: Context, name: str | None, inbox: bool) -> None:
 
     async def go() -> list[Transfer]:
         async with opened_catalog(settings) as catalog:
-            found = await agencies_db.resolve(catalog.engine, name or agencies_db.DEFAULT_AGENCY)
-            if found is None:
-                raise ValueError(f"--agency: no agency {name!r}")
+            found = await inbox_cli.agency_named(catalog.engine, name)
             return await transfers_db.listing(catalog.engine, agency_id=found.id, inbox=inbox)
 
     for t in run(go()):
@@ -141,5 +140,7 @@ def transfer_list(ctx: Context, name: str | None, inbox: bool) -> None:
 
 def register(group: click.Group) -> None:
     """Attach this module's commands to `avidence-server` (see `cli.py`)."""
+    for command in inbox_cli.COMMANDS:
+        transfer.add_command(command)
     group.add_command(agency)
     group.add_command(transfer)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from avidence.client.canonical import PublicKeys, VerificationError
+from avidence.client.canonical import PublicKeys
 
 from ..agencies import records as agencies_db
 from ..agencies.access import holding, narrow, normalize_limits
@@ -33,7 +33,7 @@ from ..cases import records as cases_db
 from ..catalog.schema_exchange import holdings
 from ..evidence import records as evidence_db
 from ..signing import Signer
-from . import manifest, records
+from . import checks, manifest, records
 from .records import Transfer
 
 T = TypeVar("T", bound=TransferEvent)
@@ -48,11 +48,13 @@ class TransferConflict(Exception):
 
 
 class TransferBlocked(Exception):
-    """The acknowledgement is refused: `problems` names each failed check."""
+    """The acknowledgement is refused: `problems` names each failed check, `report` says
+    what the check covered."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], *, report: checks.Report | None = None) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+        self.report = report
 
 
 @dataclass(slots=True, frozen=True)
@@ -170,61 +172,6 @@ async def _pending(engine: AsyncEngine, transfer_id: str, actor: Actor) -> Trans
     return transfer
 
 
-async def _check(
-    engine: AsyncEngine,
-    transfer: Transfer,
-    checked: Mapping[str, Any],
-    pinned: PublicKeys | None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Verify the manifest and every digest; raise TransferBlocked naming what failed."""
-    try:
-        body = await manifest.verify(engine, transfer.manifest, pinned=pinned)
-    except VerificationError as exc:
-        raise TransferBlocked([f"manifest: {exc}"]) from None
-    problems = []
-    if body.get("sender_log") is not None:
-        try:
-            await manifest.verify_checkpoint(engine, body["sender_log"], pinned=pinned)
-        except VerificationError as exc:
-            problems.append(f"the sender's log head: {exc}")
-    if body.get("transfer_id") != transfer.id or body.get("to", {}).get("id") != transfer.to_agency:
-        problems.append("manifest: signed for another transfer")
-    entries = {str(e.get("evidence_id")): e for e in body.get("items", [])}
-    unknown = sorted(set(checked) - set(entries))
-    if unknown:
-        problems.append(f"checked items not in the manifest: {', '.join(unknown)}")
-    outcome = []
-    for evidence_id, entry in entries.items():
-        listed = manifest.digests_of(entry)
-        record = await evidence_db.get(engine, evidence_id)
-        if record is None:
-            problems.append(f"{evidence_id}: no longer in the catalog")
-            continue
-        held = {n: str(getattr(record, n)) for n in manifest.DIGESTS if getattr(record, n)}
-        if held != listed:
-            problems.append(f"{evidence_id}: the catalog's digests differ from the manifest's")
-        if record.integrity == "failed":
-            problems.append(f"{evidence_id}: the stored original failed its integrity check")
-        declared = checked.get(evidence_id)
-        if declared is not None:
-            if not isinstance(declared, dict) or not declared:
-                problems.append(f"{evidence_id}: checked digests must be an object")
-                continue
-            wrong = sorted(n for n, v in declared.items() if listed.get(str(n)) != v)
-            if wrong:
-                problems.append(f"{evidence_id}: {', '.join(wrong)} differ from the manifest")
-        outcome.append(
-            {
-                "evidence_id": evidence_id,
-                **listed,
-                "checked_by": "receiver" if declared is not None else "server",
-            }
-        )
-    if problems:
-        raise TransferBlocked(problems)
-    return body, outcome
-
-
 async def acknowledge(
     engine: AsyncEngine,
     signer: Signer,
@@ -234,16 +181,34 @@ async def acknowledge(
     checked: Mapping[str, Any] | None = None,
     pinned: PublicKeys | None = None,
 ) -> Transfer:
-    """Check and sign the acknowledgement; the receiver then holds the items and the case.
-    `pinned` (the `trusted_keys` history) decides which keys the manifest may be signed by."""
+    """Check and sign the acknowledgement (see `acknowledge_checked`)."""
+    transfer, _ = await acknowledge_checked(
+        engine, signer, transfer_id=transfer_id, actor=actor, checked=checked, pinned=pinned
+    )
+    return transfer
+
+
+async def acknowledge_checked(
+    engine: AsyncEngine,
+    signer: Signer,
+    *,
+    transfer_id: str,
+    actor: Actor,
+    checked: Mapping[str, Any] | None = None,
+    pinned: PublicKeys | None = None,
+) -> tuple[Transfer, checks.Report]:
+    """Check (`checks.check`) and sign the acknowledgement; the receiver then holds the items
+    and the case. `pinned` (the `trusted_keys` history) decides which keys the manifest may be
+    signed by. A refusal is audited and raises TransferBlocked carrying the report; on
+    success the report says what the acknowledgement rests on."""
     transfer = await _pending(engine, transfer_id, actor)
-    try:
-        body, items = await _check(engine, transfer, checked or {}, pinned)
-    except TransferBlocked as exc:
+    report = await checks.check(engine, transfer, checked=checked, pinned=pinned)
+    if not report.ok:
         await unit.record(
-            engine, _event(TransferBlockedEvent, transfer, actor, None, problems=exc.problems)
+            engine, _event(TransferBlockedEvent, transfer, actor, None, problems=report.problems)
         )
-        raise
+        raise TransferBlocked(report.problems, report=report)
+    body = report.body
     now = datetime.now(UTC)
     document = signer.sign(
         "acknowledgement",
@@ -256,7 +221,7 @@ async def acknowledge(
             "to": body["to"],
             "acknowledged_by": actor.label,
             "acknowledged_at": manifest.iso(now),
-            "items": items,
+            "items": [item.to_json() for item in report.items],
             "sender_log": manifest.countersign(body.get("sender_log")),
         },
     )
@@ -278,7 +243,7 @@ async def acknowledge(
         work.record(_event(TransferAcknowledged, decided, actor, body["case"]["number"]))
     fresh = await records.get(engine, transfer.id)
     assert fresh is not None
-    return fresh
+    return fresh, report
 
 
 async def _hold(conn: Any, transfer: Transfer, evidence_id: str, now: datetime) -> None:
