@@ -45,7 +45,6 @@ from .webhooks import api as webhooks_api
 log = logging.getLogger("avidence.server")
 
 
-
 def create_app(
     settings: Settings, *, catalog: Catalog | None = None, store: Store | None = None
 ) -> web.Application:

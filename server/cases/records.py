@@ -217,8 +217,7 @@ async def resolve(engine: AsyncEngine, typed: str, *, agency_id: str | None) -> 
         raise CaseNotFound(f"no case {typed!r}")
     owners = ", ".join(sorted(r.agency_id for r in rows))
     raise CaseAmbiguous(
-        f"case number {typed!r} exists in several agencies ({owners}): "
-        "give --agency or the case id"
+        f"case number {typed!r} exists in several agencies ({owners}): give --agency or the case id"
     )
 
 

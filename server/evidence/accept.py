@@ -133,4 +133,3 @@ class Custody:
             record.blake3,
         )
         return record.id
-

@@ -125,9 +125,7 @@ async def queue(conn: AsyncConnection, plan: Plan, event: AuditEvent, seq: int) 
             "agency": agency_id,
             "data": plan.data,
         }
-        queued += await records.insert_deliveries(
-            conn, hook_ids, event=plan.name, payload=payload
-        )
+        queued += await records.insert_deliveries(conn, hook_ids, event=plan.name, payload=payload)
     return queued
 
 
