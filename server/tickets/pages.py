@@ -246,8 +246,11 @@ def viewer(
     withheld = f"{i18n.text(lang, 'withheld_title')} {i18n.text(lang, 'withheld_now')}"
     allows = ""
     if limits is not None:
-        hours = f"{limits.window / 3600:g}"
-        words = i18n.text(lang, "view_allows", hours=hours, multiple=limits.multiple)
+        hours, minutes = divmod(limits.window // 60, 60)
+        span = i18n.text(lang, "minutes_n", n=limits.window // 60)
+        if not minutes:
+            span = i18n.text(lang, "hours_n", n=hours)
+        words = i18n.text(lang, "view_allows", duration=span, multiple=limits.multiple)
         allows = f'<p class="allows">{_e(words)}</p>'
     main = (
         f'<main data-views="{_e(base)}/views" data-msg-unplayable="{t("unplayable")}" '
