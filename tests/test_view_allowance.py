@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,30 +45,12 @@ async def replicas(tmp_path: Path, database: str) -> AsyncIterator[tuple[Api, Ap
     async with AsyncExitStack() as stack:
         apps = []
         for _ in range(2):
-            made = make_api(
-                tmp_path,
-                store,
-                database=database,
-                view_bytes_multiple=MULTIPLE,
-                view_window=600,
+            made = asynccontextmanager(make_api)(
+                tmp_path, store, database=database, view_bytes_multiple=MULTIPLE, view_window=600
             )
-            apps.append(await stack.enter_async_context(_entered(made)))
+            apps.append(await stack.enter_async_context(made))
         yield apps[0], apps[1]
     await store.close()
-
-
-class _entered:
-    """An async generator fixture helper used as an async context manager."""
-
-    def __init__(self, gen: AsyncIterator[Api]) -> None:
-        self.gen = gen
-
-    async def __aenter__(self) -> Api:
-        return await anext(self.gen)
-
-    async def __aexit__(self, *exc: object) -> None:
-        with pytest.raises(StopAsyncIteration):
-            await anext(self.gen)
 
 
 async def _received(api: Api, url: str, headers: dict[str, str]) -> tuple[int, int]:
