@@ -55,6 +55,8 @@ class Settings:
     upload_expiry: int = 7 * 24 * 3600
     read_timeout: int = 60
     view_idle: int = 60
+    view_window: int = 6 * 3600
+    view_bytes_multiple: int = 3
     shutdown_grace: int = 30
     max_headers: int = 64
     max_header_size: int = 8190
@@ -130,6 +132,8 @@ _INT_FIELDS = {
     "upload_expiry",
     "read_timeout",
     "view_idle",
+    "view_window",
+    "view_bytes_multiple",
     "shutdown_grace",
     "max_headers",
     "max_header_size",
@@ -279,6 +283,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("read_timeout: must be a positive number of seconds")
     if settings.view_idle <= 0:
         raise ConfigError("view_idle: must be a positive number of seconds")
+    if not 60 <= settings.view_window <= 7 * 86400:
+        raise ConfigError("view_window: between 60 seconds and 7 days (604800)")
+    if not 1 <= settings.view_bytes_multiple <= 100:
+        raise ConfigError("view_bytes_multiple: between 1 and 100 times the file's size")
     if settings.shutdown_grace < 0:
         raise ConfigError("shutdown_grace: zero or a positive number of seconds")
     if not 8 <= settings.max_headers <= 1000:

@@ -17,6 +17,7 @@ Choices where RFC 9110 leaves room:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mimetypes
 import re
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import quote
 
 from aiohttp import web
@@ -103,6 +105,14 @@ def content_type(filename: str, declared: str = "") -> str:
         if match and match.group(1) in ("audio", "video", "image") and "svg" not in candidate:
             return candidate
     return "application/octet-stream"
+
+
+def extension(kind: str) -> str:
+    """The usual file name suffix of a content type (`.mp4` for video/mp4), or ''."""
+    for suffix, known in _BY_EXTENSION.items():
+        if known == kind:
+            return suffix
+    return mimetypes.guess_extension(kind) or ""
 
 
 def disposition(kind: str, filename: str) -> str:
@@ -208,6 +218,20 @@ Progress = Callable[[int], None]
 StopCheck = Callable[[], Awaitable[bool]]
 
 
+class Budget(Protocol):
+    """A limit on the bytes a response may send, shared with other responses (a view's byte
+    budget): bytes are taken before they are written, what was not written is given back."""
+
+    async def start(self, ahead: int) -> None:
+        """Before the headers: raise an ApiError when nothing at all may be sent."""
+
+    async def take(self, wanted: int, *, ahead: int) -> int:
+        """How many of the next `wanted` bytes may go (`ahead`: what the response still plans)."""
+
+    async def finish(self) -> None:
+        """The response ended: give back what was taken and not sent."""
+
+
 @dataclass(slots=True)
 class Outcome:
     """What a stream did, for the audit log."""
@@ -228,12 +252,14 @@ async def stream(
     extra_headers: dict[str, str] | None = None,
     on_bytes: Progress | None = None,
     should_stop: StopCheck | None = None,
+    budget: Budget | None = None,
 ) -> tuple[web.StreamResponse, Outcome]:
     """Answer a GET or HEAD for `rep`: 200, 206 or 416, with the body streamed from `store`.
 
     `on_bytes` is told of every chunk written; `should_stop` is awaited between chunks and ends
     the response early (the connection is closed, so the client sees a short body, never a
-    complete-looking one)."""
+    complete-looking one). With a `budget`, no byte is written before it was taken from it; a
+    budget that runs out ends the response early the same way."""
     chosen = select(request, rep)
     start, length = (chosen.start, chosen.length) if chosen else (0, rep.size)
     outcome = Outcome(status=206 if chosen else 200, start=start, planned=length)
@@ -243,20 +269,33 @@ async def stream(
     if request.method == "HEAD" or length == 0:
         await response.prepare(request)
         return response, outcome
-    # Opened before the headers go out, so a missing object is still a clean error answer.
-    chunks = read_ahead(await store.read(rep.key, start=start, length=length))
+    if budget is not None:
+        await budget.start(length)
+    try:
+        # Opened before the headers go out, so a missing object is still a clean error answer.
+        chunks = read_ahead(await store.read(rep.key, start=start, length=length))
+    except BaseException:
+        if budget is not None:
+            await budget.finish()
+        raise
     try:
         await response.prepare(request)
         async for chunk in chunks:
+            cut = False
+            if budget is not None:
+                allowed = await budget.take(len(chunk), ahead=length - outcome.sent)
+                if allowed < len(chunk):
+                    chunk, cut = chunk[:allowed], True
             try:
-                await response.write(chunk)
+                if chunk:
+                    await response.write(chunk)
             except ConnectionError:
                 outcome.aborted = True
                 break
             outcome.sent += len(chunk)
-            if on_bytes is not None:
+            if on_bytes is not None and chunk:
                 on_bytes(len(chunk))
-            if should_stop is not None and outcome.sent < length and await should_stop():
+            if cut or (should_stop is not None and outcome.sent < length and await should_stop()):
                 outcome.stopped = True
                 response.force_close()
                 break
@@ -271,4 +310,6 @@ async def stream(
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()
+        if budget is not None:
+            await asyncio.shield(budget.finish())
     return response, outcome

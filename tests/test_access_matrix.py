@@ -140,6 +140,9 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/api/admin/evidence/{evidence_id}/retention"): SITE_READ,
     ("PUT", "/api/admin/evidence/{evidence_id}/retention"): site_write(400),
     ("POST", "/api/admin/evidence/{evidence_id}/restore"): site_write(409),  # not deleted
+    ("GET", "/api/admin/integrity"): SITE_READ,
+    # nothing flagged: 409 integrity_unresolved, after the access decision
+    ("POST", "/api/admin/evidence/{evidence_id}/integrity/resolve"): site_write(409),
     ("GET", "/api/admin/holds"): SITE_READ,
     ("POST", "/api/admin/holds"): site_write(201),
     ("POST", "/api/admin/holds/{hold_id}/release"): site_write(200),
@@ -233,6 +236,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/webhooks"): {"url": "http://127.0.0.1:9/hook"},
     ("PUT", "/api/admin/evidence/{evidence_id}/retention"): {"class": "no-such", "reason": "x"},
     ("POST", "/api/admin/evidence/{evidence_id}/restore"): {"reason": "matrix"},
+    ("POST", "/api/admin/evidence/{evidence_id}/integrity/resolve"): {"reason": "matrix"},
     ("POST", "/api/admin/holds"): {"scope": "evidence", "target": "{E2}", "reason": "matrix"},
     ("POST", "/api/admin/holds/{hold_id}/release"): {"reason": "matrix"},
     ("POST", "/api/admin/purge"): {"reason": "matrix"},

@@ -289,6 +289,23 @@ class TicketViewed(AuditEvent):
     requests: int
 
 
+@action("ticket.view_ended")
+@dataclass(slots=True, frozen=True, kw_only=True)
+class TicketViewEnded(AuditEvent):
+    """A view used up what it allows: its time window (`reason` "time") or its byte budget
+    ("bytes"); its grant serves nothing more. Written once per view, by whichever replica
+    refused first."""
+
+    ticket: str
+    view: str
+    recipient: str
+    reason: str
+    started_at: str
+    expires_at: str | None
+    byte_budget: int | None
+    bytes_taken: int
+
+
 @action("ticket.downloaded")
 @dataclass(slots=True, frozen=True, kw_only=True)
 class TicketDownloaded(AuditEvent):

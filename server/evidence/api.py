@@ -12,13 +12,15 @@ from ..auth import require
 from ..cases import records as cases_db
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
-from ..errors import Conflict, Gone, NotFound
+from ..errors import BadRequest, Conflict, Gone, NotFound
 from ..jobs.views import with_media
+from ..requests import json_body
 from ..retention import records as retention_records
+from ..retention.api import require_site
 from ..retention.purge import tombstone
-from ..state import CATALOG
+from ..state import CATALOG, STORE
 from ..tokens import Role
-from . import receipts, search
+from . import integrity, receipts, search
 from . import records as evidence_db
 
 READERS: tuple[Role, ...] = ("uploader", "handler", "admin", "auditor")
@@ -116,9 +118,51 @@ async def get_keys(request: web.Request) -> web.Response:
     return web.json_response({"keys": await signing.published(request.app[CATALOG].engine)})
 
 
+async def list_findings(request: web.Request) -> web.Response:
+    """GET /api/admin/integrity: every unresolved scrub finding, originals first."""
+    await require_site(request, "admin", "auditor")
+    found = await integrity.findings(request.app[CATALOG].engine)
+    return web.json_response({"findings": [f.to_json() for f in found]})
+
+
+async def resolve_finding(request: web.Request) -> web.Response:
+    """POST /api/admin/evidence/{id}/integrity/resolve {"target", "reason"}: check a restored
+    original again, or re-derive a damaged copy; 409 `integrity_unresolved` otherwise."""
+    principal = await require_site(request, "admin")
+    body = await json_body(request, required=True)
+    target, reason = body.get("target", "original"), body.get("reason")
+    if not isinstance(target, str) or not isinstance(reason, str):
+        raise BadRequest('give {"target": "original" or "derivative:<id>", "reason": "..."}')
+    engine = request.app[CATALOG].engine
+    evidence_id = request.match_info["evidence_id"]
+    if await evidence_db.get(engine, evidence_id) is None:
+        raise NotFound("no such evidence")
+    done = await integrity.resolve(
+        engine,
+        request.app[STORE],
+        evidence_id=evidence_id,
+        target=target,
+        reason=reason,
+        actor=principal.label,
+        client=request.remote,
+    )
+    remaining = await integrity.findings(engine, evidence_id=evidence_id)
+    return web.json_response(
+        {
+            "evidence_id": done.evidence_id,
+            "target": done.target,
+            "how": done.how,
+            "job": done.job_id,
+            "findings": [f.to_json() for f in remaining],
+        }
+    )
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/uploads/{upload_id}", get_upload)
     app.router.add_get("/api/evidence", search_evidence)
     app.router.add_get("/api/evidence/{evidence_id}", get_evidence)
     app.router.add_get("/api/evidence/{evidence_id}/receipt", get_receipt)
     app.router.add_get("/api/keys", get_keys)
+    app.router.add_get("/api/admin/integrity", list_findings)
+    app.router.add_post("/api/admin/evidence/{evidence_id}/integrity/resolve", resolve_finding)

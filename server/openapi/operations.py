@@ -123,6 +123,10 @@ OPERATIONS: tuple[Op, ...] = (
        "class (upward; `override` to lower)", ("admin",)),
     Op("POST", "/api/admin/evidence/{evidence_id}/restore", "retention", "Restore a deleted "
        "record within its recovery period", ("admin",)),
+    Op("GET", "/api/admin/integrity", "custody", "Unresolved integrity findings of the scrub "
+       "(originals and derivatives), withheld from viewers", SITE_READERS),
+    Op("POST", "/api/admin/evidence/{evidence_id}/integrity/resolve", "custody", "Resolve a "
+       "finding: re-check a restored original, or re-derive a damaged copy", ("admin",)),
     Op("GET", "/api/admin/holds", "retention", "Legal holds (?all=1 with lifted ones)",
        SITE_READERS),
     Op("POST", "/api/admin/holds", "retention", "Place a legal hold on a case or an item",

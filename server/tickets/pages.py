@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ..evidence.records import Evidence
+from ..jobs.records import Derivative
 from ..markup import escape as _e
 from . import i18n, mediafacts
 from .records import Ticket
@@ -62,6 +63,16 @@ class Item:
     uploader: str
     analysis: dict[str, Any] | None = None  # `jobs.records.media_of`: probe and continuity
     custody: tuple[dict[str, Any], ...] = ()  # `cases.custody.of_evidence`
+    copy: Derivative | None = None  # the transcoded copy the player gets, if any
+    withheld: str | None = None  # "original" or "derivative:<id>" a scrub flagged
+
+
+@dataclass(slots=True, frozen=True)
+class ViewLimits:
+    """What one view allows (settings `view_window`, `view_bytes_multiple`), told up front."""
+
+    window: int  # seconds
+    multiple: int
 
 
 def layout(lang: str, title: str, body: str, *, path: str, embed: bool = False) -> str:
@@ -78,8 +89,14 @@ def layout(lang: str, title: str, body: str, *, path: str, embed: bool = False) 
     )
 
 
-def _player(record: Evidence, kind: str, base: str, lang: str) -> str:
+def _player(record: Evidence, kind: str, base: str, lang: str, withheld: str | None) -> str:
     t = functools.partial(_text, lang)
+    if withheld is not None:
+        body = "withheld_original" if withheld == "original" else "withheld_copy"
+        return (
+            f'<div class="player withheld" role="alert"><p><b>{t("withheld_title")}</b> '
+            f"{t(body)}</p></div>"
+        )
     if kind == "none":
         return f'<div class="player none"><p>{t("no_player")}</p></div>'
     if kind == "video":
@@ -123,13 +140,11 @@ def _card(item: Item, *, ticket: Ticket, base: str, lang: str) -> str:
         ("uploader", _e(item.uploader)),
         ("received", _e(when(record.received_at))),
     ]
-    labels = {"blake3": "BLAKE3", "sha256": "SHA-256"}
-    rows = "".join(
-        f"<dt>{_e(labels[key]) if key in labels else t(key)}</dt><dd>{value}</dd>"
-        for key, value in facts
-    )
+    if item.kind != "none" and item.withheld is None:
+        facts.append(("playback", t("plays_copy" if item.copy else "plays_original")))
+    rows = _rows(facts, lang)
     actions = f'<a href="{_e(base)}/receipt/{_e(record.id)}">{t("receipt")}</a>'
-    if ticket.can_download:
+    if ticket.can_download and item.withheld != "original":
         actions += (
             f'<a class="download" href="{_e(base)}/download/{_e(record.id)}" download>'
             f"{t('download')}</a>"
@@ -137,9 +152,46 @@ def _card(item: Item, *, ticket: Ticket, base: str, lang: str) -> str:
     title = record.filename or record.id
     return (
         f'<section class="evidence" id="{_e(record.id)}"><h2>{_e(title)}</h2>'
-        f"{_player(record, item.kind, base, lang)}"
-        f'<dl class="facts">{rows}</dl>{_custody(item, lang)}'
+        f"{_player(record, item.kind, base, lang, item.withheld)}"
+        f'<dl class="facts">{rows}</dl>{_provenance(item, lang)}{_custody(item, lang)}'
         f'<div class="actions">{actions}</div></section>'
+    )
+
+
+_LABELS = {"blake3": "BLAKE3", "sha256": "SHA-256"}
+
+
+def _rows(facts: list[tuple[str, str]], lang: str) -> str:
+    return "".join(
+        f"<dt>{_e(_LABELS[key]) if key in _LABELS else _text(lang, key)}</dt><dd>{value}</dd>"
+        for key, value in facts
+    )
+
+
+def _provenance(item: Item, lang: str) -> str:
+    """The transcoded copy the player gets: its own digests, and how and from what it was made,
+    beside the original's digests above, so a viewer can tell what was watched."""
+    copy = item.copy
+    if copy is None or item.withheld is not None:
+        return ""
+    source_matches = copy.source_blake3 == item.record.blake3
+    source = f'<span class="hash">{_e(copy.source_blake3)}</span>'
+    if not source_matches:
+        source += f' <b class="bad">{_text(lang, "copy_source_differs")}</b>'
+    facts = [
+        ("copy_profile", _e(f"{copy.profile} ({copy.content_type})")),
+        ("size", _e(size_text(copy.size, lang))),
+        ("blake3", f'<span class="hash">{_e(copy.blake3)}</span>'),
+        ("sha256", f'<span class="hash">{_e(copy.sha256)}</span>'),
+        ("copy_source", source),
+        ("copy_tool", _e(copy.ffmpeg_version)),
+        ("copy_command", f"<code>{_e(copy.to_json()['command_line'])}</code>"),
+        ("copy_made", _e(when(copy.created_at))),
+    ]
+    return (
+        f'<div class="provenance"><h3>{_text(lang, "copy_title")}</h3>'
+        f"<p>{_text(lang, 'copy_note')}</p>"
+        f'<dl class="facts copy">{_rows(facts, lang)}</dl></div>'
     )
 
 
@@ -170,6 +222,7 @@ def viewer(
     token: str,
     lang: str,
     embed: bool = False,
+    limits: ViewLimits | None = None,
 ) -> str:
     """The page: notice, ticket facts, and one card per evidence item."""
     t = functools.partial(_text, lang)
@@ -190,10 +243,21 @@ def viewer(
         index = f'<nav class="items"><b>{t("items")}</b><ol>{links}</ol></nav>'
     cards = "".join(_card(item, ticket=ticket, base=base, lang=lang) for item in items)
     exhausted = f"{i18n.text(lang, 'exhausted_title')}. {i18n.text(lang, 'exhausted_body')}"
+    withheld = f"{i18n.text(lang, 'withheld_title')} {i18n.text(lang, 'withheld_now')}"
+    allows = ""
+    if limits is not None:
+        hours, minutes = divmod(limits.window // 60, 60)
+        span = i18n.text(lang, "minutes_n", n=limits.window // 60)
+        if not minutes:
+            span = i18n.text(lang, "hours_n", n=hours)
+        words = i18n.text(lang, "view_allows", duration=span, multiple=limits.multiple)
+        allows = f'<p class="allows">{_e(words)}</p>'
     main = (
         f'<main data-views="{_e(base)}/views" data-msg-unplayable="{t("unplayable")}" '
-        f'data-msg-network="{t("network")}" data-msg-exhausted="{_e(exhausted)}">'
-        f'<p class="notice" role="note">{t("notice")}</p>{facts}{index}{cards}</main>'
+        f'data-msg-network="{t("network")}" data-msg-exhausted="{_e(exhausted)}" '
+        f'data-msg-withheld="{_e(withheld)}" data-msg-spent="{t("view_spent")}" '
+        f'data-msg-expired="{t("view_expired")}">'
+        f'<p class="notice" role="note">{t("notice")}</p>{facts}{allows}{index}{cards}</main>'
     )
     return layout(lang, i18n.text(lang, "title"), main, path=base, embed=embed)
 
