@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import io
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import aiohttp
 import blake3
 import pytest
 
-from support.servers import Api, metadata
+from avidence.storage.local import LocalStore
+
+from support.servers import Api, make_api, metadata
 
 OCTET = "application/offset+octet-stream"
 MiB = 1024 * 1024
@@ -75,14 +81,18 @@ async def head_offset(api: Api, url: str) -> int:
     return int(response.headers["Upload-Offset"])
 
 
-async def finish(api: Api, url: str, data: bytes, offset: int) -> None:
+async def finish(
+    api: Api, url: str, data: bytes, offset: int, *, token: str | None = None
+) -> None:
     """The client's resume: PATCH the rest from the offset HEAD gave; it must not be 409."""
-    headers = {**api.auth(), "Upload-Offset": str(offset), "Content-Type": OCTET}
+    headers = {**api.auth(token), "Upload-Offset": str(offset), "Content-Type": OCTET}
     response = await api.client.patch(url, data=io.BytesIO(data[offset:]), headers=headers)
     assert response.status == 204, (response.status, await response.text())
     assert response.headers["Avidence-Upload-State"] == "done"
     evidence_id = response.headers["Avidence-Evidence-Id"]
-    record = await (await api.client.get(f"/api/evidence/{evidence_id}", headers=api.auth())).json()
+    record = await (
+        await api.client.get(f"/api/evidence/{evidence_id}", headers=api.auth(token))
+    ).json()
     assert record["blake3"] == blake3.blake3(data).hexdigest()
 
 
@@ -129,3 +139,50 @@ async def test_cut_checksummed_patch_keeps_nothing(api: Api) -> None:
     )
     assert await head_offset(api, url) == 0
     await finish(api, url, data, 0)
+
+
+async def _drip(data: bytes, *, first: int) -> AsyncIterator[bytes]:
+    """`first` bytes at once, then nothing: a client that vanished without closing."""
+    yield data[:first]
+    await asyncio.sleep(60)
+
+
+async def test_head_on_another_replica_ends_a_vanished_writer_first(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Two apps on one PostgreSQL catalog and one store folder, as two replicas: a PATCH on one
+    whose client vanished mid-body (no FIN, no RST) holds the upload; HEAD on the other asks it
+    to let go through the catalog, and answers only once its bytes are written."""
+    roots = tmp_path / "store"
+    stores = [LocalStore(roots), LocalStore(roots)]
+    for store in stores:
+        await store.open()
+    async with contextlib.AsyncExitStack() as stack:
+        one, two = [
+            await stack.enter_async_context(
+                contextlib.asynccontextmanager(make_api)(
+                    tmp_path / name, store, database=postgres_url
+                )
+            )
+            for name, store in zip(("one", "two"), stores, strict=True)
+        ]
+        data = os.urandom(3 * MiB)
+        url = await _create(one, len(data))
+        headers = {**one.auth(), "Upload-Offset": "0", "Content-Type": OCTET}
+        vanished = asyncio.create_task(
+            one.client.patch(
+                url,
+                data=_drip(data, first=300_001),
+                headers={**headers, "Content-Length": str(len(data))},
+            )
+        )
+        await asyncio.sleep(0.5)
+        two_auth = {**two.auth(one.uploader)}
+        response = await two.client.head(url, headers=two_auth)
+        assert response.status == 200
+        assert int(response.headers["Upload-Offset"]) == 300_001
+        await finish(two, url, data, 300_001, token=one.uploader)
+        with contextlib.suppress(aiohttp.ClientError):
+            await asyncio.wait_for(vanished, 30)
+    for store in stores:
+        await store.close()

@@ -51,11 +51,11 @@ async def blocks(
 ) -> AsyncIterator[bytes]:
     """Yield the body in blocks of about `block` bytes, at most `limit` bytes in all.
 
-    A broken connection ends the body with ClientGone after every byte received before the
-    break was yielded (tus: the server should store as much as it received). A read that stalls for `read_timeout` seconds, or a window of that length bringing fewer
-    than MIN_BYTES_PER_WINDOW bytes, ends the body with TimeoutError, so a dead or dripping
-    client cannot hold an upload; bytes past `limit` raise BodyTooLong after the allowed ones
-    were yielded."""
+    A broken connection ends the body with ClientGone once every byte received before the
+    break was yielded (tus: keep as much as was received). A read that stalls for
+    `read_timeout` seconds, or a window of that length bringing fewer than MIN_BYTES_PER_WINDOW
+    bytes, ends the body with TimeoutError, so a dead or dripping client cannot hold an upload;
+    bytes past `limit` raise BodyTooLong after the allowed ones were yielded."""
     pieces: list[bytes] = []
     held = 0  # bytes in `pieces`
     total = 0  # bytes yielded

@@ -288,7 +288,7 @@ class TusHandlers:
         holder HEAD_PATIENCE seconds to end by itself (a connection that closed is still being
         drained), then asks it to let go (a connection that vanished without a close)."""
         locks = self.ctx.locks
-        await locks.settle(upload.id, timeout=HEAD_PATIENCE)
+        await locks.settle(upload.id, within=HEAD_PATIENCE)
         lease = await locks.acquire(upload.id, on_takeover=lambda: None, patience=HEAD_PATIENCE)
         try:
             fresh = await uploads_db.get(self.ctx.engine, upload.id)

@@ -150,13 +150,13 @@ class UploadLocks:
             if not waiting:
                 self._arriving.pop(upload_id, None)
 
-    async def settle(self, upload_id: str, *, timeout: float) -> None:
-        """Wait up to `timeout` seconds for the writers announced now to reach the lock."""
+    async def settle(self, upload_id: str, *, within: float) -> None:
+        """Wait up to `within` seconds for the writers announced now to reach the lock."""
         events = list(self._arriving.get(upload_id, ()))
         if not events:
             return
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 for event in events:
                     await event.wait()
 
