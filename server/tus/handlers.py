@@ -164,6 +164,12 @@ class TusHandlers:
         )
         if is_final:
             length = sum(p.length or 0 for p in partials)
+            if length > ctx.settings.max_size:
+                raise TooLarge(f"the partials add up beyond Tus-Max-Size {ctx.settings.max_size}")
+            if self._has_body(request):
+                # A final upload takes no bytes of its own: "the Server MUST respond with the
+                # 403 Forbidden status to PATCH requests against a final upload URL".
+                raise Forbidden("a final upload takes no body")
 
         if not is_final:  # a final upload's bytes are its partials', counted already
             await quotas.check(
