@@ -229,8 +229,11 @@ def replica_of(store: S3Store) -> S3Store:
 async def _parts_landed(
     server: SeaweedServer, bucket: str, key: str, handle: str, count: int
 ) -> None:
+    """Poll S3 (nothing here can signal it) until `count` parts are listed; 20 s at most."""
     async with asyncio.timeout(20):
-        while len(await asyncio.to_thread(stored_sizes, server, bucket, key, handle)) < count:
+        for _ in range(400):
+            if len(await asyncio.to_thread(stored_sizes, server, bucket, key, handle)) >= count:
+                return
             await asyncio.sleep(0.05)
 
 
