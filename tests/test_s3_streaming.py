@@ -235,6 +235,7 @@ async def _parts_landed(
             if len(await asyncio.to_thread(stored_sizes, server, bucket, key, handle)) >= count:
                 return
             await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} parts landed")
 
 
 async def test_checksummed_request_streams_its_first_part_yet_counts_nothing_before_accepted(
