@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .. import signing
 from ..agencies.access import owns_upload
-from ..auth import require
+from ..auth import require, require_site
 from ..cases import records as cases_db
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
@@ -16,9 +16,9 @@ from ..errors import Conflict, Gone, NotFound
 from ..jobs.views import with_media
 from ..retention import records as retention_records
 from ..retention.purge import tombstone
-from ..state import CATALOG
+from ..state import CATALOG, SETTINGS
 from ..tokens import Role
-from . import receipts, search
+from . import integrity, receipts, search
 from . import records as evidence_db
 
 READERS: tuple[Role, ...] = ("uploader", "handler", "admin", "auditor")
@@ -116,9 +116,18 @@ async def get_keys(request: web.Request) -> web.Response:
     return web.json_response({"keys": await signing.published(request.app[CATALOG].engine)})
 
 
+async def get_integrity(request: web.Request) -> web.Response:
+    """GET /api/admin/integrity: the scrub's findings (site admins and auditors)."""
+    await require_site(request, "admin", "auditor")
+    interval = float(request.app[SETTINGS].scrub_interval)
+    found = await integrity.summary(request.app[CATALOG].engine, interval=interval)
+    return web.json_response(found)
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/uploads/{upload_id}", get_upload)
     app.router.add_get("/api/evidence", search_evidence)
     app.router.add_get("/api/evidence/{evidence_id}", get_evidence)
     app.router.add_get("/api/evidence/{evidence_id}/receipt", get_receipt)
     app.router.add_get("/api/keys", get_keys)
+    app.router.add_get("/api/admin/integrity", get_integrity)
