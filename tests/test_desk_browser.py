@@ -168,7 +168,9 @@ async def test_clerk_reviews_acknowledges_and_rejects_then_prints_the_list(
             other = page.locator(f"#transfer-{second}")
             await other.locator("button.reject").click()
             await other.locator("form.reason button[type=submit]").click()
-            assert await other.locator(".status").inner_text() == "Say why the transfer is rejected."
+            assert (
+                await other.locator(".status").inner_text() == "Say why the transfer is rejected."
+            )
             await other.locator("textarea").fill("wrong case: belongs to GA-2026-0041")
             await other.locator("form.reason button[type=submit]").click()
             await other.locator(".decided").wait_for()
@@ -261,7 +263,7 @@ async def test_links_are_created_listed_and_revoked(desk: Desk, tmp_path: Path) 
             assert desk.problems == [gone], desk.problems
         finally:
             await browser.close()
-    ticket = (await desk.get(f"/api/tickets/{ticket['id']}", police))
+    ticket = await desk.get(f"/api/tickets/{ticket['id']}", police)
     assert ticket["state"] == "revoked"
     assert_token_kept_out(desk, police)
 
@@ -282,7 +284,10 @@ async def test_case_timeline_and_admin_views_print_and_fit_a_tablet(
         try:
             await sign_in(page, desk, admin, lang="zh")
             assert await page.locator("#tabs a").all_inner_texts() == [
-                "待接收", "案件", "查看链接", "存储管理",
+                "待接收",
+                "案件",
+                "查看链接",
+                "存储管理",
             ]
             await page.click("#tab-cases")
             await page.locator("a.case-link").first.click()
@@ -319,6 +324,7 @@ async def test_case_timeline_and_admin_views_print_and_fit_a_tablet(
             await page.fill("#hold-reason", "appeal pending")
             await page.click("#admin-holds button[type=submit]")
             await page.locator("#admin-holds table.holds").wait_for()
+            await page.locator("#admin-audit").wait_for()  # the views drawn again after it
             assert CASE in await page.locator("#admin-holds table.holds").inner_text()
             await page.screenshot(path=str(tmp_path / "desk-admin.png"), full_page=True)
             assert desk.problems == [], desk.problems
@@ -362,7 +368,10 @@ async def test_roles_see_their_tabs_and_a_bad_token_is_explained(
             await page.locator(".card.transfer.pending").wait_for()
             assert await page.locator(".card.transfer button").count() == 0
             assert await page.locator("#tabs a").all_inner_texts() == [
-                "Inbox", "Cases", "Links", "Administration",
+                "Inbox",
+                "Cases",
+                "Links",
+                "Administration",
             ]
             # Signed in, the token survives a reload of this tab only, never in a cookie.
             await page.reload()

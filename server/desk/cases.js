@@ -142,7 +142,7 @@ export function timeline(steps, names) {
       el(
         "li",
         { class: "step " + kind, "data-step": step.step },
-        el("time", { datetime: step.time }, fmtTime(step.time)),
+        el("time", { datetime: step.time, title: fmtTime(step.time) }, fmtTime(step.time, true)),
         el("span", { class: "mark", "aria-hidden": "true" }),
         el("div", { class: "what" },
           el("strong", {}, t("step_" + step.step)),

@@ -21,7 +21,7 @@ export function t(key, values) {
   });
 }
 
-export function fmtTime(iso) {
+export function fmtTime(iso, clockOnly) {
   if (!iso) {
     return "";
   }
@@ -29,10 +29,9 @@ export function fmtTime(iso) {
   if (isNaN(moment.getTime())) {
     return String(iso);
   }
+  var date = clockOnly ? {} : { year: "numeric", month: "2-digit", day: "2-digit" };
   return new Intl.DateTimeFormat(LOCALE, {
-    year: "numeric",
-    month: "2-digit",
-    day: "2-digit",
+    ...date,
     hour: "2-digit",
     minute: "2-digit",
     second: "2-digit",
@@ -152,10 +151,18 @@ export function table(headings, rows, className) {
   );
 }
 
+var toastTimer = null;
+
 export function toast(text) {
   var node = document.getElementById("toast");
   node.textContent = text || "";
   node.classList.toggle("shown", Boolean(text));
+  window.clearTimeout(toastTimer);
+  if (text) {
+    toastTimer = window.setTimeout(function () {
+      node.classList.remove("shown");
+    }, 6000);
+  }
 }
 
 /* An error from api.js as words a person can act on. */
