@@ -387,3 +387,47 @@ async def test_roles_see_their_tabs_and_a_bad_token_is_explained(
         finally:
             await browser.close()
     assert_token_kept_out(desk, *police.values(), auditor)
+
+
+async def test_the_token_never_appears_in_a_url_on_any_view(desk: Desk, tmp_path: Path) -> None:
+    """Every view, reached by keyboard and by address, the language switch and the review
+    link: no request URL, no address shown and no history entry ever holds the token."""
+    from playwright.async_api import async_playwright
+
+    transfer = await desk.send([desk.items[0]], "for every view")
+    acked = await desk.api.client.post(
+        f"/api/transfers/{transfer}/ack", json={}, headers={"Authorization": f"Bearer {desk.clerk}"}
+    )
+    assert acked.status == 200  # the site's agency now holds the case, so its admin sees it
+    admin = desk.api.admin
+    addresses: list[str] = []
+    async with async_playwright() as p:
+        browser, page = await open_browser(p, desk)
+        page.on("framenavigated", lambda frame: addresses.append(frame.url))
+        try:
+            await sign_in(page, desk, admin)
+            for view in ("cases", "links", "admin", "inbox"):
+                await page.focus(f"#tab-{view}")
+                await page.keyboard.press("Enter")
+                await page.wait_for_function(f"() => document.body.dataset.view === '{view}'")
+                addresses.append(page.url)
+            for fragment in (
+                f"case/{desk.case_id}",
+                f"list/transfer/{transfer}",
+                f"list/case/{desk.case_id}",
+                f"verify/transfer/{transfer}/0000",
+            ):
+                await page.goto(f"{desk.url}/desk#{fragment}")
+                await page.wait_for_function(
+                    "() => document.querySelector('#view h2, #view .paper') !== null"
+                )
+                addresses.append(page.url)
+            await page.click("#lang")  # the switch keeps the view, and only the view
+            await page.wait_for_selector("#tabs a")
+            assert page.url.endswith(f"lang=zh#verify/transfer/{transfer}/0000")
+            assert desk.problems == [], desk.problems
+        finally:
+            await browser.close()
+    assert all(admin not in address for address in addresses), addresses
+    assert_token_kept_out(desk, admin)
+    assert any("/api/admin/audit" in url for url in desk.requests)
