@@ -239,7 +239,7 @@ async def test_links_are_created_listed_and_revoked(desk: Desk, tmp_path: Path) 
             url = await page.input_value("#issued-url")
             code = await page.locator("#issued-code").inner_text()
             assert url.startswith(f"{desk.url}/t/") and len(code) >= 6
-            row = page.locator("tr.ticket.active")
+            row = page.locator("tr.link-row.active")
             await row.wait_for()
             assert "Judge Li, City court" in await row.inner_text()
             assert "0 / 3" in await row.inner_text()
@@ -254,8 +254,8 @@ async def test_links_are_created_listed_and_revoked(desk: Desk, tmp_path: Path) 
 
             page.once("dialog", lambda dialog: dialog.accept())
             await row.locator("button.revoke").click()
-            await page.locator("tr.ticket.revoked").wait_for()
-            shown = await page.locator("tr.ticket.revoked").inner_text()
+            await page.locator("tr.link-row.revoked").wait_for()
+            shown = await page.locator("tr.link-row.revoked").inner_text()
             assert "revoked" in shown
             answer = await page.goto(url)
             assert answer is not None and answer.status == 410

@@ -137,7 +137,7 @@ export function facts(pairs, className) {
 }
 
 export function table(headings, rows, className) {
-  return el(
+  return scrolls(el(
     "table",
     { class: className || "grid" },
     el("thead", {}, el("tr", {}, headings.map(function (h) {
@@ -148,7 +148,12 @@ export function table(headings, rows, className) {
         return el("td", {}, c);
       }));
     }))
-  );
+  ));
+}
+
+/* A wide table scrolls sideways inside its box instead of widening the page (tablets). */
+export function scrolls(node) {
+  return el("div", { class: "table-wrap" }, node);
 }
 
 var toastTimer = null;

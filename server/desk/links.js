@@ -3,7 +3,7 @@
  * as the API answers them only once.
  */
 import * as api from "./api.js";
-import { clear, el, fmtSize, fmtTime, problem, stateLabel, t, table, toast } from "./dom.js";
+import { clear, el, fmtSize, fmtTime, problem, scrolls, stateLabel, t, table, toast } from "./dom.js";
 
 var EXPIRIES = ["1d", "7d", "30d", "90d"];
 
@@ -168,14 +168,14 @@ function ticketRows(ctx, tickets, caseNames) {
     var limit = ticket.max_views ? ticket.views_used + " / " + ticket.max_views : String(ticket.views_used);
     return el(
       "tr",
-      { "data-ticket": ticket.id, class: "ticket " + ticket.state },
+      { "data-ticket": ticket.id, class: "link-row " + ticket.state },
       el("td", {}, ticket.recipient || "—"),
       el("td", {}, ticket.case ? caseNames[ticket.case] || ticket.case : t("items_n", { n: ticket.evidence.length })),
       el("td", {}, el("span", { class: "state " + ticket.state }, stateLabel(ticket.state))),
       el("td", {}, ticket.permissions.indexOf("download") >= 0 ? t("perm_download") : t("perm_view"), ticket.access_code ? " · " + t("perm_code") : ""),
       el("td", {}, limit),
       el("td", {}, fmtTime(ticket.expires_at)),
-      el("td", { class: "row-actions" }, actions, details)
+      el("td", {}, el("div", { class: "row-actions" }, actions), details)
     );
   });
 }
@@ -210,13 +210,13 @@ export async function render(ctx, args) {
       return;
     }
     var head = [t("col_recipient"), t("col_case"), t("col_state"), t("col_permissions"), t("col_views"), t("col_expires"), ""];
-    listSlot.appendChild(
+    listSlot.appendChild(scrolls(
       el("table", { class: "grid tickets" },
         el("thead", {}, el("tr", {}, head.map(function (h) {
           return el("th", { scope: "col" }, h);
         }))),
         el("tbody", {}, ticketRows(ctx, tickets, caseNames)))
-    );
+    ));
   }
   await drawList();
 }
