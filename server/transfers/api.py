@@ -105,7 +105,8 @@ async def show(request: web.Request) -> web.Response:
 async def transfer_list(request: web.Request) -> web.Response:
     """GET /api/transfers/{id}/list: the printable transfer list (随案移送清单) of one transfer."""
     _, transfer = await _visible(request)
-    return web.json_response(paper.for_transfer(transfer, base_url=request.app[SETTINGS].base_url))
+    document = await paper.for_transfer(transfer, base_url=request.app[SETTINGS].base_url)
+    return web.json_response(document)
 
 
 async def case_list(request: web.Request) -> web.Response:
