@@ -14,7 +14,9 @@ from aiohttp import web
 from avidence import __version__
 from avidence.storage.base import Store
 
-from . import auth, health, kinds, retention, tickets, uploadpage
+from . import auth, desk, health, kinds, retention, tickets, uploadpage
+from .agencies import api as agencies_api
+from .audit import api as audit_api
 from .audit import log as audit
 from .audit import witness
 from .audit.witness import Witness
@@ -72,12 +74,15 @@ def create_app(
     api.setup(app)
     embedded_worker.setup(app)  # starts after the catalog and store open, stops before they close
     tickets.setup(app)
+    agencies_api.setup(app)
     cases_api.setup(app)
     transfers_api.setup(app)
     webhooks_api.setup(app)  # its dispatcher starts after the catalog opens
     openapi.setup(app)
     retention.setup(app)  # admin API; reports the store's locks after it opens
+    audit_api.setup(app)
     uploadpage.setup(app)
+    desk.setup(app)
     return app
 
 

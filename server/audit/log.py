@@ -58,7 +58,7 @@ def entry_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
-async def _head(conn: AsyncConnection) -> tuple[int, str]:
+async def read_head(conn: AsyncConnection) -> tuple[int, str]:
     row = (
         await conn.execute(
             sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
@@ -81,7 +81,7 @@ async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
         )
     ).first()
     if locked is None:
-        seq, digest = await _head(conn)
+        seq, digest = await read_head(conn)
         await conn.execute(audit_head.insert().values(id=1, seq=seq, hash=digest))
         return seq, digest
     return int(locked.seq), str(locked.hash)
@@ -126,7 +126,7 @@ async def checkpoint(
     """Sign the current head and hand it to the witnesses; None when the log is empty or the
     head is already signed."""
     async with engine.connect() as conn:
-        seq, head = await _head(conn)
+        seq, head = await read_head(conn)
         last = (await conn.execute(sa.select(sa.func.max(audit_checkpoints.c.seq)))).scalar()
     if seq == 0 or last == seq:
         return None

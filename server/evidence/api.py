@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .. import signing
 from ..agencies.access import owns_upload
-from ..auth import require
+from ..auth import require, require_site
 from ..cases import records as cases_db
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
@@ -16,9 +16,8 @@ from ..errors import BadRequest, Conflict, Gone, NotFound
 from ..jobs.views import with_media
 from ..requests import json_body
 from ..retention import records as retention_records
-from ..retention.api import require_site
 from ..retention.purge import tombstone
-from ..state import CATALOG, STORE
+from ..state import CATALOG, SETTINGS, STORE
 from ..tokens import Role
 from . import integrity, receipts, search
 from . import records as evidence_db
@@ -119,10 +118,14 @@ async def get_keys(request: web.Request) -> web.Response:
 
 
 async def list_findings(request: web.Request) -> web.Response:
-    """GET /api/admin/integrity: every unresolved scrub finding, originals first."""
+    """GET /api/admin/integrity: the scrub's state (counts by outcome, last and next round,
+    failed originals) and every unresolved finding on an original or a copy, originals first."""
     await require_site(request, "admin", "auditor")
-    found = await integrity.findings(request.app[CATALOG].engine)
-    return web.json_response({"findings": [f.to_json() for f in found]})
+    engine = request.app[CATALOG].engine
+    interval = float(request.app[SETTINGS].scrub_interval)
+    state = await integrity.summary(engine, interval=interval)
+    found = await integrity.findings(engine)
+    return web.json_response({**state, "findings": [f.to_json() for f in found]})
 
 
 async def resolve_finding(request: web.Request) -> web.Response:

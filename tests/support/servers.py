@@ -66,6 +66,7 @@ async def make_api(
     database: str | None = None,
     config_file: Path | None = None,
     outer: Sequence[Middleware] = (),
+    port: int | None = None,
     **settings: Any,
 ) -> AsyncIterator[Api]:
     """An app whose background work runs only when a test asks for it (`embedded_worker=True`,
@@ -88,7 +89,8 @@ async def make_api(
     _, other = await tokens.create(catalog.engine, role="uploader", name="room 2")
     app = create_app(cfg, catalog=catalog, store=store)
     app.middlewares[:0] = list(outer)  # outermost: they see every answer as sent
-    client: TestClient[Any, Any] = TestClient(ServedTestServer(app, host="127.0.0.1"))
+    # A fixed port lets `public_url` name this server, so the links it makes open in a browser.
+    client: TestClient[Any, Any] = TestClient(ServedTestServer(app, host="127.0.0.1", port=port))
     await client.start_server()
     try:
         yield Api(client, catalog, store, cfg, uploader, admin, other)
