@@ -13,7 +13,7 @@ from aiohttp import web
 
 from avidence import __version__
 
-from . import logs
+from . import address, logs
 from .app import create_app
 from .catalog.db import Catalog
 from .commands import Context, run, shared_options
@@ -70,6 +70,7 @@ async def _serve(settings: Settings, banner_file: Path | None, *, demo: bool = F
                 raise ValueError(
                     f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
                 ) from None
+            address.remember(settings)
             text = banner(settings)
             click.echo(text)
             if demo:

@@ -95,11 +95,22 @@ async def playable_derivative(
 
     `angle` picks the video stream of a multi-angle recording (0 is the first). When several
     profiles made playable copies, the first made wins (normally the built-in `mp4-h264`)."""
+    return await _first_derivative(engine, evidence_id, roles=PLAYABLE_ROLES, angle=angle)
+
+
+async def poster_derivative(engine: AsyncEngine, evidence_id: str) -> tuple[str, str] | None:
+    """(storage key, content type) of the poster frame the viewer shows before playing."""
+    return await _first_derivative(engine, evidence_id, roles=("poster",), angle=0)
+
+
+async def _first_derivative(
+    engine: AsyncEngine, evidence_id: str, *, roles: tuple[str, ...], angle: int
+) -> tuple[str, str] | None:
     query = (
         sa.select(derivatives.c.storage_key, derivatives.c.content_type)
         .where(
             derivatives.c.evidence_id == evidence_id,
-            derivatives.c.role.in_(PLAYABLE_ROLES),
+            derivatives.c.role.in_(roles),
             derivatives.c.angle == angle,
         )
         .order_by(derivatives.c.created_at, derivatives.c.id)

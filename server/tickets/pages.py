@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from importlib import resources
 from string import Template
 from typing import Any
 from urllib.parse import urlencode
 
 from ..evidence.records import Evidence
+from ..localtime import parse, show, time_html
 from ..markup import escape as _e
 from . import i18n, mediafacts
 from .records import Ticket
@@ -39,10 +40,6 @@ def _text(lang: str, key: str) -> str:
     return _e(i18n.text(lang, key))
 
 
-def when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def size_text(size: int, lang: str) -> str:
     value, unit = float(size), "B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -62,6 +59,7 @@ class Item:
     uploader: str
     analysis: dict[str, Any] | None = None  # `jobs.records.media_of`: probe and continuity
     custody: tuple[dict[str, Any], ...] = ()  # `cases.custody.of_evidence`
+    poster: bool = False  # the worker made a poster frame (`GET .../poster/<id>`)
 
 
 def layout(lang: str, title: str, body: str, *, path: str, embed: bool = False) -> str:
@@ -78,12 +76,13 @@ def layout(lang: str, title: str, body: str, *, path: str, embed: bool = False) 
     )
 
 
-def _player(record: Evidence, kind: str, base: str, lang: str) -> str:
+def _player(record: Evidence, kind: str, base: str, lang: str, *, has_poster: bool) -> str:
     t = functools.partial(_text, lang)
     if kind == "none":
         return f'<div class="player none"><p>{t("no_player")}</p></div>'
     if kind == "video":
-        element = '<video preload="none" playsinline></video>'
+        poster = f' poster="{_e(base)}/poster/{_e(record.id)}"' if has_poster else ""
+        element = f'<video preload="none" playsinline{poster}></video>'
     else:
         element = '<audio preload="none"></audio>'
 
@@ -95,14 +94,19 @@ def _player(record: Evidence, kind: str, base: str, lang: str) -> str:
     )
 
 
-def _card(item: Item, *, ticket: Ticket, base: str, lang: str) -> str:
+def _card(item: Item, *, ticket: Ticket, base: str, lang: str, place: tzinfo) -> str:
     t = functools.partial(_text, lang)
     record, analysis = item.record, item.analysis or {}
     duration = mediafacts.duration(analysis.get("probe"), record.metadata)
     media = [
         (key, value)
         for key, value in (
-            ("format", mediafacts.media_format(analysis.get("probe"))),
+            (
+                "format",
+                mediafacts.media_format(
+                    analysis.get("probe"), lang=lang, filename=record.filename or ""
+                ),
+            ),
             ("continuity", mediafacts.continuity(analysis.get("continuity"), lang)),
         )
         if value
@@ -121,7 +125,7 @@ def _card(item: Item, *, ticket: Ticket, base: str, lang: str) -> str:
         ("blake3", f'<span class="hash">{_e(record.blake3)}</span>'),
         ("sha256", f'<span class="hash">{_e(record.sha256 or "-")}</span>'),
         ("uploader", _e(item.uploader)),
-        ("received", _e(when(record.received_at))),
+        ("received", time_html(record.received_at, lang=lang, place=place)),
     ]
     labels = {"blake3": "BLAKE3", "sha256": "SHA-256"}
     rows = "".join(
@@ -137,13 +141,13 @@ def _card(item: Item, *, ticket: Ticket, base: str, lang: str) -> str:
     title = record.filename or record.id
     return (
         f'<section class="evidence" id="{_e(record.id)}"><h2>{_e(title)}</h2>'
-        f"{_player(record, item.kind, base, lang)}"
-        f'<dl class="facts">{rows}</dl>{_custody(item, lang)}'
+        f"{_player(record, item.kind, base, lang, has_poster=item.poster)}"
+        f'<dl class="facts">{rows}</dl>{_custody(item, lang, place)}'
         f'<div class="actions">{actions}</div></section>'
     )
 
 
-def _custody(item: Item, lang: str) -> str:
+def _custody(item: Item, lang: str, place: tzinfo) -> str:
     """The item's chain of custody: received, hashed, checked, handed on between agencies."""
     if not item.custody:
         return ""
@@ -155,8 +159,9 @@ def _custody(item: Item, lang: str) -> str:
             sender=entry.get("from") or "-",
             receiver=entry.get("to") or "-",
         )
-        when_text = str(entry.get("time", "")).replace("T", " ").replace("Z", " UTC")[:23]
-        lines.append(f"<li><time>{_e(when_text)}</time> {_e(words)}</li>")
+        moment = parse(str(entry.get("time", "")))
+        stamp = time_html(moment, lang=lang, place=place) if moment else ""
+        lines.append(f"<li>{stamp} {_e(words)}</li>")
     return (
         f'<details class="custody"><summary>{_text(lang, "custody")}</summary>'
         f"<ol>{''.join(lines)}</ol></details>"
@@ -169,15 +174,17 @@ def viewer(
     *,
     token: str,
     lang: str,
+    place: tzinfo,
     embed: bool = False,
 ) -> str:
-    """The page: notice, ticket facts, and one card per evidence item."""
+    """The page: notice, ticket facts, and one card per evidence item; times in `place`."""
     t = functools.partial(_text, lang)
     base = f"/t/{token}"
     left = ticket.views_left
     facts = (
         f'<p class="ticket"><span>{t("recipient")}: <b>{_e(ticket.recipient)}</b></span>'
-        f"<span>{t('expires')}: <b>{_e(when(ticket.expires_at))}</b></span>"
+        f"<span>{t('expires')}: "
+        f"<b>{time_html(ticket.expires_at, lang=lang, place=place)}</b></span>"
         f'<span>{t("views_left")}: <b id="views-left">'
         f"{_e(left) if left is not None else t('unlimited')}</b></span></p>"
     )
@@ -188,23 +195,39 @@ def viewer(
             for i in items
         )
         index = f'<nav class="items"><b>{t("items")}</b><ol>{links}</ol></nav>'
-    cards = "".join(_card(item, ticket=ticket, base=base, lang=lang) for item in items)
+    cards = "".join(_card(item, ticket=ticket, base=base, lang=lang, place=place) for item in items)
     exhausted = f"{i18n.text(lang, 'exhausted_title')}. {i18n.text(lang, 'exhausted_body')}"
+    words = " ".join(
+        f'data-msg-{name}="{t(key)}"'
+        for name, key in (
+            ("unplayable", "unplayable"),
+            ("network", "network"),
+            ("revoked", "stopped_revoked"),
+            ("expired", "stopped_expired"),
+            ("deleted", "stopped_deleted"),
+            ("own-clock", "your_clock"),
+        )
+    )
     main = (
-        f'<main data-views="{_e(base)}/views" data-msg-unplayable="{t("unplayable")}" '
-        f'data-msg-network="{t("network")}" data-msg-exhausted="{_e(exhausted)}">'
+        f'<main data-views="{_e(base)}/views" {words} data-msg-exhausted="{_e(exhausted)}">'
         f'<p class="notice" role="note">{t("notice")}</p>{facts}{index}{cards}</main>'
     )
     return layout(lang, i18n.text(lang, "title"), main, path=base, embed=embed)
 
 
 def code_form(
-    *, token: str, lang: str, tries_left: int | None = None, locked_until: datetime | None = None
+    *,
+    token: str,
+    lang: str,
+    place: tzinfo,
+    tries_left: int | None = None,
+    locked_until: datetime | None = None,
 ) -> str:
     t = functools.partial(_text, lang)
     status = ""
     if locked_until is not None:
-        status = _e(i18n.text(lang, "code_locked", time=when(locked_until)))
+        until = show(locked_until, lang=lang, place=place)
+        status = _e(i18n.text(lang, "code_locked", time=until))
     elif tries_left is not None:
         status = _e(i18n.text(lang, "code_wrong", n=tries_left))
     body = (

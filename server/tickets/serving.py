@@ -19,7 +19,7 @@ from ..audit.events import TicketDownloaded
 from ..errors import Forbidden, Gone, NotFound, TicketExhausted
 from ..evidence import records as evidence_db
 from ..evidence.receipts import get as get_receipt
-from ..jobs import playable_derivative
+from ..jobs import playable_derivative, poster_derivative
 from ..media import Representation, content_type, disposition, stream
 from ..state import CATALOG, STORE
 from . import seals
@@ -48,6 +48,12 @@ async def playable(request: web.Request, record: evidence_db.Evidence) -> Repres
     found = await playable_derivative(request.app[CATALOG].engine, record.id)
     if found is None:
         return representation(record)
+    return await _derived(request, record, found)
+
+
+async def _derived(
+    request: web.Request, record: evidence_db.Evidence, found: tuple[str, str]
+) -> Representation:
     key, kind = found
     info = await request.app[STORE].stat(key)
     return Representation(
@@ -130,6 +136,20 @@ async def media(request: web.Request) -> web.StreamResponse:
             watch.reason,
             outcome.sent,
         )
+    return response
+
+
+async def poster(request: web.Request) -> web.StreamResponse:
+    """GET /t/<token>/poster/<evidence>: the frame the worker picked, shown before playing.
+
+    No view is counted: the picture is part of the page, whose opening is on the audit log
+    (`ticket.opened`); a revoked, expired or used-up link gets no poster either."""
+    ticket = await resolve(request)
+    record = await _scoped(request, ticket)
+    found = await poster_derivative(request.app[CATALOG].engine, record.id)
+    if found is None:
+        raise NotFound("this evidence has no poster")
+    response, _ = await stream(request, request.app[STORE], await _derived(request, record, found))
     return response
 
 

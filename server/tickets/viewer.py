@@ -29,7 +29,7 @@ from ..evidence import records as evidence_db
 from ..jobs import records as jobs_records
 from ..media import content_type
 from ..requests import json_body
-from ..state import CATALOG
+from ..state import CATALOG, SETTINGS
 from . import codes, i18n, pages, records, seals
 from .runtime import RUNTIME, access_cookie, has_access, resolve, set_access_cookie
 
@@ -65,7 +65,12 @@ async def page(request: web.Request) -> web.StreamResponse:
     except ApiError as exc:
         return _problem(request, exc)
     if not has_access(request, ticket):
-        body = pages.code_form(token=token, lang=lang, locked_until=_locked(ticket))
+        body = pages.code_form(
+            token=token,
+            lang=lang,
+            place=request.app[SETTINGS].display_zone,
+            locked_until=_locked(ticket),
+        )
         return _html(request, body, status=401, **_CODE_CHALLENGE)
     engine = request.app[CATALOG].engine
     items = []
@@ -74,7 +79,9 @@ async def page(request: web.Request) -> web.StreamResponse:
             uploader = await tokens.name_of(conn, record.uploader) or record.uploader
             analysis = await jobs_records.media_of(engine, record.id)
             steps = await custody.of_evidence(engine, record.id, case_number=record.case_id)
-            items.append(pages.Item(record, _player_kind(record), uploader, analysis, tuple(steps)))
+            poster = await jobs_records.poster_derivative(engine, record.id) is not None
+            kind = _player_kind(record)
+            items.append(pages.Item(record, kind, uploader, analysis, tuple(steps), poster))
     await records.touch(engine, ticket.id)
     await unit.record(
         engine,
@@ -89,7 +96,9 @@ async def page(request: web.Request) -> web.StreamResponse:
         ),
     )
     embed = request.query.get("embed") == "1"
-    return _html(request, pages.viewer(ticket, items, token=token, lang=lang, embed=embed))
+    place = request.app[SETTINGS].display_zone
+    body = pages.viewer(ticket, items, token=token, lang=lang, place=place, embed=embed)
+    return _html(request, body)
 
 
 def _locked(ticket: records.Ticket) -> datetime | None:
@@ -131,6 +140,7 @@ async def enter_code(request: web.Request) -> web.StreamResponse:
     body = pages.code_form(
         token=token,
         lang=lang,
+        place=request.app[SETTINGS].display_zone,
         tries_left=None if result.locked_until else result.tries_left,
         locked_until=result.locked_until,
     )

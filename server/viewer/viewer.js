@@ -35,6 +35,43 @@
     }
   }
 
+  /* A media element only says "error": ask the server why (a revoked or expired link, deleted
+   * evidence) before blaming the format, which is the answer only when the bytes are there. */
+  function explainError(box, media) {
+    fetch(media.getAttribute("src"), {
+      credentials: "same-origin",
+      headers: { Range: "bytes=0-0", Accept: "application/json" },
+      cache: "no-store"
+    })
+      .then(function (response) {
+        if (response.ok) {
+          say(box, msg.msgUnplayable);
+          return;
+        }
+        return response
+          .json()
+          .catch(function () {
+            return {};
+          })
+          .then(function (body) {
+            var code = body && body.error ? body.error.code : "";
+            var words = {
+              ticket_revoked: msg.msgRevoked,
+              ticket_expired: msg.msgExpired,
+              ticket_exhausted: msg.msgExhausted,
+              gone: msg.msgDeleted
+            };
+            say(box, words[code] || msg.msgNetwork);
+            if (words[code]) {
+              box.classList.add("ended");
+            }
+          });
+      })
+      .catch(function () {
+        say(box, msg.msgNetwork);
+      });
+  }
+
   function startView(box) {
     var media = box.querySelector("video, audio");
     var button = box.querySelector("button.start");
@@ -89,6 +126,10 @@
       });
   }
 
+  if (window.avidenceTime) {
+    window.avidenceTime.addOwnClock(msg.msgOwnClock);
+  }
+
   players.forEach(function (box) {
     var media = box.querySelector("video, audio");
     var button = box.querySelector("button.start");
@@ -106,7 +147,7 @@
     });
     media.addEventListener("error", function () {
       if (media.getAttribute("src")) {
-        say(box, msg.msgUnplayable);
+        explainError(box, media);
       }
     });
     media.addEventListener("play", function () {
