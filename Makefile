@@ -24,13 +24,19 @@ install-dev: $(BIN)/.installed-dev system-deps
 # Debian packages the tests use: ffmpeg/ffprobe (media fixtures, transcoding), b3sum (receipts
 # checked with an independent tool), chromium (the viewer and upload page in a real browser),
 # nginx (the documented reverse proxy), sqlite3 and pg_dump (backup and restore tests),
-# softhsm2 (a real PKCS#11 token for the HSM signing tests).
+# softhsm2 (a real PKCS#11 token for the HSM signing tests), fontconfig and a CJK font (zh pages
+# in screenshots).
 # Installed only when missing.
 SYSTEM_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg b3sum:b3sum chromium:chromium nginx:nginx-light \
-	sqlite3:sqlite3 pg_dump:postgresql-client softhsm2-util:softhsm2
+	sqlite3:sqlite3 pg_dump:postgresql-client softhsm2-util:softhsm2 fc-list:fontconfig
+# Fonts by the language they must cover (fc-list :lang=LANG), so Chinese pages render in the
+# screenshot tests instead of boxes.
+SYSTEM_FONTS := zh:fonts-noto-cjk
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	for pair in $(SYSTEM_FONTS); do \
+		fc-list :lang=$${pair%%:*} family 2>/dev/null | grep -q . || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \

@@ -181,11 +181,12 @@ def viewer(
     t = functools.partial(_text, lang)
     base = f"/t/{token}"
     left = ticket.views_left
+    colon = t("colon")  # "：" in Chinese, ": " in English
     facts = (
-        f'<p class="ticket"><span>{t("recipient")}: <b>{_e(ticket.recipient)}</b></span>'
-        f"<span>{t('expires')}: "
+        f'<p class="ticket"><span>{t("recipient")}{colon}<b>{_e(ticket.recipient)}</b></span>'
+        f"<span>{t('expires')}{colon}"
         f"<b>{time_html(ticket.expires_at, lang=lang, place=place)}</b></span>"
-        f'<span>{t("views_left")}: <b id="views-left">'
+        f'<span>{t("views_left")}{colon}<b id="views-left">'
         f"{_e(left) if left is not None else t('unlimited')}</b></span></p>"
     )
     index = ""

@@ -48,6 +48,7 @@
       });
     var clock = fields.hour + ":" + fields.minute + ":" + fields.second;
     var utc = offset(date, zone);
+    name = name === undefined ? zone : name;
     var label = name && name !== utc ? name + (zh() ? "，" : ", ") + utc : utc;
     if (zh()) {
       return (
