@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev system-deps node-deps lint bench clean
+.PHONY: run test install install-dev system-deps node-deps lint bench clean client-exe
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,23 @@ bench: install-dev node-deps
 	$(BIN)/python bench/client.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/transcode.py
+
+## The client alone as one executable file, dist/avidence, for recorder PCs without Python:
+## built by PyInstaller in a fresh client-only virtualenv, so nothing of the server is inside
+## (about a minute here; tests/test_client_lean.py builds and runs it).
+CLIENT_VENV := build/client-venv
+client-exe: dist/avidence
+
+dist/avidence: pyproject.toml avidence/__init__.py client/*.py storage/digests.py
+	rm -rf $(CLIENT_VENV) build/pyinstaller
+	$(PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/pip install --quiet '.[client-exe]'
+	# The entry script lives outside the source tree (next to it, the tree's own avidence/
+	# folder, without the client, would hide the installed package) and is not avidence.py.
+	mkdir -p build/pyinstaller
+	printf 'from avidence.client.cli import main\n\nmain()\n' > build/pyinstaller/client_main.py
+	cd build/pyinstaller && ../client-venv/bin/pyinstaller --onefile --name avidence --clean \
+		--noconfirm --log-level WARN --distpath ../../dist --workpath work client_main.py
 
 lint: install-dev
 	$(BIN)/ruff check server client storage transcode tests bench
