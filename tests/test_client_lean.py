@@ -65,7 +65,7 @@ def upload_watch_verify(avidence: Path, server: ServerProcess, token: str, tmp_p
     random_file(recording, 2 * 1024 * 1024 + 17)
     out = run(avidence, "upload", recording, "--server", server.url, "--token", token,
               "--case", "2026-0777", timeout=120, env=env)  # fmt: skip
-    found = re.search(r"receipt (\S+)", out)
+    found = re.search(r"; receipt (\S+)", out)
     assert found is not None, out
     receipt = Path(found.group(1))
     keys = keys_file(server, tmp_path)
