@@ -12,12 +12,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
 from avidence.storage.digests import normalize
 from avidence.storage.s3body import PART_CHECKSUMS
 
+from .localtime import UnknownZone, zone
 from .proxies import parse_networks
 from .webhooks.targets import parse_allow
 
@@ -50,6 +52,7 @@ class Settings:
     digests: tuple[str, ...] = ("blake3", "sha256")
     tus_path: str = "/files/"
     public_url: str = ""
+    display_timezone: str = ""
     cors_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
     upload_expiry: int = 7 * 24 * 3600
@@ -111,6 +114,11 @@ class Settings:
         host = f"[{self.host}]" if ":" in self.host else self.host
         scheme = "https" if self.tls_cert else "http"
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def display_zone(self) -> tzinfo:
+        """The zone pages show times in: `display_timezone`, else the server's own."""
+        return zone(self.display_timezone)
 
     @property
     def store_root(self) -> Path:
@@ -320,6 +328,10 @@ def validate(settings: Settings) -> None:
     for name in _RETENTION_INTS:
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must be zero or positive")
+    try:
+        zone(settings.display_timezone)
+    except UnknownZone as exc:
+        raise ConfigError(str(exc)) from None
     try:
         parse_allow(settings.webhook_allow)
     except ValueError as exc:

@@ -8,64 +8,13 @@ fails under CI (where `make test` installs it) and is skipped elsewhere, with th
 from __future__ import annotations
 
 import asyncio
-import io
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from support.browser import CHROMIUM_ARGS, chromium
-from support.servers import ServerProcess, metadata
-
-BIN = Path(sys.executable).parent
-
-
-async def upload(server: ServerProcess, token: str, clip: Path) -> str:
-    data = await asyncio.to_thread(clip.read_bytes)
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Tus-Resumable": "1.0.0",
-        "Upload-Length": str(len(data)),
-        "Upload-Metadata": metadata(
-            case="2026-0001", item="interview 1", filename=clip.name, filetype="video/mp4"
-        ),
-        "Content-Type": "application/offset+octet-stream",
-    }
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{server.url}/files/", data=io.BytesIO(data), headers=headers) as response,
-    ):
-        assert response.status == 201, await response.text()
-        return response.headers["Avidence-Evidence-Id"]
-
-
-def ticket(server: ServerProcess, evidence_id: str, *extra: str) -> tuple[str, str]:
-    """`avidence-server ticket create ...`: the link (last line) and the access code, if any."""
-    out = subprocess.run(
-        [
-            str(BIN / "avidence-server"),
-            "ticket",
-            "create",
-            "--data-dir",
-            str(server.data_dir),
-            "--evidence",
-            evidence_id,
-            "--recipient",
-            "Li Ming (judge)",
-            *extra,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**server.env, "AVIDENCE_PORT": str(server.port)},
-    )
-    lines = out.stdout.strip().splitlines()
-    assert lines[-1].startswith(f"{server.url}/t/"), out.stdout
-    pins = [line.rsplit(" ", 1)[1] for line in lines if line.startswith("access code")]
-    return lines[-1], pins[0] if pins else ""
+from support.browser import issue_link as ticket
+from support.browser import upload_clip as upload
+from support.servers import ServerProcess
 
 
 async def test_judge_watches_and_seeks_then_an_expired_link_explains(

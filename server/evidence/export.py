@@ -19,8 +19,6 @@ The bundle is built in a sibling temporary folder and renamed into place at the 
 holds a complete bundle or nothing.
 """
 
-# ruff: noqa: RUF001  (the README's Chinese text uses full-width punctuation, as Chinese does)
-
 from __future__ import annotations
 
 import asyncio

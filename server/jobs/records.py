@@ -107,11 +107,25 @@ async def playable_copy(
 
     `angle` picks the video stream of a multi-angle recording (0 is the first). When several
     profiles made playable copies, the first made wins (normally the built-in `mp4-h264`)."""
+    return await _first_derivative(engine, evidence_id, roles=PLAYABLE_ROLES, angle=angle)
+
+
+async def poster_derivative(
+    engine: AsyncEngine | AsyncConnection, evidence_id: str
+) -> tuple[str, str] | None:
+    """(storage key, content type) of the poster frame the viewer shows before playing."""
+    found = await _first_derivative(engine, evidence_id, roles=("poster",), angle=0)
+    return (found.storage_key, found.content_type) if found is not None else None
+
+
+async def _first_derivative(
+    engine: AsyncEngine | AsyncConnection, evidence_id: str, *, roles: tuple[str, ...], angle: int
+) -> Derivative | None:
     query = (
         sa.select(derivatives)
         .where(
             derivatives.c.evidence_id == evidence_id,
-            derivatives.c.role.in_(PLAYABLE_ROLES),
+            derivatives.c.role.in_(roles),
             derivatives.c.angle == angle,
         )
         .order_by(derivatives.c.created_at, derivatives.c.id)
@@ -123,7 +137,7 @@ async def playable_copy(
 
 
 async def playable_derivative(
-    engine: AsyncEngine, evidence_id: str, *, angle: int = 0
+    engine: AsyncEngine | AsyncConnection, evidence_id: str, *, angle: int = 0
 ) -> tuple[str, str] | None:
     """(storage key, content type) of the playable copy (`playable_copy`), or None."""
     found = await playable_copy(engine, evidence_id, angle=angle)

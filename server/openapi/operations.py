@@ -104,6 +104,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/t/{token}/views", "viewer", "Start a counted view", status=201),
     Op("GET", "/t/{token}/media/{evidence_id}", "viewer", "Ranged media stream",
        media="application/octet-stream"),
+    Op("GET", "/t/{token}/poster/{evidence_id}", "viewer",
+       "Poster frame shown before playing (no view counted)", media="image/jpeg"),
     Op("GET", "/t/{token}/download/{evidence_id}", "viewer", "Download the original",
        media="application/octet-stream"),
     Op("GET", "/t/{token}/receipt/{evidence_id}", "viewer", "The item's signed receipt",

@@ -26,7 +26,7 @@ from ..errors import Forbidden, Gone, IntegrityWithheld, NotFound, TicketExhaust
 from ..evidence import integrity
 from ..evidence import records as evidence_db
 from ..evidence.receipts import get as get_receipt
-from ..jobs.records import Derivative, playable_copy
+from ..jobs.records import Derivative, playable_copy, poster_derivative
 from ..media import Representation, content_type, disposition, extension, stream
 from ..state import CATALOG, SETTINGS, STORE
 from . import seals
@@ -88,6 +88,20 @@ async def played(engine: AsyncEngine, record: evidence_db.Evidence) -> Played:
         content_type=copy.content_type,
     )
     return Played(rep, copy_name(record.filename, copy), copy)
+
+
+async def _poster(
+    request: web.Request, record: evidence_db.Evidence, found: tuple[str, str]
+) -> Representation:
+    key, kind = found
+    info = await request.app[STORE].stat(key)
+    return Representation(
+        key=key,
+        size=info.size,
+        etag=f'"{record.blake3}-{key.rsplit("/", 1)[-1]}"',
+        last_modified=info.modified or record.received_at,
+        content_type=kind,
+    )
 
 
 async def _scoped(request: web.Request, ticket: Ticket) -> evidence_db.Evidence:
@@ -172,6 +186,20 @@ async def media(request: web.Request) -> web.StreamResponse:
             watch.reason or f"view_{allowance.ended}",
             outcome.sent,
         )
+    return response
+
+
+async def poster(request: web.Request) -> web.StreamResponse:
+    """GET /t/<token>/poster/<evidence>: the frame the worker picked, shown before playing.
+
+    No view is counted: the picture is part of the page, whose opening is on the audit log
+    (`ticket.opened`); a revoked, expired or used-up link gets no poster either."""
+    ticket = await resolve(request)
+    record = await _scoped(request, ticket)
+    found = await poster_derivative(request.app[CATALOG].engine, record.id)
+    if found is None:
+        raise NotFound("this evidence has no poster")
+    response, _ = await stream(request, request.app[STORE], await _poster(request, record, found))
     return response
 
 

@@ -67,7 +67,12 @@ async def page(request: web.Request) -> web.StreamResponse:
     except ApiError as exc:
         return _problem(request, exc)
     if not has_access(request, ticket):
-        body = pages.code_form(token=token, lang=lang, locked_until=_locked(ticket))
+        body = pages.code_form(
+            token=token,
+            lang=lang,
+            place=request.app[SETTINGS].display_zone,
+            locked_until=_locked(ticket),
+        )
         return _html(request, body, status=401, **_CODE_CHALLENGE)
     engine = request.app[CATALOG].engine
     items = []
@@ -76,6 +81,7 @@ async def page(request: web.Request) -> web.StreamResponse:
             uploader = await tokens.name_of(conn, record.uploader) or record.uploader
             analysis = await jobs_records.media_of(engine, record.id)
             steps = await custody.of_evidence(engine, record.id, case_number=record.case_id)
+            poster = await jobs_records.poster_derivative(engine, record.id) is not None
             copy, withheld = None, None
             try:
                 copy = (await played(engine, record)).copy
@@ -90,6 +96,7 @@ async def page(request: web.Request) -> web.StreamResponse:
                     tuple(steps),
                     copy=copy,
                     withheld=withheld,
+                    poster=poster,
                 )
             )
     await records.touch(engine, ticket.id)
@@ -108,7 +115,15 @@ async def page(request: web.Request) -> web.StreamResponse:
     embed = request.query.get("embed") == "1"
     settings = request.app[SETTINGS]
     limits = pages.ViewLimits(settings.view_window, settings.view_bytes_multiple)
-    body = pages.viewer(ticket, items, token=token, lang=lang, embed=embed, limits=limits)
+    body = pages.viewer(
+        ticket,
+        items,
+        token=token,
+        lang=lang,
+        place=settings.display_zone,
+        embed=embed,
+        limits=limits,
+    )
     return _html(request, body)
 
 
@@ -151,6 +166,7 @@ async def enter_code(request: web.Request) -> web.StreamResponse:
     body = pages.code_form(
         token=token,
         lang=lang,
+        place=request.app[SETTINGS].display_zone,
         tries_left=None if result.locked_until else result.tries_left,
         locked_until=result.locked_until,
     )

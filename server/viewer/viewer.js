@@ -94,7 +94,11 @@
   /* A media element does not say why a request failed: ask once with a one-byte range. A view
    * whose time or data allowance ran out answers 410 with a code; then a new view may start. */
   function explain(box, media, button, src) {
-    fetch(src, { credentials: "same-origin", headers: { Range: "bytes=0-0" } })
+    fetch(src, {
+      credentials: "same-origin",
+      headers: { Range: "bytes=0-0", Accept: "application/json" },
+      cache: "no-store"
+    })
       .then(function (response) {
         if (response.ok) {
           return "";
@@ -111,9 +115,12 @@
       .then(function (code) {
         var words = {
           view_spent: msg.msgSpent,
-          view_expired: msg.msgExpired,
+          view_expired: msg.msgViewExpired,
           integrity_withheld: msg.msgWithheld,
-          ticket_exhausted: msg.msgExhausted
+          ticket_exhausted: msg.msgExhausted,
+          ticket_revoked: msg.msgRevoked,
+          ticket_expired: msg.msgExpired,
+          gone: msg.msgDeleted
         }[code];
         if (code === "view_spent" || code === "view_expired") {
           media.removeAttribute("src");
@@ -122,11 +129,18 @@
           box.classList.remove("started");
           button.disabled = false;
         }
-        say(box, words || msg.msgUnplayable);
+        if (code === "ticket_revoked" || code === "ticket_expired" || code === "gone") {
+          box.classList.add("ended"); // the link or the recording is gone: say so, not "format"
+        }
+        say(box, words || (code ? msg.msgNetwork : msg.msgUnplayable));
       })
       .catch(function () {
         say(box, msg.msgNetwork);
       });
+  }
+
+  if (window.avidenceTime) {
+    window.avidenceTime.addOwnClock(msg.msgOwnClock);
   }
 
   players.forEach(function (box) {
