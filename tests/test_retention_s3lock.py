@@ -15,7 +15,9 @@ import pytest
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
+from avidence.server.cases import records as cases_db
 from avidence.server.catalog.schema import derivatives, tombstones
+from avidence.server.catalog.schema_exchange import DEFAULT_AGENCY
 from avidence.server.evidence import records as evidence_db
 from avidence.server.retention import holds, purge, records
 from avidence.storage import errors as store_errors
@@ -177,6 +179,9 @@ async def test_new_evidence_in_a_held_case_is_held_in_the_bucket(
     locked: Api, s3_env: SeaweedServer, s3_bucket: str
 ) -> None:
     engine = locked.catalog.engine
+    # The case is opened before anything is filed under it (a hold on an unknown number is
+    # refused as a typing mistake); its first recording arrives after the hold.
+    await cases_db.create(engine, agency_id=DEFAULT_AGENCY, number="H-2", title="held early")
     await holds.add(
         engine, locked.store, scope="case", target="H-2", reason="preserve", actor="admin"
     )

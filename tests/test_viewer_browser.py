@@ -8,10 +8,13 @@ fails under CI (where `make test` installs it) and is skipped elsewhere, with th
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from support.browser import CHROMIUM_ARGS, chromium
+import aiohttp
+
+from support.browser import BIN, CHROMIUM_ARGS, chromium
 from support.browser import issue_link as ticket
 from support.browser import upload_clip as upload
 from support.servers import ServerProcess
