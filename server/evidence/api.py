@@ -11,7 +11,7 @@ from ..agencies.access import owns_upload
 from ..auth import require, require_site
 from ..cases import records as cases_db
 from ..catalog import uploads as uploads_db
-from ..catalog.uploads import Upload
+from ..catalog.uploads import ConcatKind, Upload, UploadState
 from ..errors import BadRequest, Conflict, Gone, NotFound
 from ..jobs.views import with_media
 from ..requests import json_body
@@ -32,8 +32,10 @@ def upload_json(upload: Upload) -> dict[str, Any]:
         "length": upload.length,
         "offset": upload.offset,
         "concat": upload.concat or None,
-        "parts": upload.parts if upload.concat == "final" else None,
-        "consumed_by": upload.parts[0] if upload.state == "consumed" and upload.parts else None,
+        "parts": upload.parts if upload.concat == ConcatKind.FINAL else None,
+        "consumed_by": (
+            upload.parts[0] if upload.state == UploadState.CONSUMED and upload.parts else None
+        ),
         "metadata": upload.metadata,
         "digests": upload.digests,
         "evidence_id": upload.evidence_id,

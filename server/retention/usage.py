@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..catalog.schema import derivatives, evidence_retention, tokens, uploads
 from ..catalog.schema_exchange import agencies
+from ..catalog.uploads import UploadState
 from ..evidence import tallies
 from .records import Clock, utcnow
 
@@ -73,16 +74,19 @@ async def _uploads(conn: AsyncConnection, *, now: Any) -> dict[str, Any]:
         (
             "open",
             (
-                uploads.c.state == "receiving",
+                uploads.c.state == UploadState.RECEIVING,
                 sa.or_(uploads.c.expires_at.is_(None), uploads.c.expires_at >= now),
             ),
         ),
         (
             "pending_cleanup",
-            (uploads.c.state.in_(("receiving", "complete")), uploads.c.expires_at < now),
+            (
+                uploads.c.state.in_((UploadState.RECEIVING, UploadState.COMPLETE)),
+                uploads.c.expires_at < now,
+            ),
         ),
-        ("expired", (uploads.c.state == "expired",)),
-        ("quarantined", (uploads.c.state == "quarantined",)),
+        ("expired", (uploads.c.state == UploadState.EXPIRED,)),
+        ("quarantined", (uploads.c.state == UploadState.QUARANTINED,)),
     ):
         count, size = (await conn.execute(summary(*conditions))).one()
         out[name] = {"count": int(count), "bytes_received": int(size)}

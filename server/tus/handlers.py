@@ -103,10 +103,10 @@ class TusHandlers:
             or (principal.role == "admin" and upload.agency_id == principal.agency_id)
         ):
             raise NotFound("no such upload")
-        if upload.state == "terminated":
+        if upload.state == UploadState.TERMINATED:
             raise NotFound("the upload was terminated")
-        if upload.state == "expired" or (
-            upload.state == "receiving"
+        if upload.state == UploadState.EXPIRED or (
+            upload.state == UploadState.RECEIVING
             and upload.expires_at is not None
             and upload.expires_at < clock.now()
         ):
@@ -140,7 +140,7 @@ class TusHandlers:
         defer = header(h, "Upload-Defer-Length")
         if defer is not None and defer.strip() != "1":
             raise BadRequest("Upload-Defer-Length must be 1")
-        is_final = concat_spec is not None and concat_spec.kind == "final"
+        is_final = concat_spec is not None and concat_spec.kind == ConcatKind.FINAL
         if is_final:
             # "The Client MUST NOT include the Upload-Length header in the final upload creation"
             if length is not None or defer is not None:
@@ -153,7 +153,7 @@ class TusHandlers:
         declare.require_computed(
             (k for k in headers.DIGEST_KEYS if k in metadata), ctx.settings.digests
         )
-        partial = concat_spec is not None and concat_spec.kind == "partial"
+        partial = concat_spec is not None and concat_spec.kind == ConcatKind.PARTIAL
         headers.validate_evidence_fields(metadata, require_case=not partial)
         if not partial:  # the final upload carries the metadata the kind is checked on
             check_kind(request.app[KINDS], metadata)
@@ -261,7 +261,7 @@ class TusHandlers:
 
     async def head(self, upload: Upload) -> web.Response:
         offset = upload.offset
-        if upload.state == "receiving" and upload.concat != "final":
+        if upload.state == UploadState.RECEIVING and upload.concat != ConcatKind.FINAL:
             upload, offset = await self._settled_offset(upload)
         elif upload.length is not None:
             offset = upload.length
@@ -276,9 +276,9 @@ class TusHandlers:
             out["Upload-Length"] = str(upload.length)
         if upload.metadata:
             out["Upload-Metadata"] = headers.encode_metadata(upload.metadata)
-        if upload.concat == "partial":
+        if upload.concat == ConcatKind.PARTIAL:
             out["Upload-Concat"] = "partial"
-        elif upload.concat == "final":
+        elif upload.concat == ConcatKind.FINAL:
             base = self.ctx.settings.tus_path
             out["Upload-Concat"] = "final;" + " ".join(base + p for p in upload.parts or [])
         out.update(self._expiry_headers(upload))
@@ -317,14 +317,14 @@ class TusHandlers:
         offset = headers.non_negative_int(header(h, "Upload-Offset"), "Upload-Offset")
         if offset is None:
             raise BadRequest("Upload-Offset is required")
-        if upload.concat == "final":
+        if upload.concat == ConcatKind.FINAL:
             # "The Server MUST respond with the 403 Forbidden status to PATCH requests against
             # a final upload URL"
             raise Forbidden("a final upload cannot be patched")
         length = headers.non_negative_int(header(h, "Upload-Length"), "Upload-Length")
-        if upload.state != "receiving":
+        if upload.state != UploadState.RECEIVING:
             if offset == upload.length and not self._has_body(request):
-                if upload.state == "verifying":
+                if upload.state == UploadState.VERIFYING:
                     # A retried last PATCH resumes a verification that stopped (the signing
                     # key was unavailable, say); one already running is awaited, not repeated.
                     upload = await finish.await_outcome(self.ctx, upload.id)
@@ -440,7 +440,7 @@ class TusHandlers:
 
     @staticmethod
     def _expiry_headers(upload: Upload) -> dict[str, str]:
-        if upload.state != "receiving" or upload.expires_at is None:
+        if upload.state != UploadState.RECEIVING or upload.expires_at is None:
             return {}
         return {"Upload-Expires": format_datetime(upload.expires_at, usegmt=True)}
 
