@@ -21,20 +21,22 @@ import asyncio
 import logging
 import mimetypes
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
 from aiohttp import web
 
-from avidence.storage.base import Store
+from avidence.storage.base import LocalFiles, Store
 from avidence.storage.errors import StoreError
 
 from .errors import RangeNotSatisfiable
 from .streams import read_ahead
+
+SENDFILE_PIECE = 1024 * 1024  # checks (revocation, budget) run between pieces
 
 log = logging.getLogger("avidence.media")
 
@@ -273,28 +275,28 @@ async def stream(
         await budget.start(length)
     try:
         # Opened before the headers go out, so a missing object is still a clean error answer.
-        chunks = read_ahead(await store.read(rep.key, start=start, length=length))
+        pieces = await _pieces(request, response, store, rep.key, start=start, length=length)
     except BaseException:
         if budget is not None:
             await budget.finish()
         raise
     try:
         await response.prepare(request)
-        async for chunk in chunks:
-            cut = False
+        async for piece in pieces:
+            size, cut = piece.size, False
             if budget is not None:
-                allowed = await budget.take(len(chunk), ahead=length - outcome.sent)
-                if allowed < len(chunk):
-                    chunk, cut = chunk[:allowed], True
+                allowed = await budget.take(size, ahead=length - outcome.sent)
+                if allowed < size:
+                    size, cut = allowed, True
             try:
-                if chunk:
-                    await response.write(chunk)
+                if size:
+                    await piece.send(size)
             except ConnectionError:
                 outcome.aborted = True
                 break
-            outcome.sent += len(chunk)
-            if on_bytes is not None and chunk:
-                on_bytes(len(chunk))
+            outcome.sent += size
+            if on_bytes is not None and size:
+                on_bytes(size)
             if cut or (should_stop is not None and outcome.sent < length and await should_stop()):
                 outcome.stopped = True
                 response.force_close()
@@ -307,9 +309,77 @@ async def stream(
         outcome.aborted = True
         response.force_close()
     finally:
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
+        await pieces.aclose()
         if budget is not None:
             await asyncio.shield(budget.finish())
     return response, outcome
+
+
+@dataclass(slots=True, frozen=True)
+class Piece:
+    """The next part of a body: its size, and how to send its first `n` bytes."""
+
+    size: int
+    send: Callable[[int], Awaitable[None]]
+
+
+async def _pieces(
+    request: web.Request,
+    response: web.StreamResponse,
+    store: Store,
+    key: str,
+    *,
+    start: int,
+    length: int,
+) -> AsyncGenerator[Piece, None]:
+    """The body as pieces: zero-copy `sendfile` from a local store's file when the connection
+    allows it (plain TCP), else chunks read from the store. Opened before it is iterated."""
+    transport = request.transport
+    if isinstance(store, LocalFiles) and transport is not None and not _is_tls(transport):
+        path = await store.file_of(key)
+        file = await asyncio.to_thread(path.open, "rb")
+        return _file_pieces(transport, file, start=start, length=length)
+    chunks = read_ahead(await store.read(key, start=start, length=length))
+    return _chunk_pieces(response, chunks)
+
+
+def _is_tls(transport: asyncio.BaseTransport) -> bool:
+    return transport.get_extra_info("sslcontext") is not None
+
+
+async def _file_pieces(
+    transport: asyncio.BaseTransport, file: BinaryIO, *, start: int, length: int
+) -> AsyncGenerator[Piece, None]:
+    loop = asyncio.get_running_loop()
+    offset, end = start, start + length
+    try:
+        while offset < end:
+            here = offset
+
+            async def send(n: int, at: int = here) -> None:
+                assert isinstance(transport, asyncio.WriteTransport)
+                if transport.is_closing():
+                    raise ConnectionResetError("the client went away")
+                await loop.sendfile(transport, file, at, n)
+
+            size = min(SENDFILE_PIECE, end - offset)
+            yield Piece(size, send)
+            offset += size
+    finally:
+        await asyncio.to_thread(file.close)
+
+
+async def _chunk_pieces(
+    response: web.StreamResponse, chunks: AsyncIterator[bytes]
+) -> AsyncGenerator[Piece, None]:
+    try:
+        async for chunk in chunks:
+
+            async def send(n: int, data: bytes = chunk) -> None:
+                await response.write(data[:n])
+
+            yield Piece(len(chunk), send)
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
