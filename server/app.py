@@ -19,7 +19,8 @@ from avidence.storage.base import Store
 
 from . import auth, health, kinds, retention, tickets, uploadpage
 from .audit import log as audit
-from .audit import witness
+from .audit import tsa, witness
+from .audit.tsa import TimeStamper
 from .audit.witness import Witness
 from .cases import api as cases_api
 from .catalog.db import Catalog
@@ -85,13 +86,18 @@ def create_app(
     return app
 
 
-async def _seal_audit_log(app: web.Application, witnesses: list[Witness]) -> None:
+async def _seal_audit_log(
+    app: web.Application, witnesses: list[Witness], stamper: TimeStamper | None
+) -> None:
     """Sign the audit log's head every `checkpoint_interval` seconds and hand it to the
-    witnesses, so a truncation or a rollback costs at most that much unwitnessed history."""
+    witnesses (and the TSA, which also gets any checkpoint it missed while unreachable), so a
+    truncation or a rollback costs at most that much unwitnessed history."""
     while True:
         await asyncio.sleep(app[SETTINGS].checkpoint_interval)
         try:
-            await audit.checkpoint(app[CATALOG].engine, app[SIGNER], witnesses=witnesses)
+            await audit.checkpoint(
+                app[CATALOG].engine, app[SIGNER], witnesses=witnesses, stamper=stamper
+            )
         except Exception:
             log.exception("audit.checkpoint_failed")
 
@@ -129,8 +135,11 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
             ",".join(settings.digests),
         )
         witnesses = witness.configured(settings)
+        stamper = tsa.configured(settings)
         background = [
-            asyncio.create_task(_seal_audit_log(app, witnesses), name="audit-checkpoints")
+            asyncio.create_task(
+                _seal_audit_log(app, witnesses, stamper), name="audit-checkpoints"
+            )
         ]
         if settings.scrub_interval > 0:
             background.append(
@@ -151,6 +160,8 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         try:
+            # Not time-stamped here: shutdown does not wait on a TSA; the next start's first
+            # pass asks for the token.
             await audit.checkpoint(app[CATALOG].engine, app[SIGNER], witnesses=witnesses)
         except KeyUnavailable as exc:
             log.error("audit.checkpoint_failed reason=signing_unavailable error=%s", exc)

@@ -25,7 +25,7 @@ from ..commands import (
 )
 from ..config import ConfigError
 from ..keys import history
-from . import extends, progress, unit, witness
+from . import extends, progress, tsa, unit, witness
 from . import log as audit
 from .events import AdminCommand
 
@@ -92,7 +92,12 @@ def audit_verify(
     except ConfigError as exc:
         fail(str(exc))
 
-    async def go() -> tuple[audit.Verdict, int, list[extends.Finding]]:
+    try:
+        stamps = tsa.verifier(settings)
+    except ConfigError as exc:
+        fail(str(exc))
+
+    async def go() -> tuple[audit.Verdict, int, list[extends.Finding], tsa.Report]:
         async with opened_catalog(settings) as catalog:
             if roots is not None:
                 keys = await history.trusted(catalog.engine, roots)
@@ -106,9 +111,11 @@ def audit_verify(
             except (OSError, ValueError) as exc:
                 raise ValueError(f"a witness cannot be read: {exc}") from None
             findings += await extends.facts_without_entries(catalog.engine)
-            return verdict, checked, findings
+            report = await tsa.check_all(catalog.engine, stamps, since=since.seq if since else 0)
+            findings += [extends.Finding("timestamp", problem) for problem in report.problems]
+            return verdict, checked, findings, report
 
-    verdict, checked, findings = run(go())
+    verdict, checked, findings, report = run(go())
     if not verdict.ok:
         click.echo(f"audit log BROKEN at entry {verdict.bad_seq}: {verdict.problem}", err=True)
     for finding in findings:
@@ -125,12 +132,34 @@ def audit_verify(
         f"audit log OK: {walked}, {verdict.checkpoints} signed checkpoints, "
         f"{checked} witnessed checkpoints extended ({names})"
     )
+    _report_timestamps(report, stamps)
+
+
+def _report_timestamps(report: tsa.Report, stamps: tsa.TimeStamper | None) -> None:
+    if report.stamped:
+        newest = report.newest.isoformat() if report.newest else "?"
+        name = stamps.pinned.name if stamps else "?"
+        click.echo(
+            f"time-stamped by {name}: {report.stamped} checkpoints verified, newest at {newest}"
+        )
+    if report.awaiting and stamps is not None:
+        click.echo(
+            f"NOTE {len(report.awaiting)} checkpoints await a time-stamp (newest "
+            f"{report.awaiting[-1]}): the TSA was not configured or not reachable when they "
+            "were signed; the next checkpoint pass asks for them"
+        )
+    if report.unchecked:
+        click.echo(
+            f"NOTE {report.unchecked} time-stamps kept but not checked: set tsa_certificates "
+            "to the TSA's pinned certificates"
+        )
 
 
 @audit_group.command("checkpoint")
 @shared_options
 def audit_checkpoint(ctx: Context) -> None:
-    """Sign the current head of the log now."""
+    """Sign the current head of the log now (and, with a TSA, time-stamp it and every
+    checkpoint still waiting for a time-stamp)."""
     settings = ctx.settings()
 
     async def go() -> dict[str, Any] | None:
@@ -138,7 +167,10 @@ def audit_checkpoint(ctx: Context) -> None:
             signer = signing.load_signer(settings)
             await signing.register(catalog.engine, signer)
             return await audit.checkpoint(
-                catalog.engine, signer, witnesses=witness.configured(settings)
+                catalog.engine,
+                signer,
+                witnesses=witness.configured(settings),
+                stamper=tsa.configured(settings),
             )
 
     document = run(go())

@@ -32,7 +32,9 @@ from ..catalog.schema import audit_checkpoints, audit_head, audit_log, evidence,
 from ..catalog.schema_exchange import transfers
 from .witness import Witness
 
-Kind = Literal["truncation", "rollback", "fork", "checkpoint_deleted", "unsigned", "missing"]
+Kind = Literal[
+    "truncation", "rollback", "fork", "checkpoint_deleted", "unsigned", "missing", "timestamp"
+]
 
 
 @dataclass(slots=True, frozen=True)

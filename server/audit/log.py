@@ -24,9 +24,10 @@ from avidence.client.canonical import PublicKeys, VerificationError
 from ..catalog.schema import audit_checkpoints, audit_head, audit_log
 from ..signing import Signer
 from ..webhooks import outbox
-from . import witness
+from . import tsa, witness
 from .entries import GENESIS, entry_body, entry_hash, iso
 from .events import AuditEvent
+from .tsa import TimeStamper
 from .walk import walk
 from .witness import Witness
 
@@ -99,10 +100,24 @@ async def append(conn: AsyncConnection, *events: AuditEvent) -> list[int]:
 
 
 async def checkpoint(
-    engine: AsyncEngine, signer: Signer, *, witnesses: Sequence[Witness] = ()
+    engine: AsyncEngine,
+    signer: Signer,
+    *,
+    witnesses: Sequence[Witness] = (),
+    stamper: TimeStamper | None = None,
 ) -> dict[str, Any] | None:
-    """Sign the current head and hand it to the witnesses; None when the log is empty or the
-    head is already signed."""
+    """Sign the current head and hand it to the witnesses; with a TSA, time-stamp it and every
+    checkpoint still waiting for a time-stamp (a TSA that does not answer is logged, not
+    raised). None when the log is empty or the head is already signed."""
+    document = await _sign_head(engine, signer, witnesses)
+    if stamper is not None:
+        await tsa.stamp_pending(engine, stamper)
+    return document
+
+
+async def _sign_head(
+    engine: AsyncEngine, signer: Signer, witnesses: Sequence[Witness]
+) -> dict[str, Any] | None:
     async with engine.connect() as conn:
         seq, head = await _head(conn)
         last = (await conn.execute(sa.select(sa.func.max(audit_checkpoints.c.seq)))).scalar()
