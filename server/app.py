@@ -125,6 +125,16 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
         await register(app[CATALOG].engine, app[SIGNER])
         if settings.trusted_keys:
             app[PINNED_KEYS] = await _pinned(app[CATALOG].engine, settings, app[SIGNER])
+        shown = await history.publishable(
+            app[CATALOG].engine, active=app[SIGNER].key_id, pinned=app.get(PINNED_KEYS)
+        )
+        if shown.left_out:
+            # Keys rotated before certificates existed, or rows added behind the server's back.
+            log.warning(
+                "keys.not_published ids=%s reason=no_chain_to_the_key_history "
+                "hint='avidence-server key certify'",
+                ",".join(shown.left_out),
+            )
         app[STORE] = store or build_store(settings)
         await app[STORE].open()
         app[CUSTODY] = Custody(app[CATALOG].engine, app[STORE], settings, app[SIGNER])

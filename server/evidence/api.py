@@ -6,16 +6,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import signing
 from ..agencies.access import can_see, owns_upload
 from ..auth import require
 from ..catalog import uploads as uploads_db
 from ..catalog.uploads import Upload
 from ..errors import Gone, NotFound
 from ..jobs.views import with_media
+from ..keys import history
 from ..retention import records as retention_records
 from ..retention.purge import tombstone
-from ..state import CATALOG
+from ..state import CATALOG, PINNED_KEYS, SIGNER
 from ..tokens import Role
 from . import receipts
 from . import records as evidence_db
@@ -93,8 +93,15 @@ async def get_receipt(request: web.Request) -> web.Response:
 
 
 async def get_keys(request: web.Request) -> web.Response:
-    """Every public key that ever signed a receipt or checkpoint. Public by design."""
-    return web.json_response({"keys": await signing.published(request.app[CATALOG].engine)})
+    """Every public key that signed receipts or checkpoints and chains to the key history (the
+    catalog's other rows are not vouched for by any key, so they are not published). Public by
+    design."""
+    keys = await history.publishable(
+        request.app[CATALOG].engine,
+        active=request.app[SIGNER].key_id,
+        pinned=request.app.get(PINNED_KEYS),
+    )
+    return web.json_response(keys.document)
 
 
 def setup(app: web.Application) -> None:
