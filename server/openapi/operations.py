@@ -32,7 +32,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/metrics", "service", "Prometheus metrics", media="text/plain"),
     Op("GET", "/api/version", "service", "Server name and version"),
     Op("GET", "/api/openapi.json", "service", "This document"),
-    Op("GET", "/api/keys", "custody", "Every public key that signed receipts, manifests, acks",
+    Op("GET", "/api/keys", "custody", "Public keys that signed and chain to the key history",
        answer="Keys"),
     Op("GET", "/api/kinds", "evidence", "Evidence kinds and their metadata JSON Schemas",
        answer="Kinds"),
