@@ -89,8 +89,10 @@ async def chain(database: str | None, tmp_path: Path) -> AsyncIterator[Chain]:
 
 @pytest.fixture()
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pages of 2 rows, so edits fall on page edges and the read-ahead runs many times."""
+    """Pages of 2 rows, so edits fall on page edges and the read-ahead runs many times, and
+    walks split between two processes after entry 3 (of 7) as long ones are."""
     monkeypatch.setattr(walk, "PAGE", 2)
+    monkeypatch.setattr(walk, "SPLIT", 2)
 
 
 async def test_an_untouched_log_walks_in_pages(chain: Chain, small_pages: None) -> None:
@@ -98,6 +100,39 @@ async def test_an_untouched_log_walks_in_pages(chain: Chain, small_pages: None) 
     verdict = await chain.verify()
     assert verdict.ok and verdict.entries == 7 and verdict.checkpoints == 1, verdict
     assert verdict.newest is not None and verdict.newest.seq == 7
+
+
+@pytest.mark.parametrize(
+    ("statement", "problem"),
+    [
+        (audit_log.update().where(audit_log.c.seq == 4).values(prev_hash="f" * 64), "follow"),
+        (audit_log.delete().where(audit_log.c.seq == 3), "missing"),
+        (audit_log.delete().where(audit_log.c.seq == 4), "missing"),
+        (audit_log.update().where(audit_log.c.seq == 2).values(actor="x"), "altered"),
+    ],
+    ids=["link_at_the_split", "last_of_the_first_half", "first_of_the_second_half", "first_half"],
+)
+async def test_a_split_walk_names_what_a_walk_in_one_piece_would(
+    chain: Chain,
+    small_pages: None,
+    statement: sa.Executable,
+    problem: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await chain.sql(statement)
+    joins: list[int] = []
+    join = walk.join
+    monkeypatch.setattr(walk, "join", lambda *a: joins.append(a[2]) or join(*a))
+    split = await chain.verify()
+    assert joins == [3]  # walked in two processes, split after entry 3
+    monkeypatch.setattr(walk, "SPLIT", 10**9)
+    whole = await chain.verify()
+    assert not split.ok and problem in (split.problem or ""), split
+    assert (split.problem, split.bad_seq, split.entries) == (
+        whole.problem,
+        whole.bad_seq,
+        whole.entries,
+    )
 
 
 @pytest.mark.parametrize(
