@@ -30,10 +30,12 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
@@ -46,8 +48,10 @@ from .entries import GENESIS, entry_hash, iso
 if TYPE_CHECKING:  # the worker process imports this module without SQLAlchemy
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+log = logging.getLogger("avidence.audit.walk")
+
 PAGE = 20_000
-SPLIT = 200_000  # walks longer than this are split between two processes
+SPLIT = 500_000  # walks longer than this are split between two processes
 END = 2**63 - 1  # no upper bound
 
 _COLUMNS = {
@@ -254,7 +258,11 @@ async def walk(
         try:
             await _walk_engine(engine, state, want, middle)
         finally:
-            later = await second
+            try:
+                later = await second
+            except (BrokenProcessPool, OSError) as exc:  # no worker: walk it here instead
+                log.warning("audit.walk_worker_failed error=%r", exc)
+                later = await _walk_engine(engine, Walk(middle, ""), want, END)
     return join(state, later, middle)
 
 
