@@ -97,6 +97,9 @@ class Settings:
     audit_witnesses: tuple[str, ...] = ()
     witness_lock_days: int = 3650
     checkpoint_interval: int = 300
+    tsa_url: str = ""
+    tsa_certificates: str = ""
+    tsa_timeout: int = 10
     upload_create_per_minute: int = 600
     max_open_uploads: int = 1000
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -157,6 +160,7 @@ _INT_FIELDS = {
     "webhook_timeout",
     "witness_lock_days",
     "checkpoint_interval",
+    "tsa_timeout",
     "upload_create_per_minute",
     "max_open_uploads",
     *_RETENTION_INTS,
@@ -285,6 +289,14 @@ def validate(settings: Settings) -> None:
         raise ConfigError("object_lock_days: must be zero or a positive number of days")
     if settings.checkpoint_interval < 1 or settings.witness_lock_days < 1:
         raise ConfigError("checkpoint_interval/witness_lock_days: must be positive")
+    if settings.tsa_url and not settings.tsa_url.startswith(("http://", "https://")):
+        raise ConfigError(f"tsa_url: {settings.tsa_url!r} is not an http(s) URL")
+    if settings.tsa_url and not settings.tsa_certificates:
+        raise ConfigError(
+            "tsa_certificates: pin the TSA's certificate and its CA (a PEM file) with tsa_url"
+        )
+    if settings.tsa_timeout < 1:
+        raise ConfigError("tsa_timeout: must be a positive number of seconds")
     if settings.scrub_interval < 0 or settings.scrub_age_days < 0:
         raise ConfigError("scrub_interval/scrub_age_days: must be zero or positive")
     if settings.read_timeout <= 0:

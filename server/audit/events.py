@@ -194,6 +194,15 @@ class KeyRotated(AuditEvent):
     certificate: dict[str, Any] | None = None  # the new key signed by the previous one
 
 
+@action("key.certified")
+@dataclass(slots=True, frozen=True, kw_only=True)
+class KeyCertified(AuditEvent):
+    """A key that predates certificates, certified afterwards by the key before it."""
+
+    previous: str
+    certificate: dict[str, Any]
+
+
 @action("admin.command")
 @dataclass(slots=True, frozen=True, kw_only=True)
 class AdminCommand(AuditEvent):

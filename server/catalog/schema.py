@@ -186,6 +186,9 @@ audit_checkpoints = Table(
     Column("count", BigInteger(), nullable=False),
     Column("time", UTCDateTime(), nullable=False),
     Column("document", JSON(), nullable=False),
+    # Base64 DER of the RFC 3161 TimeStampResp over the document (audit/tsa.py); NULL until the
+    # configured TSA answered.
+    Column("timestamp_token", Text()),
 )
 
 # Access tickets: only the SHA-256 of the link token is stored, like bearer tokens. The evidence a

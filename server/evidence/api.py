@@ -6,7 +6,6 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import signing
 from ..agencies.access import owns_upload
 from ..auth import require, require_site
 from ..cases import records as cases_db
@@ -14,10 +13,11 @@ from ..catalog import uploads as uploads_db
 from ..catalog.uploads import ConcatKind, Upload, UploadState
 from ..errors import BadRequest, Conflict, Gone, NotFound
 from ..jobs.views import with_media
+from ..keys import history
 from ..requests import json_body
 from ..retention import records as retention_records
 from ..retention.purge import tombstone
-from ..state import CATALOG, SETTINGS, STORE
+from ..state import CATALOG, PINNED_KEYS, SETTINGS, SIGNER, STORE
 from ..tokens import Role
 from . import integrity, receipts, search
 from . import records as evidence_db
@@ -115,8 +115,15 @@ async def get_receipt(request: web.Request) -> web.Response:
 
 
 async def get_keys(request: web.Request) -> web.Response:
-    """Every public key that ever signed a receipt or checkpoint. Public by design."""
-    return web.json_response({"keys": await signing.published(request.app[CATALOG].engine)})
+    """Every public key that signed receipts or checkpoints and chains to the key history (the
+    catalog's other rows are not vouched for by any key, so they are not published). Public by
+    design."""
+    keys = await history.publishable(
+        request.app[CATALOG].engine,
+        active=request.app[SIGNER].key_id,
+        pinned=request.app.get(PINNED_KEYS),
+    )
+    return web.json_response(keys.document)
 
 
 async def list_findings(request: web.Request) -> web.Response:

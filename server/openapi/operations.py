@@ -37,7 +37,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/metrics", "service", "Prometheus metrics", media="text/plain"),
     Op("GET", "/api/version", "service", "Server name and version"),
     Op("GET", "/api/openapi.json", "service", "This document"),
-    Op("GET", "/api/keys", "custody", "Every public key that signed receipts, manifests, acks",
+    Op("GET", "/api/keys", "custody", "Public keys that signed and chain to the key history",
        answer="Keys"),
     Op("GET", "/api/me", "service", "Who the bearer token is: name, role, agency, and whether "
        "it may read the site's storage administration", ANY, answer="Me"),
