@@ -29,6 +29,7 @@ from avidence.server.auth import AUTH_PROBES
 from avidence.server.catalog.schema_exchange import DEFAULT_AGENCY, webhook_deliveries
 from avidence.server.limits import RateLimiter
 from avidence.server.retention import holds
+from avidence.server.tickets.runtime import RUNTIME as TICKETS
 from avidence.server.webhooks import records as webhooks_db
 from avidence.storage.base import Store
 
@@ -101,6 +102,9 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/t/{token}/code"): row(*[404] * 6, 303, 303, *[404] * 4),  # no code: to page
     ("POST", "/t/{token}/views"): row(*[404] * 6, 201, 404, *[404] * 4),
     ("GET", "/t/{token}/media/{evidence_id}"): TICKET_BYTES,
+    # No worker runs here, so no poster was made: 404 for every caller, the link's too.
+    ("GET", "/t/{token}/poster/{evidence_id}"): row(*[404] * 12),
+    ("HEAD", "/t/{token}/poster/{evidence_id}"): row(*[404] * 12),
     ("GET", "/t/{token}/download/{evidence_id}"): TICKET_BYTES,
     ("GET", "/t/{token}/receipt/{evidence_id}"): TICKET_BYTES,
     ("GET", "/viewer/{name}"): ALL_200,
@@ -354,6 +358,10 @@ async def world(api: Api) -> World:
     # Ticket holders send their links as bearer tokens to every route from one address: lift
     # the guessing limit on unknown tokens (tested in test_floods.py) so the table sees 401s.
     api.client.app[AUTH_PROBES].limiter = RateLimiter(rate=1000.0, burst=100_000)
+    # Every caller also sends the one link to every /t/ route: lift its per-link request limit
+    # and the unknown-link limit (tested in test_ticket_probing.py) for the same reason.
+    api.client.app[TICKETS].limiter = RateLimiter(rate=1000.0, burst=100_000)
+    api.client.app[TICKETS].probes.limiter = RateLimiter(rate=1000.0, burst=100_000)
     _, auditor = await tokens.create(engine, role="auditor", name="auditor")
     _, handler = await tokens.create(engine, role="handler", name="handler")
     court = await make_agency(api, "City court")

@@ -85,6 +85,7 @@ def test_wait_keeps_retrying_until_the_server_is_up(tmp_path: Path) -> None:
     data = tmp_path / "srv"
     data.mkdir()
     server = ServerProcess(data, free_port(), [], dict(os.environ))
+    server.migrate()
     token = server.token()  # made in the catalog before the server runs
     path = tmp_path / "late.ts"
     digest = random_file(path, 100_000)

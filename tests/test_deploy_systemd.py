@@ -276,6 +276,8 @@ async def _upload_and_read_back(base: str, token: str, data: bytes) -> None:
 
 def test_worker_starts_under_memory_deny_write_execute(tmp_path: Path) -> None:
     _mdwe_available()
+    migrate = [str(BIN / "avidence-server"), "migrate", "--data-dir", str(tmp_path)]
+    subprocess.run(migrate, check=True, capture_output=True, timeout=120)
     proc = subprocess.Popen(
         [
             sys.executable,

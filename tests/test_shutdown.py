@@ -40,12 +40,12 @@ async def _offset(session: aiohttp.ClientSession, url: str, token: str) -> int:
         return int(r.headers["Upload-Offset"])
 
 
-async def _wait_offset(session: aiohttp.ClientSession, url: str, token: str, at_least: int) -> None:
-    for _ in range(200):
-        if await _offset(session, url, token) >= at_least:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the server never received the first MiB")
+async def _wait_sent(first_sent: asyncio.Event) -> None:
+    """Until the body's first MiB went out, and a moment for the server to take it in. Not by
+    polling HEAD: a HEAD asks the PATCH holding the upload to let go (as tusd's lock does), which
+    would end the very request this test keeps in flight."""
+    await asyncio.wait_for(first_sent.wait(), 10)
+    await asyncio.sleep(0.5)
 
 
 async def _patch(url: str, token: str, body: AsyncIterator[bytes], offset: int) -> Any:
@@ -64,8 +64,11 @@ async def test_sigterm_checkpoints_a_slow_patch_and_refuses_new_requests(
     token = server.token()
     stop_sending = asyncio.Event()
 
+    first_sent = asyncio.Event()
+
     async def slow() -> AsyncIterator[bytes]:
         yield DATA[:MiB]
+        first_sent.set()
         sent = MiB
         while not stop_sending.is_set() and sent < len(DATA) - 64 * 1024:
             await asyncio.sleep(0.1)
@@ -75,7 +78,7 @@ async def test_sigterm_checkpoints_a_slow_patch_and_refuses_new_requests(
     async with aiohttp.ClientSession() as session:
         url = await _create(session, server.url, token)
         patch = asyncio.create_task(_patch(url, token, slow(), 0))
-        await _wait_offset(session, url, token, MiB)
+        await _wait_sent(first_sent)
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
         sent_at = time.monotonic()
@@ -121,15 +124,18 @@ async def test_sigterm_lets_a_patch_in_flight_finish_within_the_grace(
     token = server.token()
     go_on = asyncio.Event()
 
+    first_sent = asyncio.Event()
+
     async def paused() -> AsyncIterator[bytes]:
         yield DATA[:MiB]
+        first_sent.set()
         await go_on.wait()
         yield DATA[MiB:]
 
     async with aiohttp.ClientSession() as session:
         url = await _create(session, server.url, token)
         patch = asyncio.create_task(_patch(url, token, paused(), 0))
-        await _wait_offset(session, url, token, MiB)
+        await _wait_sent(first_sent)
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
         sent_at = time.monotonic()

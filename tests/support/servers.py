@@ -174,6 +174,22 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def migrate(self) -> None:
+        """Make the catalog before the server first runs (admin commands never create one)."""
+        subprocess.run(
+            [
+                str(BIN / "avidence-server"),
+                "migrate",
+                "--data-dir",
+                str(self.data_dir),
+                *self._db_args(),
+            ],
+            check=True,
+            capture_output=True,
+            env=self.env,
+            timeout=120,
+        )
+
     def token(self, role: str = "uploader", name: str = "test") -> str:
         out = subprocess.run(
             [
