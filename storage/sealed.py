@@ -20,15 +20,32 @@ whose key record is gone was shredded and reads as `NotFound`.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 from . import sealkeys, sealread, sealtail
-from .base import LockSupport, ObjectInfo, Retainer, Store, Target, Truncator, VerifyingAppender
+from .base import (
+    Concatenator,
+    LockSupport,
+    ObjectInfo,
+    Retainer,
+    Store,
+    Target,
+    Truncator,
+    VerifyingAppender,
+)
 from .digests import MultiDigest
-from .errors import KeysUnavailable, NotFound, ObjectLocked, OffsetMismatch, StoreError
+from .errors import (
+    AlreadyExists,
+    KeysUnavailable,
+    NotFound,
+    ObjectLocked,
+    OffsetMismatch,
+    StoreError,
+)
 from .sealformat import HEADER, MAGIC, OVERHEAD, SEGMENT, Header, Sealer, Suite, plain_size
 from .sealkeys import KeyRing, KeyWrapping
 from .sealtail import Tail
@@ -81,8 +98,13 @@ class SealedStore:
         segment: int = SEGMENT,
         batch: int = BATCH,
     ) -> None:
-        if not isinstance(inner, Truncator | VerifyingAppender):
-            raise TypeError(f"store {inner.name!r} can neither cut back nor verify appends")
+        if not isinstance(inner, Truncator | VerifyingAppender) or not isinstance(
+            inner, Concatenator
+        ):
+            raise TypeError(
+                f"store {inner.name!r} cannot be sealed: it cannot cut back, verify "
+                "appends or concatenate"
+            )
         self.inner, self.ring, self.kek = inner, ring, kek
         self.suite, self.segment, self.batch = suite, segment, batch
         self.name = inner.name
@@ -102,6 +124,9 @@ class SealedStore:
     async def _target_sealer(self, target: Target) -> Sealer:
         found = await self._sealer(target.key)
         if found is None:
+            inner = _inner_handle(target)
+            assert inner is not None
+            await self.inner.offset(inner)  # NotFound: the target is gone (aborted) too
             raise KeysUnavailable("the data key of this sealed upload is missing", key=target.key)
         return found
 
@@ -312,6 +337,11 @@ class SealedStore:
         inner = _inner_handle(target)
         if inner is None:
             return await self.inner.finish(target, size=size)
+        try:
+            await self.inner.stat(target.key)
+            raise AlreadyExists("a finished object holds this key", key=target.key)
+        except NotFound:
+            pass
         sealer = await self._target_sealer(target)
         state = await self._state(inner, sealer)
         if state.plain(sealer.header.segment) != size:
@@ -422,25 +452,69 @@ class SealedStore:
     async def concatenate(
         self, key: str, sources: Sequence[str], *, digest: MultiDigest | None = None
     ) -> ObjectInfo:
-        """Each source is under its own data key: the bytes are opened and sealed again
-        under a new one, passing through `digest` on the way."""
+        """Each source is under its own data key: the bytes are opened and sealed again under
+        a new one (passing through `digest`) into a staging object, which the backend then
+        copies to `key` with its own concatenation, so `key` appears whole or not at all."""
+        assert isinstance(self.inner, Concatenator)
         for source in sources:
             await self.stat(source)  # NotFound before anything is made
-
-        async def joined() -> AsyncIterator[bytes]:
-            for source in sources:
-                async for chunk in await self.read(source):
-                    if digest is not None:
-                        digest.update(chunk)
-                    yield chunk
-
-        target = await self.create(key)
         try:
-            size = await self.append(target, offset=0, chunks=joined())
-            return await self.finish(target, size=size)
+            await self.inner.stat(key)
+            raise AlreadyExists("a finished object holds this key", key=key)
+        except NotFound:
+            pass
+        record = sealkeys.new_record(key, kek=self.kek, suite=self.suite, segment=self.segment)
+        sealer = sealkeys.sealer(record, self.kek)
+        staging = f"{key}.j{secrets.token_hex(6)}"
+        size = await self._seal_whole(staging, sealer, self._joined(sources, digest))
+        await self.ring.put(record)
+        try:
+            await self.inner.concatenate(key, [staging])
+        finally:
+            await self.inner.delete(staging)
+        return ObjectInfo(key, size)
+
+    async def _joined(
+        self, sources: Sequence[str], digest: MultiDigest | None
+    ) -> AsyncIterator[bytes]:
+        for source in sources:
+            async for chunk in await self.read(source):
+                if digest is not None:
+                    digest.update(chunk)
+                yield chunk
+
+    async def _seal_whole(self, name: str, sealer: Sealer, chunks: AsyncIterator[bytes]) -> int:
+        """Seal all of `chunks` into the finished backend object `name` in one pass; returns
+        the plaintext size."""
+        state = _State(0, 0, 0, Tail(0))
+        progress = _Progress(0)
+        size = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal size
+            async for chunk in chunks:
+                size += len(chunk)
+                yield chunk
+
+        async def whole() -> AsyncIterator[bytes]:
+            sealed = self._sealing(sealer, state, counted(), progress, keep_on_error=False)
+            async for blob in sealed:
+                yield blob
+            yield sealer.seal_segment(progress.segments, bytes(progress.leftover), final=True)
+
+        target = await self.inner.create(name)
+        try:
+            if isinstance(self.inner, VerifyingAppender):
+                stored = await self.inner.append_verified(
+                    target, offset=0, chunks=whole(), accept=lambda: True
+                )
+            else:
+                stored = await self.inner.append(target, offset=0, chunks=whole())
+            await self.inner.finish(target, size=stored)
         except BaseException:
-            await self.abort(target)
+            await self.inner.abort(target)
             raise
+        return size
 
 
 class SealedRetainingStore(SealedStore):
