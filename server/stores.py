@@ -14,8 +14,9 @@ from avidence.storage.local import LocalStore
 from avidence.storage.sealed import seal
 from avidence.storage.sealformat import Suite
 
-from .catalog.schema import data_keys, evidence, uploads
+from .catalog.schema import data_keys, uploads
 from .config import ConfigError, Settings
+from .evidence import tallies
 from .keys import kek
 from .keys.datakeys import CatalogKeyRing
 
@@ -52,7 +53,9 @@ async def sealing(settings: Settings, engine: AsyncEngine) -> tuple[bool, int]:
         return settings.encryption == "on", keys
     if keys:
         return True, keys
-    used = await _count(engine, evidence) or await _count(engine, uploads)
+    async with engine.connect() as conn:
+        stored = await tallies.any_stored(conn)
+    used = stored or bool(await _count(engine, uploads))
     if used:
         log.warning("store.plain reason=existing_plain_store hint=set_encryption_on")
     return not used, keys
