@@ -34,6 +34,8 @@ def as_role(value: str) -> Role:
         if value == role:
             return role
     raise ValueError(f"unknown role {value!r}; choose one of {', '.join(ROLES)}")
+
+
 PREFIX = "avd_"
 # Recording every use would turn each PATCH into a catalog write; a minute is precise enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)

@@ -51,7 +51,9 @@ async def create(engine: AsyncEngine, *, name: str, actor: str = "cli") -> Agenc
             )
             unit.record(
                 AgencyCreated(
-                    actor=actor, object=f"agency:{agency.id}", name=agency.name,
+                    actor=actor,
+                    object=f"agency:{agency.id}",
+                    name=agency.name,
                     time=agency.created_at,
                 )
             )

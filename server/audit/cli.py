@@ -75,9 +75,7 @@ def audit_verify(ctx: Context, pinned: Path | None) -> None:
                 keys = await _keys(catalog)
             verdict = await audit.verify(catalog.engine, keys)
             try:
-                checked, findings = await extends.against_witnesses(
-                    catalog.engine, keys, witnesses
-                )
+                checked, findings = await extends.against_witnesses(catalog.engine, keys, witnesses)
             except (OSError, ValueError) as exc:
                 raise ValueError(f"a witness cannot be read: {exc}") from None
             findings += await extends.facts_without_entries(catalog.engine)

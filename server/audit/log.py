@@ -116,9 +116,7 @@ async def append(conn: AsyncConnection, *events: AuditEvent) -> list[int]:
         await conn.execute(audit_log.insert().values(**row))
         await outbox.queue(conn, plan, event, seq)
         numbers.append(seq)
-    await conn.execute(
-        audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=prev)
-    )
+    await conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=prev))
     return numbers
 
 

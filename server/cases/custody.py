@@ -158,7 +158,6 @@ async def excerpt_objects(engine: AsyncEngine, case: Case) -> set[str]:
     return objects | {f"case:{case.id}"}
 
 
-
 async def excerpt(engine: AsyncEngine, case: Case | None) -> AsyncGenerator[Any, None]:
     """The log's entries (all of them, or the case's: see `excerpt_objects`), in order."""
     objects = await excerpt_objects(engine, case) if case is not None else None

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from avidence.storage.errors import KeysUnavailable
 from avidence.storage.sealformat import Header, Suite
@@ -99,13 +99,12 @@ class CatalogKeyRing:
             yield [_record(row) for row in rows]
             last = rows[-1].storage_key
 
-    async def rewrap(self, record: KeyRecord) -> bool:
-        """Replace the row's wrapped key and KEK id if it still holds `record`'s old wrapping
-        (a row destroyed meanwhile stays destroyed)."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                data_keys.update()
-                .where(data_keys.c.storage_key == record.key)
-                .values(kek_id=record.kek_id, wrapped=base64.b64encode(record.wrapped).decode())
-            )
-        return bool(result.rowcount)
+
+async def rewrap(conn: AsyncConnection, record: KeyRecord) -> bool:
+    """Store `record`'s new wrapping and KEK id; a row destroyed meanwhile stays destroyed."""
+    result = await conn.execute(
+        data_keys.update()
+        .where(data_keys.c.storage_key == record.key)
+        .values(kek_id=record.kek_id, wrapped=base64.b64encode(record.wrapped).decode())
+    )
+    return bool(result.rowcount)

@@ -35,8 +35,6 @@ log = logging.getLogger("avidence.tus.finish")
 WAIT_SECONDS = 25.0
 
 
-
-
 async def rehash(
     ctx: TusContext, key: str, *, algorithms: Iterable[str] | None = None
 ) -> dict[str, str]:
