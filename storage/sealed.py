@@ -19,6 +19,7 @@ whose key record is gone was shredded and reads as `NotFound`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
@@ -47,7 +48,7 @@ from .errors import (
     StoreError,
 )
 from .sealformat import HEADER, MAGIC, OVERHEAD, SEGMENT, Header, Sealer, Suite, plain_size
-from .sealkeys import KeyRing, KeyWrapping
+from .sealkeys import KeyRecord, KeyRing, KeyWrapping
 from .sealtail import Tail
 
 _log = logging.getLogger("avidence.storage.sealed")
@@ -117,18 +118,17 @@ class SealedStore:
 
     # -- keys ------------------------------------------------------------------------------
 
-    async def _sealer(self, key: str) -> Sealer | None:
-        record = await self.ring.get(key)
-        return None if record is None else sealkeys.sealer(record, self.kek)
-
-    async def _target_sealer(self, target: Target) -> Sealer:
-        found = await self._sealer(target.key)
+    async def _record(self, target: Target) -> KeyRecord:
+        found = await self.ring.get(target.key)
         if found is None:
             inner = _inner_handle(target)
             assert inner is not None
             await self.inner.offset(inner)  # NotFound: the target is gone (aborted) too
             raise KeysUnavailable("the data key of this sealed upload is missing", key=target.key)
         return found
+
+    async def _target_sealer(self, target: Target) -> Sealer:
+        return sealkeys.sealer(await self._record(target), self.kek)
 
     # -- upload targets --------------------------------------------------------------------
 
@@ -342,7 +342,8 @@ class SealedStore:
             raise AlreadyExists("a finished object holds this key", key=target.key)
         except NotFound:
             pass
-        sealer = await self._target_sealer(target)
+        record = await self._record(target)
+        sealer = sealkeys.sealer(record, self.kek)
         state = await self._state(inner, sealer)
         if state.plain(sealer.header.segment) != size:
             raise OffsetMismatch(
@@ -363,6 +364,7 @@ class SealedStore:
         else:
             stored = await self._append_once(inner, state.stored, head + final)
         info = await self.inner.finish(inner, size=stored)
+        await self.ring.put(dataclasses.replace(record, stored=stored))
         await sealtail.drop(self.inner, sealer.key, state.tail)
         return ObjectInfo(target.key, size, info.etag, info.modified)
 
@@ -400,32 +402,40 @@ class SealedStore:
             raw += chunk
         return Header.parse(bytes(raw))
 
-    async def _object(self, key: str) -> tuple[ObjectInfo, Sealer | None]:
-        """The backend's facts and the sealer (None: a plain object); NotFound when shredded."""
-        info = await self.inner.stat(key)
-        sealer = await self._sealer(key)
-        if sealer is None:
-            if info.size >= len(MAGIC) and await self._head(key) is not None:
+    async def _object(
+        self, key: str, *, info: bool
+    ) -> tuple[int, Sealer | None, ObjectInfo | None]:
+        """Stored length, sealer (None: a plain object) and, when asked or needed, the
+        backend's facts; NotFound when the object is absent or was shredded."""
+        record = await self.ring.get(key)
+        facts = None
+        if info or record is None or record.stored is None:
+            facts = await self.inner.stat(key)
+        if record is None:
+            assert facts is not None
+            if facts.size >= len(MAGIC) and await self._head(key) is not None:
                 raise NotFound("the object's data key was destroyed", key=key)
-            return info, None
+            return facts.size, None, facts
+        stored = record.stored if record.stored is not None else facts.size if facts else 0
         # The stored header is not read: segments are opened with the record's header in
         # their associated data, so an altered header cannot change what is served.
-        return info, sealer
+        return stored, sealkeys.sealer(record, self.kek), facts
 
     async def read(
         self, key: str, *, start: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        info, sealer = await self._object(key)
+        stored, sealer, _ = await self._object(key, info=False)
         if sealer is None:
             return await self.inner.read(key, start=start, length=length)
-        return await sealread.read(self.inner, sealer, stored=info.size, start=start, length=length)
+        return await sealread.read(self.inner, sealer, stored=stored, start=start, length=length)
 
     async def stat(self, key: str) -> ObjectInfo:
-        info, sealer = await self._object(key)
+        stored, sealer, facts = await self._object(key, info=True)
+        assert facts is not None
         if sealer is None:
-            return info
-        return ObjectInfo(key, plain_size(info.size, segment=sealer.header.segment),
-                          info.etag, info.modified)  # fmt: skip
+            return facts
+        size = plain_size(stored, segment=sealer.header.segment)
+        return ObjectInfo(key, size, facts.etag, facts.modified)
 
     async def delete(self, key: str) -> None:
         """Destroy the data key first (crypto-shredding), then the ciphertext. When retention
@@ -466,8 +476,8 @@ class SealedStore:
         record = sealkeys.new_record(key, kek=self.kek, suite=self.suite, segment=self.segment)
         sealer = sealkeys.sealer(record, self.kek)
         staging = f"{key}.j{secrets.token_hex(6)}"
-        size = await self._seal_whole(staging, sealer, self._joined(sources, digest))
-        await self.ring.put(record)
+        size, stored = await self._seal_whole(staging, sealer, self._joined(sources, digest))
+        await self.ring.put(dataclasses.replace(record, stored=stored))
         try:
             await self.inner.concatenate(key, [staging])
         finally:
@@ -483,9 +493,11 @@ class SealedStore:
                     digest.update(chunk)
                 yield chunk
 
-    async def _seal_whole(self, name: str, sealer: Sealer, chunks: AsyncIterator[bytes]) -> int:
+    async def _seal_whole(
+        self, name: str, sealer: Sealer, chunks: AsyncIterator[bytes]
+    ) -> tuple[int, int]:
         """Seal all of `chunks` into the finished backend object `name` in one pass; returns
-        the plaintext size."""
+        the plaintext and the sealed size."""
         state = _State(0, 0, 0, Tail(0))
         progress = _Progress(0)
         size = 0
@@ -514,7 +526,7 @@ class SealedStore:
         except BaseException:
             await self.inner.abort(target)
             raise
-        return size
+        return size, stored
 
 
 class SealedRetainingStore(SealedStore):

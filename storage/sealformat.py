@@ -66,7 +66,7 @@ def seal(suite: Suite, key: bytes, data: bytes, aad: bytes) -> bytes:
     return nonce + body + encryptor.tag
 
 
-def unseal(suite: Suite, key: bytes, blob: bytes, aad: bytes, *, what: str) -> bytes:
+def unseal(suite: Suite, key: bytes, blob: bytes | memoryview, aad: bytes, *, what: str) -> bytes:
     """The plaintext of `blob`; `Tampered` naming `what` when it fails authentication."""
     if len(blob) < OVERHEAD:
         raise Tampered(f"{what}: {len(blob)} bytes is shorter than a sealed segment")
@@ -74,7 +74,7 @@ def unseal(suite: Suite, key: bytes, blob: bytes, aad: bytes, *, what: str) -> b
     try:
         if suite is Suite.INTERNATIONAL:
             return AESGCM(key).decrypt(nonce, body, aad)
-        tag, text = body[-TAG:], body[:-TAG]
+        tag, text = bytes(body[-TAG:]), body[:-TAG]
         decryptor = Cipher(algorithms.SM4(key), modes.GCM(nonce, tag)).decryptor()
         decryptor.authenticate_additional_data(aad)
         return decryptor.update(text) + decryptor.finalize()
@@ -125,7 +125,7 @@ class Sealer:
     def seal_segment(self, index: int, data: bytes, *, final: bool) -> bytes:
         return seal(self.header.suite, self.data_key, data, self._aad(b"seg", index, final))
 
-    def open_segment(self, index: int, blob: bytes, *, final: bool) -> bytes:
+    def open_segment(self, index: int, blob: bytes | memoryview, *, final: bool) -> bytes:
         aad = self._aad(b"seg", index, final)
         return unseal(self.header.suite, self.data_key, blob, aad, what=f"segment {index}")
 

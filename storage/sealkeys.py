@@ -26,6 +26,7 @@ class KeyRecord:
     header: Header
     kek_id: str
     wrapped: bytes
+    stored: int | None = None  # the sealed object's length once finished: reads skip a stat
 
 
 class KeyWrapping(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from .base import Store
-from .errors import InvalidRange
+from .errors import InvalidRange, Tampered
 from .sealformat import HEADER, OVERHEAD, Sealer, plain_size
 
 
@@ -21,15 +21,26 @@ async def _segments(
     step = sealer.step
     begin = HEADER.size + first * step
     end = min(HEADER.size + (last + 1) * step, stored)
-    buffer = bytearray()
+    buffer = bytearray()  # a segment split across chunks; whole ones are opened in place
     index = first
-    async for chunk in await store.read(sealer.key, start=begin, length=end - begin):
-        buffer += chunk
-        while len(buffer) >= step and index < final:
-            blob = bytes(buffer[:step])
-            del buffer[:step]
-            yield index, sealer.open_segment(index, blob, final=False)
+    try:
+        pieces = await store.read(sealer.key, start=begin, length=end - begin)
+    except InvalidRange:
+        raise Tampered("the sealed object is shorter than recorded", key=sealer.key) from None
+    async for chunk in pieces:
+        view, at = memoryview(chunk), 0
+        if buffer:
+            at = min(step - len(buffer), len(view))
+            buffer += view[:at]
+            if len(buffer) == step and index < final:
+                yield index, sealer.open_segment(index, bytes(buffer), final=False)
+                index += 1
+                buffer.clear()
+        while len(view) - at >= step and index < final and not buffer:
+            yield index, sealer.open_segment(index, view[at : at + step], final=False)
             index += 1
+            at += step
+        buffer += view[at:]
     if index <= last:  # the final segment (shorter than a full one), or a cut object
         yield index, sealer.open_segment(index, bytes(buffer), final=index == final)
 

@@ -152,6 +152,7 @@ data_keys = Table(
     Column("object_id", String(32), nullable=False),  # hex of the header's 16 random bytes
     Column("kek_id", String(64), nullable=False),
     Column("wrapped", Text(), nullable=False),  # base64 of nonce | wrapped key | tag
+    Column("stored_size", BigInteger(), nullable=True),  # set when the object is finished
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_data_keys_kek_id", "kek_id"),
 )

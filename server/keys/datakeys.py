@@ -34,6 +34,7 @@ def _record(row: object) -> KeyRecord:
         header=header,
         kek_id=row.kek_id,  # type: ignore[attr-defined]
         wrapped=base64.b64decode(row.wrapped),  # type: ignore[attr-defined]
+        stored=row.stored_size,  # type: ignore[attr-defined]
     )
 
 
@@ -45,6 +46,7 @@ def _values(record: KeyRecord) -> dict[str, object]:
         "object_id": record.header.object_id.hex(),
         "kek_id": record.kek_id,
         "wrapped": base64.b64encode(record.wrapped).decode(),
+        "stored_size": record.stored,
     }
 
 

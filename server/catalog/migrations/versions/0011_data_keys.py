@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("object_id", sa.String(32), nullable=False),
         sa.Column("kek_id", sa.String(64), nullable=False),
         sa.Column("wrapped", sa.Text(), nullable=False),
+        sa.Column("stored_size", sa.BigInteger(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("storage_key", name="pk_data_keys"),
     )
