@@ -54,7 +54,10 @@ from .sealtail import Tail
 _log = logging.getLogger("avidence.storage.sealed")
 
 HANDLE_PREFIX = "sealed1:"
-BATCH = 16 * 1024 * 1024  # sealed bytes per all-or-nothing append: what a crash may lose
+# Sealed bytes per all-or-nothing append: what a crash may lose of one request. Each batch
+# ends inside a backend part (S3 keeps that as its tail and sends it again), so small batches
+# cost upload speed: 16 MiB ran at 0.4x on SeaweedFS, 256 MiB near one per request.
+BATCH = 256 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -231,7 +234,8 @@ class SealedStore:
             hint = None if expect is None else self._sealed_length(state, expect)
             await self.inner.append(inner, offset=state.stored, chunks=sealed, expect=hint)
         else:
-            await self._append_batches(inner, state.stored, sealed)
+            hint = None if expect is None else self._sealed_length(state, expect)
+            await self._append_batches(inner, state.stored, sealed, hint)
         new_offset = await self._settle(sealer, state, progress)
         if progress.error is not None:
             raise progress.error
@@ -242,7 +246,7 @@ class SealedStore:
         return whole * (self.segment + OVERHEAD) + (HEADER.size if state.stored == 0 else 0)
 
     async def _append_batches(
-        self, inner: Target, stored: int, sealed: AsyncIterator[bytes]
+        self, inner: Target, stored: int, sealed: AsyncIterator[bytes], expect: int | None
     ) -> None:
         """Feed `sealed` to an all-or-nothing backend `batch` bytes at a time."""
         assert isinstance(self.inner, VerifyingAppender)
@@ -268,9 +272,13 @@ class SealedStore:
                 yield blob
 
         while not done or pending:
+            began = stored
+            hint = min(expect, self.batch) if expect is not None and expect > 0 else None
             stored = await self.inner.append_verified(
-                inner, offset=stored, chunks=batch(), accept=lambda: True
+                inner, offset=stored, chunks=batch(), accept=lambda: True, expect=hint
             )
+            if expect is not None:
+                expect -= stored - began
 
     async def append_verified(
         self,

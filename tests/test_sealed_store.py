@@ -23,9 +23,11 @@ from avidence.server.keys.kek import FileKeks, Kek
 from avidence.storage.base import Store, Target
 from avidence.storage.errors import KeysUnavailable, NotFound, OffsetMismatch, Tampered
 from avidence.storage.local import LocalStore
+from avidence.storage.s3 import S3Store
 from avidence.storage.sealed import seal
 from avidence.storage.sealformat import HEADER, OVERHEAD, SEGMENT, Suite
 
+from support.seaweed import SeaweedServer
 from support.stores import Sealed, chunks_of, collect, sealed_over
 
 KiB = 1024
@@ -271,3 +273,33 @@ async def test_both_suites_round_trip(suite: Suite, tmp_path: Path) -> None:
             await collect(await sealed.store.read("ev/s/a.bin", start=SEGMENT - 3))
             == (data[SEGMENT - 3 :])
         )
+
+
+async def test_s3_appends_go_in_all_or_nothing_batches(
+    tmp_path: Path, s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    # Batches of three segments: one request becomes several appends into the multipart
+    # upload, each whole or not at all, and a cut request keeps every batch that landed.
+    inner = S3Store(endpoint_url=s3_env.endpoint, bucket=s3_bucket, part_size=5 * 1024 * KiB)
+    async with sealed_over(inner, tmp_path, batch=3 * STEP) as sealed:
+        data = recording(9 * SEGMENT + 4000)
+        target = await sealed.store.create("ev/b/a.bin")
+
+        async def cut_after(n: int) -> AsyncIterator[bytes]:
+            for i in range(0, n, 10_000):
+                yield data[i : min(i + 10_000, n)]
+            raise ConnectionResetError("client went away")
+
+        with pytest.raises(ConnectionResetError):
+            await sealed.store.append(target, offset=0, chunks=cut_after(7 * SEGMENT + 9))
+        offset = await sealed.store.offset(target)
+        assert offset == 7 * SEGMENT + 9
+        await sealed.store.append(
+            target,
+            offset=offset,
+            chunks=chunks_of(data[offset:], 70_000),
+            expect=len(data) - offset,
+        )
+        await sealed.store.finish(target, size=len(data))
+        assert await collect(await sealed.store.read("ev/b/a.bin")) == data
+        assert PATTERN not in await raw(sealed, "ev/b/a.bin")
