@@ -55,7 +55,7 @@ class Suite(IntEnum):
         return 32 if self is Suite.INTERNATIONAL else 16  # AES-256; SM4 has 128-bit keys
 
 
-def seal(suite: Suite, key: bytes, data: bytes, aad: bytes) -> bytes:
+def seal(suite: Suite, key: bytes, data: bytes | bytearray | memoryview, aad: bytes) -> bytes:
     """nonce | ciphertext | tag of `data` under `key`, authenticating `aad` too."""
     nonce = os.urandom(NONCE)
     if suite is Suite.INTERNATIONAL:
@@ -122,7 +122,9 @@ class Sealer:
              struct.pack(">QB", index, final))
         )  # fmt: skip
 
-    def seal_segment(self, index: int, data: bytes, *, final: bool) -> bytes:
+    def seal_segment(
+        self, index: int, data: bytes | bytearray | memoryview, *, final: bool
+    ) -> bytes:
         return seal(self.header.suite, self.data_key, data, self._aad(b"seg", index, final))
 
     def open_segment(self, index: int, blob: bytes | memoryview, *, final: bool) -> bytes:
