@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from avidence.server.keys.datakeys import CatalogKeyRing
+from avidence.server.keys.kek import FileKeks, Kek
 from avidence.server.retention import purge, records
 from avidence.server.stores import configured_store
 from avidence.storage.errors import NotFound
 from avidence.storage.local import LocalStore
 from avidence.storage.s3 import S3Store
 from avidence.storage.sealed import SealedStore
-from avidence.storage.sealformat import MAGIC
+from avidence.storage.sealformat import MAGIC, Suite
 
 from support.retention import clock, policy_of, retention_api, upload
 from support.seaweed import SeaweedServer
@@ -169,3 +171,44 @@ async def test_purge_under_object_lock_destroys_the_data_key(
     assert await CatalogKeyRing(sealed.catalog.engine).get(key) is None
     with pytest.raises(NotFound):
         await api.store.read(key)
+
+
+async def test_unreachable_kek_is_503_with_a_code_and_loses_nothing(tmp_path: Path) -> None:
+    async with sealed_over(LocalStore(tmp_path / "store"), tmp_path) as sealed:
+        async for api in make_api(tmp_path, sealed.store):
+            data = PATTERN * 5000
+            headers = {
+                **api.auth(),
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": metadata(case="K-1"),
+            }
+            created = await api.client.post("/files/", headers=headers)
+            url = "/files/" + created.headers["Location"].rsplit("/", 1)[1]
+            patch = {**api.auth(), "Tus-Resumable": "1.0.0", "Content-Type": OCTET}
+            first = await api.client.patch(
+                url, data=data[:70_000], headers={**patch, "Upload-Offset": "0"}
+            )
+            assert first.status == 204
+            # The KEK folder is gone (an unmounted volume): this process knows another KEK only.
+            keks = sealed.store.kek
+            sealed.store.kek = FileKeks(
+                tmp_path / "unmounted", Kek("other", Suite.INTERNATIONAL, os.urandom(32))
+            )
+            refused = await api.client.patch(
+                url, data=data[70_000:], headers={**patch, "Upload-Offset": "70000"}
+            )
+            assert refused.status == 503
+            assert (await refused.json())["error"]["code"] == "encryption_keys_unavailable"
+            sealed.store.kek = keks  # mounted again: nothing was lost
+            head = await api.client.head(url, headers={**api.auth(), "Tus-Resumable": "1.0.0"})
+            assert head.headers["Upload-Offset"] == "70000"
+            done = await api.client.patch(
+                url, data=data[70_000:], headers={**patch, "Upload-Offset": "70000"}
+            )
+            assert done.status == 204
+            evidence_id = done.headers["Avidence-Evidence-Id"]
+            record = await (
+                await api.client.get(f"/api/evidence/{evidence_id}", headers=api.auth())
+            ).json()
+            assert record["blake3"] == blake3.blake3(data).hexdigest()
