@@ -418,7 +418,12 @@ class SealedStore:
             except NotFound:
                 pass  # the target is gone already; its tails were dropped with it
         await self.inner.abort(inner)
-        await self.ring.destroy(target.key)
+        try:
+            await self.inner.stat(target.key)
+        except NotFound:
+            await self.ring.destroy(target.key)
+        # else a finished object holds the key (published by a process that died before the
+        # catalog knew): the record is that object's key now, and stays.
 
     # -- finished objects ------------------------------------------------------------------
 
