@@ -74,6 +74,7 @@ async def configured_store(settings: Settings, engine: AsyncEngine) -> Store:
         raise ConfigError(
             f"kek_dir: {exc}, but {keys} sealed objects need one: restore the KEK folder"
         ) from None
+    log.info("store.sealed suite=%s kek=%s", settings.encryption_suite, keks.kek_id)
     return seal(
         inner,
         ring=CatalogKeyRing(engine),
