@@ -68,6 +68,7 @@ class Settings:
     pkcs11_token: str = ""
     pkcs11_key: str = "avidence-signing"
     pkcs11_pin_file: str = ""
+    pkcs11_kek: str = "avidence-kek"
     trusted_keys: str = ""
     encryption: str = "auto"
     encryption_suite: str = "international"

@@ -69,7 +69,7 @@ async def configured_store(settings: Settings, engine: AsyncEngine) -> Store:
     if not sealed:
         return inner
     try:
-        keks = kek.load(settings, create=keys == 0)
+        keks = kek.configured(settings, create=keys == 0)
     except KeysUnavailable as exc:
         raise ConfigError(
             f"kek_dir: {exc}, but {keys} sealed objects need one: restore the KEK folder"

@@ -159,14 +159,33 @@ def key_export(ctx: Context, out: Path | None) -> None:
 
 @key_group.command("rotate-kek")
 @shared_options
-def key_rotate_kek(ctx: Context) -> None:
-    """Make a new key-encryption key active for new data keys (in kek_dir); the old KEK files
-    stay until `key rewrap` has moved every data key off them."""
+@click.option(
+    "--new-label",
+    default=None,
+    help="With key_provider = pkcs11: label of the new key-encryption key in the token; then "
+    "set pkcs11_kek to it.",
+)
+def key_rotate_kek(ctx: Context, new_label: str | None) -> None:
+    """Make a new key-encryption key for new data keys; the old KEK stays until `key rewrap`
+    has moved every data key off it."""
+    from avidence.storage.errors import KeysUnavailable
     from avidence.storage.sealformat import Suite
 
     from . import kek
 
     settings = ctx.settings()
+    if settings.key_provider == "pkcs11":
+        if not new_label:
+            fail("key rotate-kek: give --new-label LABEL for the new KEK in the PKCS#11 token")
+        from . import kekhsm
+
+        try:
+            made = kekhsm.load(settings, create=True, label=new_label)
+        except KeysUnavailable as exc:
+            fail(f"key rotate-kek: {exc}")
+        click.echo(f"key-encryption key {made.kek_id} is in the token as {new_label!r}")
+        click.echo(f"set pkcs11_kek = {new_label!r}, restart servers, then run key rewrap")
+        return
     new = kek.write_new(kek.kek_folder(settings), Suite.named(settings.encryption_suite))
     click.echo(f"active key-encryption key is now {new.id}; run key rewrap, then back up")
     click.echo(f"{kek.kek_folder(settings)} before retiring an old KEK file", err=True)
@@ -185,7 +204,7 @@ def key_rewrap(ctx: Context) -> None:
 
     async def go() -> tuple[int, dict[str, int], str]:
         async with opened_catalog(settings) as catalog:
-            keks = kek.load(settings, create=False)
+            keks = kek.configured(settings, create=False)
             moved = await rewrap.rewrap_all(catalog.engine, keks, actor="cli")
             return moved, await rewrap.remaining(catalog.engine), keks.kek_id
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from avidence.storage.errors import KeysUnavailable, Tampered
 from avidence.storage.sealformat import Suite, seal, unseal
+from avidence.storage.sealkeys import KeyWrapping
 
 from ..config import ConfigError, Settings
 
@@ -113,3 +114,12 @@ def load(settings: Settings, *, create: bool) -> FileKeks:
     if not create:
         raise KeysUnavailable(f"no key-encryption key in {folder}")
     return FileKeks(folder, write_new(folder, suite))
+
+
+def configured(settings: Settings, *, create: bool) -> KeyWrapping:
+    """The KEKs of the configured key provider: key files, or AES keys in the PKCS#11 token."""
+    if settings.key_provider == "pkcs11":
+        from . import kekhsm  # the PKCS#11 library is only loaded when it is used
+
+        return kekhsm.load(settings, create=create)
+    return load(settings, create=create)
