@@ -45,9 +45,19 @@ async def _count(engine: AsyncEngine, table: object) -> int:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())  # type: ignore[arg-type]
 
 
+def _shared_kek(settings: Settings) -> bool:
+    """Whether every replica will find the same KEK: one box (a SQLite catalog cannot be
+    shared), a KEK folder named or already holding a KEK, or the KEK in the PKCS#11 token."""
+    if settings.database_url.startswith("sqlite") or settings.key_provider == "pkcs11":
+        return True
+    return bool(settings.kek_dir) or (kek.kek_folder(settings) / kek.ACTIVE).exists()
+
+
 async def sealing(settings: Settings, engine: AsyncEngine) -> tuple[bool, int]:
     """Whether to seal, and how many data keys the catalog holds. `auto` seals a new store
-    (nothing stored yet) and one sealed before, and leaves a store that was plain plain."""
+    (nothing stored yet) and one sealed before, and leaves a store that was plain plain. On a
+    shared catalog it seals a new store only when the KEK is shared too: replicas starting
+    together must not each make a KEK of their own."""
     keys = await _count(engine, data_keys)
     if settings.encryption != "auto":
         return settings.encryption == "on", keys
@@ -55,10 +65,13 @@ async def sealing(settings: Settings, engine: AsyncEngine) -> tuple[bool, int]:
         return True, keys
     async with engine.connect() as conn:
         stored = await tallies.any_stored(conn)
-    used = stored or bool(await _count(engine, uploads))
-    if used:
+    if stored or await _count(engine, uploads):
         log.warning("store.plain reason=existing_plain_store hint=set_encryption_on")
-    return not used, keys
+        return False, keys
+    if not _shared_kek(settings):
+        log.warning("store.plain reason=no_shared_kek hint=set_kek_dir_or_encryption_on")
+        return False, keys
+    return True, keys
 
 
 async def configured_store(settings: Settings, engine: AsyncEngine) -> Store:

@@ -27,6 +27,7 @@ from avidence.storage.s3 import S3Store
 from avidence.storage.sealed import SealedStore
 from avidence.storage.sealformat import MAGIC, Suite
 
+from support.cluster import Cluster
 from support.retention import clock, policy_of, retention_api, upload
 from support.seaweed import SeaweedServer
 from support.servers import Api, make_api, metadata
@@ -212,3 +213,37 @@ async def test_unreachable_kek_is_503_with_a_code_and_loses_nothing(tmp_path: Pa
                 await api.client.get(f"/api/evidence/{evidence_id}", headers=api.auth())
             ).json()
             assert record["blake3"] == blake3.blake3(data).hexdigest()
+
+
+async def test_replicas_sharing_a_kek_folder_store_only_sealed_bytes(
+    cluster: Cluster,
+) -> None:
+    # Three replicas started together on a fresh catalog (support/cluster.py), KEKs in one
+    # shared folder: the bucket holds only sealed bytes (test_replicas_viewing streams them
+    # through every replica).
+    data = PATTERN * (MiB // len(PATTERN))
+    async with aiohttp.ClientSession() as session:
+        headers = cluster.auth(
+            **{
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": metadata(case="S-1"),
+                "Content-Type": OCTET,
+            }
+        )
+        async with session.post(
+            f"{cluster.url}/files/", data=io.BytesIO(data), headers=headers
+        ) as r:
+            assert r.status == 201, await r.text()
+            evidence_id = r.headers["Avidence-Evidence-Id"]
+        for replica in cluster.replicas:  # the record from each (bytes: test_replicas_viewing)
+            async with session.get(
+                f"{replica.url}/api/evidence/{evidence_id}", headers=cluster.auth()
+            ) as r:
+                assert (await r.json())["size"] == len(data)
+    client = cluster.seaweed.client()
+    listed = client.list_objects_v2(Bucket=cluster.bucket).get("Contents", [])
+    stored = [client.get_object(Bucket=cluster.bucket, Key=o["Key"])["Body"].read() for o in listed]
+    assert any(blob.startswith(MAGIC) for blob in stored)
+    assert not any(PATTERN in blob for blob in stored)
+    keks = Path(cluster.env["AVIDENCE_KEK_DIR"])
+    assert await asyncio.to_thread(lambda: list(keks.glob("kek-*.json")))
