@@ -8,16 +8,16 @@ CONFIG ?= deploy/demo.toml
 given = $(if $(filter command line,$(origin $(1))),$(2) $($(1)))
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev system-deps node-deps lint bench clean
+.PHONY: run test install install-dev system-deps node-deps lint bench clean client-exe
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[server]'
 	touch $@
 
 $(BIN)/.installed-dev: $(BIN)/.installed pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[server,dev]'
 	touch $@
 
 install: $(BIN)/.installed
@@ -27,13 +27,19 @@ install-dev: $(BIN)/.installed-dev system-deps
 # Debian packages the tests use: ffmpeg/ffprobe (media fixtures, transcoding), b3sum (receipts
 # checked with an independent tool), chromium (the viewer and upload page in a real browser),
 # nginx (the documented reverse proxy), sqlite3 and pg_dump (backup and restore tests),
-# softhsm2 (a real PKCS#11 token for the HSM signing tests).
+# softhsm2 (a real PKCS#11 token for the HSM signing tests), fontconfig and a CJK font (zh pages
+# in screenshots).
 # Installed only when missing.
 SYSTEM_TOOLS := ffmpeg:ffmpeg ffprobe:ffmpeg b3sum:b3sum chromium:chromium nginx:nginx-light \
-	sqlite3:sqlite3 pg_dump:postgresql-client softhsm2-util:softhsm2
+	sqlite3:sqlite3 pg_dump:postgresql-client softhsm2-util:softhsm2 fc-list:fontconfig
+# Fonts by the language they must cover (fc-list :lang=LANG), so Chinese pages render in the
+# screenshot tests instead of boxes.
+SYSTEM_FONTS := zh:fonts-noto-cjk
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	for pair in $(SYSTEM_FONTS); do \
+		fc-list :lang=$${pair%%:*} family 2>/dev/null | grep -q . || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \
@@ -67,6 +73,23 @@ bench: install-dev node-deps
 	$(BIN)/python bench/client.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/transcode.py
+
+## The client alone as one executable file, dist/avidence, for recorder PCs without Python:
+## built by PyInstaller in a fresh client-only virtualenv, so nothing of the server is inside
+## (about a minute here; tests/test_client_lean.py builds and runs it).
+CLIENT_VENV := build/client-venv
+client-exe: dist/avidence
+
+dist/avidence: pyproject.toml avidence/__init__.py client/*.py storage/digests.py
+	rm -rf $(CLIENT_VENV) build/pyinstaller
+	$(PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/pip install --quiet '.[client-exe]'
+	# The entry script lives outside the source tree (next to it, the tree's own avidence/
+	# folder, without the client, would hide the installed package) and is not avidence.py.
+	mkdir -p build/pyinstaller
+	printf 'from avidence.client.cli import main\n\nmain()\n' > build/pyinstaller/client_main.py
+	cd build/pyinstaller && ../client-venv/bin/pyinstaller --onefile --name avidence --clean \
+		--noconfirm --log-level WARN --distpath ../../dist --workpath work client_main.py
 
 lint: install-dev
 	$(BIN)/ruff check server client storage transcode tests bench

@@ -6,8 +6,13 @@ Builds a catalog per size (SQLite in a temporary folder by default, or a fresh P
 database per size when `--database` names a server's admin URL), fills the audit log with chained
 entries shaped like `evidence.created` ones (bulk inserts, not the server's append path), signs a
 checkpoint every 10,000 entries, then times `log.verify` (the hash chain walk and every
-checkpoint signature) and `extends.facts_without_entries`. Prints entries/s per size and the ratio
-of the per-entry cost at the largest size to the smallest (1.0 means linear).
+checkpoint signature), `extends.facts_without_entries`, and an incremental run from the newest
+checkpoint after 10,000 more entries (`audit verify --since-checkpoint`). Walks longer than
+`walk.SPLIT` entries are split between two processes; the same walk in one process is timed
+beside it. The baseline, run on the smallest size, is the walk by the definition: every row read
+through SQLAlchemy and re-encoded as canonical JSON (`entries.entry_hash`), as `audit verify`
+did before. Prints entries/s per size, the ratio to the baseline, and the ratio of the
+per-entry cost at the largest size to the smallest (1.0 means linear).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import tempfile
 import time
@@ -25,7 +31,7 @@ import asyncpg
 
 from avidence.client.canonical import PublicKeys
 from avidence.server import signing
-from avidence.server.audit import extends
+from avidence.server.audit import extends, walk
 from avidence.server.audit import log as audit
 from avidence.server.catalog.db import Catalog
 from avidence.server.catalog.schema import audit_checkpoints, audit_head, audit_log
@@ -34,12 +40,13 @@ from avidence.server.config import Settings, normalize_database_url
 BATCH = 10_000
 
 
-def _rows(count: int) -> tuple[list[dict[str, object]], list[tuple[int, str]]]:
-    """Chained entries and the (seq, head) of every BATCH-th one."""
+def _rows(
+    count: int, *, first: int = 1, prev: str = audit.GENESIS
+) -> tuple[list[dict[str, object]], list[tuple[int, str]]]:
+    """Chained entries from seq `first` and the (seq, head) of every BATCH-th one."""
     rows, heads = [], []
-    prev = audit.GENESIS
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    for seq in range(1, count + 1):
+    for seq in range(first, first + count):
         row = {
             "seq": seq,
             "time": start + timedelta(seconds=seq),
@@ -53,13 +60,15 @@ def _rows(count: int) -> tuple[list[dict[str, object]], list[tuple[int, str]]]:
         }
         row["hash"] = prev = audit.entry_hash(audit.entry_body(row))
         rows.append(row)
-        if seq % BATCH == 0 or seq == count:
+        if seq % BATCH == 0 or seq == first + count - 1:
             heads.append((seq, prev))
     return rows, heads
 
 
-async def _fill(catalog: Catalog, count: int, signer: signing.Signer) -> None:
-    rows, heads = _rows(count)
+async def _fill(
+    catalog: Catalog, count: int, signer: signing.Signer, *, first: int = 1, prev: str = ""
+) -> None:
+    rows, heads = _rows(count, first=first, prev=prev or audit.GENESIS)
     now = datetime.now(UTC)
     async with catalog.engine.begin() as conn:
         for start in range(0, len(rows), BATCH):
@@ -75,10 +84,24 @@ async def _fill(catalog: Catalog, count: int, signer: signing.Signer) -> None:
                     document=signer.sign("checkpoint", body),
                 )
             )
-        await conn.execute(audit_head.update().values(seq=count, hash=rows[-1]["hash"]))
+        await conn.execute(
+            audit_head.update().values(seq=first + count - 1, hash=rows[-1]["hash"])
+        )
 
 
-async def _one(size: int, admin_url: str | None, work: Path) -> dict[str, float]:
+async def _by_definition(catalog: Catalog) -> int:
+    """The baseline: every row through SQLAlchemy, re-encoded and hashed by the definition."""
+    prev, count = audit.GENESIS, 0
+    async for row in audit.rows(catalog.engine):
+        body = audit.entry_body(row)
+        assert row.prev_hash == prev and audit.entry_hash(body) == row.hash, row.seq
+        prev, count = row.hash, count + 1
+    return count
+
+
+async def _one(
+    size: int, admin_url: str | None, work: Path, *, baseline: bool
+) -> dict[str, float]:
     name = f"avidence_bench_{secrets.token_hex(4)}"
     if admin_url:
         conn = await asyncpg.connect(admin_url)
@@ -97,6 +120,16 @@ async def _one(size: int, admin_url: str | None, work: Path) -> dict[str, float]
         await _fill(catalog, size, signer)
         filled = time.perf_counter() - began
         keys = PublicKeys.load(json.dumps({"keys": await signing.published(catalog.engine)}))
+        # The one-process walk goes first: the first read after a bulk load is the slowest on
+        # PostgreSQL (it sets the rows' hint bits), which would flatter the split walk.
+        split = walk.SPLIT
+        walk.SPLIT = size + 1
+        try:
+            began = time.perf_counter()
+            assert (await audit.verify(catalog.engine, keys)).ok
+            alone = time.perf_counter() - began
+        finally:
+            walk.SPLIT = split
         began = time.perf_counter()
         verdict = await audit.verify(catalog.engine, keys)
         walked = time.perf_counter() - began
@@ -104,13 +137,31 @@ async def _one(size: int, admin_url: str | None, work: Path) -> dict[str, float]
         began = time.perf_counter()
         assert await extends.facts_without_entries(catalog.engine) == []
         facts = time.perf_counter() - began
+        base = 0.0
+        if baseline:
+            began = time.perf_counter()
+            assert await _by_definition(catalog) == size
+            base = time.perf_counter() - began
+        assert verdict.newest is not None
+        await _fill(catalog, BATCH, signer, first=size + 1, prev=verdict.newest.head_hash)
+        began = time.perf_counter()
+        more = await audit.verify(catalog.engine, keys, since=verdict.newest)
+        since = time.perf_counter() - began
+        assert more.ok and more.entries == BATCH, more
     finally:
         await catalog.close()
         if admin_url:
             conn = await asyncpg.connect(admin_url)
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await conn.close()
-    return {"fill_s": filled, "verify_s": walked, "facts_s": facts}
+    return {
+        "fill_s": filled,
+        "verify_s": walked,
+        "alone_s": alone,
+        "facts_s": facts,
+        "baseline_s": base,
+        "since_s": since,
+    }
 
 
 async def main() -> None:
@@ -120,14 +171,29 @@ async def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="avidence-verify-") as tmp:
-        results = {size: await _one(size, args.database, Path(tmp)) for size in sizes}
+        results = {
+            size: await _one(size, args.database, Path(tmp), baseline=size == sizes[0])
+            for size in sizes
+        }
     print(f"catalog: {'postgresql' if args.database else 'sqlite'}")
-    print("| entries | verify s | entries/s | facts check s |")
-    print("|---:|---:|---:|---:|")
+    print(
+        "| entries | verify s | entries/s | one process, entries/s | facts check s "
+        f"| --since-checkpoint, {BATCH:,} new |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
     for size, r in results.items():
-        rate = size / r["verify_s"]
-        print(f"| {size:,} | {r['verify_s']:.1f} | {rate:,.0f} | {r['facts_s']:.2f} |")
+        rate, alone = size / r["verify_s"], size / r["alone_s"]
+        print(
+            f"| {size:,} | {r['verify_s']:.2f} | {rate:,.0f} | {alone:,.0f} | {r['facts_s']:.2f} "
+            f"| {r['since_s']:.3f} s |"
+        )
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     small, large = sizes[0], sizes[-1]
+    base = results[small]["baseline_s"]
+    print(
+        f"baseline (by the definition, through SQLAlchemy) at {small:,}: "
+        f"{small / base:,.0f} entries/s; walk / baseline: {base / results[small]['verify_s']:.1f}x"
+    )
     per_small = results[small]["verify_s"] / small
     per_large = results[large]["verify_s"] / large
     print(f"cost per entry at {large:,} / at {small:,}: {per_large / per_small:.2f} (1.0 = linear)")

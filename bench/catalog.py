@@ -9,9 +9,9 @@ append path): evidence across 20 agencies and size/100 cases (one case of 1,000 
 uploads, retention rows and case memberships, a ticket per 10 items and two audit entries per
 item (created and a view). Then every query is run `runs` times on the filled catalog through
 the code the API handlers call (`evidence.search`, `evidence.records`, `cases.custody`,
-`retention.usage`, `retention.purge`), and p50/p95 milliseconds are printed per size with the
-growth from the smallest size to the largest (1.0: flat, as keyset pages and indexed lookups
-should be; a full scan grows with the size).
+`retention.usage`, `retention.purge`, the scrub's choice of what is due), and p50/p95
+milliseconds are printed per size with the growth from the smallest size to the largest (1.0:
+flat, as keyset pages and indexed lookups should be; a full scan grows with the size).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from avidence.server.catalog.schema import (
 from avidence.server.catalog.schema_exchange import agencies, case_agencies, cases
 from avidence.server.config import normalize_database_url
 from avidence.server.evidence import records as evidence_db
-from avidence.server.evidence import search
+from avidence.server.evidence import scrub, search
 from avidence.server.retention import purge, usage
 from avidence.server.retention.classes import Policy, RetentionClass
 from avidence.server.tokens import Principal
@@ -262,6 +262,11 @@ async def _measure(catalog: Catalog, world: World, runs: int) -> dict[str, tuple
         steps = await custody.timeline(engine, case, agency_id=case.agency_id, evidence_ids=ids)
         assert len(ids) == BIG_CASE_ITEMS and len(steps) >= BIG_CASE_ITEMS
 
+    async def scrub_page(n: int) -> None:
+        due = scrub._originals(datetime.now(UTC) - timedelta(days=30), None).limit(100)
+        async with engine.connect() as conn:
+            assert len((await conn.execute(due)).all()) == 100
+
     policy = Policy(
         classes={"standard": RetentionClass("standard", 3650)},
         default="standard",
@@ -280,6 +285,7 @@ async def _measure(catalog: Catalog, world: World, runs: int) -> dict[str, tuple
         "custody timeline, big case": await _time(max(runs // 4, 5), timeline),
         "usage report": await _time(3, lambda n: usage.report(engine)),
         "purge dry run": await _time(3, lambda n: purge.plan(engine, policy)),
+        "scrub, next 100 due": await _time(max(runs // 4, 5), scrub_page),
     }
     return results
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 from measure import DataFiles, MiB, human, mb_per_s, parse_size
 from servers import AvidenceServer, start_seaweed
-from stream import CHUNK, ticket_link, ticket_seek, ticket_sequential, upload
+from stream import CHUNK, http_seek, http_sequential, ticket_link, upload
 
 
 async def view(
@@ -35,9 +35,9 @@ async def view(
             assert answer.status == 201, await answer.text()
             grant = (await answer.json())["view"]
         url = f"{link}/media/{evidence_id}?view={grant}"
-        await ticket_seek(session, url, 0)  # connection and caches warm for both alike
-        sequential = await ticket_sequential(session, url, size)
-        seeks = [await ticket_seek(session, url, offset) for offset in offsets]
+        await http_seek(session, url, 0)  # connection and caches warm for both alike
+        sequential = await http_sequential(session, url, size)
+        seeks = [await http_seek(session, url, offset) for offset in offsets]
     return sequential, seeks
 
 

@@ -1,18 +1,24 @@
-"""Streaming benchmark: ticket media (`/t/<token>/media/...`) against boto3 `get_object` straight
-from the same SeaweedFS, on the same object, in the same run.
+"""Streaming benchmark: ticket media (`/t/<token>/media/...`) against what an operator would
+otherwise deploy in front of the same bytes, in the same run.
 
-    .venv/bin/python bench/stream.py [--size 1GiB] [--seeks 100] [--repeat 3] [--append-docs]
+    .venv/bin/python bench/stream.py [--store s3|local] [--size 1GiB] [--seeks 100] \
+        [--repeat 3] [--append-docs]
 
-Everything runs on 127.0.0.1: one SeaweedFS and one `avidence-server serve --storage s3`. The
-object is uploaded once through avidence (tus), a ticket is issued with `avidence-server ticket
-create`, and a view is started as the viewer page does. Then:
+Everything runs on 127.0.0.1. The object is uploaded once through avidence (tus), a ticket is
+issued with `avidence-server ticket create`, and a view is started as the viewer page does.
 
-- sequential: the whole object read in 1 MiB pieces, through the ticket vs boto3;
-- seeks: `--seeks` random 1 MiB ranges (the same offsets for both), one request each on a
-  kept-alive connection, as a player seeking; median and p95 latency.
+- `--store s3`: one SeaweedFS and `avidence-server serve --storage s3`; the peers are nginx
+  proxying a presigned URL of the same object (one worker process, as the server is one
+  process) and boto3 `get_object` straight from SeaweedFS (no proxy hop at all).
+- `--store local`: `avidence-server serve` on its local folder; the peer is nginx serving the
+  same stored file with `sendfile on`.
 
-It prints MB/s (10^6 bytes/s), latencies and ratios measured in this run and asserts nothing
-about absolute times. `--append-docs` appends the result and the command to docs/benchmarks.md.
+Per path: sequential (the whole object read in 1 MiB pieces), seeks (`--seeks` random 1 MiB
+ranges, the same offsets for every path, one request each on a kept-alive connection, as a
+player seeking; median and p95), and the serving process's CPU seconds per GB read (avidence's
+server process, nginx's worker; boto3 has no server). Paths alternate so caches favour none. It
+prints MB/s (10^6 bytes/s), latencies and ratios and asserts nothing about absolute times.
+`--append-docs` appends the result and the command to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,14 +34,15 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from measure import DataFiles, MiB, human, mb_per_s, parse_size
-from servers import BIN, ROOT, AvidenceServer, SeaweedServer, start_seaweed
+from measure import DataFiles, MiB, cpu_seconds, human, mb_per_s, parse_size
+from nginxpeer import Nginx, s3_proxy, start_nginx, static_root
+from servers import BIN, ROOT, AvidenceServer, start_seaweed
 
 CHUNK = MiB
 BUCKET = "bench-stream"
@@ -46,6 +53,7 @@ TUS = {"Tus-Resumable": "1.0.0"}
 class Numbers:
     sequential: list[float]  # seconds per full read
     seeks: list[float]  # seconds per 1 MiB ranged read
+    cpu: list[float] = field(default_factory=list)  # serving process CPU s per full read
 
     def mbps(self, size: int) -> float:
         return mb_per_s(size, statistics.median(self.sequential))
@@ -53,6 +61,9 @@ class Numbers:
     def seek_ms(self, quantile: float = 0.5) -> float:
         ordered = sorted(self.seeks)
         return 1000 * ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+
+    def cpu_per_gb(self, size: int) -> float | None:
+        return statistics.median(self.cpu) * 1e9 / size if self.cpu else None
 
 
 # -- set-up ------------------------------------------------------------------------------------
@@ -145,7 +156,7 @@ def boto3_seek(client: Any, key: str, offset: int) -> float:
     return time.perf_counter() - started
 
 
-async def ticket_sequential(session: aiohttp.ClientSession, url: str, size: int) -> float:
+async def http_sequential(session: aiohttp.ClientSession, url: str, size: int) -> float:
     started, received = time.perf_counter(), 0
     async with session.get(url) as answer:
         assert answer.status == 200, await answer.text()
@@ -155,7 +166,7 @@ async def ticket_sequential(session: aiohttp.ClientSession, url: str, size: int)
     return time.perf_counter() - started
 
 
-async def ticket_seek(session: aiohttp.ClientSession, url: str, offset: int) -> float:
+async def http_seek(session: aiohttp.ClientSession, url: str, offset: int) -> float:
     started = time.perf_counter()
     async with session.get(
         url, headers={"Range": f"bytes={offset}-{offset + CHUNK - 1}"}
@@ -165,57 +176,95 @@ async def ticket_seek(session: aiohttp.ClientSession, url: str, offset: int) -> 
     return time.perf_counter() - started
 
 
+@dataclass
+class Path_:
+    """One way to read the object: over HTTP from `url` (served by process `pid`), or boto3."""
+
+    name: str
+    url: str | None = None
+    pid: int | None = None
+    boto: Any = None
+    key: str = ""
+
+    async def sequential(self, session: aiohttp.ClientSession, size: int) -> tuple[float, float]:
+        """(seconds, serving CPU seconds) of one full read."""
+        before = cpu_seconds(self.pid) if self.pid else 0.0
+        if self.boto is not None:
+            took = await asyncio.to_thread(boto3_sequential, self.boto, self.key, size)
+        else:
+            assert self.url is not None
+            took = await http_sequential(session, self.url, size)
+        return took, (cpu_seconds(self.pid) - before) if self.pid else 0.0
+
+    async def seek(self, session: aiohttp.ClientSession, offset: int) -> float:
+        if self.boto is not None:
+            return await asyncio.to_thread(boto3_seek, self.boto, self.key, offset)
+        assert self.url is not None
+        return await http_seek(session, self.url, offset)
+
+
+async def start_view(session: aiohttp.ClientSession, link: str, evidence_id: str) -> str:
+    """The media URL of a started view, as the viewer page gets it."""
+    async with session.post(f"{link}/views", json={"evidence": evidence_id}) as answer:
+        assert answer.status == 201, await answer.text()
+        grant = (await answer.json())["view"]
+    return f"{link}/media/{evidence_id}?view={grant}"
+
+
 async def measure(
-    seaweed: SeaweedServer,
-    key: str,
-    link: str,
-    evidence_id: str,
-    *,
-    size: int,
-    offsets: list[int],
-    repeat: int,
-) -> tuple[Numbers, Numbers]:
-    """Alternate the two paths, after one unmeasured read each, so caches favour neither."""
-    ours, boto = Numbers([], []), Numbers([], [])
-    client = seaweed.client()
+    paths: list[Path_], *, size: int, offsets: list[int], repeat: int
+) -> dict[str, Numbers]:
+    """Alternate the paths, after one unmeasured read each, so caches favour none."""
+    results = {p.name: Numbers([], []) for p in paths}
     timeout = aiohttp.ClientTimeout(total=1800)
-    try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.post(f"{link}/views", json={"evidence": evidence_id}) as answer:
-                assert answer.status == 201, await answer.text()
-                grant = (await answer.json())["view"]
-            url = f"{link}/media/{evidence_id}?view={grant}"
-            await asyncio.to_thread(boto3_sequential, client, key, size)
-            await ticket_sequential(session, url, size)
-            for _ in range(repeat):
-                boto.sequential.append(await asyncio.to_thread(boto3_sequential, client, key, size))
-                ours.sequential.append(await ticket_sequential(session, url, size))
-            for offset in offsets:
-                boto.seeks.append(await asyncio.to_thread(boto3_seek, client, key, offset))
-                ours.seeks.append(await ticket_seek(session, url, offset))
-    finally:
-        client.close()
-    return ours, boto
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for path in paths:
+            await path.sequential(session, size)
+        for _ in range(repeat):
+            for path in paths:
+                took, cpu = await path.sequential(session, size)
+                results[path.name].sequential.append(took)
+                if path.pid:
+                    results[path.name].cpu.append(cpu)
+        for offset in offsets:
+            for path in paths:
+                results[path.name].seeks.append(await path.seek(session, offset))
+    return results
 
 
 # -- report ------------------------------------------------------------------------------------
 
 
-def report(size: int, ours: Numbers, boto: Numbers, seeks: int) -> str:
+def report(size: int, results: dict[str, Numbers], seeks: int, yardstick: str) -> str:
+    names = list(results)
+    ours = results[names[0]]
+
+    def cpu(n: Numbers) -> str:
+        value = n.cpu_per_gb(size)
+        return f"{value:.2f} s" if value is not None else "-"
+
     rows = [
-        ("sequential read", f"{ours.mbps(size):.0f} MB/s", f"{boto.mbps(size):.0f} MB/s"),
-        ("1 MiB seek, median", f"{ours.seek_ms():.1f} ms", f"{boto.seek_ms():.1f} ms"),
-        ("1 MiB seek, p95", f"{ours.seek_ms(0.95):.1f} ms", f"{boto.seek_ms(0.95):.1f} ms"),
+        ("sequential read", [f"{n.mbps(size):.0f} MB/s" for n in results.values()]),
+        ("1 MiB seek, median", [f"{n.seek_ms():.1f} ms" for n in results.values()]),
+        ("1 MiB seek, p95", [f"{n.seek_ms(0.95):.1f} ms" for n in results.values()]),
+        ("serving CPU per GB", [cpu(n) for n in results.values()]),
     ]
     lines = [
-        f"| {human(size)} object, {seeks} seeks | ticket media (avidence) | boto3 get_object |",
-        "|---|---|---|",
-        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        f"| {human(size)} object, {seeks} seeks | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        *[f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows],
         "",
-        f"- sequential ratio (avidence / boto3): {ours.mbps(size) / boto.mbps(size):.2f}x",
-        f"- median seek ratio (avidence / boto3): {ours.seek_ms() / boto.seek_ms():.2f}x "
-        "(lower is faster)",
     ]
+    for name in names[1:]:
+        peer = results[name]
+        lines.append(
+            f"- against {name}: sequential {ours.mbps(size) / peer.mbps(size):.2f}x, "
+            f"median seek {ours.seek_ms() / peer.seek_ms():.2f}x (lower is faster)"
+        )
+    peer = results[yardstick]
+    ours_cpu, peer_cpu = ours.cpu_per_gb(size), peer.cpu_per_gb(size)
+    if ours_cpu is not None and peer_cpu:
+        lines.append(f"- CPU per GB served against {yardstick}: {ours_cpu / peer_cpu:.2f}x")
     return "\n".join(lines)
 
 
@@ -223,22 +272,82 @@ def append_docs(text: str, command: str) -> None:
     docs = ROOT / "docs" / "benchmarks.md"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     section = (
-        f"\n## Streaming through a ticket (bench/stream.py)\n\n"
+        f"\n## Streaming through a ticket against nginx (bench/stream.py)\n\n"
         f"Measured {stamp} on {platform.node() or 'this box'} ({os.cpu_count()} cores, load "
-        f"average {os.getloadavg()[0]:.1f} at the end: other work shared the cores), SeaweedFS "
-        "and `avidence-server serve --storage s3` on 127.0.0.1, one client:\n\n"
+        f"average {os.getloadavg()[0]:.1f} at the end: other work shared the cores), everything "
+        "on 127.0.0.1, one client:\n\n"
         f"```sh\n{command}\n```\n\n{text}\n\n"
-        "The media path is aiohttp -> ticket and grant checks (SQLite) -> `Store.read` (an S3 "
-        "HEAD then a ranged GET) -> the socket, chunk by chunk; a seek costs those extra round "
-        "trips, a sequential read the extra copy through the server.\n"
+        "The media path is aiohttp -> ticket and grant checks (SQLite) -> `Store.read` -> the "
+        "socket, chunk by chunk; nginx forwards or sends the file with no checks at all.\n"
     )
     with docs.open("a", encoding="utf-8") as out:  # append only: other sections are not ours
         out.write(section)
     print(f"appended to {docs}")
 
 
+async def _prepare(server: AvidenceServer, path: Path, size: int) -> tuple[str, str, str]:
+    """(evidence id, storage key, ticket link) of the object uploaded through avidence."""
+    evidence_id, key = await upload(server, path, size)
+    return evidence_id, key, ticket_link(server, evidence_id)
+
+
+def run(store: str, size: int, offsets: list[int], repeat: int) -> dict[str, Numbers]:
+    with tempfile.TemporaryDirectory(prefix="avidence-stream-") as folder:
+        tmp = Path(folder)
+        seaweed = start_seaweed(tmp / "seaweed") if store == "s3" else None
+        server = (
+            AvidenceServer.s3(tmp / "avidence", seaweed, BUCKET)
+            if seaweed is not None
+            else AvidenceServer(data_dir=tmp / "avidence")
+        )
+        # nginx and boto3 read the very object the ticket serves: it must be stored as
+        # uploaded (bench/sealed_http.py compares sealed with plain through the ticket).
+        server.env["AVIDENCE_ENCRYPTION"] = "off"
+        nginx: Nginx | None = None
+        client: Any = None
+        try:
+            server.start()
+            data = DataFiles(tmp / "files").get(size)
+            print(f"uploading {human(size)} through avidence ({store}) ...")
+            evidence_id, key, link = asyncio.run(_prepare(server, data, size))
+            data.unlink()
+            print(f"ticket {link}")
+
+            async def view() -> str:
+                async with aiohttp.ClientSession() as session:
+                    return await start_view(session, link, evidence_id)
+
+            paths = [Path_("avidence ticket", url=asyncio.run(view()), pid=server.pid)]
+            if seaweed is not None:
+                client = seaweed.client()
+                presigned = client.generate_presigned_url(
+                    "get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=7200
+                )
+                nginx = start_nginx(tmp / "nginx", s3_proxy(seaweed.endpoint))
+                query = presigned.split(seaweed.endpoint, 1)[1]
+                paths.append(Path_("nginx -> S3", url=nginx.url + query, pid=nginx.worker_pid()))
+                paths.append(Path_("boto3 direct", boto=client, key=key))
+            else:
+                root = server.data_dir / "store" / "objects"
+                nginx = start_nginx(tmp / "nginx", static_root(root))
+                paths.append(
+                    Path_("nginx sendfile", url=f"{nginx.url}/{key}", pid=nginx.worker_pid())
+                )
+            print("measuring, paths alternately ...")
+            return asyncio.run(measure(paths, size=size, offsets=offsets, repeat=repeat))
+        finally:
+            if client is not None:
+                client.close()
+            if nginx is not None:
+                nginx.stop()
+            server.stop()
+            if seaweed is not None:
+                seaweed.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", choices=["s3", "local"], default="s3")
     parser.add_argument("--size", type=parse_size, default=parse_size("1GiB"))
     parser.add_argument("--seeks", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
@@ -248,37 +357,9 @@ def main() -> None:
     command = ".venv/bin/python bench/stream.py " + " ".join(sys.argv[1:])
     rng = random.Random(args.seed)
     offsets = [rng.randrange(0, args.size - CHUNK) for _ in range(args.seeks)]
-    with tempfile.TemporaryDirectory(prefix="avidence-stream-") as folder:
-        tmp = Path(folder)
-        seaweed = start_seaweed(tmp / "seaweed")
-        server = AvidenceServer.s3(tmp / "avidence", seaweed, BUCKET)
-        # boto3 reads the very object the ticket serves: it must be stored as uploaded
-        # (bench/sealed_http.py compares sealed with plain through the ticket).
-        server.env["AVIDENCE_ENCRYPTION"] = "off"
-        try:
-            server.start()
-            path = DataFiles(tmp / "files").get(args.size)
-            print(f"uploading {human(args.size)} through avidence ...")
-            evidence_id, key = asyncio.run(upload(server, path, args.size))
-            path.unlink()
-            link = ticket_link(server, evidence_id)
-            print(f"ticket {link}")
-            print("measuring: ticket media and boto3 get_object, alternately ...")
-            ours, boto = asyncio.run(
-                measure(
-                    seaweed,
-                    key,
-                    link,
-                    evidence_id,
-                    size=args.size,
-                    offsets=offsets,
-                    repeat=args.repeat,
-                )
-            )
-        finally:
-            server.stop()
-            seaweed.stop()
-    text = report(args.size, ours, boto, args.seeks)
+    results = run(args.store, args.size, offsets, args.repeat)
+    yardstick = "nginx -> S3" if args.store == "s3" else "nginx sendfile"
+    text = report(args.size, results, args.seeks, yardstick)
     print()
     print(text)
     if args.append_docs:

@@ -21,6 +21,7 @@ import blake3
 from avidence.storage.digests import new_hasher
 
 from .errors import FileChanged, InputError
+from .portable import open_read, pread
 
 MiB = 1024 * 1024
 BLOCK = MiB
@@ -43,9 +44,9 @@ class FileIdentity:
 
 def _ends_hash(fd: int, size: int) -> str:
     hasher = blake3.blake3()
-    hasher.update(os.pread(fd, min(ENDS, size), 0))
+    hasher.update(pread(fd, min(ENDS, size), 0))
     if size > ENDS:
-        hasher.update(os.pread(fd, ENDS, max(ENDS, size - ENDS)))
+        hasher.update(pread(fd, ENDS, max(ENDS, size - ENDS)))
     return hasher.hexdigest()
 
 
@@ -53,7 +54,7 @@ def identify(path: Path) -> FileIdentity:
     """Stat and fingerprint a regular, readable file, or raise InputError saying why not."""
     absolute = path.expanduser().absolute()
     try:
-        fd = os.open(absolute, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_read(absolute)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -91,7 +92,7 @@ def check_stat(identity: FileIdentity) -> None:
 def check_unchanged(identity: FileIdentity) -> None:
     """The full check (stat and the head/tail hash), before declaring the upload finished."""
     check_stat(identity)
-    fd = os.open(identity.path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_read(identity.path)
     try:
         if _ends_hash(fd, identity.size) != identity.ends:
             raise FileChanged(f"{identity.path}: its first or last MiB changed while uploading")
@@ -102,11 +103,11 @@ def check_unchanged(identity: FileIdentity) -> None:
 async def read_range(path: str, *, start: int, length: int) -> AsyncIterator[bytes]:
     """Yield `length` bytes from `start` in 1 MiB blocks, each read in a worker thread, so a
     64 MiB chunk is streamed, never held whole in memory."""
-    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = await asyncio.to_thread(open_read, path)
     try:
         position, end = start, start + length
         while position < end:
-            block = await asyncio.to_thread(os.pread, fd, min(BLOCK, end - position), position)
+            block = await asyncio.to_thread(pread, fd, min(BLOCK, end - position), position)
             if not block:
                 raise FileChanged(f"{path}: shorter than expected (truncated while uploading?)")
             position += len(block)
@@ -117,11 +118,11 @@ async def read_range(path: str, *, start: int, length: int) -> AsyncIterator[byt
 
 def _digest_range(path: str, start: int, length: int, algorithm: str) -> bytes:
     hasher = new_hasher(algorithm)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_read(path)
     try:
         position, end = start, start + length
         while position < end:
-            block = os.pread(fd, min(8 * BLOCK, end - position), position)
+            block = pread(fd, min(8 * BLOCK, end - position), position)
             if not block:
                 raise FileChanged(f"{path}: shorter than expected (truncated while uploading?)")
             hasher.update(block)

@@ -23,6 +23,7 @@ from typing import Any
 import platformdirs
 
 from .files import FileIdentity
+from .portable import sync_folder
 
 VERSION = 1
 # Phases of one file's upload, in order; "failed" is an integrity failure kept for a person.
@@ -181,8 +182,4 @@ class StateStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        sync_folder(self.root)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import files
 from .errors import AuthError, ClientError, ExitCode, FileChanged, IntegrityError, ServerError
+from .portable import move
 from .progress import Reporter
 from .state import StateStore
 from .upload import Outcome, Uploader, UploadOptions
@@ -253,7 +254,7 @@ class Watcher:
         else:
             target = uploaded_path(self.options.directory, path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(path, target)
+            move(path, target)
             self.reporter.event("moved", name, message=f"moved to {target}")
 
     def _note_once(self, key: str, name: str, message: str) -> None:

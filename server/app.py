@@ -14,9 +14,12 @@ from aiohttp import web
 from avidence import __version__
 from avidence.storage.base import Store
 
-from . import auth, health, kinds, retention, tickets, uploadpage
+from . import auth, desk, health, kinds, retention, tickets, uploadpage
+from .agencies import api as agencies_api
+from .audit import api as audit_api
 from .audit import log as audit
-from .audit import witness
+from .audit import tsa, witness
+from .audit.tsa import TimeStamper
 from .audit.witness import Witness
 from .cases import api as cases_api
 from .catalog.db import Catalog
@@ -72,22 +75,30 @@ def create_app(
     api.setup(app)
     embedded_worker.setup(app)  # starts after the catalog and store open, stops before they close
     tickets.setup(app)
+    agencies_api.setup(app)
     cases_api.setup(app)
     transfers_api.setup(app)
     webhooks_api.setup(app)  # its dispatcher starts after the catalog opens
     openapi.setup(app)
     retention.setup(app)  # admin API; reports the store's locks after it opens
+    audit_api.setup(app)
     uploadpage.setup(app)
+    desk.setup(app)
     return app
 
 
-async def _seal_audit_log(app: web.Application, witnesses: list[Witness]) -> None:
+async def _seal_audit_log(
+    app: web.Application, witnesses: list[Witness], stamper: TimeStamper | None
+) -> None:
     """Sign the audit log's head every `checkpoint_interval` seconds and hand it to the
-    witnesses, so a truncation or a rollback costs at most that much unwitnessed history."""
+    witnesses (and the TSA, which also gets any checkpoint it missed while unreachable), so a
+    truncation or a rollback costs at most that much unwitnessed history."""
     while True:
         await asyncio.sleep(app[SETTINGS].checkpoint_interval)
         try:
-            await audit.checkpoint(app[CATALOG].engine, app[SIGNER], witnesses=witnesses)
+            await audit.checkpoint(
+                app[CATALOG].engine, app[SIGNER], witnesses=witnesses, stamper=stamper
+            )
         except Exception:
             log.exception("audit.checkpoint_failed")
 
@@ -103,6 +114,16 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
         await register(app[CATALOG].engine, app[SIGNER])
         if settings.trusted_keys:
             app[PINNED_KEYS] = await history.pinned_for(app[CATALOG].engine, settings, app[SIGNER])
+        shown = await history.publishable(
+            app[CATALOG].engine, active=app[SIGNER].key_id, pinned=app.get(PINNED_KEYS)
+        )
+        if shown.left_out:
+            # Keys rotated before certificates existed, or rows added behind the server's back.
+            log.warning(
+                "keys.not_published ids=%s reason=no_chain_to_the_key_history "
+                "hint='avidence-server key certify'",
+                ",".join(shown.left_out),
+            )
         app[STORE] = store or await configured_store(settings, app[CATALOG].engine)
         await app[STORE].open()
         app[CUSTODY] = Custody(app[CATALOG].engine, app[STORE], settings, app[SIGNER])
@@ -113,8 +134,11 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
             ",".join(settings.digests),
         )
         witnesses = witness.configured(settings)
+        stamper = tsa.configured(settings)
         background = [
-            asyncio.create_task(_seal_audit_log(app, witnesses), name="audit-checkpoints")
+            asyncio.create_task(
+                _seal_audit_log(app, witnesses, stamper), name="audit-checkpoints"
+            )
         ]
         if settings.scrub_interval > 0:
             background.append(
@@ -135,6 +159,8 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         try:
+            # Not time-stamped here: shutdown does not wait on a TSA; the next start's first
+            # pass asks for the token.
             await audit.checkpoint(app[CATALOG].engine, app[SIGNER], witnesses=witnesses)
         except KeyUnavailable as exc:
             log.error("audit.checkpoint_failed reason=signing_unavailable error=%s", exc)

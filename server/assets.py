@@ -15,6 +15,14 @@ from aiohttp import web
 
 from .errors import NotFound
 
+# A page that holds a bearer token (the upload page, the desk): scripts and styles from this
+# origin only, no inline code, never framed (clickjacking a form that holds a token), and
+# `connect-src 'self'` keeps the token from being sent anywhere else.
+TOKEN_PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
 _TYPES = {".css": "text/css", ".js": "text/javascript", ".txt": "text/plain"}
 
 
@@ -51,3 +59,24 @@ def assets_handler(assets: dict[str, Asset]) -> Callable[[web.Request], Awaitabl
         )
 
     return handle
+
+
+def token_page_headers(
+    page: str,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """An `on_response_prepare` hook giving `page` and `page/...` the token page's headers."""
+
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path != page and not request.path.startswith(page + "/"):
+            return
+        headers = response.headers
+        headers["Content-Security-Policy"] = TOKEN_PAGE_CSP
+        headers["X-Frame-Options"] = "DENY"
+        headers["Referrer-Policy"] = "no-referrer"
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        if request.path == page:
+            headers["Cache-Control"] = "no-store"
+
+    return add

@@ -16,6 +16,7 @@ from aiohttp import web
 from . import tokens
 from .audit import unit
 from .audit.events import AuthFailed
+from .catalog.schema_exchange import DEFAULT_AGENCY
 from .errors import Forbidden, TooManyRequests, Unauthorized
 from .limits import ProbeGuard
 from .state import CATALOG
@@ -40,6 +41,16 @@ async def require(request: web.Request, *roles: Role) -> Principal:
         await _failed(request, secret.strip())
     if roles and principal.role not in roles:
         raise Forbidden(f"a {principal.role} token may not do this")
+    return principal
+
+
+async def require_site(request: web.Request, *roles: Role) -> Principal:
+    """Storage administration is the site operator's: admins and auditors of the site's own
+    (default) agency. Another agency's admin must not hold, purge or re-class evidence of
+    agencies it cannot see, nor read site-wide usage, integrity or the audit log's state."""
+    principal = await require(request, *roles)
+    if principal.agency_id != DEFAULT_AGENCY:
+        raise Forbidden("storage administration is for the site operator's agency")
     return principal
 
 

@@ -12,12 +12,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
 from avidence.storage.digests import normalize
 from avidence.storage.s3body import PART_CHECKSUMS
 
+from .localtime import UnknownZone, zone
 from .proxies import parse_networks
 from .webhooks.targets import parse_allow
 
@@ -52,11 +54,14 @@ class Settings:
     digests: tuple[str, ...] = ("blake3", "sha256")
     tus_path: str = "/files/"
     public_url: str = ""
+    display_timezone: str = ""
     cors_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
     upload_expiry: int = 7 * 24 * 3600
     read_timeout: int = 60
     view_idle: int = 60
+    view_window: int = 6 * 3600
+    view_bytes_multiple: int = 3
     shutdown_grace: int = 30
     max_headers: int = 64
     max_header_size: int = 8190
@@ -98,6 +103,9 @@ class Settings:
     audit_witnesses: tuple[str, ...] = ()
     witness_lock_days: int = 3650
     checkpoint_interval: int = 300
+    tsa_url: str = ""
+    tsa_certificates: str = ""
+    tsa_timeout: int = 10
     upload_create_per_minute: int = 600
     max_open_uploads: int = 1000
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -115,6 +123,11 @@ class Settings:
         host = f"[{self.host}]" if ":" in self.host else self.host
         scheme = "https" if self.tls_cert else "http"
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def display_zone(self) -> tzinfo:
+        """The zone pages show times in: `display_timezone`, else the server's own."""
+        return zone(self.display_timezone)
 
     @property
     def store_root(self) -> Path:
@@ -136,6 +149,8 @@ _INT_FIELDS = {
     "upload_expiry",
     "read_timeout",
     "view_idle",
+    "view_window",
+    "view_bytes_multiple",
     "shutdown_grace",
     "max_headers",
     "max_header_size",
@@ -151,6 +166,7 @@ _INT_FIELDS = {
     "webhook_timeout",
     "witness_lock_days",
     "checkpoint_interval",
+    "tsa_timeout",
     "upload_create_per_minute",
     "max_open_uploads",
     *_RETENTION_INTS,
@@ -283,12 +299,24 @@ def validate(settings: Settings) -> None:
         raise ConfigError("object_lock_days: must be zero or a positive number of days")
     if settings.checkpoint_interval < 1 or settings.witness_lock_days < 1:
         raise ConfigError("checkpoint_interval/witness_lock_days: must be positive")
+    if settings.tsa_url and not settings.tsa_url.startswith(("http://", "https://")):
+        raise ConfigError(f"tsa_url: {settings.tsa_url!r} is not an http(s) URL")
+    if settings.tsa_url and not settings.tsa_certificates:
+        raise ConfigError(
+            "tsa_certificates: pin the TSA's certificate and its CA (a PEM file) with tsa_url"
+        )
+    if settings.tsa_timeout < 1:
+        raise ConfigError("tsa_timeout: must be a positive number of seconds")
     if settings.scrub_interval < 0 or settings.scrub_age_days < 0:
         raise ConfigError("scrub_interval/scrub_age_days: must be zero or positive")
     if settings.read_timeout <= 0:
         raise ConfigError("read_timeout: must be a positive number of seconds")
     if settings.view_idle <= 0:
         raise ConfigError("view_idle: must be a positive number of seconds")
+    if not 60 <= settings.view_window <= 7 * 86400:
+        raise ConfigError("view_window: between 60 seconds and 7 days (604800)")
+    if not 1 <= settings.view_bytes_multiple <= 100:
+        raise ConfigError("view_bytes_multiple: between 1 and 100 times the file's size")
     if settings.shutdown_grace < 0:
         raise ConfigError("shutdown_grace: zero or a positive number of seconds")
     if not 8 <= settings.max_headers <= 1000:
@@ -322,6 +350,10 @@ def validate(settings: Settings) -> None:
     for name in _RETENTION_INTS:
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must be zero or positive")
+    try:
+        zone(settings.display_timezone)
+    except UnknownZone as exc:
+        raise ConfigError(str(exc)) from None
     try:
         parse_allow(settings.webhook_allow)
     except ValueError as exc:

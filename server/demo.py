@@ -167,6 +167,8 @@ async def run(settings: Settings, engine: AsyncEngine) -> None:
         f"  uploader token:      {secret}",
         f"  try an upload:       avidence upload FILE --server {settings.base_url} "
         f"--token {secret} --case 2026-0001",
+        f"  case desk:           {settings.base_url}/desk  (sign in with a handler or admin "
+        "token: avidence-server token create --role handler --name NAME)",
     ]
     clip = settings.data_dir / "demo" / "demo-interrogation.mp4"
     try:

@@ -146,6 +146,21 @@ CaseUnknown = _error(404, "case_unknown", "no such case")
 HoldUnknown = _error(404, "hold_unknown", "no such active hold")
 RetentionRefused = _error(409, "retention_refused", "the record's retention forbids this")
 
+# Integrity findings (server/evidence/integrity.py): an original or derivative a scrub flagged
+# is served to no one (viewing, download, new tickets) until an admin resolves the finding.
+IntegrityWithheld = _error(
+    409,
+    "integrity_withheld",
+    "this evidence failed an integrity check and is withheld until an administrator resolves it",
+)
+IntegrityUnresolved = _error(
+    409, "integrity_unresolved", "the finding cannot be resolved: nothing flagged, or still damaged"
+)
+
+# What one counted view allows (server/tickets/allowance.py).
+ViewExpired = _error(410, "view_expired", "this view's time window has ended; start a new view")
+ViewSpent = _error(410, "view_spent", "this view's data allowance is used up; start a new view")
+
 _DOMAIN: dict[Code, type[ApiError]] = {
     Code.INVALID: BadRequest,
     Code.REASON_REQUIRED: ReasonRequired,
@@ -154,6 +169,8 @@ _DOMAIN: dict[Code, type[ApiError]] = {
     Code.CASE_UNKNOWN: CaseUnknown,
     Code.HOLD_UNKNOWN: HoldUnknown,
     Code.RETENTION_REFUSED: RetentionRefused,
+    Code.INTEGRITY_WITHHELD: IntegrityWithheld,
+    Code.INTEGRITY_UNRESOLVED: IntegrityUnresolved,
 }
 
 

@@ -21,6 +21,8 @@ class Code(StrEnum):
     CASE_UNKNOWN = "case_unknown"
     HOLD_UNKNOWN = "hold_unknown"
     RETENTION_REFUSED = "retention_refused"  # the record's state or holds forbid the change
+    INTEGRITY_WITHHELD = "integrity_withheld"  # a scrub flagged it: served to no one
+    INTEGRITY_UNRESOLVED = "integrity_unresolved"  # nothing flagged there, or still damaged
 
 
 class DomainError(ValueError):

@@ -17,22 +17,26 @@ Choices where RFC 9110 leaves room:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mimetypes
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
 from aiohttp import web
 
-from avidence.storage.base import Store
+from avidence.storage.base import LocalFiles, Store
 from avidence.storage.errors import StoreError
 
 from .errors import RangeNotSatisfiable
 from .streams import read_ahead
+
+SENDFILE_PIECE = 1024 * 1024  # checks (revocation, budget) run between pieces
 
 log = logging.getLogger("avidence.media")
 
@@ -103,6 +107,14 @@ def content_type(filename: str, declared: str = "") -> str:
         if match and match.group(1) in ("audio", "video", "image") and "svg" not in candidate:
             return candidate
     return "application/octet-stream"
+
+
+def extension(kind: str) -> str:
+    """The usual file name suffix of a content type (`.mp4` for video/mp4), or ''."""
+    for suffix, known in _BY_EXTENSION.items():
+        if known == kind:
+            return suffix
+    return mimetypes.guess_extension(kind) or ""
 
 
 def disposition(kind: str, filename: str) -> str:
@@ -208,6 +220,20 @@ Progress = Callable[[int], None]
 StopCheck = Callable[[], Awaitable[bool]]
 
 
+class Budget(Protocol):
+    """A limit on the bytes a response may send, shared with other responses (a view's byte
+    budget): bytes are taken before they are written, what was not written is given back."""
+
+    async def start(self, ahead: int) -> None:
+        """Before the headers: raise an ApiError when nothing at all may be sent."""
+
+    async def take(self, wanted: int, *, ahead: int) -> int:
+        """How many of the next `wanted` bytes may go (`ahead`: what the response still plans)."""
+
+    async def finish(self) -> None:
+        """The response ended: give back what was taken and not sent."""
+
+
 @dataclass(slots=True)
 class Outcome:
     """What a stream did, for the audit log."""
@@ -228,12 +254,14 @@ async def stream(
     extra_headers: dict[str, str] | None = None,
     on_bytes: Progress | None = None,
     should_stop: StopCheck | None = None,
+    budget: Budget | None = None,
 ) -> tuple[web.StreamResponse, Outcome]:
     """Answer a GET or HEAD for `rep`: 200, 206 or 416, with the body streamed from `store`.
 
     `on_bytes` is told of every chunk written; `should_stop` is awaited between chunks and ends
     the response early (the connection is closed, so the client sees a short body, never a
-    complete-looking one)."""
+    complete-looking one). With a `budget`, no byte is written before it was taken from it; a
+    budget that runs out ends the response early the same way."""
     chosen = select(request, rep)
     start, length = (chosen.start, chosen.length) if chosen else (0, rep.size)
     outcome = Outcome(status=206 if chosen else 200, start=start, planned=length)
@@ -243,20 +271,33 @@ async def stream(
     if request.method == "HEAD" or length == 0:
         await response.prepare(request)
         return response, outcome
-    # Opened before the headers go out, so a missing object is still a clean error answer.
-    chunks = read_ahead(await store.read(rep.key, start=start, length=length))
+    if budget is not None:
+        await budget.start(length)
+    try:
+        # Opened before the headers go out, so a missing object is still a clean error answer.
+        pieces = await _pieces(request, response, store, rep.key, start=start, length=length)
+    except BaseException:
+        if budget is not None:
+            await budget.finish()
+        raise
     try:
         await response.prepare(request)
-        async for chunk in chunks:
+        async for piece in pieces:
+            size, cut = piece.size, False
+            if budget is not None:
+                allowed = await budget.take(size, ahead=length - outcome.sent)
+                if allowed < size:
+                    size, cut = allowed, True
             try:
-                await response.write(chunk)
+                if size:
+                    await piece.send(size)
             except ConnectionError:
                 outcome.aborted = True
                 break
-            outcome.sent += len(chunk)
-            if on_bytes is not None:
-                on_bytes(len(chunk))
-            if should_stop is not None and outcome.sent < length and await should_stop():
+            outcome.sent += size
+            if on_bytes is not None and size:
+                on_bytes(size)
+            if cut or (should_stop is not None and outcome.sent < length and await should_stop()):
                 outcome.stopped = True
                 response.force_close()
                 break
@@ -268,7 +309,77 @@ async def stream(
         outcome.aborted = True
         response.force_close()
     finally:
+        await pieces.aclose()
+        if budget is not None:
+            await asyncio.shield(budget.finish())
+    return response, outcome
+
+
+@dataclass(slots=True, frozen=True)
+class Piece:
+    """The next part of a body: its size, and how to send its first `n` bytes."""
+
+    size: int
+    send: Callable[[int], Awaitable[None]]
+
+
+async def _pieces(
+    request: web.Request,
+    response: web.StreamResponse,
+    store: Store,
+    key: str,
+    *,
+    start: int,
+    length: int,
+) -> AsyncGenerator[Piece, None]:
+    """The body as pieces: zero-copy `sendfile` from a local store's file when the connection
+    allows it (plain TCP), else chunks read from the store. Opened before it is iterated."""
+    transport = request.transport
+    if isinstance(store, LocalFiles) and transport is not None and not _is_tls(transport):
+        path = await store.file_of(key)
+        file = await asyncio.to_thread(path.open, "rb")
+        return _file_pieces(transport, file, start=start, length=length)
+    chunks = read_ahead(await store.read(key, start=start, length=length))
+    return _chunk_pieces(response, chunks)
+
+
+def _is_tls(transport: asyncio.BaseTransport) -> bool:
+    return transport.get_extra_info("sslcontext") is not None
+
+
+async def _file_pieces(
+    transport: asyncio.BaseTransport, file: BinaryIO, *, start: int, length: int
+) -> AsyncGenerator[Piece, None]:
+    loop = asyncio.get_running_loop()
+    offset, end = start, start + length
+    try:
+        while offset < end:
+            here = offset
+
+            async def send(n: int, at: int = here) -> None:
+                assert isinstance(transport, asyncio.WriteTransport)
+                if transport.is_closing():
+                    raise ConnectionResetError("the client went away")
+                await loop.sendfile(transport, file, at, n)
+
+            size = min(SENDFILE_PIECE, end - offset)
+            yield Piece(size, send)
+            offset += size
+    finally:
+        await asyncio.to_thread(file.close)
+
+
+async def _chunk_pieces(
+    response: web.StreamResponse, chunks: AsyncIterator[bytes]
+) -> AsyncGenerator[Piece, None]:
+    try:
+        async for chunk in chunks:
+
+            async def send(n: int, data: bytes = chunk) -> None:
+                await response.write(data[:n])
+
+            yield Piece(len(chunk), send)
+    finally:
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()
-    return response, outcome

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from avidence import __version__
 
-from . import logs
+from . import address, logs
 from .app import create_app
 from .catalog.db import Catalog
 from .commands import Context, run, shared_options
@@ -79,6 +79,7 @@ async def _serve(
                 raise ValueError(
                     f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
                 ) from None
+            address.remember(settings)
             text = banner(settings, config_file)
             click.echo(text)
             if demo:

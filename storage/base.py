@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from .digests import MultiDigest
@@ -196,3 +197,11 @@ class Presigner(Protocol):
 
     async def presign_get(self, key: str, *, expires_in: int) -> str:
         """A URL that serves the object for `expires_in` seconds without credentials."""
+
+
+@runtime_checkable
+class LocalFiles(Protocol):
+    """A store whose objects are files on this machine, which tools may read in place."""
+
+    async def file_of(self, key: str) -> Path:
+        """The finished object's path (NotFound when absent); read it, never write it."""

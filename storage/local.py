@@ -377,6 +377,12 @@ class LocalStore:
         finally:
             os.close(dfd)
 
+    async def file_of(self, key: str) -> Path:
+        """The published object's path, for media tools that read an original in place instead
+        of copying it out: checked to be a regular file reached without links."""
+        await self._run(self._existing, key, key=key)
+        return self.root / "objects" / key
+
     async def stat(self, key: str) -> ObjectInfo:
         return _info(key, await self._run(self._existing, check_key(key), key=key))
 

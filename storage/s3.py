@@ -15,6 +15,13 @@ The durable offset is the size of the contiguous scheduled parts from part 1, pl
 the tail starts exactly there. An append uploads its full parts first and replaces the tail only
 after they all landed, so a crash at any instant leaves an offset covering a prefix of the bytes
 appended: the old parts and old tail, or the new parts (the old tail no longer starts at their end).
+
+A checksummed request (`append_verified`) may not add a byte before its checksum is verified. When
+parts are streamed, its tail object first gets the metadata `avidence-pending` (the number of the
+first part the request will send): while it is there no part from that number on counts, so every
+part, the first one included, goes out while the request arrives, and a crash before the checksum
+is known leaves them out of the offset. Accepted, the tail is rewritten without the marker; refused
+(or found by a later append after a crash), those parts are voided by ETag (`avidence-void`).
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ _log = logging.getLogger("avidence.storage.s3")
 _META_START = "avidence-start"
 _META_UPLOAD = "avidence-upload"
 _META_VOID = "avidence-void"  # ETags (unquoted, space-separated) of parts that never count
+_META_PENDING = "avidence-pending"  # first part of a checksummed request not yet accepted
 # Void ETags kept (S3 user metadata holds 2 KB). Older ones matter only if a part number was
 # never sent again, and then the whole-file digest check at finish still stops bad bytes.
 _VOID_KEPT = 48
@@ -81,6 +89,7 @@ class _Tail:
     version: str | None = None
     body: bytes = b""
     void: tuple[str, ...] = ()  # unquoted ETags of parts refused appends sent, oldest first
+    pending: int | None = None  # parts from this number on await a checksum (or never got one)
 
 
 class S3Store(S3Bucket):
@@ -111,7 +120,7 @@ class S3Store(S3Bucket):
         now = time.monotonic()
         if len(self._seen) > 1000:  # HEADs that no append followed
             self._seen = {k: v for k, v in self._seen.items() if now - v[0] <= _SEEN_FOR}
-        self._seen[target.handle] = (now, layout, tail.exists, tail.version, tail.void)
+        self._seen[target.handle] = (now, layout, tail)
         return layout.offset
 
     async def _layout_for_append(self, target: Target) -> tuple[Layout, _Tail]:
@@ -121,10 +130,10 @@ class S3Store(S3Bucket):
         seen = self._seen.pop(target.handle, None)
         if seen is None or time.monotonic() - seen[0] > _SEEN_FOR:
             return await self._layout(target, with_body=True)
-        _, layout, exists, version, void = seen
-        if layout.tail_size:
+        _, layout, tail = seen
+        if layout.tail_size or not isinstance(tail, _Tail):
             return await self._layout(target, with_body=True)
-        return layout, _Tail(exists=exists, version=version, void=void)
+        return layout, tail
 
     async def append(
         self,
@@ -145,10 +154,12 @@ class S3Store(S3Bucket):
         accept: Callable[[], bool],
         expect: int | None = None,
     ) -> int:
-        """Parts stream to S3 while the request arrives, except the first one, which is held
-        back: without it the others cannot join the upload's prefix. Accepted, the first part
-        follows and the tail is written; refused, the parts sent are voided (listed in the tail
-        object's metadata, so no later layout counts them) and the offset stays."""
+        """Parts stream to S3 while the request arrives. When parts are streamed the tail first
+        gets the pending marker (see the module docstring), so the first part goes out too;
+        otherwise the first part is held back until `accept()`, since without it the others
+        cannot join the upload's prefix. Accepted, the tail is written without the marker;
+        refused, the parts sent are voided (listed in the tail object's metadata, so no later
+        layout counts them) and the offset stays."""
         return await self._append(
             target, offset=offset, chunks=chunks, expect=expect, accept=accept
         )
@@ -173,13 +184,28 @@ class S3Store(S3Bucket):
         # The old tail leads the next part; keep only its size so its bytes can go with the part
         # (a verified append keeps the bytes too: refused, it writes the old tail back).
         head, head_size = tail.body, len(tail.body)
+        old = tail
+        # A marker left by a request that never ended (a crash) is cleared by this append's
+        # last tail write, which also keeps the parts it kept out voided.
+        rewrite = tail.pending is not None
+        marked = accept is not None and self._streaming
+        if marked:
+            old = await self._write_tail(
+                target,
+                start=layout.parts_end,
+                body=head,
+                old=old,
+                void=tail.void,
+                pending=layout.next_part,
+            )
+            rewrite = True
         cutter = PartCutter(
             number=layout.next_part,
             base=layout.base,
             buffers=self._buffers,
             # Parts this request will fill go out while they arrive (never a held first part).
             stream_through=head_size + expect if self._streaming and expect else 0,
-            stream_from=layout.next_part + (accept is not None),
+            stream_from=layout.next_part + (accept is not None and not marked),
         )
         sent: dict[int, str] = {}  # part number -> ETag, of the parts this append stored
 
@@ -199,14 +225,13 @@ class S3Store(S3Bucket):
         uploads = PartUploads(
             limit=self._max_inflight, budget=self._budget, upload=upload, run=self._call_part
         )
-        old = _Tail(exists=tail.exists, version=tail.version, void=tail.void)
         kept_head = head if accept is not None else b""
         held: tuple[int, PartBody] | None = None
         broken: Exception | None = None
 
         async def start(number: int, body: PartBody) -> bool:
             nonlocal held
-            if accept is not None and number == layout.next_part:
+            if accept is not None and not marked and number == layout.next_part:
                 held = (number, body)
                 return True
             return await uploads.start(number, body)
@@ -234,7 +259,7 @@ class S3Store(S3Bucket):
         refused = accept is not None and (failure is not None or broken is not None or not accept())
         if refused:
             # Unverified bytes never count: void what was sent, keep the old tail as it was.
-            if sent:
+            if sent or marked:
                 await self._write_tail(
                     target,
                     start=layout.parts_end,
@@ -259,9 +284,9 @@ class S3Store(S3Bucket):
         void = tuple(e for e in old.void if e not in resent)
         start_at = layout.parts_end + cutter.cut_bytes
         rest = cutter.remainder()
-        if rest and (cutter.cut_bytes or len(rest) != head_size or void != old.void):
+        if rest and (cutter.cut_bytes or len(rest) != head_size or void != old.void or rewrite):
             await self._write_tail(target, start=start_at, body=rest, old=old, void=void)
-        elif not rest and (cutter.cut_bytes or void != old.void) and old.exists:
+        elif not rest and (cutter.cut_bytes or void != old.void or rewrite) and old.exists:
             if void:  # the void list lives on the tail object: keep an empty one
                 await self._write_tail(target, start=start_at, body=b"", old=old, void=void)
             else:
@@ -369,14 +394,20 @@ class S3Store(S3Bucket):
             return layout, _Tail()
         start: int | None = None
         void: tuple[str, ...] = ()
+        pending: int | None = None
         if meta.get(_META_UPLOAD) == target.handle and meta.get(_META_START, "").isdigit():
             start = int(meta[_META_START])
             void = tuple(meta.get(_META_VOID, "").split())
+            if meta.get(_META_PENDING, "").isdigit():
+                pending = int(meta[_META_PENDING])
+        if pending is not None:  # parts of a checksummed request not (yet) accepted
+            unverified = (_etag(p.etag) for n, ps in parts.items() if n >= pending for p in ps)
+            void = (*void, *(e for e in dict.fromkeys(unverified) if e not in void))
         if void:  # parts a refused append sent: they never count
             parts = {n: [p for p in ps if _etag(p.etag) not in void] for n, ps in parts.items()}
         layout = read_layout(parts, default_base=self._part_size, tail_start=start, tail_size=size)
         body = body if layout.tail_size else b""
-        return layout, _Tail(exists=True, version=version, body=body, void=void)
+        return layout, _Tail(exists=True, version=version, body=body, void=void, pending=pending)
 
     def _fetch(self, *, Key: str, with_body: bool) -> tuple[dict[str, str], str | None, int, bytes]:
         """Metadata, version, size and (GET) bytes of a small object in one worker hop."""
@@ -422,10 +453,14 @@ class S3Store(S3Bucket):
         body: bytes,
         old: _Tail,
         void: tuple[str, ...] = (),
-    ) -> None:
+        pending: int | None = None,
+    ) -> _Tail:
+        """Replace the tail object; returns what it now is (its body is not kept)."""
         metadata = {_META_START: str(start), _META_UPLOAD: target.handle}
         if void:
             metadata[_META_VOID] = " ".join(void[-_VOID_KEPT:])
+        if pending is not None:
+            metadata[_META_PENDING] = str(pending)
         out = await self._call(
             self._s3.put_object,
             Bucket=self._bucket,
@@ -434,8 +469,10 @@ class S3Store(S3Bucket):
             ContentType=_OCTETS,
             Metadata=metadata,
         )
-        if old.version and old.version != out.get("VersionId"):
+        version = out.get("VersionId")
+        if old.version and old.version != version:
             await self._drop_tail(target, old)  # versioned bucket: the put kept the old version
+        return _Tail(exists=True, version=version, void=void, pending=pending)
 
     async def _drop_tail(self, target: Target, tail: _Tail) -> None:
         """Delete a tail (by version in a versioned bucket, else it only gains a delete marker).

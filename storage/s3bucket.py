@@ -108,9 +108,9 @@ class S3Bucket:
         self._part_pool: ThreadPoolExecutor | None = None
         self._client: S3API | None = None
         self._lock = LockSupport(object_lock=False)
-        # UploadId -> (when, layout, tail exists, tail version) read by the last `offset`
-        # (see S3Store.append).
-        self._seen: dict[str, tuple[float, Layout, bool, str | None, tuple[str, ...]]] = {}
+        # UploadId -> (when, layout, tail state without its bytes) read by the last `offset`
+        # (see S3Store.append; the tail state's type lives there).
+        self._seen: dict[str, tuple[float, Layout, object]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
 

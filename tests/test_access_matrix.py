@@ -106,6 +106,10 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/viewer/{name}"): ALL_200,
     ("GET", "/upload"): ALL_200,  # the page asks for the token itself
     ("GET", "/upload/{name}"): ALL_200,
+    ("GET", "/desk"): ALL_200,  # the desk asks for the token itself, like the upload page
+    ("GET", "/desk/{name}"): ALL_200,
+    # Who a token is: any valid token, of any agency, about itself only.
+    ("GET", "/api/me"): row(401, 200, 200, 200, 200, 200, 401, 401, 200, 200, 200, 200),
     ("POST", "/api/tickets"): row(401, 201, 404, 201, 403, 201, 401, 401, 404, 404, 404, 403),
     ("GET", "/api/tickets"): row(401, 200, 200, 200, 200, 200, 401, 401, 200, 200, 200, 200),
     ("GET", "/api/tickets/{ticket_id}"): AGENCY_READ,
@@ -122,6 +126,8 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ),
     ("GET", "/api/transfers"): CASE_LIST,
     ("GET", "/api/transfers/{transfer_id}"): CASE_READ,
+    ("GET", "/api/transfers/{transfer_id}/list"): CASE_READ,
+    ("GET", "/api/cases/{case_id}/list"): CASE_READ,
     ("POST", "/api/transfers/{transfer_id}/review"): in_inbox_only(409),  # visible, not inbox
     ("POST", "/api/transfers/{transfer_id}/ack"): in_inbox_only(404),  # "not in your inbox"
     ("POST", "/api/transfers/{transfer_id}/reject"): in_inbox_only(404),
@@ -140,6 +146,9 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/api/admin/evidence/{evidence_id}/retention"): SITE_READ,
     ("PUT", "/api/admin/evidence/{evidence_id}/retention"): site_write(400),
     ("POST", "/api/admin/evidence/{evidence_id}/restore"): site_write(409),  # not deleted
+    ("GET", "/api/admin/integrity"): SITE_READ,
+    # nothing flagged: 409 integrity_unresolved, after the access decision
+    ("POST", "/api/admin/evidence/{evidence_id}/integrity/resolve"): site_write(409),
     ("GET", "/api/admin/holds"): SITE_READ,
     ("POST", "/api/admin/holds"): site_write(201),
     ("POST", "/api/admin/holds/{hold_id}/release"): site_write(200),
@@ -147,6 +156,7 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/api/admin/purge"): site_write(200),
     ("GET", "/api/admin/usage"): SITE_READ,
     ("GET", "/api/admin/quotas"): SITE_READ,
+    ("GET", "/api/admin/audit"): SITE_READ,
     ("PUT", "/api/admin/quotas/{scope}"): site_write(200),
 }
 # What a route registered for every method ("*", the tus endpoint) is checked with.
@@ -233,6 +243,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/webhooks"): {"url": "http://127.0.0.1:9/hook"},
     ("PUT", "/api/admin/evidence/{evidence_id}/retention"): {"class": "no-such", "reason": "x"},
     ("POST", "/api/admin/evidence/{evidence_id}/restore"): {"reason": "matrix"},
+    ("POST", "/api/admin/evidence/{evidence_id}/integrity/resolve"): {"reason": "matrix"},
     ("POST", "/api/admin/holds"): {"scope": "evidence", "target": "{E2}", "reason": "matrix"},
     ("POST", "/api/admin/holds/{hold_id}/release"): {"reason": "matrix"},
     ("POST", "/api/admin/purge"): {"reason": "matrix"},
@@ -270,7 +281,7 @@ async def build(w: World, caller: str, method: str, canonical: str) -> Call:
         "{webhook_id}": w.ids["W1"],
         "{delivery_id}": w.ids["D1"],
         "{scope}": "site",
-        "{name}": "upload.js" if canonical.startswith("/upload") else "viewer.js",
+        "{name}": canonical.split("/")[1] + ".js",  # upload.js, desk.js, viewer.js
         "{token}": w.link(caller),
     }
     if (method, canonical) in FRESH or canonical.endswith("{hold_id}/release"):

@@ -242,7 +242,10 @@ async def test_an_s3_witness_keeps_checkpoints_under_compliance_lock(
         audit_witnesses=f"s3://{s3_bucket}/witness,file://{tmp_path / 'w.jsonl'}",
     )
     witnesses = witness.configured(settings)
-    assert [w.name for w in witnesses] == [f"s3://{s3_bucket}/witness", f"file://{tmp_path}/w.jsonl"]
+    assert [w.name for w in witnesses] == [
+        f"s3://{s3_bucket}/witness",
+        f"file://{tmp_path}/w.jsonl",
+    ]
     document = {"checkpoint": {"seq": 7, "head_hash": "ab" * 32}, "signature": "x"}
     assert await witness.publish(witnesses, document) == 2
     assert await witnesses[0].read() == [document]

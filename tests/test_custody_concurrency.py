@@ -62,10 +62,7 @@ async def test_64_uploads_finishing_at_once_keep_one_unbroken_chain(
     assert len(set(ids)) == UPLOADERS
     # Tickets issued while the chain is busy join it too.
     await asyncio.gather(
-        *(
-            issue(agencies.api, [ids[n]], token=agencies.police.tokens["handler"])
-            for n in range(8)
-        )
+        *(issue(agencies.api, [ids[n]], token=agencies.police.tokens["handler"]) for n in range(8))
     )
     await assert_consistent(engine)
     async with engine.connect() as conn:

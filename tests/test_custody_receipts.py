@@ -26,6 +26,7 @@ from test_custody_api import flipped, local_app, upload_evidence
 
 from avidence.client.verify_cli import verify
 from avidence.server import signing
+from avidence.server.keys import history
 from avidence.server.state import SIGNER
 
 from support.servers import Api
@@ -177,7 +178,9 @@ async def test_key_rotation_keeps_old_receipts_valid(local_api: Api, tmp_path: P
     issued = await issue(local_api, tmp_path / "in", b"before the rotation")
     old_key = issued.receipt["key_id"]
     new = signing.rotate(local_api.settings)
-    await signing.register(local_api.catalog.engine, new)
+    # Certified by the outgoing key, as `key rotate` does: only keys that chain are published.
+    certificate = history.certify(local_api.client.app[SIGNER], new)
+    await signing.register(local_api.catalog.engine, new, certificate=certificate)
     document = await (await local_api.client.get("/api/keys")).json()
     assert [k["id"] for k in document["keys"]] == [old_key, new.key_id]
     issued.keys_path.write_text(json.dumps(document))

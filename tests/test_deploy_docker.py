@@ -72,7 +72,7 @@ def test_runs_as_a_numeric_non_root_user_created_in_the_image() -> None:
 def test_installs_ffmpeg_and_the_package() -> None:
     runs = [rest for word, rest in _instructions() if word == "RUN"]
     assert any(re.search(r"apt-get install .*\bffmpeg\b", r) for r in runs)
-    assert any(re.search(r"pip install \.$", r) for r in runs)
+    assert any(re.search(r"pip install '\.\[server\]'$", r) for r in runs)
     final_runs = " ".join(rest for word, rest in _final_stage() if word == "RUN")
     assert "rm -rf /var/lib/apt/lists" in final_runs
 

@@ -262,10 +262,19 @@ async def test_viewer_shows_probed_duration_format_and_where_the_cut_is(
     page = await (await lapi.client.get(f"/t/{token}?lang=en")).text()
     seconds = round(document["media"]["duration"])
     assert f'data-known="1">0:{seconds:02d}</span>' in page
-    assert "mpeg2video 320x240 30 fps" in page and "Not continuous" in page
+    assert "MPEG-TS · MPEG-2 320×240 30 fps" in page and "Not continuous" in page
+    assert "mpeg2video" not in page  # ffprobe's names stay out of the people's page
     assert f"1 gap(s): at 0:{round(GAP_AT):02d} ({GAP_SECONDS:.1f} s)" in page
     zh = await (await lapi.client.get(f"/t/{token}?lang=zh")).text()
-    assert "不连续" in zh and "1 处中断" in zh
+    assert "不连续" in zh and "1 处中断" in zh and "MPEG-2 320×240 30 帧/秒" in zh
+    # the poster the worker made is shown before playing, served under the ticket
+    poster = f"/t/{token}/poster/{evidence_id}"
+    assert f'poster="{poster}"' in page
+    response = await lapi.client.get(poster)
+    assert response.status == 200 and response.content_type == "image/jpeg"
+    assert (await response.read())[:3] == b"\xff\xd8\xff"
+    unknown = await lapi.client.get(f"/t/{token}/poster/no-such-evidence")
+    assert unknown.status == 404
 
 
 async def test_viewer_says_continuous_for_an_uncut_recording(
@@ -277,7 +286,7 @@ async def test_viewer_says_continuous_for_an_uncut_recording(
     await settled(lapi, evidence_id)
     token = token_of(await issue(lapi, [evidence_id]))
     page = await (await lapi.client.get(f"/t/{token}?lang=en")).text()
-    assert "Continuous: no gaps" in page and "mpegts" in page
+    assert "Continuous: no gaps" in page and "MPEG-TS" in page
 
 
 @pytest.mark.parametrize(

@@ -31,14 +31,14 @@ from avidence.server.audit import log as audit
 from avidence.server.audit import unit
 from avidence.server.audit.events import AdminCommand
 from avidence.server.catalog.db import Catalog
-from avidence.server.catalog.schema import audit_checkpoints, signing_keys
+from avidence.server.catalog.schema import audit_checkpoints
 from avidence.server.catalog.schema_exchange import transfers
 from avidence.server.cli import main
 from avidence.server.state import SIGNER
 from avidence.storage.local import LocalStore
 
 from support.agencies import two_agencies
-from support.forgery import rechain
+from support.forgery import insert_key, rechain
 from support.servers import BIN, Api, free_port, make_api
 from support.tickets import upload
 
@@ -76,17 +76,8 @@ async def catalog(tmp_path: Path) -> AsyncIterator[tuple[Catalog, config.Setting
 
 async def inject_and_rewrite(db: Catalog, intruder: Ed25519PrivateKey, certificate: Any) -> str:
     """The insider's attack: add a key, edit entry 3, re-chain 3..5, re-sign every checkpoint."""
-    kid = key_id(intruder.public_key())
     async with db.engine.begin() as conn:
-        await conn.execute(
-            signing_keys.insert().values(
-                id=kid,
-                algorithm=ALGORITHM,
-                public_key_pem=signing.public_pem(intruder),
-                created_at=datetime.now(UTC),
-                certificate=certificate,
-            )
-        )
+        kid = await insert_key(conn, intruder, certificate=certificate)
         prev = await rechain(conn, edit_seq=3, actor="nobody")
         for point in (await conn.execute(sa.select(audit_checkpoints))).all():
             signed = forge(intruder, "checkpoint", dict(point.document["checkpoint"]))
@@ -162,14 +153,8 @@ async def test_key_export_roots_the_chain_at_the_real_key_not_an_older_injected_
     db, settings = catalog
     intruder = Ed25519PrivateKey.generate()
     async with db.engine.begin() as conn:
-        await conn.execute(
-            signing_keys.insert().values(
-                id=key_id(intruder.public_key()),
-                algorithm=ALGORITHM,
-                public_key_pem=signing.public_pem(intruder),
-                created_at=datetime(2000, 1, 1, tzinfo=UTC),  # "older" than every real key
-            )
-        )
+        # "Older" than every real key.
+        await insert_key(conn, intruder, created_at=datetime(2000, 1, 1, tzinfo=UTC))
     result = await invoke(main, ["key", "export", *data_args(settings)])
     assert result.exit_code == 0, result.output
     ids = [k["id"] for k in json.loads(result.stdout)["keys"]]
@@ -292,17 +277,9 @@ async def test_transfer_ack_refuses_a_manifest_signed_by_a_key_outside_trusted_k
         genuine = await api.client.post(f"/api/transfers/{sent[0]['id']}/ack", headers=court.auth())
         assert genuine.status == 200, await genuine.text()
         intruder = Ed25519PrivateKey.generate()
-        kid = key_id(intruder.public_key())
         forged = forge(intruder, "manifest", sent[1]["manifest"]["manifest"])
         async with api.catalog.engine.begin() as conn:
-            await conn.execute(
-                signing_keys.insert().values(
-                    id=kid,
-                    algorithm=ALGORITHM,
-                    public_key_pem=signing.public_pem(intruder),
-                    created_at=datetime.now(UTC),
-                )
-            )
+            kid = await insert_key(conn, intruder)
             await conn.execute(
                 transfers.update().where(transfers.c.id == sent[1]["id"]).values(manifest=forged)
             )

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import format_datetime
+from pathlib import Path
 
 import blake3
 import pytest
 
 from avidence.server.evidence import records as evidence_db
 from avidence.server.media import ByteRange, content_type, disposition, parse_ranges
+from avidence.storage.base import Store
 
-from support.servers import Api
+from support.servers import Api, make_api
 from support.tickets import issue, media_url, start_view, upload
 
 SIZE = 3 * 1024 * 1024 + 123  # more than one store chunk, not a multiple of one
+
+
+@pytest.fixture()
+async def api(tmp_path: Path, store: Store) -> AsyncIterator[Api]:
+    """The app over each store, each view allowed 100 times the file: these tests fetch one
+    file many times in one view to check Range answers (the allowance: test_view_allowance)."""
+    async for value in make_api(tmp_path, store, view_bytes_multiple=100):
+        yield value
 
 
 @dataclass

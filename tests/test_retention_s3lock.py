@@ -10,11 +10,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
+from avidence.server.cases import records as cases_db
 from avidence.server.catalog.schema import derivatives, tombstones
+from avidence.server.catalog.schema_exchange import DEFAULT_AGENCY
+from avidence.server.evidence import records as evidence_db
 from avidence.server.retention import holds, purge, records
 from avidence.storage import errors as store_errors
 from avidence.storage.s3 import S3Store
@@ -175,6 +179,9 @@ async def test_new_evidence_in_a_held_case_is_held_in_the_bucket(
     locked: Api, s3_env: SeaweedServer, s3_bucket: str
 ) -> None:
     engine = locked.catalog.engine
+    # The case is opened before anything is filed under it (a hold on an unknown number is
+    # refused as a typing mistake); its first recording arrives after the hold.
+    await cases_db.create(engine, agency_id=DEFAULT_AGENCY, number="H-2", title="held early")
     await holds.add(
         engine, locked.store, scope="case", target="H-2", reason="preserve", actor="admin"
     )
@@ -211,3 +218,49 @@ async def test_purge_of_a_locked_object_is_reported_backed_off_then_blocked(lock
     assert planned.purge == []
     assert await audit_count(api, "purge.blocked") == purge.MAX_ATTEMPTS
     assert (await api.store.stat(key)).size == len(b"still locked")
+
+
+async def test_another_s3_client_reads_the_original_and_sees_it_locked(
+    locked: Api, s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    """An independent oracle: the MinIO SDK (not boto3, which the store itself uses) reads what
+    avidence wrote byte for byte, sees its retention and legal hold, and cannot delete it."""
+    from minio import Minio
+    from minio.error import S3Error
+
+    api, engine = locked, locked.catalog.engine
+    payload = b"what another S3 client must see " * 1000
+    evidence_id = await upload(api, payload, kind="interrogation", case="O-1")
+    key = await key_of(api, evidence_id)
+    kept = await records.get(engine, evidence_id)
+    assert kept is not None and kept.locked_until is not None
+    await holds.add(engine, api.store, scope="case", target="O-1", reason="oracle", actor="admin")
+
+    endpoint = s3_env.endpoint.split("://", 1)[1]
+    oracle = Minio(
+        endpoint, access_key=s3_env.access_key, secret_key=s3_env.secret_key, secure=False
+    )
+
+    def look() -> tuple[bytes, Any, bool]:
+        response = oracle.get_object(s3_bucket, key)
+        try:
+            body = response.read()
+        finally:
+            response.close()
+            response.release_conn()
+        retention = oracle.get_object_retention(s3_bucket, key)
+        return body, retention, oracle.is_object_legal_hold_enabled(s3_bucket, key)
+
+    body, retention, held = await asyncio.to_thread(look)
+    record = await evidence_db.get(engine, evidence_id)
+    assert record is not None
+    assert body == payload and blake3.blake3(body).hexdigest() == record.blake3
+    assert retention is not None and retention.mode == "GOVERNANCE"
+    assert abs(retention.retain_until_date - kept.locked_until) < timedelta(minutes=1)
+    assert held is True
+    # Object Lock protects versions: deleting the stored version itself is what must fail.
+    version = (await asyncio.to_thread(oracle.stat_object, s3_bucket, key)).version_id
+    assert version
+    with pytest.raises(S3Error):
+        await asyncio.to_thread(oracle.remove_object, s3_bucket, key, version_id=version)
+    assert (await api.store.stat(key)).size == len(payload)

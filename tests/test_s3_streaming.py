@@ -212,6 +212,111 @@ async def test_refused_request_with_streamed_parts_counts_nothing(store: S3Store
     assert await collect(await store.read(key)) == data
 
 
+class Crash(BaseException):
+    """The process dies here: no clean-up code of the store runs (only `finally` blocks)."""
+
+
+def replica_of(store: S3Store) -> S3Store:
+    """Another S3Store on the same bucket: what a restarted process or another replica sees."""
+    return S3Store(
+        endpoint_url=store._endpoint_url,
+        bucket=store._bucket,
+        part_size=PART,
+        part_checksum="trailer",
+    )
+
+
+async def _parts_landed(
+    server: SeaweedServer, bucket: str, key: str, handle: str, count: int
+) -> None:
+    """Poll S3 (nothing here can signal it) until `count` parts are listed; 20 s at most."""
+    async with asyncio.timeout(20):
+        for _ in range(400):
+            if len(await asyncio.to_thread(stored_sizes, server, bucket, key, handle)) >= count:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} parts landed")
+
+
+async def test_checksummed_request_streams_its_first_part_yet_counts_nothing_before_accepted(
+    store: S3Store, s3_env: SeaweedServer, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    filled_at_start: dict[int, int] = {}
+    upload_part = store._upload_part
+
+    def watched(target: Any, number: int, body: Any) -> str:
+        if isinstance(body, PartBody):
+            filled_at_start[number] = body.filled
+        return upload_part(target, number, body)
+
+    monkeypatch.setattr(store, "_upload_part", watched)
+    key, data = new_key(), os.urandom(3 * PART + 1)
+    target = await store.create(key)
+    other = replica_of(store)
+    await other.open()
+    seen_before_accept: list[int] = []
+
+    async def arriving() -> AsyncIterator[bytes]:
+        async for piece in paced(data, chunk=MiB):
+            yield piece
+        await _parts_landed(s3_env, s3_bucket, target.key, target.handle, 3)
+        seen_before_accept.append(await other.offset(target))
+
+    try:
+        accepted = await store.append_verified(
+            target, offset=0, chunks=arriving(), accept=lambda: True, expect=len(data)
+        )
+        assert accepted == len(data) == await other.offset(target)
+    finally:
+        await other.close()
+    assert filled_at_start.get(1, PART) < PART, "part 1 was held back until the check"
+    assert seen_before_accept == [0], "unverified parts counted before the checksum matched"
+    await store.finish(target, size=len(data))
+    assert await collect(await store.read(key)) == data
+
+
+async def test_crash_before_a_checksum_is_verified_leaves_its_parts_out_for_good(
+    store: S3Store, s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    key, data = new_key(), os.urandom(3 * PART + 1)
+    target = await store.create(key)
+    first = await store.append(target, offset=0, chunks=chunks_of(data[:11], MiB))
+    damaged = bytearray(data[first:])
+    damaged[2 * PART] ^= 0xFF  # inside part 3: the request would have been refused
+
+    async def crashing() -> AsyncIterator[bytes]:
+        async for piece in paced(bytes(damaged), chunk=MiB):
+            yield piece
+        await _parts_landed(s3_env, s3_bucket, target.key, target.handle, 3)
+        raise Crash()
+
+    with pytest.raises(Crash):
+        await store.append_verified(
+            target, offset=first, chunks=crashing(), accept=lambda: True, expect=len(damaged)
+        )
+    restarted = replica_of(store)
+    await restarted.open()
+    try:
+        assert await restarted.offset(target) == first
+        # A shorter plain resend that ends inside part 2: the crashed request's parts 2 and 3
+        # (scheduled sizes, newer than nothing) must not join the prefix after it.
+        short = PART + 7
+        assert (
+            await restarted.append(target, offset=first, chunks=chunks_of(data[first:short], MiB))
+            == short
+        )
+        assert await restarted.offset(target) == short
+        rest = await restarted.append(
+            target, offset=short, chunks=chunks_of(data[short : 2 * PART], MiB)
+        )
+        assert rest == 2 * PART == await restarted.offset(target)
+        await restarted.append(target, offset=rest, chunks=chunks_of(data[rest:], MiB))
+        await restarted.finish(target, size=len(data))
+        assert await collect(await restarted.read(key)) == data
+    finally:
+        await restarted.close()
+
+
 async def test_s3_refuses_a_part_whose_trailer_does_not_match(
     store: S3Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

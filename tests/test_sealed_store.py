@@ -20,7 +20,14 @@ import pytest
 
 from avidence.server.keys.datakeys import CatalogKeyRing
 from avidence.server.keys.kek import FileKeks, Kek
-from avidence.storage.base import Store, Target
+from avidence.storage.base import (
+    Concatenator,
+    LocalFiles,
+    Presigner,
+    Store,
+    Target,
+    VerifyingAppender,
+)
 from avidence.storage.errors import KeysUnavailable, NotFound, OffsetMismatch, Tampered
 from avidence.storage.local import LocalStore
 from avidence.storage.s3 import S3Store
@@ -92,6 +99,13 @@ async def test_stored_bytes_never_hold_the_plaintext(sealed: Sealed, tmp_path: P
     assert (await sealed.store.stat("ev/1/original.bin")).size == len(data)
     with pytest.raises(NotFound):
         await sealed.inner.stat("ev/1/original.bin.t6-0")
+
+
+def test_sealed_stores_never_hand_out_their_files_or_urls(sealed: Sealed) -> None:
+    # Media (sendfile) and jobs (in place) read a store's files or presigned URLs directly when
+    # it offers them: from a sealed store that would be ciphertext, so it offers neither.
+    assert not isinstance(sealed.store, LocalFiles | Presigner)
+    assert isinstance(sealed.store, Concatenator | VerifyingAppender)
 
 
 async def test_range_reads_at_many_offsets(sealed: Sealed) -> None:

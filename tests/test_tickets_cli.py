@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from avidence.server import address, config
 from avidence.server.catalog.db import Catalog
 from avidence.server.cli import main
 from avidence.server.config import normalize_database_url
@@ -137,3 +139,31 @@ def test_operator_mistakes_are_one_line_exit_2(tmp_path: Path) -> None:
         code, out = cli(tmp_path, *args)
         assert code == 2, (args, out)
         assert "Traceback" not in out and "error" in out.lower(), args
+
+
+def test_printed_link_uses_public_url_or_where_the_server_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server on 18777 once printed http://127.0.0.1:8080/t/...: the command now takes
+    public_url from the same settings as the server, else the address `serve` recorded, and
+    says on stderr when public_url is missing (stdout still ends with the link alone)."""
+    [evidence] = make_evidence(tmp_path, b"one")
+    create = ("create", "--evidence", evidence, "--recipient", "Li Ming (judge)")
+
+    def run() -> tuple[str, str]:
+        result = CliRunner().invoke(main, ["ticket", *create, "--data-dir", str(tmp_path / "data")])
+        assert result.exit_code == 0, result.output
+        return result.stdout.strip().splitlines()[-1], result.stderr
+
+    link, err = run()
+    assert link.startswith("http://127.0.0.1:8080/t/")
+    assert "public_url is not configured and no server has listened" in err
+
+    address.remember(config.load(env={}, data_dir=tmp_path / "data", port=18777))
+    link, err = run()
+    assert link.startswith("http://127.0.0.1:18777/t/")
+    assert "public_url is not configured: this link uses the address the server listens on" in err
+
+    monkeypatch.setenv("AVIDENCE_PUBLIC_URL", "https://evidence.example/")
+    link, err = run()
+    assert link.startswith("https://evidence.example/t/") and err == ""

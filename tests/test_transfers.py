@@ -365,4 +365,3 @@ async def test_limits_only_narrow_along_a_chain_of_transfers(agencies: TwoAgenci
         "/api/tickets", json={**body, "expires": "1d"}, headers=court.auth()
     )
     assert narrow.status == 201, await narrow.text()
-

@@ -177,7 +177,7 @@ async def test_patch_409_not_413_when_a_wrong_offset_comes_with_a_long_body(api:
 
 
 async def test_post_with_upload_length_0_completes_at_once(api: Api) -> None:
-    """"an upload with Upload-Length: 0 ... is immediately complete after its creation": it is
+    """ "an upload with Upload-Length: 0 ... is immediately complete after its creation": it is
     evidence (an empty file has digests too) without any PATCH."""
     headers = {
         **api.auth(),

@@ -194,16 +194,18 @@ def _float(text: str | None) -> float | None:
 
 
 async def check(
-    path: Path, info: MediaInfo, *, ffprobe: str = "ffprobe", max_gap: float = 0.5
+    path: Path | str, info: MediaInfo, *, ffprobe: str = "ffprobe", max_gap: float = 0.5
 ) -> Continuity | None:
-    """Analyse the first moving-picture stream of a local file; None when it has none."""
+    """Analyse the first moving-picture stream of a local file or an http(s) URL; None when
+    it has none."""
     if not info.videos:
         return None
     video = info.videos[0]
     argv = [ffprobe, "-v", "error", "-select_streams", str(video.index)]
-    argv += ["-show_entries", "packet=pts_time,dts_time,pos", "-of", "compact=p=0", path.name]
+    name, cwd = (path.name, str(path.parent)) if isinstance(path, Path) else (path, None)
+    argv += ["-show_entries", "packet=pts_time,dts_time,pos", "-of", "compact=p=0", name]
     analyser = Analyser(stream=video.index, declared_fps=video.fps, max_gap=max_gap)
-    process = await spawn(argv, cwd=str(path.parent))
+    process = await spawn(argv, cwd=cwd)
     stderr: deque[str] = deque(maxlen=20)
     errors_task = asyncio.create_task(tail(process.stderr, stderr))
     packet = 0

@@ -163,8 +163,9 @@ def parse(document: dict[str, Any]) -> MediaInfo:
     )
 
 
-async def probe(path: Path, *, ffprobe: str = "ffprobe") -> MediaInfo:
-    """Probe a local file. MediaError (with ffprobe's own words) when it is not media."""
+async def probe(path: Path | str, *, ffprobe: str = "ffprobe") -> MediaInfo:
+    """Probe a local file or an http(s) URL (read with ranged requests, not downloaded).
+    MediaError (with ffprobe's own words) when it is not media."""
 
     def run() -> Any:
         return ffmpeg.probe(str(path), cmd=ffprobe, v="error")
@@ -173,7 +174,7 @@ async def probe(path: Path, *, ffprobe: str = "ffprobe") -> MediaInfo:
         document = await asyncio.to_thread(run)
     except ffmpeg.Error as exc:
         stderr = (exc.stderr or b"").decode("utf-8", "replace").splitlines()
-        reason = readable(stderr, source=str(path))
+        reason = readable(stderr, source=str(path) if isinstance(path, Path) else "source")
         raise MediaError(f"not a readable media file: {reason}") from None
     except FileNotFoundError:
         raise ToolError(f"{ffprobe} is not installed or not on PATH") from None

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .plan import Command
+from .plan import SOURCE, Command
 from .tools import classify, spawn, stop, tail
 
 log = logging.getLogger("avidence.transcode")
@@ -79,9 +79,16 @@ async def execute(
     cwd: Path,
     ffmpeg: str = "ffmpeg",
     on_progress: ProgressCallback | None = None,
+    source_url: str | None = None,
 ) -> None:
-    """Run `command` in `cwd` (where `source` lies); MediaError or ToolError when it fails."""
+    """Run `command` in `cwd` (where `source` lies, or read from `source_url` when given: the
+    command as recorded keeps the name `source`); MediaError or ToolError when it fails."""
     argv = [ffmpeg, *command.argv[1:]]
+    if source_url is not None:
+        argv = [
+            source_url if arg == SOURCE and argv[n - 1] == "-i" else arg
+            for n, arg in enumerate(argv)
+        ]
     process = await spawn(argv, cwd=str(cwd))
     stderr: deque[str] = deque(maxlen=40)
     errors = asyncio.create_task(tail(process.stderr, stderr))

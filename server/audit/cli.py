@@ -25,7 +25,7 @@ from ..commands import (
 )
 from ..config import ConfigError
 from ..keys import history
-from . import extends, unit, witness
+from . import extends, progress, tsa, unit, witness
 from . import log as audit
 from .events import AdminCommand
 
@@ -49,11 +49,36 @@ def audit_group() -> None:
     help="The pinned key history (`key export`), kept out of band: checkpoints must be signed "
     "by keys that chain to it. Without it the catalog's own keys are trusted.",
 )
-def audit_verify(ctx: Context, pinned: Path | None) -> None:
+@click.option(
+    "--since-checkpoint",
+    "incremental",
+    is_flag=True,
+    help="Walk only the entries after the newest checkpoint an earlier run verified (recorded "
+    "in the state file); the whole log when none is recorded.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where runs record the newest checkpoint they verified (default: "
+    "audit-verified.json in the data dir).",
+)
+def audit_verify(
+    ctx: Context, pinned: Path | None, incremental: bool, state_path: Path | None
+) -> None:
     """Walk the hash chain and every signed checkpoint, check the log extends every checkpoint
     the witnesses hold and that every fact has its entry; name what does not fit."""
     settings = ctx.settings()
     witnesses = witness.configured(settings)
+    state_path = state_path or progress.default_path(settings)
+    try:
+        recorded = progress.load(state_path) if incremental else None
+    except ConfigError as exc:
+        fail(str(exc))
+    if incremental and recorded is None:
+        click.echo(f"NOTE no verified checkpoint recorded in {state_path}: walking the whole log")
+    since = recorded[0] if recorded is not None else None
     if pinned is None:
         click.echo(
             "NOTE trusting the public keys stored in the catalog itself; pass --keys FILE "
@@ -67,38 +92,74 @@ def audit_verify(ctx: Context, pinned: Path | None) -> None:
     except ConfigError as exc:
         fail(str(exc))
 
-    async def go() -> tuple[audit.Verdict, int, list[extends.Finding]]:
+    try:
+        stamps = tsa.verifier(settings)
+    except ConfigError as exc:
+        fail(str(exc))
+
+    async def go() -> tuple[audit.Verdict, int, list[extends.Finding], tsa.Report]:
         async with opened_catalog(settings) as catalog:
             if roots is not None:
                 keys = await history.trusted(catalog.engine, roots)
             else:
                 keys = await _keys(catalog)
-            verdict = await audit.verify(catalog.engine, keys)
+            verdict = await audit.verify(catalog.engine, keys, since=since)
             try:
-                checked, findings = await extends.against_witnesses(catalog.engine, keys, witnesses)
+                checked, findings = await extends.against_witnesses(
+                    catalog.engine, keys, witnesses, since=since.seq if since else 0
+                )
             except (OSError, ValueError) as exc:
                 raise ValueError(f"a witness cannot be read: {exc}") from None
             findings += await extends.facts_without_entries(catalog.engine)
-            return verdict, checked, findings
+            report = await tsa.check_all(catalog.engine, stamps, since=since.seq if since else 0)
+            findings += [extends.Finding("timestamp", problem) for problem in report.problems]
+            return verdict, checked, findings, report
 
-    verdict, checked, findings = run(go())
+    verdict, checked, findings, report = run(go())
     if not verdict.ok:
         click.echo(f"audit log BROKEN at entry {verdict.bad_seq}: {verdict.problem}", err=True)
     for finding in findings:
         click.echo(f"audit log BROKEN ({finding.kind}): {finding.message}", err=True)
     if not verdict.ok or findings:
         sys.exit(1)
+    if verdict.newest is not None:
+        progress.save(state_path, verdict.newest)
     names = ", ".join(w.name for w in witnesses) or "no witness configured"
+    walked = f"{verdict.entries} entries"
+    if recorded is not None:
+        walked += f" after checkpoint {verdict.since} (verified {recorded[1]})"
     click.echo(
-        f"audit log OK: {verdict.entries} entries, {verdict.checkpoints} signed checkpoints, "
+        f"audit log OK: {walked}, {verdict.checkpoints} signed checkpoints, "
         f"{checked} witnessed checkpoints extended ({names})"
     )
+    _report_timestamps(report, stamps)
+
+
+def _report_timestamps(report: tsa.Report, stamps: tsa.TimeStamper | None) -> None:
+    if report.stamped:
+        newest = report.newest.isoformat() if report.newest else "?"
+        name = stamps.pinned.name if stamps else "?"
+        click.echo(
+            f"time-stamped by {name}: {report.stamped} checkpoints verified, newest at {newest}"
+        )
+    if report.awaiting and stamps is not None:
+        click.echo(
+            f"NOTE {len(report.awaiting)} checkpoints await a time-stamp (newest "
+            f"{report.awaiting[-1]}): the TSA was not configured or not reachable when they "
+            "were signed; the next checkpoint pass asks for them"
+        )
+    if report.unchecked:
+        click.echo(
+            f"NOTE {report.unchecked} time-stamps kept but not checked: set tsa_certificates "
+            "to the TSA's pinned certificates"
+        )
 
 
 @audit_group.command("checkpoint")
 @shared_options
 def audit_checkpoint(ctx: Context) -> None:
-    """Sign the current head of the log now."""
+    """Sign the current head of the log now (and, with a TSA, time-stamp it and every
+    checkpoint still waiting for a time-stamp)."""
     settings = ctx.settings()
 
     async def go() -> dict[str, Any] | None:
@@ -106,7 +167,10 @@ def audit_checkpoint(ctx: Context) -> None:
             signer = signing.load_signer(settings)
             await signing.register(catalog.engine, signer)
             return await audit.checkpoint(
-                catalog.engine, signer, witnesses=witness.configured(settings)
+                catalog.engine,
+                signer,
+                witnesses=witness.configured(settings),
+                stamper=tsa.configured(settings),
             )
 
     document = run(go())

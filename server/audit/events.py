@@ -204,6 +204,15 @@ class DataKeysRewrapped(AuditEvent):
     previous: list[str]
 
 
+@action("key.certified")
+@dataclass(slots=True, frozen=True, kw_only=True)
+class KeyCertified(AuditEvent):
+    """A key that predates certificates, certified afterwards by the key before it."""
+
+    previous: str
+    certificate: dict[str, Any]
+
+
 @action("admin.command")
 @dataclass(slots=True, frozen=True, kw_only=True)
 class AdminCommand(AuditEvent):
@@ -297,6 +306,23 @@ class TicketViewed(AuditEvent):
     last_byte_at: str | None
     bytes: int
     requests: int
+
+
+@action("ticket.view_ended")
+@dataclass(slots=True, frozen=True, kw_only=True)
+class TicketViewEnded(AuditEvent):
+    """A view used up what it allows: its time window (`reason` "time") or its byte budget
+    ("bytes"); its grant serves nothing more. Written once per view, by whichever replica
+    refused first."""
+
+    ticket: str
+    view: str
+    recipient: str
+    reason: str
+    started_at: str
+    expires_at: str | None
+    byte_budget: int | None
+    bytes_taken: int
 
 
 @action("ticket.downloaded")

@@ -33,7 +33,9 @@ from ..catalog.schema_exchange import transfers
 from ..evidence import records as evidence_db
 from .witness import Witness
 
-Kind = Literal["truncation", "rollback", "fork", "checkpoint_deleted", "unsigned", "missing"]
+Kind = Literal[
+    "truncation", "rollback", "fork", "checkpoint_deleted", "unsigned", "missing", "timestamp"
+]
 
 
 @dataclass(slots=True, frozen=True)
@@ -43,12 +45,13 @@ class Finding:
 
 
 async def against_witnesses(
-    engine: AsyncEngine, keys: PublicKeys, witnesses: Sequence[Witness]
+    engine: AsyncEngine, keys: PublicKeys, witnesses: Sequence[Witness], *, since: int = 0
 ) -> tuple[int, list[Finding]]:
-    """(witnessed checkpoints checked, what does not fit), newest problem last."""
+    """(witnessed checkpoints checked, what does not fit), newest problem last. Checkpoints
+    before seq `since` were checked by an earlier run and are skipped."""
     documents: list[tuple[str, dict[str, Any]]] = []
     for witness in witnesses:
-        documents += [(witness.name, d) for d in await witness.read()]
+        documents += [(witness.name, d) for d in await witness.read() if _seq(d) >= since]
     async with engine.connect() as conn:
         last = (await conn.execute(sa.select(sa.func.max(audit_log.c.seq)))).scalar() or 0
         head_row = (await conn.execute(sa.select(audit_head.c.seq))).scalar() or 0

@@ -1,15 +1,14 @@
 """Appending to, checkpointing and verifying the audit chain.
 
-Entry hash = SHA-256 of the canonical JSON of (seq, time, actor, action, object, case, details,
-client, prev_hash). The first entry's prev_hash is 64 zeros. A checkpoint signs (seq, head hash,
-count, time) with the server key, so truncating the log after a checkpoint, or rewriting it and
-recomputing every hash, is detectable with the public key alone.
+Each entry carries the hash of the one before (`entries.py` defines what is hashed). A
+checkpoint signs (seq, head hash, count, time) with the server key, so truncating the log after
+a checkpoint, or rewriting it and recomputing every hash, is detectable with the public key
+alone. `verify` walks the chain (`walk.py`) from the start, or from a checkpoint an earlier run
+verified (`Anchor`), and checks every checkpoint from there on.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -20,45 +19,23 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from avidence.client.canonical import PublicKeys, VerificationError, canonical_json
+from avidence.client.canonical import PublicKeys, VerificationError
 
 from ..catalog.schema import audit_checkpoints, audit_head, audit_log
 from ..signing import Signer
 from ..webhooks import outbox
-from . import witness
+from . import tsa, witness
+from .entries import GENESIS, entry_body, entry_hash, iso
 from .events import AuditEvent
+from .tsa import TimeStamper
+from .walk import walk
 from .witness import Witness
+
+__all__ = ["GENESIS", "Anchor", "Verdict", "append", "checkpoint", "entry_body", "entry_hash"]
 
 log = logging.getLogger("avidence.audit")
 
-GENESIS = "0" * 64
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def entry_body(row: Any) -> dict[str, Any]:
-    """The hashed content of a row (or of a mapping with the same keys)."""
-    get = row.__getitem__ if isinstance(row, dict) else lambda k: getattr(row, k)
-    return {
-        "seq": int(get("seq")),
-        "time": _iso(get("time")),
-        "actor": get("actor"),
-        "action": get("action"),
-        "object": get("object"),
-        "case_id": get("case_id"),
-        "details": get("details"),
-        "client": get("client"),
-        "prev_hash": get("prev_hash"),
-    }
-
-
-def entry_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(body)).hexdigest()
-
-
-async def _head(conn: AsyncConnection) -> tuple[int, str]:
+async def read_head(conn: AsyncConnection) -> tuple[int, str]:
     row = (
         await conn.execute(
             sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
@@ -81,7 +58,7 @@ async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
         )
     ).first()
     if locked is None:
-        seq, digest = await _head(conn)
+        seq, digest = await read_head(conn)
         await conn.execute(audit_head.insert().values(id=1, seq=seq, hash=digest))
         return seq, digest
     return int(locked.seq), str(locked.hash)
@@ -121,18 +98,32 @@ async def append(conn: AsyncConnection, *events: AuditEvent) -> list[int]:
 
 
 async def checkpoint(
-    engine: AsyncEngine, signer: Signer, *, witnesses: Sequence[Witness] = ()
+    engine: AsyncEngine,
+    signer: Signer,
+    *,
+    witnesses: Sequence[Witness] = (),
+    stamper: TimeStamper | None = None,
 ) -> dict[str, Any] | None:
-    """Sign the current head and hand it to the witnesses; None when the log is empty or the
-    head is already signed."""
+    """Sign the current head and hand it to the witnesses; with a TSA, time-stamp it and every
+    checkpoint still waiting for a time-stamp (a TSA that does not answer is logged, not
+    raised). None when the log is empty or the head is already signed."""
+    document = await _sign_head(engine, signer, witnesses)
+    if stamper is not None:
+        await tsa.stamp_pending(engine, stamper)
+    return document
+
+
+async def _sign_head(
+    engine: AsyncEngine, signer: Signer, witnesses: Sequence[Witness]
+) -> dict[str, Any] | None:
     async with engine.connect() as conn:
-        seq, head = await _head(conn)
+        seq, head = await read_head(conn)
         last = (await conn.execute(sa.select(sa.func.max(audit_checkpoints.c.seq)))).scalar()
     if seq == 0 or last == seq:
         return None
     now = datetime.now(UTC)
     document = signer.sign(
-        "checkpoint", {"seq": seq, "head_hash": head, "count": seq, "time": _iso(now)}
+        "checkpoint", {"seq": seq, "head_hash": head, "count": seq, "time": iso(now)}
     )
     try:
         async with engine.begin() as conn:
@@ -169,66 +160,93 @@ async def rows(engine: AsyncEngine, *, case_id: str | None = None) -> AsyncGener
 
 
 @dataclass(slots=True, frozen=True)
+class Anchor:
+    """A checkpoint a verification run has checked: where the next run may start."""
+
+    seq: int
+    head_hash: str
+
+
+@dataclass(slots=True, frozen=True)
 class Verdict:
     ok: bool
     entries: int
     checkpoints: int
     problem: str | None = None
     bad_seq: int | None = None
+    since: int = 0  # the entries walked follow this seq (0: the whole log)
+    newest: Anchor | None = None  # the newest checkpoint verified
 
 
-async def verify(engine: AsyncEngine, keys: PublicKeys) -> Verdict:
-    """Walk the whole chain and every checkpoint; name the first entry that does not fit."""
-    expected_prev, expected_seq, count = GENESIS, 1, 0
-    heads: dict[int, str] = {}
-    # aclosing: an early return must give the streamed connection back at once, not at GC.
-    async with contextlib.aclosing(rows(engine)) as entries:
-        async for row in entries:
-            if int(row.seq) != expected_seq:
-                return Verdict(
-                    False,
-                    count,
-                    0,
-                    f"entry {expected_seq} is missing or out of order",
-                    expected_seq,
-                )
-            body = entry_body(row)
-            if row.prev_hash != expected_prev:
-                return Verdict(
-                    False,
-                    count,
-                    0,
-                    f"entry {row.seq} does not follow entry {row.seq - 1}",
-                    int(row.seq),
-                )
-            if entry_hash(body) != row.hash:
-                return Verdict(False, count, 0, f"entry {row.seq} was altered", int(row.seq))
-            heads[int(row.seq)] = row.hash
-            expected_prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
-    checked = 0
-    for document in await checkpoints(engine):
+async def verify(engine: AsyncEngine, keys: PublicKeys, *, since: Anchor | None = None) -> Verdict:
+    """Walk the chain and every checkpoint; name the first entry that does not fit.
+
+    With `since` (a checkpoint an earlier run verified) only the entries after it and the
+    checkpoints from it on are read: the live entry at `since.seq` must still carry the hash
+    that run saw, which pins every entry before it as long as the chain is not rewritten from
+    there (a rewrite changes that hash; an edit left unrehashed is found by a full run)."""
+    start, prev = (since.seq, since.head_hash) if since is not None else (0, GENESIS)
+    documents = await checkpoints(engine, since=start)
+    if since is not None:
+        async with engine.connect() as conn:
+            live = (
+                await conn.execute(sa.select(audit_log.c.hash).where(audit_log.c.seq == since.seq))
+            ).scalar()
+        if live != since.head_hash:
+            return Verdict(
+                False,
+                0,
+                0,
+                f"entry {since.seq}, verified before, is {'gone' if live is None else 'changed'}:"
+                " the log was truncated or rewritten since",
+                since.seq,
+                since.seq,
+            )
+    walked = await walk(
+        engine, after_seq=start, after_hash=prev, want={_claimed(d) for d in documents}
+    )
+    if walked.problem is not None:
+        return Verdict(False, walked.entries, 0, walked.problem, walked.bad_seq, start)
+    heads = walked.heads | ({since.seq: since.head_hash} if since is not None else {})
+    checked, newest = 0, since
+    for document in documents:
         kid, claimed = document.get("key_id"), (document.get("checkpoint") or {}).get("seq")
         if str(kid) not in keys.keys:
             # Named before the signature check: whose key it is matters more than the bytes.
             where = claimed if isinstance(claimed, int) else None
             return Verdict(
-                False, count, checked, f"checkpoint {claimed} is {keys.unknown(kid)}", where
+                False,
+                walked.entries,
+                checked,
+                f"checkpoint {claimed} is {keys.unknown(kid)}",
+                where,
+                start,
             )
         try:
             signed = keys.verify(document, body="checkpoint")
         except VerificationError as exc:
-            return Verdict(False, count, checked, f"a checkpoint does not verify: {exc}")
+            return Verdict(
+                False, walked.entries, checked, f"a checkpoint does not verify: {exc}", None, start
+            )
         seq = int(signed["seq"])
         if heads.get(seq) != signed["head_hash"]:
             return Verdict(
                 False,
-                count,
+                walked.entries,
                 checked,
                 f"checkpoint {seq} signed a head the log no longer has (truncated or rewritten)",
                 seq,
+                start,
             )
         checked += 1
-    return Verdict(True, count, checked)
+        newest = Anchor(seq, str(signed["head_hash"]))
+    return Verdict(True, walked.entries, checked, since=start, newest=newest)
+
+
+def _claimed(document: dict[str, Any]) -> int:
+    """The seq a checkpoint document claims (-1 when it claims none)."""
+    claimed = (document.get("checkpoint") or {}).get("seq")
+    return claimed if isinstance(claimed, int) else -1
 
 
 async def latest_checkpoint(engine: AsyncEngine) -> dict[str, Any] | None:
@@ -244,10 +262,12 @@ async def latest_checkpoint(engine: AsyncEngine) -> dict[str, Any] | None:
     return dict(document) if document is not None else None
 
 
-async def checkpoints(engine: AsyncEngine) -> list[dict[str, Any]]:
-    """Every signed checkpoint document, oldest first."""
+async def checkpoints(engine: AsyncEngine, *, since: int = 0) -> list[dict[str, Any]]:
+    """Every signed checkpoint document (of seq `since` and later), oldest first."""
     async with engine.connect() as conn:
         result = await conn.execute(
-            sa.select(audit_checkpoints.c.document).order_by(audit_checkpoints.c.seq)
+            sa.select(audit_checkpoints.c.document)
+            .where(audit_checkpoints.c.seq >= since)
+            .order_by(audit_checkpoints.c.seq)
         )
         return [dict(document) for document in result.scalars()]

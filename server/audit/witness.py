@@ -45,6 +45,10 @@ class Witness(Protocol):
     async def read(self) -> list[dict[str, Any]]:
         """Every document kept so far, in any order; raise when the witness cannot be read."""
 
+    async def holds(self, document: dict[str, Any]) -> bool:
+        """Whether this checkpoint was kept, without reading every other one; raise when the
+        witness cannot be read."""
+
 
 class FileWitness:
     """An append-only JSON Lines file."""
@@ -82,6 +86,10 @@ class FileWitness:
 
         return await asyncio.to_thread(load)
 
+    async def holds(self, document: dict[str, Any]) -> bool:
+        wanted = _identity(document)
+        return any(_identity(kept) == wanted for kept in await self.read())
+
 
 class S3Witness:
     """One object per checkpoint under Object Lock COMPLIANCE."""
@@ -99,8 +107,21 @@ class S3Witness:
         )
 
     def _key(self, document: dict[str, Any]) -> str:
-        body = document.get("checkpoint", {})
-        return f"{self.prefix}/{int(body['seq']):012d}-{body['head_hash']}.json"
+        seq, head = _identity(document)
+        return f"{self.prefix}/{seq:012d}-{head}.json"
+
+    async def holds(self, document: dict[str, Any]) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            await asyncio.to_thread(
+                self.client.head_object, Bucket=self.bucket, Key=self._key(document)
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
 
     async def publish(self, document: dict[str, Any]) -> None:
         data = json.dumps(document, sort_keys=True).encode()
@@ -129,6 +150,12 @@ class S3Witness:
             return documents
 
         return await asyncio.to_thread(load)
+
+
+def _identity(document: dict[str, Any]) -> tuple[int, str]:
+    """Which head a signed checkpoint document signs: (seq, head hash)."""
+    body = document.get("checkpoint", {})
+    return int(body["seq"]), str(body["head_hash"])
 
 
 def default_location(settings: Settings) -> str:

@@ -23,6 +23,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     "evidence.created": ("uploaded", "hashed"),
     "integrity.checked": ("verified",),
     "integrity.failed": ("integrity_failed",),
+    "integrity.resolved": ("integrity_resolved",),
     "transfer.created": ("transferred",),
     "transfer.acknowledged": ("acknowledged",),
     "transfer.rejected": ("rejected",),
@@ -31,6 +32,16 @@ STEPS: dict[str, tuple[str, ...]] = {
     "admin.command": ("exported",),
 }
 _DIGESTS = ("blake3", "sha256", "sm3")
+
+
+def _steps(row: Any) -> tuple[str, ...]:
+    """The steps of an entry; a scrub's verdict on a derivative (the viewing copy) is a step
+    of its own, so a checked copy never reads as a checked original."""
+    steps = STEPS[row.action]
+    target = (row.details or {}).get("target", "original")
+    if row.action in ("integrity.checked", "integrity.failed") and target != "original":
+        return tuple(f"copy_{step}" for step in steps)
+    return steps
 
 
 def _iso(row: Any) -> str:
@@ -76,14 +87,14 @@ async def timeline(
         for row in (await conn.execute(query)).all():
             if row.action == "admin.command" and (row.details or {}).get("command") != "export":
                 continue
-            entries += [_entry(row, step) for step in STEPS[row.action]]
+            entries += [_entry(row, step) for step in _steps(row)]
     return entries
 
 
 # What a ticket's viewer shows of an item's custody: how it was received, checked and handed
 # on between agencies. Views and downloads stay out: one recipient need not learn the others.
-VIEWER_STEPS = ("uploaded", "hashed", "verified", "integrity_failed", "transferred",
-                "acknowledged", "rejected")  # fmt: skip
+VIEWER_STEPS = ("uploaded", "hashed", "verified", "integrity_failed", "integrity_resolved",
+                "transferred", "acknowledged", "rejected")  # fmt: skip
 
 
 async def of_evidence(
@@ -111,7 +122,7 @@ async def of_evidence(
             details = row.details or {}
             if row.action in transfers and evidence_id not in details.get("evidence", []):
                 continue
-            for step in STEPS[row.action]:
+            for step in _steps(row):
                 entry = _entry(row, step)
                 for side in ("from", "to"):
                     agency = entry.get(side)

@@ -8,6 +8,7 @@ advisory lock on PostgreSQL so replicas starting together do not race.
 
 from __future__ import annotations
 
+import json
 import logging
 from importlib import resources
 from pathlib import Path
@@ -47,13 +48,20 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
+def compact_json(value: Any) -> str:
+    """How JSON columns are written: keys sorted, no whitespace, UTF-8 kept. For float-free
+    values this is exactly `client.canonical.canonical_json`, so `audit verify` can hash an
+    entry's stored `details` text as it is (`audit.walk`) instead of re-encoding it."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 class Catalog:
     """The process's handle on the catalog database."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        kwargs: dict[str, Any] = {"pool_pre_ping": True, "json_serializer": compact_json}
         if self.dialect == "sqlite":
             path = url.split(":///", 1)[1]
             if path and path != ":memory:":

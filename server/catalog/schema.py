@@ -202,6 +202,9 @@ audit_checkpoints = Table(
     Column("count", BigInteger(), nullable=False),
     Column("time", UTCDateTime(), nullable=False),
     Column("document", JSON(), nullable=False),
+    # Base64 DER of the RFC 3161 TimeStampResp over the document (audit/tsa.py); NULL until the
+    # configured TSA answered.
+    Column("timestamp_token", Text()),
 )
 
 # Access tickets: only the SHA-256 of the link token is stored, like bearer tokens. The evidence a
@@ -254,6 +257,13 @@ ticket_views = Table(
     Column("last_byte_at", UTCDateTime()),
     Column("bytes_served", BigInteger(), nullable=False, default=0),
     Column("requests", Integer(), nullable=False, default=0),
+    # What the view allows (server/tickets/allowance.py): a time window and a byte budget, taken
+    # by conditional UPDATEs of `bytes_reserved` before bytes go out; None on older views.
+    Column("expires_at", UTCDateTime()),
+    Column("byte_budget", BigInteger()),
+    Column("bytes_reserved", BigInteger(), nullable=False, default=0),
+    Column("ended_at", UTCDateTime()),
+    Column("end_reason", String(16)),  # "time" or "bytes"
 )
 
 # Media work queued for workers (see server/jobs/queue.py): one row per (evidence, kind,
@@ -316,6 +326,9 @@ derivatives = Table(
     Column("ffmpeg_version", String(100), nullable=False),
     Column("details", JSON(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # A scrub's verdict on the stored copy, as `evidence.integrity` is on the original.
+    Column("integrity", String(16), nullable=False, default="unchecked"),
+    Column("checked_at", UTCDateTime()),
 )
 
 # Retention (server/retention/): one row per evidence record, written when the record is made.

@@ -6,19 +6,20 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import signing
 from ..agencies.access import owns_upload
-from ..auth import require
+from ..auth import require, require_site
 from ..cases import records as cases_db
 from ..catalog import uploads as uploads_db
-from ..catalog.uploads import Upload
-from ..errors import Conflict, Gone, NotFound
+from ..catalog.uploads import ConcatKind, Upload, UploadState
+from ..errors import BadRequest, Conflict, Gone, NotFound
 from ..jobs.views import with_media
+from ..keys import history
+from ..requests import json_body
 from ..retention import records as retention_records
 from ..retention.purge import tombstone
-from ..state import CATALOG
+from ..state import CATALOG, PINNED_KEYS, SETTINGS, SIGNER, STORE
 from ..tokens import Role
-from . import receipts, search
+from . import integrity, receipts, search
 from . import records as evidence_db
 
 READERS: tuple[Role, ...] = ("uploader", "handler", "admin", "auditor")
@@ -31,8 +32,10 @@ def upload_json(upload: Upload) -> dict[str, Any]:
         "length": upload.length,
         "offset": upload.offset,
         "concat": upload.concat or None,
-        "parts": upload.parts if upload.concat == "final" else None,
-        "consumed_by": upload.parts[0] if upload.state == "consumed" and upload.parts else None,
+        "parts": upload.parts if upload.concat == ConcatKind.FINAL else None,
+        "consumed_by": (
+            upload.parts[0] if upload.state == UploadState.CONSUMED and upload.parts else None
+        ),
         "metadata": upload.metadata,
         "digests": upload.digests,
         "evidence_id": upload.evidence_id,
@@ -112,8 +115,59 @@ async def get_receipt(request: web.Request) -> web.Response:
 
 
 async def get_keys(request: web.Request) -> web.Response:
-    """Every public key that ever signed a receipt or checkpoint. Public by design."""
-    return web.json_response({"keys": await signing.published(request.app[CATALOG].engine)})
+    """Every public key that signed receipts or checkpoints and chains to the key history (the
+    catalog's other rows are not vouched for by any key, so they are not published). Public by
+    design."""
+    keys = await history.publishable(
+        request.app[CATALOG].engine,
+        active=request.app[SIGNER].key_id,
+        pinned=request.app.get(PINNED_KEYS),
+    )
+    return web.json_response(keys.document)
+
+
+async def list_findings(request: web.Request) -> web.Response:
+    """GET /api/admin/integrity: the scrub's state (counts by outcome, last and next round,
+    failed originals) and every unresolved finding on an original or a copy, originals first."""
+    await require_site(request, "admin", "auditor")
+    engine = request.app[CATALOG].engine
+    interval = float(request.app[SETTINGS].scrub_interval)
+    state = await integrity.summary(engine, interval=interval)
+    found = await integrity.findings(engine)
+    return web.json_response({**state, "findings": [f.to_json() for f in found]})
+
+
+async def resolve_finding(request: web.Request) -> web.Response:
+    """POST /api/admin/evidence/{id}/integrity/resolve {"target", "reason"}: check a restored
+    original again, or re-derive a damaged copy; 409 `integrity_unresolved` otherwise."""
+    principal = await require_site(request, "admin")
+    body = await json_body(request, required=True)
+    target, reason = body.get("target", "original"), body.get("reason")
+    if not isinstance(target, str) or not isinstance(reason, str):
+        raise BadRequest('give {"target": "original" or "derivative:<id>", "reason": "..."}')
+    engine = request.app[CATALOG].engine
+    evidence_id = request.match_info["evidence_id"]
+    if await evidence_db.get(engine, evidence_id) is None:
+        raise NotFound("no such evidence")
+    done = await integrity.resolve(
+        engine,
+        request.app[STORE],
+        evidence_id=evidence_id,
+        target=target,
+        reason=reason,
+        actor=principal.label,
+        client=request.remote,
+    )
+    remaining = await integrity.findings(engine, evidence_id=evidence_id)
+    return web.json_response(
+        {
+            "evidence_id": done.evidence_id,
+            "target": done.target,
+            "how": done.how,
+            "job": done.job_id,
+            "findings": [f.to_json() for f in remaining],
+        }
+    )
 
 
 def setup(app: web.Application) -> None:
@@ -122,3 +176,5 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/evidence/{evidence_id}", get_evidence)
     app.router.add_get("/api/evidence/{evidence_id}/receipt", get_receipt)
     app.router.add_get("/api/keys", get_keys)
+    app.router.add_get("/api/admin/integrity", list_findings)
+    app.router.add_post("/api/admin/evidence/{evidence_id}/integrity/resolve", resolve_finding)

@@ -14,16 +14,30 @@ import click
 
 from .. import signing
 from ..audit import witness
-from ..commands import Context, agency_option, case_of, fail, opened_with_store, run, shared_options
+from ..commands import (
+    Context,
+    agency_option,
+    case_of,
+    fail,
+    opened_catalog,
+    opened_with_store,
+    run,
+    shared_options,
+)
+from . import integrity
 from .export import ExportReport, export_case
 from .scrub import Check, ScrubReport, scrub
 
 
 def _describe(check: Check) -> str:
+    what, where = "original", ""
+    if check.derivative_id is not None:
+        what, where = "derivative", f" derivative={check.derivative_id}"
+    head = f"{check.evidence_id} case={check.case_id}{where}"
     if check.outcome == "missing":
-        return f"MISSING {check.evidence_id} case={check.case_id}: the stored original is gone"
+        return f"MISSING {head}: the stored {what} is gone"
     parts = [f"{k} expected {check.expected[k]} found {check.found[k]}" for k in check.mismatched]
-    return f"FAILED {check.evidence_id} case={check.case_id}: " + "; ".join(parts)
+    return f"FAILED {head}: " + "; ".join(parts)
 
 
 @click.command("scrub")
@@ -45,10 +59,11 @@ def scrub_command(
     older_than: float | None,
     limit: int | None,
 ) -> None:
-    """Re-read stored originals and compare their digests with the evidence records.
+    """Re-read stored originals and their derivatives and compare their digests with the
+    records.
 
-    Exit code 1 when any original is missing or changed; each one is named on stderr and
-    recorded as `integrity.failed` in the audit log."""
+    Exit code 1 when any object is missing or changed; each one is named on stderr, recorded as
+    `integrity.failed` in the audit log, and withheld from viewers until `integrity resolve`."""
     if not (everything or case_id or older_than is not None):
         fail("scrub: choose --all, --case CASE or --older-than DAYS")
     if everything and (case_id or older_than is not None):
@@ -117,7 +132,65 @@ def export_command(
     )
 
 
+@click.group("integrity")
+def integrity_group() -> None:
+    """Findings of the integrity scrub: list them, resolve them."""
+
+
+@integrity_group.command("list")
+@shared_options
+def integrity_list(ctx: Context) -> None:
+    """Every unresolved finding: evidence, target, role, when it was found."""
+    settings = ctx.settings()
+
+    async def go() -> list[integrity.Finding]:
+        async with opened_catalog(settings) as catalog:
+            return await integrity.findings(catalog.engine)
+
+    found = run(go())
+    for finding in found:
+        when = finding.checked_at.isoformat() if finding.checked_at else "-"
+        click.echo(
+            "\t".join((finding.evidence_id, finding.case_id, finding.target, finding.role, when))
+        )
+    click.echo(f"{len(found)} unresolved finding(s)", err=True)
+
+
+@integrity_group.command("resolve")
+@shared_options
+@click.argument("evidence_id")
+@click.option(
+    "--target",
+    default="original",
+    show_default=True,
+    help='"original" (after putting the right bytes back) or "derivative:<id>" (re-derive).',
+)
+@click.option("--reason", required=True, help="Why, for the audit log.")
+def integrity_resolve(ctx: Context, evidence_id: str, target: str, reason: str) -> None:
+    """Resolve a finding: read a restored original again (cleared only when it matches its
+    record), or drop a damaged derivative and queue its job again."""
+    settings = ctx.settings()
+
+    async def go() -> integrity.Resolution:
+        async with opened_with_store(settings) as (catalog, store):
+            return await integrity.resolve(
+                catalog.engine,
+                store,
+                evidence_id=evidence_id,
+                target=target,
+                reason=reason,
+                actor="cli",
+            )
+
+    done = run(go())
+    if done.how == "restored":
+        click.echo(f"{evidence_id}: the original matches its record again; served again")
+    else:
+        click.echo(f"{evidence_id}: {target} will be made again by job {done.job_id}")
+
+
 def register(group: click.Group) -> None:
     """Attach this module's commands to `avidence-server` (see `cli.py`)."""
     group.add_command(scrub_command)
     group.add_command(export_command)
+    group.add_command(integrity_group)

@@ -19,8 +19,6 @@ The bundle is built in a sibling temporary folder and renamed into place at the 
 holds a complete bundle or nothing.
 """
 
-# ruff: noqa: RUF001  (the README's Chinese text uses full-width punctuation, as Chinese does)
-
 from __future__ import annotations
 
 import asyncio
@@ -44,7 +42,6 @@ from avidence.storage.base import Store
 from avidence.storage.digests import MultiDigest
 from avidence.storage.errors import NotFound
 
-from .. import signing
 from ..audit import log as audit
 from ..audit import unit
 from ..audit.events import AdminCommand
@@ -53,6 +50,7 @@ from ..cases import custody
 from ..cases import records as cases_db
 from ..cases.records import Case
 from ..catalog.schema import evidence
+from ..keys import history
 from ..retention import records as retention_records
 from ..retention.purge import tombstone
 from ..signing import Signer
@@ -274,7 +272,9 @@ async def _build(
         if gone is not None:
             item |= {"state": gone, "tombstone": await tombstone(engine, record.id)}
         items.append(item)
-    keys_sha = bundle.write_json("keys.json", {"keys": await signing.published(engine)})
+    # The keys that chain to the key history, as GET /api/keys publishes them.
+    keys = await history.publishable(engine, active=signer.key_id)
+    keys_sha = bundle.write_json("keys.json", keys.document)
     await unit.record(
         engine,
         AdminCommand(

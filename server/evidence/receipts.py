@@ -7,10 +7,14 @@ never changes an old receipt; `GET /api/keys` keeps publishing the key that sign
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from avidence.client.canonical import canonical_json
 
 from .. import clock
 from ..catalog.schema import receipts
@@ -37,6 +41,12 @@ def receipt_body(record: Evidence, *, uploader_name: str) -> dict[str, Any]:
     if record.sm3:
         body["sm3"] = record.sm3
     return body
+
+
+def receipt_id(document: Mapping[str, Any]) -> str:
+    """A short name for one signed receipt: `rcp_` and the first 16 hex digits of the SHA-256
+    of its canonical JSON, so anyone holding the receipt file can compute it offline."""
+    return "rcp_" + hashlib.sha256(canonical_json(dict(document))).hexdigest()[:16]
 
 
 async def issue(

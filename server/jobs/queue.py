@@ -118,12 +118,16 @@ async def enqueue(
             created_at=moment,
         )
     )
+    _wake_after_commit(conn)
+    return job_id
+
+
+def _wake_after_commit(conn: AsyncConnection) -> None:
     sync = conn.sync_connection
     if sync is not None and sync.in_transaction():
         event.listen(sync, "commit", _wake, once=True)
     else:
         _wake()
-    return job_id
 
 
 def _claimable(moment: datetime) -> sa.ColumnElement[bool]:
@@ -306,6 +310,28 @@ async def requeue(engine: AsyncEngine, job_id: str) -> bool:
         )
     if result.rowcount == 1:
         _wake()
+    return result.rowcount == 1
+
+
+async def rerun(conn: AsyncConnection, job_id: str) -> bool:
+    """Queue a finished (done or failed) job again from its first attempt, inside the caller's
+    transaction (re-deriving a copy a scrub flagged); workers here are woken after the commit."""
+    result = await conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.state.in_(("done", "failed")))
+        .values(
+            state="queued",
+            attempts=0,
+            run_after=now(),
+            finished_at=None,
+            error=None,
+            progress=None,
+            worker=None,
+            lease_until=None,
+        )
+    )
+    if result.rowcount == 1:
+        _wake_after_commit(conn)
     return result.rowcount == 1
 
 

@@ -1,9 +1,9 @@
 """Catalog records of media work: the probe and continuity report, and the derivatives.
 
-`playable_derivative` is what the viewer asks: "is there a copy of this evidence a browser can
-play, and where is it?" It answers with a storage key and a content type, or None while the
-original has no such copy (not yet made, not media, or failed), in which case the viewer can
-fall back to the original.
+`playable_copy` is what the viewer asks: "is there a copy of this evidence a browser can play,
+and what is it?" It answers with the derivative's record (key, type, size, digests, provenance
+and the scrub's verdict on it), or None while the original has no such copy (not yet made, not
+media, or failed), in which case the viewer falls back to the original.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..catalog.connect import connected
 from ..catalog.schema import derivatives, media
 
 PLAYABLE_ROLES = ("playable",)
@@ -42,12 +43,19 @@ class Derivative:
     ffmpeg_version: str
     details: dict[str, Any]
     created_at: datetime
+    integrity: str = "unchecked"  # "ok" or "failed" once a scrub has re-read the copy
+    checked_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["created_at"] = self.created_at.isoformat().replace("+00:00", "Z")
+        data["created_at"] = _iso(self.created_at)
+        data["checked_at"] = _iso(self.checked_at) if self.checked_at is not None else None
         data["command_line"] = " ".join(_quote(a) for a in self.command)
         return data
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _quote(arg: str) -> str:
@@ -74,7 +82,11 @@ async def derivatives_of(engine: AsyncEngine, evidence_id: str) -> list[Derivati
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [Derivative(**{n: getattr(r, n) for n in _COLUMNS}) for r in rows]
+    return [_record(r) for r in rows]
+
+
+def _record(row: Any) -> Derivative:
+    return Derivative(**{n: getattr(row, n) for n in _COLUMNS})
 
 
 async def recorded_keys(engine: AsyncEngine, keys: list[str]) -> set[str]:
@@ -88,26 +100,48 @@ async def recorded_keys(engine: AsyncEngine, keys: list[str]) -> set[str]:
         return {str(k) for k in rows.scalars()}
 
 
-async def playable_derivative(
-    engine: AsyncEngine, evidence_id: str, *, angle: int = 0
-) -> tuple[str, str] | None:
-    """(storage key, content type) of the browser-playable copy of an original, or None.
+async def playable_copy(
+    engine: AsyncEngine | AsyncConnection, evidence_id: str, *, angle: int = 0
+) -> Derivative | None:
+    """The browser-playable copy of an original, or None.
 
     `angle` picks the video stream of a multi-angle recording (0 is the first). When several
     profiles made playable copies, the first made wins (normally the built-in `mp4-h264`)."""
+    return await _first_derivative(engine, evidence_id, roles=PLAYABLE_ROLES, angle=angle)
+
+
+async def poster_derivative(
+    engine: AsyncEngine | AsyncConnection, evidence_id: str
+) -> tuple[str, str] | None:
+    """(storage key, content type) of the poster frame the viewer shows before playing."""
+    found = await _first_derivative(engine, evidence_id, roles=("poster",), angle=0)
+    return (found.storage_key, found.content_type) if found is not None else None
+
+
+async def _first_derivative(
+    engine: AsyncEngine | AsyncConnection, evidence_id: str, *, roles: tuple[str, ...], angle: int
+) -> Derivative | None:
     query = (
-        sa.select(derivatives.c.storage_key, derivatives.c.content_type)
+        sa.select(derivatives)
         .where(
             derivatives.c.evidence_id == evidence_id,
-            derivatives.c.role.in_(PLAYABLE_ROLES),
+            derivatives.c.role.in_(roles),
             derivatives.c.angle == angle,
         )
         .order_by(derivatives.c.created_at, derivatives.c.id)
         .limit(1)
     )
-    async with engine.connect() as conn:
+    async with connected(engine) as conn:
         row = (await conn.execute(query)).first()
-    return (str(row.storage_key), str(row.content_type)) if row is not None else None
+    return _record(row) if row is not None else None
+
+
+async def playable_derivative(
+    engine: AsyncEngine | AsyncConnection, evidence_id: str, *, angle: int = 0
+) -> tuple[str, str] | None:
+    """(storage key, content type) of the playable copy (`playable_copy`), or None."""
+    found = await playable_copy(engine, evidence_id, angle=angle)
+    return (found.storage_key, found.content_type) if found is not None else None
 
 
 async def save_media(

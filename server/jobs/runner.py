@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from avidence.storage.base import Store, Target
 from avidence.transcode import continuity
 from avidence.transcode.continuity import Continuity
 from avidence.transcode.errors import MediaError
-from avidence.transcode.plan import SOURCE, Command, applies, plan
+from avidence.transcode.plan import Command, applies, plan
 from avidence.transcode.probe import MediaInfo, probe
 from avidence.transcode.profiles import Profile
 from avidence.transcode.run import Progress, execute
@@ -36,8 +37,10 @@ from ..audit.unit import unit_of_work
 from ..evidence import records as evidence_db
 from ..evidence.records import Evidence
 from ..retention import hooks as retention_hooks
-from . import outputs, queue, records
+from . import outputs, queue, records, source
 from .queue import Job
+
+log = logging.getLogger("avidence.jobs")
 
 
 class LeaseLost(Exception):
@@ -111,14 +114,21 @@ async def perform(ctx: Context, job: Job, meter: Meter) -> None:
         await asyncio.shield(asyncio.to_thread(shutil.rmtree, work, True))
 
 
+async def _source(ctx: Context, evidence: Evidence, work: Path) -> Path | str:
+    """The original as the tools read it: in place (a path or a URL), a copy only as a last
+    resort (see `source.py`)."""
+    found = await source.locate(ctx.store, evidence.storage_key, work, size=evidence.size)
+    log.info("job.source evidence=%s how=%s", evidence.id, found.how)
+    return found.url or Path(found.input)
+
+
 async def analyse(ctx: Context, job: Job, evidence: Evidence, work: Path, meter: Meter) -> None:
-    meter.set("fetching")
-    source = work / SOURCE
-    await outputs.fetch(ctx.store, evidence.storage_key, source, size=evidence.size)
+    meter.set("locating")
+    original = await _source(ctx, evidence, work)
     meter.set("probing", 40.0)
-    info = await probe(source)
+    info = await probe(original)
     meter.set("continuity", 50.0)
-    report = await continuity.check(source, info)
+    report = await continuity.check(original, info)
     wanted = [ctx.profiles[name] for name in ctx.enabled]
     profiles = [p.name for p in wanted if applies(info, p)]
     at = datetime.now(UTC)
@@ -165,21 +175,20 @@ async def _analysed(
         unit.record(event)
 
 
-async def _media_info(ctx: Context, evidence: Evidence, source: Path) -> MediaInfo:
+async def _media_info(ctx: Context, evidence: Evidence, original: Path | str) -> MediaInfo:
     stored = await records.media_of(ctx.engine, evidence.id)
     if stored is not None:
         return MediaInfo.from_json(stored["probe"])
-    return await probe(source)
+    return await probe(original)
 
 
 async def derive(ctx: Context, job: Job, evidence: Evidence, work: Path, meter: Meter) -> None:
     profile = ctx.profiles.get(job.profile)
     if profile is None:
         raise MediaError(f"profile {job.profile!r} is not configured on this worker")
-    meter.set("fetching")
-    source = work / SOURCE
-    await outputs.fetch(ctx.store, evidence.storage_key, source, size=evidence.size)
-    commands = plan(await _media_info(ctx, evidence, source), profile)
+    meter.set("locating")
+    original = await _source(ctx, evidence, work)
+    commands = plan(await _media_info(ctx, evidence, original), profile)
     keys = [derivative_key(evidence.id, o.name) for c in commands for o in c.outputs]
     meter.set("cleaning")
     await outputs.remove_leftovers(ctx.store, ctx.engine, staged=job.staged or [], keys=keys)
@@ -188,7 +197,8 @@ async def derive(ctx: Context, job: Job, evidence: Evidence, work: Path, meter: 
     meter.commands = len(commands)
     for n, command in enumerate(commands):
         meter.done_commands = n
-        await execute(command, cwd=work, on_progress=meter.ffmpeg)
+        url = original if isinstance(original, str) else None
+        await execute(command, cwd=work, on_progress=meter.ffmpeg, source_url=url)
     meter.set("storing", 100.0)
     await _store(ctx, job, evidence, work, commands, profile)
 

@@ -7,17 +7,21 @@ verifiers pin (`--keys FILE`), so trust never rests on the keys the catalog list
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence.client.canonical import key_id
 
 from .. import signing
 from ..audit import log as audit
 from ..audit import unit, witness
-from ..audit.events import KeyRotated
+from ..audit.events import KeyCertified, KeyRotated
 from ..commands import Context, fail, opened_catalog, run, shared_options
+from ..config import Settings
 from . import base, files, history
 from .base import KeyUnavailable
 
@@ -94,6 +98,8 @@ def key_rotate(ctx: Context, new_label: str | None, new_key: Path | None) -> Non
         async with opened_catalog(settings) as catalog:
             old = signing.load_signer(settings)
             await signing.register(catalog.engine, old)
+            # Keys rotated before certificates existed join the history first.
+            await _certify_held(catalog.engine, settings, old, ())
             # Seal the log under the old key, witnessed.
             await audit.checkpoint(catalog.engine, old, witnesses=witness.configured(settings))
             new = successor()
@@ -121,6 +127,69 @@ def key_rotate(ctx: Context, new_label: str | None, new_key: Path | None) -> Non
     else:
         click.echo("restart servers to use it")
     click.echo("export the key history again (key export) and hand it to verifiers", err=True)
+
+
+async def _certify_held(
+    engine: AsyncEngine, settings: Settings, active: signing.Signer, extra: Sequence[Path]
+) -> list[tuple[signing.Signer, signing.Signer, dict[str, Any]]]:
+    """Certify the keys this server holds that carry no certificate, each by the held key
+    before it, with a `key.certified` entry committed together with each certificate."""
+    held = {s.key_id: s for s in map(signing.Signer, files.held(settings))}
+    held |= {s.key_id: s for s in (signing.Signer(files.load_file(p)) for p in extra)}
+    held[active.key_id] = active
+    made = await history.uncertified_successors(engine, list(held.values()))
+    for previous, key, certificate in made:
+        async with unit.unit_of_work(engine) as work:
+            if await history.attach(work.conn, key.key_id, certificate):
+                work.record(
+                    KeyCertified(
+                        actor="cli",
+                        object=f"key:{key.key_id}",
+                        previous=previous.key_id,
+                        certificate=certificate,
+                    )
+                )
+    return made
+
+
+@key_group.command("certify")
+@shared_options
+@click.option(
+    "--previous-key",
+    "previous",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An earlier private key (PEM) kept outside the data dir; repeat for several.",
+)
+def key_certify(ctx: Context, previous: tuple[Path, ...]) -> None:
+    """Certify keys that predate certificates: each key this server holds (the data dir's key
+    files, --previous-key files, the active key) without a certificate is certified by the
+    held key before it, so the key history reaches every one of them and GET /api/keys keeps
+    publishing them. Run once after upgrading; `key rotate` does it too."""
+    settings = ctx.settings()
+
+    async def go() -> tuple[list[tuple[signing.Signer, signing.Signer, dict[str, Any]]], list[str]]:
+        async with opened_catalog(settings) as catalog:
+            active = signing.load_signer(settings)
+            await signing.register(catalog.engine, active)
+            made = await _certify_held(catalog.engine, settings, active, previous)
+            left = await history.publishable(catalog.engine, active=active.key_id)
+            return made, left.left_out
+
+    made, left_out = run(go())
+    for old, key, _ in made:
+        click.echo(f"certified key {key.key_id} by key {old.key_id}")
+    if not made:
+        click.echo("every key this server holds is certified already")
+    for kid in left_out:
+        click.echo(
+            f"WARNING key {kid} is in the catalog but does not chain to the history and is not "
+            "published: this server does not hold its private key (give it with "
+            "--previous-key), or it was added behind the server's back",
+            err=True,
+        )
+    if made:
+        click.echo("export the key history again (key export) and hand it to verifiers", err=True)
 
 
 @key_group.command("export")

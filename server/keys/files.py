@@ -108,6 +108,14 @@ def write_new(folder: Path) -> Ed25519PrivateKey:
     return private
 
 
+def held(settings: Settings) -> list[FileKey]:
+    """Every key file in the data dir (the active one and those rotated out)."""
+    return [
+        FileKey(_load_pem(path.read_bytes(), str(path)))
+        for path in sorted(key_dir(settings).glob("ed25519-*.pem"))
+    ]
+
+
 def rotate(settings: Settings) -> FileKey:
     """Make a new data-dir key the active one; old key files stay on disk."""
     if managed_elsewhere(settings):

@@ -9,17 +9,21 @@ someone who can write to the catalog can add a row, but cannot make an existing 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from avidence.client import trust
 from avidence.client.canonical import PublicKeys, VerificationError
 
 from .. import signing
+from ..catalog.schema import signing_keys
 from ..config import ConfigError, Settings
 from ..signing import Signer
 
@@ -34,6 +38,40 @@ def certify(previous: Signer, successor: Signer) -> dict[str, Any]:
         issued_at=issued,
     )
     return previous.sign("certificate", body)
+
+
+async def uncertified_successors(
+    engine: AsyncEngine, held: Sequence[Signer]
+) -> list[tuple[Signer, Signer, dict[str, Any]]]:
+    """Certificates to make: for each held key that carries none, one by the held key before
+    it in the catalog's order, as (previous, key, certificate). Written by `attach`.
+
+    For keys that predate certificates (rotated before key history existed). Only keys this
+    server holds are certified, and only by one another: their private halves live outside
+    the catalog, so a row someone added to the catalog is never vouched for. The oldest held
+    key stays the root."""
+    entries = await signing.published(engine)
+    by_id = {signer.key_id: signer for signer in held}
+    ordered = [(by_id[str(e["id"])], e) for e in entries if e["id"] in by_id]
+    return [
+        (previous, successor, certify(previous, successor))
+        for (previous, _), (successor, entry) in pairwise(ordered)
+        if entry.get("certificate") is None
+    ]
+
+
+async def attach(conn: AsyncConnection, key: str, certificate: dict[str, Any]) -> bool:
+    """Store `certificate` on catalog key `key` unless it has one; True when stored."""
+    column = signing_keys.c.certificate
+    # Written as JSON null by `signing.register`, or SQL NULL by the migration that added it.
+    empty = sa.or_(column.is_(None), sa.cast(column, sa.Text) == "null")
+    done = await conn.execute(
+        signing_keys.update()
+        .where(signing_keys.c.id == key)
+        .where(empty)
+        .values(certificate=certificate)
+    )
+    return bool(done.rowcount)
 
 
 @dataclass(slots=True)
@@ -56,6 +94,25 @@ async def export(engine: AsyncEngine, *, active: str) -> Exported:
             "key rotate"
         ) from None
     return Exported(document, left)
+
+
+async def publishable(
+    engine: AsyncEngine, *, active: str, pinned: PublicKeys | None = None
+) -> Exported:
+    """The catalog's key entries that chain to the key history, as `GET /api/keys` and a
+    bundle's `keys.json` publish them, and the ids left out. The history is the pinned one
+    (`trusted_keys`) when the server has it, else the one `export` finds for the `active` key;
+    a row someone added to the catalog is in neither, so it is never published."""
+    entries = await signing.published(engine)
+    if pinned is not None:
+        chained = set(trust.extend(pinned, entries).keys)
+    else:
+        try:
+            chained = {str(k["id"]) for k in (await export(engine, active=active)).document["keys"]}
+        except ValueError:
+            chained = set()
+    kept = [e for e in entries if e["id"] in chained]
+    return Exported({"keys": kept}, [str(e["id"]) for e in entries if e["id"] not in chained])
 
 
 def load_pinned(path: Path) -> PublicKeys:

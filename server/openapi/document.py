@@ -38,8 +38,10 @@ _ERROR_TEXT = {
     403: "The token's role or agency may not do this (or: wrong access code)",
     404: "Unknown, or not visible to the caller's agency (the two are not told apart)",
     405: "Method not allowed",
-    409: "Conflict with the current state (offset, lock, transfer or retention state)",
-    410: "Gone: expired, revoked or exhausted link, expired upload, purged evidence",
+    409: "Conflict with the current state (offset, lock, transfer or retention state, or "
+    "evidence withheld after a failed integrity check)",
+    410: "Gone: expired, revoked or exhausted link, a view's time or data used up, expired "
+    "upload, purged evidence",
     412: "Unsupported Tus-Resumable version",
     413: "Too large: body, upload or per-upload quota",
     415: "Wrong Content-Type",
@@ -62,7 +64,7 @@ def error_statuses(op: Op) -> list[int]:
     if op.body or op.method in ("POST", "PUT", "DELETE"):
         codes |= {404, 409, 413, 415}  # 404: an id named in the body
     if op.path.startswith("/t/"):
-        codes |= {401, 403, 404, 410, 429}
+        codes |= {401, 403, 404, 409, 410, 429}  # 409: integrity_withheld
     if op.path.startswith("{tus"):
         codes |= {404, 409, 410, 412, 413, 415, 429, 460, 507}  # 429: creation limits
     if op.path.startswith("/api/evidence/"):

@@ -37,8 +37,10 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/metrics", "service", "Prometheus metrics", media="text/plain"),
     Op("GET", "/api/version", "service", "Server name and version"),
     Op("GET", "/api/openapi.json", "service", "This document"),
-    Op("GET", "/api/keys", "custody", "Every public key that signed receipts, manifests, acks",
+    Op("GET", "/api/keys", "custody", "Public keys that signed and chain to the key history",
        answer="Keys"),
+    Op("GET", "/api/me", "service", "Who the bearer token is: name, role, agency, and whether "
+       "it may read the site's storage administration", ANY, answer="Me"),
     Op("GET", "/api/kinds", "evidence", "Evidence kinds and their metadata JSON Schemas",
        answer="Kinds"),
     Op("OPTIONS", "{tus}", "tus", "tus 1.0 capabilities (Tus-Version, Tus-Extension, ...)",
@@ -70,12 +72,18 @@ OPERATIONS: tuple[Op, ...] = (
        answer="Case"),
     Op("GET", "/api/cases/{case_id}/custody", "cases", "Custody timeline: uploaded, hashed, "
        "transferred, acknowledged, viewed, exported", ANY[1:], answer="Custody"),
+    Op("GET", "/api/cases/{case_id}/list", "cases", "Printable list of the agency's items in "
+       "the case: size, digests, receipt id, who sent and acknowledged each, a check code",
+       ANY[1:], answer="PaperList"),
     Op("POST", "/api/cases/{case_id}/transfers", "transfers", "Transfer items to another "
        "agency with a signed manifest", HANDLERS, "TransferCreate", 201, "Transfer"),
     Op("GET", "/api/transfers", "transfers", "Transfers of the agency (?inbox=1, ?state=)",
        ANY[1:]),
     Op("GET", "/api/transfers/{transfer_id}", "transfers", "One transfer", ANY[1:],
        answer="Transfer"),
+    Op("GET", "/api/transfers/{transfer_id}/list", "transfers", "Printable transfer list "
+       "(随案移送清单) from the signed manifest, with a check code and QR", ANY[1:],
+       answer="PaperList"),
     Op("POST", "/api/transfers/{transfer_id}/review", "transfers", "A short view-only ticket "
        "to review a pending transfer", HANDLERS, status=201, answer="TicketIssued"),
     Op("POST", "/api/transfers/{transfer_id}/ack", "transfers", "Acknowledge (signed); 409 "
@@ -96,6 +104,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/t/{token}/views", "viewer", "Start a counted view", status=201),
     Op("GET", "/t/{token}/media/{evidence_id}", "viewer", "Ranged media stream",
        media="application/octet-stream"),
+    Op("GET", "/t/{token}/poster/{evidence_id}", "viewer",
+       "Poster frame shown before playing (no view counted)", media="image/jpeg"),
     Op("GET", "/t/{token}/download/{evidence_id}", "viewer", "Download the original",
        media="application/octet-stream"),
     Op("GET", "/t/{token}/receipt/{evidence_id}", "viewer", "The item's signed receipt",
@@ -105,6 +115,9 @@ OPERATIONS: tuple[Op, ...] = (
        "uploader token is entered in the page)", media="text/html"),
     Op("GET", "/upload/{name}", "upload", "Upload page assets (tus-js-client, script, style)",
        media=ASSETS),
+    Op("GET", "/desk", "desk", "The case desk: inbox, cases, links, administration (the "
+       "token is entered in the page)", media="text/html"),
+    Op("GET", "/desk/{name}", "desk", "Desk assets (scripts, style)", media=ASSETS),
     Op("POST", "/api/webhooks", "webhooks", "Register a webhook; the secret is shown once",
        ("admin",), "WebhookCreate", 201, "WebhookCreated"),
     Op("GET", "/api/webhooks", "webhooks", "The agency's webhooks", ("admin", "auditor")),
@@ -123,6 +136,11 @@ OPERATIONS: tuple[Op, ...] = (
        "class (upward; `override` to lower)", ("admin",)),
     Op("POST", "/api/admin/evidence/{evidence_id}/restore", "retention", "Restore a deleted "
        "record within its recovery period", ("admin",)),
+    Op("GET", "/api/admin/integrity", "custody", "The scrub's state (originals by last check, "
+       "last and next round, failures) and every unresolved finding on an original or a "
+       "derivative, withheld from viewers", SITE_READERS, answer="Integrity"),
+    Op("POST", "/api/admin/evidence/{evidence_id}/integrity/resolve", "custody", "Resolve a "
+       "finding: re-check a restored original, or re-derive a damaged copy", ("admin",)),
     Op("GET", "/api/admin/holds", "retention", "Legal holds (?all=1 with lifted ones)",
        SITE_READERS),
     Op("POST", "/api/admin/holds", "retention", "Place a legal hold on a case or an item",
@@ -135,6 +153,9 @@ OPERATIONS: tuple[Op, ...] = (
        "is past recovery", ("admin",)),
     Op("GET", "/api/admin/usage", "retention", "Bytes and counts by case, class, uploader, "
        "store; growth per day; abandoned uploads", SITE_READERS),
+    Op("GET", "/api/admin/audit", "retention", "Audit log state: head, newest signed "
+       "checkpoint, entries not yet sealed, what each witness holds", SITE_READERS,
+       answer="AuditState"),
     Op("GET", "/api/admin/quotas", "retention", "Quotas per uploader token and site",
        SITE_READERS),
     Op("PUT", "/api/admin/quotas/{scope}", "retention", "Set or clear a quota", ("admin",)),

@@ -200,4 +200,68 @@ SCHEMAS: dict[str, S] = {
             ),
         },
     ),
+    "Me": obj(
+        {
+            "token": STR,
+            "name": STR,
+            "role": {"enum": ["uploader", "handler", "admin", "auditor"]},
+            "agency": obj({"id": STR, "name": STR}, ["id", "name"]),
+            "site": BOOL,
+        },
+        ["token", "name", "role", "agency", "site"],
+    ),
+    "PaperList": obj(
+        {
+            "kind": {"enum": ["transfer", "case"]},
+            "case": obj({"id": STR, "number": STR, "title": STR}),
+            "items": array(
+                obj(
+                    {
+                        "evidence_id": STR,
+                        "filename": NSTR,
+                        "size": {"type": ["integer", "null"]},
+                        "blake3": STR,
+                        "sha256": STR,
+                        "receipt_id": NSTR,
+                        "uploaded_by": NSTR,
+                        "sent_by": NSTR,
+                        "acknowledged_by": NSTR,
+                    },
+                    ["evidence_id"],
+                )
+            ),
+            "total_bytes": INT,
+            "verify": obj(
+                {"code": STR, "url": STR, "qr": STR, "command": STR},
+                ["code", "url", "qr", "command"],
+            ),
+        },
+        ["kind", "case", "items", "verify"],
+    ),
+    "Integrity": obj(
+        {
+            "counts": obj({"ok": INT, "failed": INT, "unchecked": INT}),
+            "last_checked_at": {"type": ["string", "null"]},
+            "scrub_interval": {"type": "number"},
+            "failures": array(ANY_OBJ),
+            "findings": array(ANY_OBJ),
+        },
+        ["counts", "failures", "findings"],
+    ),
+    "AuditState": obj(
+        {
+            "entries": INT,
+            "head_hash": NSTR,
+            "checkpoint": {"type": ["object", "null"]},
+            "unsealed": INT,
+            "checkpoint_interval": INT,
+            "witnesses": array(
+                obj(
+                    {"name": STR, "holds_latest": {"type": ["boolean", "null"]}, "error": NSTR},
+                    ["name", "holds_latest", "error"],
+                )
+            ),
+        },
+        ["entries", "checkpoint", "unsealed", "witnesses"],
+    ),
 }

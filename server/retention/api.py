@@ -15,13 +15,12 @@ from aiohttp import web
 
 from avidence.storage.base import LockSupport
 
-from ..auth import require
-from ..catalog.schema_exchange import DEFAULT_AGENCY
-from ..errors import BadRequest, Forbidden, NotFound
+from ..auth import require_site
+from ..errors import BadRequest, NotFound
 from ..evidence import records as evidence_db
 from ..requests import json_body
 from ..state import CATALOG, SETTINGS, STORE
-from ..tokens import Principal, Role
+from ..tokens import Role
 from . import changes, holds, locks, purge, quotas, records, usage
 from .classes import Policy, load_policy
 
@@ -36,16 +35,6 @@ class Detected:
     """What the store can lock, filled in at start-up (the app is frozen by then)."""
 
     support: LockSupport = field(default_factory=lambda: LockSupport(object_lock=False))
-
-
-async def require_site(request: web.Request, *roles: Role) -> Principal:
-    """Storage administration is the site operator's: admins and auditors of the site's own
-    (default) agency. Another agency's admin must not hold, purge or re-class evidence of
-    agencies it cannot see, nor read site-wide usage."""
-    principal = await require(request, *roles)
-    if principal.agency_id != DEFAULT_AGENCY:
-        raise Forbidden("storage administration is for the site operator's agency")
-    return principal
 
 
 POLICY = web.AppKey("retention_policy", Policy)

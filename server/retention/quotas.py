@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ..audit.events import QuotaSet
 from ..audit.unit import unit_of_work
 from ..catalog.schema import quotas, tokens, uploads
+from ..catalog.uploads import ConcatKind, UploadState
 from ..config import Settings
 from ..errors import QuotaExceeded, QuotaUploadTooLarge
 from ..evidence import tallies
 from .records import Clock, iso, utcnow
 
-OPEN_STATES = ("receiving", "verifying", "complete")
+OPEN_STATES = (UploadState.RECEIVING, UploadState.VERIFYING, UploadState.COMPLETE)
 
 
 class QuotaError(ValueError):
@@ -51,7 +52,7 @@ async def used_bytes(conn: AsyncConnection, *, uploader: str | None) -> int:
     """Bytes stored (not purged) plus bytes promised by open uploads, of one uploader or all."""
     pending = sa.select(
         sa.func.coalesce(sa.func.sum(sa.func.coalesce(uploads.c.length, uploads.c.offset)), 0)
-    ).where(uploads.c.state.in_(OPEN_STATES), uploads.c.concat != "final")
+    ).where(uploads.c.state.in_(OPEN_STATES), uploads.c.concat != ConcatKind.FINAL)
     if uploader is not None:
         pending = pending.where(uploads.c.uploader == uploader)
     stored = await tallies.stored_bytes(conn, uploader=uploader)

@@ -1,5 +1,5 @@
-"""What the storage holds and how it grows: bytes and counts by case, class, uploader and
-store, derivatives, daily growth, and the uploads that never finished.
+"""What the storage holds and how it grows: bytes and counts by case, class, agency, uploader
+and store, derivatives, daily growth, and the uploads that never finished.
 
 Abandoned uploads are cleaned up by the tus upkeep (`upload_expiry`); here they are counted:
 `pending_cleanup` are past their expiry but not yet aborted, `expired` were aborted already.
@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..catalog.schema import derivatives, evidence_retention, tokens, uploads
+from ..catalog.schema_exchange import agencies
+from ..catalog.uploads import UploadState
 from ..evidence import tallies
 from .records import Clock, utcnow
 
@@ -36,6 +38,16 @@ async def _uploaders(
 ) -> list[dict[str, Any]]:
     rows = _top(shares, "uploader", limit=limit)
     found = await conn.execute(sa.select(tokens.c.id, tokens.c.name))
+    names = {str(row.id): str(row.name) for row in found.all()}
+    return [{**row, "name": names.get(row["key"], "")} for row in rows]
+
+
+async def _agencies(
+    conn: AsyncConnection, shares: list[tallies.Share], *, limit: int
+) -> list[dict[str, Any]]:
+    """By owning agency, named (an agency's holdings of others' items are not its bytes)."""
+    rows = _top(shares, "agency", limit=limit)
+    found = await conn.execute(sa.select(agencies.c.id, agencies.c.name))
     names = {str(row.id): str(row.name) for row in found.all()}
     return [{**row, "name": names.get(row["key"], "")} for row in rows]
 
@@ -62,16 +74,19 @@ async def _uploads(conn: AsyncConnection, *, now: Any) -> dict[str, Any]:
         (
             "open",
             (
-                uploads.c.state == "receiving",
+                uploads.c.state == UploadState.RECEIVING,
                 sa.or_(uploads.c.expires_at.is_(None), uploads.c.expires_at >= now),
             ),
         ),
         (
             "pending_cleanup",
-            (uploads.c.state.in_(("receiving", "complete")), uploads.c.expires_at < now),
+            (
+                uploads.c.state.in_((UploadState.RECEIVING, UploadState.COMPLETE)),
+                uploads.c.expires_at < now,
+            ),
         ),
-        ("expired", (uploads.c.state == "expired",)),
-        ("quarantined", (uploads.c.state == "quarantined",)),
+        ("expired", (uploads.c.state == UploadState.EXPIRED,)),
+        ("quarantined", (uploads.c.state == UploadState.QUARANTINED,)),
     ):
         count, size = (await conn.execute(summary(*conditions))).one()
         out[name] = {"count": int(count), "bytes_received": int(size)}
@@ -115,7 +130,7 @@ async def report(
             "by_state": by_state,
             "by_case": _top(shares, "case", limit=limit),
             "by_class": _top(shares, "class_name", limit=limit),
-            "by_agency": _top(shares, "agency", limit=limit),
+            "by_agency": await _agencies(conn, shares, limit=limit),
             "by_uploader": await _uploaders(conn, shares, limit=limit),
             "by_store": _top(shares, "store", limit=limit),
             "growth": await _growth(conn, since=since),

@@ -33,9 +33,12 @@ def setup(app: web.Application) -> None:
     app.router.add_post(token + "/code", viewer.enter_code)
     app.router.add_post(token + "/views", viewer.start_view)
     app.router.add_get(token + "/media/{evidence_id}", serving.media)
+    app.router.add_get(token + "/poster/{evidence_id}", serving.poster)
     app.router.add_get(token + "/download/{evidence_id}", serving.download)
     app.router.add_get(token + "/receipt/{evidence_id}", serving.receipt)
-    viewer_assets = load_assets("avidence.server.viewer", ("viewer.css", "viewer.js"))
+    viewer_assets = load_assets(
+        "avidence.server.viewer", ("viewer.css", "viewer.js", "localtime.js")
+    )
     app.router.add_get("/viewer/{name}", assets_handler(viewer_assets))
     app.router.add_post("/api/tickets", api.create)
     app.router.add_get("/api/tickets", api.listing)

@@ -18,6 +18,7 @@ from ..auth import require
 from ..cases import records as cases_db
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..evidence import records as evidence_db
+from ..failures import DomainError
 from ..requests import json_body
 from ..state import CATALOG, SETTINGS
 from ..tokens import Principal, Role
@@ -126,6 +127,8 @@ async def create(request: web.Request) -> web.Response:
             case_id=number,
             client=request.remote,
         )
+    except DomainError:
+        raise  # its own code (integrity_withheld), through the one exit path
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     return web.json_response(

@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .. import address
 from ..cases import records as cases_db
 from ..commands import Context, agency_option, case_of, fail, opened_catalog, run, shared_options
 from ..config import Settings
 from . import records
-from .issue import issue_ticket, link, parse_expiry, revoke_ticket
+from .issue import issue_ticket, parse_expiry, revoke_ticket
 from .records import Ticket
 
 T = TypeVar("T")
@@ -93,7 +94,10 @@ def ticket_create(
     )
     if pin is not None:
         click.echo(f"access code (give it to the recipient separately; shown only now): {pin}")
-    click.echo(link(settings, token))
+    base = address.for_links(settings)
+    if base.note is not None:
+        click.echo(f"note: {base.note}", err=True)
+    click.echo(f"{base.url}/t/{token}")
 
 
 def _valid_duration(text: str) -> bool:

@@ -18,6 +18,7 @@ from ..audit.unit import unit_of_work
 from ..catalog.schema import ticket_evidence, tickets
 from ..catalog.schema_exchange import DEFAULT_AGENCY
 from ..config import Settings
+from ..evidence import integrity
 from ..evidence import records as evidence_db
 from ..tokens import Principal
 from . import codes, records
@@ -70,7 +71,8 @@ async def issue_ticket(
     """Create a ticket and return it with its link token and access code (None without one).
 
     Neither the token nor the code is kept anywhere: show them once. Raises ValueError for
-    unknown evidence or out-of-range settings."""
+    unknown evidence or out-of-range settings, `integrity.Withheld` (a DomainError) for an item
+    with an unresolved integrity finding."""
     ids = list(dict.fromkeys(evidence_ids))  # keep the order, drop repeats
     if not ids:
         raise ValueError("a ticket needs at least one evidence item")
@@ -88,6 +90,7 @@ async def issue_ticket(
     missing = [i for i, found in zip(ids, records_found, strict=True) if found is None]
     if missing:
         raise ValueError(f"unknown evidence: {', '.join(missing)}")
+    await integrity.refuse_withheld(engine, ids)  # nothing a scrub flagged is newly shared
     if isinstance(issuer, Principal):
         label, issuer_token, agency_id = issuer.label, issuer.token_id, issuer.agency_id
     else:  # the CLI or the demo: the ticket belongs to the agency owning the first item

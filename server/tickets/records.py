@@ -211,9 +211,17 @@ async def touch(engine: AsyncEngine, ticket_id: str) -> None:
 
 
 async def start_view(
-    engine: AsyncEngine, ticket: Ticket, evidence_id: str, *, client: str | None, user_agent: str
+    engine: AsyncEngine,
+    ticket: Ticket,
+    evidence_id: str,
+    *,
+    client: str | None,
+    user_agent: str,
+    expires_at: datetime | None = None,
+    byte_budget: int | None = None,
 ) -> str | None:
-    """Count one view and open its session row; None when the view limit is used up.
+    """Count one view and open its row with what it allows (`allowance.terms`); None when the
+    view limit is used up.
 
     The count is one conditional UPDATE, so two players starting at once on two replicas can
     never both take the last view."""
@@ -242,6 +250,9 @@ async def start_view(
                 started_at=now,
                 bytes_served=0,
                 requests=0,
+                expires_at=expires_at,
+                byte_budget=byte_budget,
+                bytes_reserved=0,
             )
         )
     return view_id
@@ -295,6 +306,11 @@ async def views(engine: AsyncEngine, ticket_id: str) -> list[dict[str, Any]]:
                 "last_byte_at": iso(row.last_byte_at),
                 "bytes_served": int(row.bytes_served),
                 "requests": int(row.requests),
+                "expires_at": iso(row.expires_at),
+                "byte_budget": None if row.byte_budget is None else int(row.byte_budget),
+                "bytes_taken": int(row.bytes_reserved),
+                "ended_at": iso(row.ended_at),
+                "end_reason": row.end_reason,
             }
             for row in rows
         ]

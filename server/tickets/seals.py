@@ -21,7 +21,7 @@ import time
 from ..signing import Signer
 
 COOKIE_TTL = 2 * 3600  # renewed while the viewer is in use; see `needs_renewal`
-GRANT_TTL = 12 * 3600  # longer than any single recording takes to watch
+GRANT_TTL = 12 * 3600  # the lifetime of grants of views counted before views had windows
 
 
 # Not canonical JSON (which starts with "{"), so no signed document can ever carry this value.
@@ -72,16 +72,23 @@ def make_grant(
 
 
 def check_grant(
-    secret: bytes, ticket_id: str, evidence_id: str, value: str, *, now: float | None = None
+    secret: bytes,
+    ticket_id: str,
+    evidence_id: str,
+    value: str,
+    *,
+    ttl: int = GRANT_TTL,
+    now: float | None = None,
 ) -> str | None:
-    """The view id of a genuine, current grant for this ticket and evidence, else None."""
+    """The view id of a genuine grant for this ticket and evidence issued within `ttl`
+    seconds, else None. (What the view still allows is the view row's: `allowance.py`.)"""
     parts = value.split(".")
     if len(parts) != 3 or not parts[1].isdigit():
         return None
     view_id, issued, mac = parts
     if not view_id.startswith("vw_") or len(view_id) > 32:
         return None
-    if int(issued) + GRANT_TTL <= (now or time.time()):
+    if int(issued) + max(ttl, GRANT_TTL) <= (now or time.time()):
         return None
     expected = _mac(secret, "view", ticket_id, evidence_id, view_id, issued)
     return view_id if hmac.compare_digest(mac, expected) else None

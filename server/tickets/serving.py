@@ -2,27 +2,35 @@
 
 Every request names the token in its path and, for a code-protected ticket, carries the access
 cookie; media requests also carry the grant of a counted view, so no byte is served outside a
-view on the record. A stream re-checks its ticket between chunks and ends when the ticket is
-revoked or expires.
+view on the record, and take their bytes from that view's allowance (`allowance.py`). A stream
+re-checks its ticket between chunks and ends when the ticket is revoked or expires.
+
+What a scrub flagged is served to no one (`evidence.integrity`): media answer 409
+`integrity_withheld` while the original or the copy the player gets is flagged, downloads while
+the original is.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import clock
 from ..audit import unit
 from ..audit.events import TicketDownloaded
-from ..errors import Forbidden, Gone, NotFound, TicketExhausted
+from ..errors import Forbidden, Gone, IntegrityWithheld, NotFound, TicketExhausted
+from ..evidence import integrity
 from ..evidence import records as evidence_db
 from ..evidence.receipts import get as get_receipt
-from ..jobs import playable_derivative
-from ..media import Representation, content_type, disposition, stream
-from ..state import CATALOG, STORE
+from ..jobs.records import Derivative, playable_copy, poster_derivative
+from ..media import Representation, content_type, disposition, extension, stream
+from ..state import CATALOG, SETTINGS, STORE
 from . import seals
+from .allowance import Allowance, Who
 from .records import Ticket, available
 from .runtime import RUNTIME, resolve
 from .views import StreamWatch
@@ -42,12 +50,49 @@ def representation(record: evidence_db.Evidence) -> Representation:
     )
 
 
-async def playable(request: web.Request, record: evidence_db.Evidence) -> Representation:
-    """What the player gets: the browser-playable copy when the worker made one (MPEG-2 TS,
-    MJPEG AVI and HEVC originals play nowhere as they are), else the original itself."""
-    found = await playable_derivative(request.app[CATALOG].engine, record.id)
-    if found is None:
-        return representation(record)
+@dataclass(slots=True, frozen=True)
+class Played:
+    """What the player gets for one item: the original, or its browser-playable copy."""
+
+    representation: Representation
+    filename: str  # the name it is served under, fitting its type
+    copy: Derivative | None = None
+
+
+def copy_name(filename: str, copy: Derivative) -> str:
+    """`room3.avi` played as an MP4 copy is `room3 (transcoded).mp4`, never `room3.avi`."""
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    return f"{stem or copy.evidence_id} (transcoded){extension(copy.content_type)}"
+
+
+async def played(engine: AsyncEngine, record: evidence_db.Evidence) -> Played:
+    """The browser-playable copy when the worker made one (MPEG-2 TS, MJPEG AVI and HEVC
+    originals play nowhere as they are), else the original; 409 `integrity_withheld` when a
+    scrub flagged the original or that copy."""
+    copy = await playable_copy(engine, record.id)
+    if await integrity.original_flagged(engine, record.id):
+        raise IntegrityWithheld(details={"evidence": record.id, "target": "original"})
+    if copy is None:
+        return Played(representation(record), record.filename)
+    if copy.integrity == "failed":
+        raise IntegrityWithheld(
+            "the playable copy of this evidence failed an integrity check and is withheld "
+            "until an administrator makes it again",
+            details={"evidence": record.id, "target": f"derivative:{copy.id}"},
+        )
+    rep = Representation(
+        key=copy.storage_key,
+        size=copy.size,
+        etag=f'"{copy.blake3}"',  # the copy's own digest, recorded when it was stored
+        last_modified=copy.created_at,
+        content_type=copy.content_type,
+    )
+    return Played(rep, copy_name(record.filename, copy), copy)
+
+
+async def _poster(
+    request: web.Request, record: evidence_db.Evidence, found: tuple[str, str]
+) -> Representation:
     key, kind = found
     info = await request.app[STORE].stat(key)
     return Representation(
@@ -88,7 +133,9 @@ async def media(request: web.Request) -> web.StreamResponse:
     record = await _scoped(request, ticket)
     runtime = request.app[RUNTIME]
     grant = request.query.get("view", "")
-    view_id = seals.check_grant(runtime.secret, ticket.id, record.id, grant)
+    view_id = seals.check_grant(
+        runtime.secret, ticket.id, record.id, grant, ttl=request.app[SETTINGS].view_window
+    )
     if view_id is None:
         if ticket.state() == "exhausted":
             raise TicketExhausted()
@@ -107,16 +154,25 @@ async def media(request: web.Request) -> web.StreamResponse:
         session.add(count)
         watch.count(count)
 
+    engine = request.app[CATALOG].engine
+    what = await played(engine, record)
+    allowance = Allowance(
+        engine,
+        view_id,
+        Who(ticket.id, ticket.recipient, record.id, record.case_id, request.remote),
+    )
+    await allowance.check()
     session.requests += 1
     session.streams += 1
     try:
         response, outcome = await stream(
             request,
             request.app[STORE],
-            await playable(request, record),
-            extra_headers={"Content-Disposition": disposition("inline", record.filename)},
+            what.representation,
+            extra_headers={"Content-Disposition": disposition("inline", what.filename)},
             on_bytes=sent,
             should_stop=watch.should_stop,
+            budget=allowance,
         )
     finally:
         session.streams -= 1
@@ -127,9 +183,23 @@ async def media(request: web.Request) -> web.StreamResponse:
             ticket.id,
             record.id,
             view_id,
-            watch.reason,
+            watch.reason or f"view_{allowance.ended}",
             outcome.sent,
         )
+    return response
+
+
+async def poster(request: web.Request) -> web.StreamResponse:
+    """GET /t/<token>/poster/<evidence>: the frame the worker picked, shown before playing.
+
+    No view is counted: the picture is part of the page, whose opening is on the audit log
+    (`ticket.opened`); a revoked, expired or used-up link gets no poster either."""
+    ticket = await resolve(request)
+    record = await _scoped(request, ticket)
+    found = await poster_derivative(request.app[CATALOG].engine, record.id)
+    if found is None:
+        raise NotFound("this evidence has no poster")
+    response, _ = await stream(request, request.app[STORE], await _poster(request, record, found))
     return response
 
 
@@ -140,6 +210,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     record = await _scoped(request, ticket)
     if not ticket.can_download:
         raise Forbidden("this link allows viewing only")
+    if await integrity.original_flagged(request.app[CATALOG].engine, record.id):
+        raise IntegrityWithheld(details={"evidence": record.id, "target": "original"})
     runtime = request.app[RUNTIME]
     watch = StreamWatch(request.app[CATALOG].engine, ticket, runtime.revoked)
     started = clock.now()  # the entry is stamped when the download began, not when it ended

@@ -19,6 +19,7 @@ from ..audit.events import TicketCodeFailed, TicketOpened
 from ..cases import custody
 from ..errors import (
     ApiError,
+    IntegrityWithheld,
     NotFound,
     TicketExhausted,
     TicketExpired,
@@ -29,9 +30,10 @@ from ..evidence import records as evidence_db
 from ..jobs import records as jobs_records
 from ..media import content_type
 from ..requests import json_body
-from ..state import CATALOG
-from . import codes, i18n, pages, records, seals
+from ..state import CATALOG, SETTINGS
+from . import allowance, codes, i18n, pages, records, seals
 from .runtime import RUNTIME, access_cookie, has_access, resolve, set_access_cookie
+from .serving import played
 
 _CODE_CHALLENGE = {"WWW-Authenticate": 'AccessCode realm="avidence"'}
 
@@ -65,7 +67,12 @@ async def page(request: web.Request) -> web.StreamResponse:
     except ApiError as exc:
         return _problem(request, exc)
     if not has_access(request, ticket):
-        body = pages.code_form(token=token, lang=lang, locked_until=_locked(ticket))
+        body = pages.code_form(
+            token=token,
+            lang=lang,
+            place=request.app[SETTINGS].display_zone,
+            locked_until=_locked(ticket),
+        )
         return _html(request, body, status=401, **_CODE_CHALLENGE)
     engine = request.app[CATALOG].engine
     items = []
@@ -74,7 +81,24 @@ async def page(request: web.Request) -> web.StreamResponse:
             uploader = await tokens.name_of(conn, record.uploader) or record.uploader
             analysis = await jobs_records.media_of(engine, record.id)
             steps = await custody.of_evidence(engine, record.id, case_number=record.case_id)
-            items.append(pages.Item(record, _player_kind(record), uploader, analysis, tuple(steps)))
+            poster = await jobs_records.poster_derivative(engine, record.id) is not None
+            copy, withheld = None, None
+            try:
+                copy = (await played(engine, record)).copy
+            except IntegrityWithheld as exc:
+                withheld = str(exc.details.get("target", "original"))
+            items.append(
+                pages.Item(
+                    record,
+                    _player_kind(record),
+                    uploader,
+                    analysis,
+                    tuple(steps),
+                    copy=copy,
+                    withheld=withheld,
+                    poster=poster,
+                )
+            )
     await records.touch(engine, ticket.id)
     await unit.record(
         engine,
@@ -89,7 +113,18 @@ async def page(request: web.Request) -> web.StreamResponse:
         ),
     )
     embed = request.query.get("embed") == "1"
-    return _html(request, pages.viewer(ticket, items, token=token, lang=lang, embed=embed))
+    settings = request.app[SETTINGS]
+    limits = pages.ViewLimits(settings.view_window, settings.view_bytes_multiple)
+    body = pages.viewer(
+        ticket,
+        items,
+        token=token,
+        lang=lang,
+        place=settings.display_zone,
+        embed=embed,
+        limits=limits,
+    )
+    return _html(request, body)
 
 
 def _locked(ticket: records.Ticket) -> datetime | None:
@@ -131,6 +166,7 @@ async def enter_code(request: web.Request) -> web.StreamResponse:
     body = pages.code_form(
         token=token,
         lang=lang,
+        place=request.app[SETTINGS].display_zone,
         tries_left=None if result.locked_until else result.tries_left,
         locked_until=result.locked_until,
     )
@@ -150,9 +186,22 @@ async def start_view(request: web.Request) -> web.Response:
     record = await evidence_db.get(engine, evidence_id)
     if record is None:
         raise NotFound("no such evidence in this link")
+    what = await played(engine, record)  # 409 integrity_withheld before a view is counted
+    settings = request.app[SETTINGS]
+    terms = allowance.terms(
+        size=what.representation.size,
+        window=settings.view_window,
+        multiple=settings.view_bytes_multiple,
+    )
     user_agent = request.headers.get("User-Agent", "")
     view_id = await records.start_view(
-        engine, ticket, evidence_id, client=request.remote, user_agent=user_agent
+        engine,
+        ticket,
+        evidence_id,
+        client=request.remote,
+        user_agent=user_agent,
+        expires_at=terms.expires_at,
+        byte_budget=terms.byte_budget,
     )
     if view_id is None:  # lost a race with revocation, expiry or the last view
         fresh = await records.get(engine, ticket.id)
@@ -172,6 +221,8 @@ async def start_view(request: web.Request) -> web.Response:
         {
             "view": seals.make_grant(runtime.secret, ticket.id, evidence_id, view_id),
             "views_left": fresh.views_left if fresh else None,
+            "expires_at": records.iso(terms.expires_at),
+            "byte_budget": terms.byte_budget,
         },
         status=201,
     )

@@ -9,12 +9,13 @@ from typing import Any
 from aiohttp import web
 
 from ..auth import require
+from ..cases import records as cases_db
 from ..errors import BadRequest, Conflict, NotFound, TransferBlocked
 from ..requests import json_body
 from ..state import CATALOG, PINNED_KEYS, SETTINGS, SIGNER
 from ..tickets import issue_ticket, link
 from ..tokens import Principal, Role
-from . import flow, records
+from . import flow, paper, records
 
 HANDLERS: tuple[Role, ...] = ("handler", "admin")
 READERS: tuple[Role, ...] = ("handler", "admin", "auditor")
@@ -101,6 +102,27 @@ async def show(request: web.Request) -> web.Response:
     return web.json_response(transfer.to_json())
 
 
+async def transfer_list(request: web.Request) -> web.Response:
+    """GET /api/transfers/{id}/list: the printable transfer list (随案移送清单) of one transfer."""
+    _, transfer = await _visible(request)
+    document = await paper.for_transfer(transfer, base_url=request.app[SETTINGS].base_url)
+    return web.json_response(document)
+
+
+async def case_list(request: web.Request) -> web.Response:
+    """GET /api/cases/{case_id}/list: the printable list of every item the agency holds in a
+    case, with the transfers that moved each one."""
+    principal = await require(request, *READERS)
+    engine = request.app[CATALOG].engine
+    case = await cases_db.get(engine, request.match_info["case_id"], agency_id=principal.agency_id)
+    if case is None:
+        raise NotFound("no such case")
+    document = await paper.for_case(
+        engine, case, agency_id=principal.agency_id, base_url=request.app[SETTINGS].base_url
+    )
+    return web.json_response(document)
+
+
 async def review(request: web.Request) -> web.Response:
     """POST /api/transfers/{id}/review: a short view-only ticket for the receiver to play the
     items before it acknowledges them; the answer is the only place its link appears."""
@@ -160,6 +182,8 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/api/cases/{case_id}/transfers", create)
     app.router.add_get("/api/transfers", listing)
     app.router.add_get("/api/transfers/{transfer_id}", show)
+    app.router.add_get("/api/transfers/{transfer_id}/list", transfer_list)
+    app.router.add_get("/api/cases/{case_id}/list", case_list)
     app.router.add_post("/api/transfers/{transfer_id}/review", review)
     app.router.add_post("/api/transfers/{transfer_id}/ack", acknowledge)
     app.router.add_post("/api/transfers/{transfer_id}/reject", reject)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import clock
 from ..catalog.schema import uploads
+from ..catalog.uploads import UploadState
 from ..errors import TooManyOpenUploads, UploadsTooFast
 from ..limits import RateLimiter
 from ..tokens import Principal
@@ -40,7 +41,7 @@ async def open_uploads(engine: AsyncEngine, *, uploader: str, now: datetime) -> 
         .select_from(uploads)
         .where(
             uploads.c.uploader == uploader,
-            uploads.c.state == "receiving",
+            uploads.c.state == UploadState.RECEIVING,
             sa.or_(uploads.c.expires_at.is_(None), uploads.c.expires_at > now),
         )
     )

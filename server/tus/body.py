@@ -32,15 +32,30 @@ class BodyTooLong(TooLarge):  # type: ignore[misc, valid-type]
     """More bytes arrived than the upload has room for."""
 
 
+def received_before_break(content: StreamReader) -> bytes:
+    """The bytes `content` had received when its connection broke.
+
+    aiohttp raises the connection's error ahead of the bytes it buffered before it (its reads
+    check the error first), and those can be 100 KiB or more. tus asks the server to keep as
+    much as it received, so they are taken from the buffer directly; `_read_nowait` is the one
+    read that does not check the error."""
+    read = getattr(content, "_read_nowait", None)
+    if read is None:  # a reader without aiohttp's buffer: nothing held back to take
+        return b""
+    data = read(-1)
+    return data if isinstance(data, bytes) else b""
+
+
 async def blocks(
     content: StreamReader, *, limit: int, read_timeout: float, block: int = BLOCK
 ) -> AsyncIterator[bytes]:
     """Yield the body in blocks of about `block` bytes, at most `limit` bytes in all.
 
-    A read that stalls for `read_timeout` seconds, or a window of that length bringing fewer
-    than MIN_BYTES_PER_WINDOW bytes, ends the body with TimeoutError, so a dead or dripping
-    client cannot hold an upload; bytes past `limit` raise BodyTooLong after the allowed ones
-    were yielded."""
+    A broken connection ends the body with ClientGone once every byte received before the
+    break was yielded (tus: keep as much as was received). A read that stalls for
+    `read_timeout` seconds, or a window of that length bringing fewer than MIN_BYTES_PER_WINDOW
+    bytes, ends the body with TimeoutError, so a dead or dripping client cannot hold an upload;
+    bytes past `limit` raise BodyTooLong after the allowed ones were yielded."""
     pieces: list[bytes] = []
     held = 0  # bytes in `pieces`
     total = 0  # bytes yielded
@@ -51,6 +66,13 @@ async def blocks(
             async with asyncio.timeout(read_timeout):
                 chunk = await content.readany()
         except (ConnectionError, ClientPayloadError) as exc:
+            rest = received_before_break(content)
+            pieces.append(rest[: max(0, limit - total - held)])
+            kept = b"".join(pieces)
+            if kept:
+                yield kept
+            if len(rest) > limit - total - held:
+                raise BodyTooLong("the body is longer than the upload's remaining length") from exc
             raise ClientGone(type(exc).__name__) from exc
         if not chunk:
             break

@@ -15,7 +15,7 @@ from avidence.storage.base import Concatenator
 from avidence.storage.digests import MultiDigest
 
 from ..catalog import uploads as uploads_db
-from ..catalog.uploads import Upload, UploadState
+from ..catalog.uploads import ConcatKind, Upload, UploadState
 from ..errors import ConcatInvalid, PartialTaken, PartialUnusable, TooLarge
 from ..retention import hooks as retention_hooks
 from .context import TusContext
@@ -37,7 +37,7 @@ async def check_partials(ctx: TusContext, ids: tuple[str, ...], *, uploader: str
     partials = []
     for upload_id in ids:
         upload = await uploads_db.get(ctx.engine, upload_id)
-        if upload is None or upload.uploader != uploader or upload.concat != "partial":
+        if upload is None or upload.uploader != uploader or upload.concat != ConcatKind.PARTIAL:
             raise PartialUnusable(
                 f"Upload-Concat names {upload_id!r}, which is not your partial upload"
             )
@@ -72,7 +72,7 @@ async def join(ctx: TusContext, final: Upload, partials: list[Upload]) -> Upload
         ctx.digests[final.id] = digest
     await retention_hooks.lock_original(store, ctx.settings, final.storage_key, final.metadata)
     # The partials were claimed (`consumed`, naming this final upload) when it was created.
-    await uploads_db.update(ctx.engine, final.id, state="verifying", offset=final.length)
+    await uploads_db.update(ctx.engine, final.id, state=UploadState.VERIFYING, offset=final.length)
     log.info("upload.concatenated id=%s parts=%s size=%s", final.id, len(partials), final.length)
     result = await await_outcome(ctx, final.id)
     for key in dict.fromkeys(keys):  # the joined object holds every byte; parts are not needed

@@ -3,6 +3,7 @@ HEAD, PATCH (checksum) and DELETE (termination), with X-HTTP-Method-Override."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from datetime import timedelta
@@ -44,6 +45,10 @@ from .session import UploadSession, complete_if_full
 
 log = logging.getLogger("avidence.tus")
 
+# Seconds HEAD lets an earlier request of the upload reach its lock, and then end by itself,
+# before asking it to let go.
+HEAD_PATIENCE = 1.0
+
 EXTENSIONS = [
     "creation",
     "creation-with-upload",
@@ -70,8 +75,15 @@ class TusHandlers:
             raise PreconditionFailed(
                 f"Tus-Resumable must be {TUS_VERSION}", headers={"Tus-Version": TUS_VERSION}
             )
-        principal = await require(request, "uploader", "admin")
         upload_id = request.match_info.get("upload_id")
+        if method == "PATCH" and upload_id is not None:
+            # Announced before the first await: a HEAD that comes after this request's bytes
+            # (a client resuming after its connection broke) waits for it (see locks.py).
+            with self.ctx.locks.arriving(upload_id) as arrived:
+                principal = await require(request, "uploader", "admin")
+                upload = await self._load(upload_id, principal)
+                return await self.patch(request, upload, arrived=arrived)
+        principal = await require(request, "uploader", "admin")
         if upload_id is None:
             if method == "POST":
                 return await self.create(request, principal)
@@ -79,8 +91,6 @@ class TusHandlers:
         upload = await self._load(upload_id, principal)
         if method in ("HEAD", "GET"):
             return await self.head(upload)
-        if method == "PATCH":
-            return await self.patch(request, upload)
         if method == "DELETE":
             return await self.delete(upload, principal)
         raise MethodNotAllowed(headers={"Allow": "OPTIONS, HEAD, PATCH, DELETE"})
@@ -93,10 +103,10 @@ class TusHandlers:
             or (principal.role == "admin" and upload.agency_id == principal.agency_id)
         ):
             raise NotFound("no such upload")
-        if upload.state == "terminated":
+        if upload.state == UploadState.TERMINATED:
             raise NotFound("the upload was terminated")
-        if upload.state == "expired" or (
-            upload.state == "receiving"
+        if upload.state == UploadState.EXPIRED or (
+            upload.state == UploadState.RECEIVING
             and upload.expires_at is not None
             and upload.expires_at < clock.now()
         ):
@@ -130,7 +140,7 @@ class TusHandlers:
         defer = header(h, "Upload-Defer-Length")
         if defer is not None and defer.strip() != "1":
             raise BadRequest("Upload-Defer-Length must be 1")
-        is_final = concat_spec is not None and concat_spec.kind == "final"
+        is_final = concat_spec is not None and concat_spec.kind == ConcatKind.FINAL
         if is_final:
             # "The Client MUST NOT include the Upload-Length header in the final upload creation"
             if length is not None or defer is not None:
@@ -143,7 +153,7 @@ class TusHandlers:
         declare.require_computed(
             (k for k in headers.DIGEST_KEYS if k in metadata), ctx.settings.digests
         )
-        partial = concat_spec is not None and concat_spec.kind == "partial"
+        partial = concat_spec is not None and concat_spec.kind == ConcatKind.PARTIAL
         headers.validate_evidence_fields(metadata, require_case=not partial)
         if not partial:  # the final upload carries the metadata the kind is checked on
             check_kind(request.app[KINDS], metadata)
@@ -154,6 +164,12 @@ class TusHandlers:
         )
         if is_final:
             length = sum(p.length or 0 for p in partials)
+            if length > ctx.settings.max_size:
+                raise TooLarge(f"the partials add up beyond Tus-Max-Size {ctx.settings.max_size}")
+            if self._has_body(request):
+                # A final upload takes no bytes of its own: "the Server MUST respond with the
+                # 403 Forbidden status to PATCH requests against a final upload URL".
+                raise Forbidden("a final upload takes no body")
 
         if not is_final:  # a final upload's bytes are its partials', counted already
             await quotas.check(
@@ -245,8 +261,8 @@ class TusHandlers:
 
     async def head(self, upload: Upload) -> web.Response:
         offset = upload.offset
-        if upload.state == "receiving" and upload.concat != "final":
-            offset = await UploadSession(self.ctx, upload).durable_offset()
+        if upload.state == UploadState.RECEIVING and upload.concat != ConcatKind.FINAL:
+            upload, offset = await self._settled_offset(upload)
         elif upload.length is not None:
             offset = upload.length
         out = {
@@ -260,16 +276,40 @@ class TusHandlers:
             out["Upload-Length"] = str(upload.length)
         if upload.metadata:
             out["Upload-Metadata"] = headers.encode_metadata(upload.metadata)
-        if upload.concat == "partial":
+        if upload.concat == ConcatKind.PARTIAL:
             out["Upload-Concat"] = "partial"
-        elif upload.concat == "final":
+        elif upload.concat == ConcatKind.FINAL:
             base = self.ctx.settings.tus_path
             out["Upload-Concat"] = "final;" + " ".join(base + p for p in upload.parts or [])
         out.update(self._expiry_headers(upload))
         out.update(self._outcome_headers(upload))
         return web.Response(status=200, headers=out)
 
-    async def patch(self, request: web.Request, upload: Upload) -> web.Response:
+    async def _settled_offset(self, upload: Upload) -> tuple[Upload, int]:
+        """The upload and its offset once no request of it is writing any more.
+
+        Answering while a PATCH still writes, or before a broken one has written back what it
+        received, gives an offset the next PATCH conflicts with. As tusd does, HEAD takes the
+        upload's lock: it waits for requests announced before it to reach the lock, gives the
+        holder HEAD_PATIENCE seconds to end by itself (a connection that closed is still being
+        drained), then asks it to let go (a connection that vanished without a close)."""
+        locks = self.ctx.locks
+        await locks.settle(upload.id, within=HEAD_PATIENCE)
+        lease = await locks.acquire(upload.id, on_takeover=lambda: None, patience=HEAD_PATIENCE)
+        try:
+            fresh = await uploads_db.get(self.ctx.engine, upload.id)
+            if fresh is None:
+                raise NotFound("no such upload")
+            if fresh.state == UploadState.RECEIVING:
+                return fresh, await UploadSession(self.ctx, fresh).durable_offset()
+        finally:
+            await lease.release()
+        # The request it waited for received the last byte.
+        return fresh, fresh.length if fresh.length is not None else fresh.offset
+
+    async def patch(
+        self, request: web.Request, upload: Upload, *, arrived: asyncio.Event | None = None
+    ) -> web.Response:
         h = request.headers
         # "The Request MUST include a Content-Type header with application/offset+octet-stream"
         if h.get("Content-Type", "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
@@ -277,14 +317,14 @@ class TusHandlers:
         offset = headers.non_negative_int(header(h, "Upload-Offset"), "Upload-Offset")
         if offset is None:
             raise BadRequest("Upload-Offset is required")
-        if upload.concat == "final":
+        if upload.concat == ConcatKind.FINAL:
             # "The Server MUST respond with the 403 Forbidden status to PATCH requests against
             # a final upload URL"
             raise Forbidden("a final upload cannot be patched")
         length = headers.non_negative_int(header(h, "Upload-Length"), "Upload-Length")
-        if upload.state != "receiving":
+        if upload.state != UploadState.RECEIVING:
             if offset == upload.length and not self._has_body(request):
-                if upload.state == "verifying":
+                if upload.state == UploadState.VERIFYING:
                     # A retried last PATCH resumes a verification that stopped (the signing
                     # key was unavailable, say); one already running is awaited, not repeated.
                     upload = await finish.await_outcome(self.ctx, upload.id)
@@ -306,7 +346,7 @@ class TusHandlers:
         digests = declare.parse(header(h, declare.HEADER))
         declare.require_computed(digests, self.ctx.settings.digests)
         upload = await declare.declare(self.ctx, upload, digests)
-        offset = await self._write(request, upload, offset=offset)
+        offset = await self._write(request, upload, offset=offset, arrived=arrived)
         upload = await complete_if_full(self.ctx, upload, offset)
         out = {"Upload-Offset": str(offset)}
         out.update(self._expiry_headers(upload))
@@ -321,8 +361,16 @@ class TusHandlers:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    async def _write(self, request: web.Request, upload: Upload, *, offset: int) -> int:
-        """Stream the body into the upload under its lock; Content-Length is checked first."""
+    async def _write(
+        self,
+        request: web.Request,
+        upload: Upload,
+        *,
+        offset: int,
+        arrived: asyncio.Event | None = None,
+    ) -> int:
+        """Stream the body into the upload under its lock; Content-Length is checked first.
+        `arrived` is set once the lock is held (see `UploadLocks.arriving`)."""
         declared = request.content_length
         if upload.length is not None and declared is not None and offset + declared > upload.length:
             # "If the offsets do not match, the Server MUST respond with the 409 Conflict status
@@ -339,6 +387,8 @@ class TusHandlers:
                 transport.close()
 
         lease = await self.ctx.locks.acquire(upload.id, on_takeover=end_request)
+        if arrived is not None:
+            arrived.set()
         try:
             fresh = await uploads_db.get(self.ctx.engine, upload.id)
             assert fresh is not None
@@ -390,7 +440,7 @@ class TusHandlers:
 
     @staticmethod
     def _expiry_headers(upload: Upload) -> dict[str, str]:
-        if upload.state != "receiving" or upload.expires_at is None:
+        if upload.state != UploadState.RECEIVING or upload.expires_at is None:
             return {}
         return {"Upload-Expires": format_datetime(upload.expires_at, usegmt=True)}
 

@@ -5,6 +5,13 @@ request for a held upload asks the holder to let go (`lock_wanted`); the holder 
 heartbeat, or at once when it lives in the same process, and ends its request. A holder that died
 is recognised by its lease running out or, on the same host, by its process being gone, so a
 server restarted after `kill -9` resumes at once. This works the same on SQLite and PostgreSQL.
+
+HEAD takes the lock too (as tusd does), so it never answers while a request is still writing:
+a client whose PATCH broke asks HEAD where to resume, and an offset read before the broken
+request's bytes were written back would make its next PATCH a 409. A request between its
+arrival and its lock is announced in this process (`arriving`), so HEAD waits for it as well.
+Across replicas the lock row alone orders them: a holder on another node is asked to let go and
+notices on its next heartbeat.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -126,16 +133,51 @@ class UploadLocks:
         self.heartbeat = heartbeat
         self.owner = f"{HOST}:{os.getpid()}:{secrets.token_hex(4)}"
         self._local: dict[str, Lease] = {}
+        self._arriving: dict[str, set[asyncio.Event]] = {}
+
+    @contextlib.contextmanager
+    def arriving(self, upload_id: str) -> Iterator[asyncio.Event]:
+        """Announce a writer on its way to the upload's lock; the writer sets the event once it
+        holds the lock, and it is set when the block ends in any case. `settle` waits for it."""
+        event = asyncio.Event()
+        waiting = self._arriving.setdefault(upload_id, set())
+        waiting.add(event)
+        try:
+            yield event
+        finally:
+            event.set()
+            waiting.discard(event)
+            if not waiting:
+                self._arriving.pop(upload_id, None)
+
+    async def settle(self, upload_id: str, *, within: float) -> None:
+        """Wait up to `within` seconds for the writers announced now to reach the lock."""
+        events = list(self._arriving.get(upload_id, ()))
+        if not events:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                for event in events:
+                    await event.wait()
 
     async def acquire(
-        self, upload_id: str, *, on_takeover: Callable[[], None], wait: float | None = None
+        self,
+        upload_id: str,
+        *,
+        on_takeover: Callable[[], None],
+        wait: float | None = None,
+        patience: float = 0.0,
     ) -> Lease:
-        """Take the upload's lock, asking a current holder to let go; 423 if it will not."""
+        """Take the upload's lock, asking a current holder to let go after `patience` seconds
+        (a holder about to finish by itself keeps every byte it is still reading); 423 if it
+        will not let go within `wait` seconds."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (wait if wait is not None else self.lease.total_seconds() + 3)
+        started = loop.time()
+        deadline = started + (wait if wait is not None else self.lease.total_seconds() + 3)
         asked = False
         while True:
             now = clock.now()
+            ask = not asked and loop.time() - started >= patience
             async with self.engine.begin() as conn:
                 taken = await conn.execute(
                     uploads.update()
@@ -169,7 +211,7 @@ class UploadLocks:
                             .values(lock_owner=None, lock_until=None)
                         )
                         continue
-                    if not asked:
+                    if ask:
                         await conn.execute(
                             uploads.update()
                             .where(uploads.c.id == upload_id)
@@ -180,7 +222,7 @@ class UploadLocks:
                 self._local[upload_id] = lease
                 lease.start()
                 return lease
-            if not asked:
+            if ask:
                 asked = True
                 local = self._local.get(upload_id)
                 if local is not None:

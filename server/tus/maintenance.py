@@ -23,9 +23,9 @@ async def expire_abandoned(ctx: TusContext) -> int:
     """Abort every receiving upload past its expiry (multipart aborted, staged bytes deleted)."""
     count = 0
     now = clock.now()
-    stale = await uploads_db.in_state(ctx.engine, "receiving", expired_before=now)
+    stale = await uploads_db.in_state(ctx.engine, UploadState.RECEIVING, expired_before=now)
     # Finished partial uploads that no final upload joined are abandoned too.
-    stale += await uploads_db.in_state(ctx.engine, "complete", expired_before=now)
+    stale += await uploads_db.in_state(ctx.engine, UploadState.COMPLETE, expired_before=now)
     for upload in stale:
         try:
             await discard(ctx, upload, state=UploadState.EXPIRED, actor="server", wait=0)
@@ -40,7 +40,7 @@ async def expire_abandoned(ctx: TusContext) -> int:
 
 async def resume_verifications(ctx: TusContext) -> int:
     """Restart verification of uploads left `verifying` by a process that stopped."""
-    pending = await uploads_db.in_state(ctx.engine, "verifying")
+    pending = await uploads_db.in_state(ctx.engine, UploadState.VERIFYING)
     for upload in pending:
         start_verification(ctx, upload.id)
     return len(pending)

@@ -21,7 +21,7 @@ from avidence.storage.base import Target, Truncator, VerifyingAppender
 from avidence.storage.digests import MultiDigest, new_hasher
 
 from ..catalog import uploads as uploads_db
-from ..catalog.uploads import Upload
+from ..catalog.uploads import ConcatKind, Upload, UploadState
 from ..errors import ChecksumMismatch, Conflict, Gone, NotFound
 from ..streams import read_ahead
 from . import finish
@@ -93,7 +93,7 @@ class UploadSession:
 
     def _digest_at(self, offset: int) -> MultiDigest | None:
         """The running digest when it covers exactly the bytes before `offset`, else None."""
-        if self.upload.concat == "partial":
+        if self.upload.concat == ConcatKind.PARTIAL:
             return None  # a partial's digest is useless: the final upload is read back
         digest = self.ctx.digests.get(self.upload.id)
         if digest is None and offset == 0:
@@ -208,9 +208,9 @@ async def complete_if_full(ctx: TusContext, upload: Upload, offset: int) -> Uplo
     fresh = await uploads_db.get(ctx.engine, upload.id)
     if fresh is None:
         raise NotFound()
-    if fresh.state == "receiving":
+    if fresh.state == UploadState.RECEIVING:
         await finish.publish(ctx, fresh)
-    if fresh.concat == "partial":
+    if fresh.concat == ConcatKind.PARTIAL:
         ctx.metrics.uploads_finished.labels("partial").inc()
         result = await uploads_db.get(ctx.engine, upload.id)
         assert result is not None

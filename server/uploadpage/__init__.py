@@ -15,34 +15,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..assets import assets_handler, load_assets
+from ..assets import assets_handler, load_assets, token_page_headers
 from . import page
 
 ASSETS = ("upload.css", "upload.js", "tus.min.js", "tus-js-client.LICENSE.txt")
-
-# Scripts and styles from this origin only, no inline code, never framed (clickjacking a form
-# that holds a token); `connect-src 'self'` keeps the token from being sent anywhere else.
-_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
 
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/upload", page.handle)
     app.router.add_get("/upload/{name}", assets_handler(load_assets(__name__, ASSETS)))
-    app.on_response_prepare.append(security_headers)
-
-
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    if request.path != "/upload" and not request.path.startswith("/upload/"):
-        return
-    headers = response.headers
-    headers["Content-Security-Policy"] = _CSP
-    headers["X-Frame-Options"] = "DENY"
-    headers["Referrer-Policy"] = "no-referrer"
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Cross-Origin-Resource-Policy"] = "same-origin"
-    headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    if request.path == "/upload":
-        headers["Cache-Control"] = "no-store"
+    app.on_response_prepare.append(token_page_headers("/upload"))

@@ -7,12 +7,14 @@ Content-Security-Policy allows because it never runs.
 from __future__ import annotations
 
 import json
+from datetime import tzinfo
 from importlib import resources
 from string import Template
 from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ..localtime import place_name, zone_name
 from ..markup import escape as _e
 from ..state import SETTINGS
 from ..tickets import i18n
@@ -44,7 +46,8 @@ def script_words(lang: str) -> str:
     return json.dumps(words, ensure_ascii=False).replace("<", "\\u003c")
 
 
-def render(lang: str, *, endpoint: str) -> str:
+def render(lang: str, *, endpoint: str, place: tzinfo) -> str:
+    """The page; times the script shows (when an upload was received) are in `place`."""
     other = "en" if lang == "zh" else "zh"
 
     def t(key: str) -> str:
@@ -57,6 +60,8 @@ def render(lang: str, *, endpoint: str) -> str:
         switch_lang=other,
         switch_label=t("switch"),
         endpoint=_e(endpoint),
+        zone=_e(zone_name(place)),
+        zone_name=_e(place_name(place, lang=lang)),
         words=script_words(lang),
         **{key: t(key) for key in _FORM_KEYS},
     )
@@ -65,7 +70,8 @@ def render(lang: str, *, endpoint: str) -> str:
 async def handle(request: web.Request) -> web.Response:
     """GET /upload: the page; `?lang=zh|en` switches and is remembered in a cookie."""
     lang = i18n.pick(request)
-    body = render(lang, endpoint=request.app[SETTINGS].tus_path)
+    settings = request.app[SETTINGS]
+    body = render(lang, endpoint=settings.tus_path, place=settings.display_zone)
     response = web.Response(text=body, content_type="text/html", charset="utf-8")
     i18n.remember(request, response)
     return response

@@ -160,6 +160,21 @@
     return dl;
   }
 
+  /* A UTC time from the API in the server's display zone (else the browser's), zone named. */
+  function showTime(cell, iso) {
+    var clock = window.avidenceTime;
+    var zone = main.dataset.zone || (clock ? clock.browserZone() : "");
+    if (!clock || !zone || !iso) {
+      cell.textContent = iso || "-";
+      return;
+    }
+    var time = element("time", "", clock.show(iso, zone, main.dataset.zoneName || zone));
+    time.setAttribute("datetime", iso);
+    time.dataset.zone = zone;
+    cell.appendChild(time);
+    clock.addOwnClock(words.your_clock);
+  }
+
   function receiptButton(entry, evidenceId, token) {
     var button = element("button", "receipt", words.receipt);
     button.type = "button";
@@ -214,11 +229,13 @@
           var digests = body.digests || {};
           state.textContent = words.done;
           entry.row.classList.add("done");
-          showFacts(entry, [
+          var facts = showFacts(entry, [
             [words.evidence, body.evidence_id, "evidence-id"],
+            [words.received, "", "received"],
             ["BLAKE3", digests.blake3 || "-", "hash blake3"],
             ["SHA-256", digests.sha256 || "-", "hash sha256"]
           ]);
+          showTime(facts.querySelector(".received"), body.updated_at);
           receiptButton(entry, body.evidence_id, token);
           return;
         }

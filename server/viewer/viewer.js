@@ -61,6 +61,8 @@
           var code = result.body && result.body.error ? result.body.error.code : "";
           if (code === "ticket_exhausted") {
             say(box, msg.msgExhausted);
+          } else if (code === "integrity_withheld") {
+            say(box, msg.msgWithheld); // a scrub flagged it since the page was drawn
           } else if (result.status === 401 || result.status === 404 || result.status === 410) {
             window.location.reload(); // the page explains what happened to the link
           } else {
@@ -89,6 +91,58 @@
       });
   }
 
+  /* A media element does not say why a request failed: ask once with a one-byte range. A view
+   * whose time or data allowance ran out answers 410 with a code; then a new view may start. */
+  function explain(box, media, button, src) {
+    fetch(src, {
+      credentials: "same-origin",
+      headers: { Range: "bytes=0-0", Accept: "application/json" },
+      cache: "no-store"
+    })
+      .then(function (response) {
+        if (response.ok) {
+          return "";
+        }
+        return response
+          .json()
+          .then(function (body) {
+            return body && body.error ? body.error.code : "";
+          })
+          .catch(function () {
+            return "";
+          });
+      })
+      .then(function (code) {
+        var words = {
+          view_spent: msg.msgSpent,
+          view_expired: msg.msgViewExpired,
+          integrity_withheld: msg.msgWithheld,
+          ticket_exhausted: msg.msgExhausted,
+          ticket_revoked: msg.msgRevoked,
+          ticket_expired: msg.msgExpired,
+          gone: msg.msgDeleted
+        }[code];
+        if (code === "view_spent" || code === "view_expired") {
+          media.removeAttribute("src");
+          media.load();
+          media.controls = false;
+          box.classList.remove("started");
+          button.disabled = false;
+        }
+        if (code === "ticket_revoked" || code === "ticket_expired" || code === "gone") {
+          box.classList.add("ended"); // the link or the recording is gone: say so, not "format"
+        }
+        say(box, words || (code ? msg.msgNetwork : msg.msgUnplayable));
+      })
+      .catch(function () {
+        say(box, msg.msgNetwork);
+      });
+  }
+
+  if (window.avidenceTime) {
+    window.avidenceTime.addOwnClock(msg.msgOwnClock);
+  }
+
   players.forEach(function (box) {
     var media = box.querySelector("video, audio");
     var button = box.querySelector("button.start");
@@ -105,8 +159,9 @@
       }
     });
     media.addEventListener("error", function () {
-      if (media.getAttribute("src")) {
-        say(box, msg.msgUnplayable);
+      var src = media.getAttribute("src");
+      if (src) {
+        explain(box, media, button, src);
       }
     });
     media.addEventListener("play", function () {

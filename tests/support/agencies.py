@@ -46,6 +46,7 @@ class TwoAgencies:
 async def two_agencies(
     tmp_path: Path, *, database: str | None = None, **settings: Any
 ) -> AsyncIterator[TwoAgencies]:
+    """Police and court agencies beside the site's own (default) agency."""
     store = LocalStore(tmp_path / "store")
     await store.open()
     try:

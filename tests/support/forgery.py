@@ -4,11 +4,38 @@ keys, witnesses and signed checkpoints each show a different control catching it
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from avidence.client.canonical import ALGORITHM, key_id
+from avidence.server import signing
 from avidence.server.audit import log as audit
-from avidence.server.catalog.schema import audit_head, audit_log
+from avidence.server.catalog.schema import audit_head, audit_log, signing_keys
+
+
+async def insert_key(
+    conn: AsyncConnection,
+    private: Ed25519PrivateKey,
+    *,
+    certificate: Any = None,
+    created_at: datetime | None = None,
+) -> str:
+    """Add a public key row behind the server's back, as an insider would; its id."""
+    kid = key_id(private.public_key())
+    await conn.execute(
+        signing_keys.insert().values(
+            id=kid,
+            algorithm=ALGORITHM,
+            public_key_pem=signing.public_pem(private),
+            created_at=created_at or datetime.now(UTC),
+            certificate=certificate,
+        )
+    )
+    return kid
 
 
 async def rechain(conn: AsyncConnection, *, edit_seq: int, actor: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 
 BLOCK = 64 * 1024
 SLACK = 0.02  # seconds of pacing a connection may catch up on after a late wake-up
+_LINGER_ZERO = struct.pack("ii", 1, 0)  # close = RST
 _METHODS = {b"OPTIONS", b"POST", b"HEAD", b"PATCH", b"GET", b"DELETE", b"PUT"}
 
 
@@ -37,6 +40,11 @@ class FaultProxy:
       `cuts_left` > 0, after letting `answers_to_skip` such answers through
     - `stall_after` / `stall_seconds`: pause a connection's upload once, after that many bytes
     - `refuse`: abort new connections at once (the service behind looks down or restarting)
+    - `reset`: end cut connections with a TCP reset (RST) instead of a close (FIN), as a
+      crashed middlebox or a NAT forgetting the flow does; bytes the server had not read yet
+      may then be lost on the way, which a resumable upload must survive too
+
+    Every fault is bounded: cuts by `cuts_left`, a stall by `stall_seconds`, once per connection.
     """
 
     target_port: int
@@ -50,6 +58,7 @@ class FaultProxy:
     stall_after: int | None = None
     stall_seconds: float = 0.0
     refuse: bool = False
+    reset: bool = False
     bytes_up: int = 0
     bytes_down: int = 0
     connections: int = 0
@@ -117,9 +126,13 @@ class FaultProxy:
             return
         self._writers.update((client_w, server_w))
 
-        def abort() -> None:
-            client_w.transport.abort()
-            server_w.transport.abort()
+        def abort(*, cut: bool = True) -> None:
+            for transport in (client_w.transport, server_w.transport):
+                sock = transport.get_extra_info("socket")
+                if cut and self.reset and sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+                transport.abort()
 
         last_method = b""
 
@@ -178,7 +191,7 @@ class FaultProxy:
             results = await asyncio.gather(up(), down(), return_exceptions=True)
             del results  # connection errors are what this proxy is for
         finally:
-            abort()
+            abort(cut=False)
             self._writers.difference_update((client_w, server_w))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.typedefs import Middleware
 
@@ -42,6 +43,18 @@ class Api:
         return {"Authorization": f"Bearer {token or self.uploader}", "Tus-Resumable": "1.0.0"}
 
 
+class ServedTestServer(TestServer):
+    """aiohttp's TestServer as `avidence-server serve` runs it: a request's handler is not
+    cancelled when its client goes away (TestServer turns cancellation on; aiohttp's default and
+    our `Runner` leave it off), so tests see what the server does with a dropped request."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs["handler_cancellation"] = False
+        runner = await super()._make_runner(**kwargs)
+        assert isinstance(runner, web.AppRunner)
+        return runner
+
+
 def metadata(**fields: str) -> str:
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in fields.items())
 
@@ -53,6 +66,7 @@ async def make_api(
     database: str | None = None,
     config_file: Path | None = None,
     outer: Sequence[Middleware] = (),
+    port: int | None = None,
     **settings: Any,
 ) -> AsyncIterator[Api]:
     """An app whose background work runs only when a test asks for it (`embedded_worker=True`,
@@ -75,7 +89,8 @@ async def make_api(
     _, other = await tokens.create(catalog.engine, role="uploader", name="room 2")
     app = create_app(cfg, catalog=catalog, store=store)
     app.middlewares[:0] = list(outer)  # outermost: they see every answer as sent
-    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+    # A fixed port lets `public_url` name this server, so the links it makes open in a browser.
+    client: TestClient[Any, Any] = TestClient(ServedTestServer(app, host="127.0.0.1", port=port))
     await client.start_server()
     try:
         yield Api(client, catalog, store, cfg, uploader, admin, other)

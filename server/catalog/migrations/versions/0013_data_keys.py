@@ -1,7 +1,7 @@
 """Data keys: the wrapped key of every sealed object, kept outside the bucket.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 from avidence.server.catalog.schema import UTCDateTime
 
-revision = "0011"
-down_revision = "0010"
+revision = "0013"
+down_revision = "0012"
 
 
 def upgrade() -> None:

@@ -1,0 +1,229 @@
+"""What one counted view allows: a time window and a byte budget, held across replicas.
+
+A view limit that counts only presses of Play lets one view fetch the whole recording again and
+again for as long as its grant lives (a `max_views=1` link gave five full copies in 12 hours).
+So a view allows, from the moment it is counted:
+
+- time: `view_window` seconds (6 hours by default; a long interrogation with pauses fits);
+- bytes: `view_bytes_multiple` times the size of what it plays (3 by default): enough for a
+  player's probing requests and for seeking back and forth, not for copying the file many times.
+
+Bytes are taken from the budget before they are sent, by one conditional UPDATE of the view's
+row (`bytes_reserved + n <= byte_budget`, window still open, view not ended), so concurrent
+ranged requests on any number of replicas sharing the catalog (SQLite or PostgreSQL) can never
+send more than the budget between them. A response takes up to `SLAB` bytes at a time and gives
+back what it did not send when it ends (a player that seeks cancels responses mid-way). The
+first refusal ends the view (`ended_at`, `end_reason` "time" or "bytes", set once by a
+conditional UPDATE) with one `ticket.view_ended` audit entry; its grant then answers 410
+`view_expired` or `view_spent`, and the viewer offers to start a new view (which counts).
+
+Views counted before this rule have no budget (`byte_budget` NULL): only the window applies.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .. import clock
+from ..audit.events import TicketViewEnded
+from ..audit.unit import unit_of_work
+from ..catalog.schema import ticket_views
+from ..errors import ApiError, ViewExpired, ViewSpent
+from . import records
+from .seals import GRANT_TTL
+
+log = logging.getLogger("avidence.tickets.allowance")
+
+SLAB = 1024 * 1024  # the most one response holds untaken-but-unsent at a time
+_RETRIES = 8  # partial takes lost to a concurrent writer before giving up this round
+End = Literal["time", "bytes"]
+
+
+@dataclass(slots=True, frozen=True)
+class Terms:
+    """What a new view allows: until when, and how many bytes."""
+
+    expires_at: datetime
+    byte_budget: int
+
+
+def terms(*, size: int, window: int, multiple: int, now: datetime | None = None) -> Terms:
+    """The allowance of a view of an object of `size` bytes."""
+    start = now or clock.now()
+    budget = max(1, math.ceil(size * multiple))  # an empty file's view is not spent at once
+    return Terms(start + timedelta(seconds=window), budget)
+
+
+@dataclass(slots=True, frozen=True)
+class Who:
+    """Whose view it is, for the audit entry that ends it."""
+
+    ticket_id: str
+    recipient: str
+    evidence_id: str
+    case_id: str | None
+    client: str | None
+
+
+class Allowance:
+    """One response's share of a view's allowance: `take` before sending, `finish` after."""
+
+    def __init__(self, engine: AsyncEngine, view_id: str, who: Who) -> None:
+        self.engine = engine
+        self.view_id = view_id
+        self.who = who
+        self.held = 0  # taken from the budget, not yet sent
+        self.ended: End | None = None
+
+    async def check(self) -> None:
+        """Raise 410 `view_expired` / `view_spent` when the view allows nothing more."""
+        row = await self._row()
+        if row is None:
+            raise ViewExpired()
+        if row.ended_at is not None:
+            raise _error(row.end_reason)
+        if _expired(row, clock.now()):
+            await self._end("time")
+            raise ViewExpired()
+        if row.byte_budget is not None and row.bytes_reserved >= row.byte_budget:
+            await self._end("bytes")
+            raise ViewSpent()
+
+    async def start(self, ahead: int) -> None:
+        """Before a body's first byte: take its first share, or raise the 410 that says why
+        nothing may be sent (so a spent view gets an error answer, not an empty 206)."""
+        self.held += await self._reserve(min(SLAB, ahead))
+        if self.held == 0:
+            raise _error(self.ended or "bytes")
+
+    async def take(self, wanted: int, *, ahead: int) -> int:
+        """How many of the next `wanted` bytes may be sent (0 to `wanted`); `ahead` is what
+        this response still means to send, so nothing is taken beyond it."""
+        if self.held < wanted and self.ended is None:
+            want = max(wanted, min(SLAB, ahead)) - self.held
+            self.held += await self._reserve(want)
+        granted = min(wanted, self.held)
+        self.held -= granted
+        return granted
+
+    async def finish(self) -> None:
+        """Give back what was taken and not sent."""
+        if self.held > 0:
+            unsent, self.held = self.held, 0
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    ticket_views.update()
+                    .where(ticket_views.c.id == self.view_id)
+                    .values(bytes_reserved=ticket_views.c.bytes_reserved - unsent)
+                )
+
+    async def _row(self) -> sa.Row[tuple[object, ...]] | None:
+        async with self.engine.connect() as conn:
+            return (
+                await conn.execute(sa.select(ticket_views).where(ticket_views.c.id == self.view_id))
+            ).first()
+
+    async def _reserve(self, want: int) -> int:
+        """Take up to `want` bytes; fewer only when that is all that is left."""
+        now = clock.now()
+        open_view = [
+            ticket_views.c.id == self.view_id,
+            ticket_views.c.ended_at.is_(None),
+            sa.or_(ticket_views.c.expires_at.is_(None), ticket_views.c.expires_at > now),
+        ]
+        async with self.engine.begin() as conn:
+            whole = await conn.execute(
+                ticket_views.update()
+                .where(
+                    *open_view,
+                    sa.or_(
+                        ticket_views.c.byte_budget.is_(None),
+                        ticket_views.c.bytes_reserved + want <= ticket_views.c.byte_budget,
+                    ),
+                )
+                .values(bytes_reserved=ticket_views.c.bytes_reserved + want)
+            )
+        if whole.rowcount == 1:
+            return want
+        for _ in range(_RETRIES):  # less than `want` is left, or the view ended
+            row = await self._row()
+            if row is None or row.ended_at is not None:
+                self.ended = "time" if row is None else row.end_reason or "bytes"
+                return 0
+            if _expired(row, clock.now()):
+                await self._end("time")
+                return 0
+            left = int(row.byte_budget or 0) - int(row.bytes_reserved)
+            if left <= 0:
+                await self._end("bytes")
+                return 0
+            part = min(left, want)
+            async with self.engine.begin() as conn:
+                taken = await conn.execute(
+                    ticket_views.update()
+                    .where(*open_view, ticket_views.c.bytes_reserved == row.bytes_reserved)
+                    .values(bytes_reserved=ticket_views.c.bytes_reserved + part)
+                )
+            if taken.rowcount == 1:
+                return part
+        return 0  # busy: this response stops here; the next request tries again
+
+    async def _end(self, reason: End) -> None:
+        """End the view once, across replicas, with its audit entry."""
+        self.ended = reason
+        now = clock.now()
+        async with unit_of_work(self.engine) as unit:
+            ended = await unit.conn.execute(
+                ticket_views.update()
+                .where(ticket_views.c.id == self.view_id, ticket_views.c.ended_at.is_(None))
+                .values(ended_at=now, end_reason=reason)
+            )
+            if ended.rowcount != 1:
+                return
+            row = (
+                await unit.conn.execute(
+                    sa.select(ticket_views).where(ticket_views.c.id == self.view_id)
+                )
+            ).one()
+            who = self.who
+            unit.record(
+                TicketViewEnded(
+                    actor=f"ticket:{who.ticket_id} ({who.recipient})",
+                    object=f"evidence:{who.evidence_id}",
+                    case_id=who.case_id,
+                    ticket=who.ticket_id,
+                    view=self.view_id,
+                    recipient=who.recipient,
+                    reason=reason,
+                    started_at=records.iso(row.started_at) or "",
+                    expires_at=records.iso(row.expires_at),
+                    byte_budget=row.byte_budget,
+                    bytes_taken=int(row.bytes_reserved),
+                    client=who.client,
+                    time=now,
+                )
+            )
+        log.info(
+            "ticket.view_ended ticket=%s view=%s reason=%s", who.ticket_id, self.view_id, reason
+        )
+
+
+def _expired(row: sa.Row[tuple[object, ...]], now: datetime) -> bool:
+    until = row.expires_at
+    if until is None:  # a view counted before windows were stored: its grant's lifetime
+        started = row.started_at
+        assert isinstance(started, datetime)
+        until = started + timedelta(seconds=GRANT_TTL)
+    assert isinstance(until, datetime)
+    return until <= now
+
+
+def _error(reason: object) -> ApiError:
+    return ViewSpent() if reason == "bytes" else ViewExpired()
