@@ -112,6 +112,14 @@ class AvidenceServer:
         wait_ready(lambda: banner.exists(), self.proc, self.log_path, "avidence-server")
 
     def _create_token(self) -> str:
+        # Admin commands never create a catalog; `migrate` starts the new one first.
+        subprocess.run(
+            [str(BIN / "avidence-server"), "migrate", "--data-dir", str(self.data_dir)],
+            check=True,
+            capture_output=True,
+            env=self.env,
+            timeout=60,
+        )
         out = subprocess.run(
             [
                 str(BIN / "avidence-server"),

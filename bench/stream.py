@@ -300,6 +300,9 @@ def run(store: str, size: int, offsets: list[int], repeat: int) -> dict[str, Num
             if seaweed is not None
             else AvidenceServer(data_dir=tmp / "avidence")
         )
+        # nginx and boto3 read the very object the ticket serves: it must be stored as
+        # uploaded (bench/sealed_http.py compares sealed with plain through the ticket).
+        server.env["AVIDENCE_ENCRYPTION"] = "off"
         nginx: Nginx | None = None
         client: Any = None
         try:

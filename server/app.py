@@ -37,7 +37,7 @@ from .openapi import document as openapi
 from .proxies import forwarded_middleware, parse_networks
 from .signing import load_signer, register
 from .state import CATALOG, CUSTODY, METRICS, PINNED_KEYS, SETTINGS, SIGNER, STORE
-from .stores import build_store
+from .stores import configured_store
 from .transfers import api as transfers_api
 from .tus import routes as tus_routes
 from .webhooks import api as webhooks_api
@@ -124,7 +124,7 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
                 "hint='avidence-server key certify'",
                 ",".join(shown.left_out),
             )
-        app[STORE] = store or build_store(settings)
+        app[STORE] = store or await configured_store(settings, app[CATALOG].engine)
         await app[STORE].open()
         app[CUSTODY] = Custody(app[CATALOG].engine, app[STORE], settings, app[SIGNER])
         log.info(

@@ -29,7 +29,7 @@ from .cases import records as cases_db
 from .cases.records import Case
 from .catalog.db import Catalog, CatalogUnavailable
 from .keys.base import KeyUnavailable
-from .stores import build_store
+from .stores import configured_store
 
 T = TypeVar("T")
 CONFIG_ENV = "AVIDENCE_SERVER_CONFIG"  # the settings file, when --config is not given
@@ -121,8 +121,8 @@ async def opened_with_store(
     settings: config.Settings, *, open_store: bool = True
 ) -> AsyncIterator[tuple[Catalog, Store]]:
     """The catalog and the evidence store (opened unless the command only reads the catalog)."""
-    store = build_store(settings)
     async with opened_catalog(settings) as catalog:
+        store = await configured_store(settings, catalog.engine)
         try:
             if open_store:
                 await store.open()

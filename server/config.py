@@ -25,6 +25,8 @@ from .webhooks.targets import parse_allow
 
 STORAGE_KINDS = ("local", "s3")
 KEY_PROVIDERS = ("file", "pkcs11")
+ENCRYPTION_MODES = ("auto", "on", "off")
+ENCRYPTION_SUITES = ("international", "gm")
 ENV_PREFIX = "AVIDENCE_"
 DEFAULT_DATA_DIR = Path("data")  # relative: the folder the command runs in
 
@@ -71,7 +73,11 @@ class Settings:
     pkcs11_token: str = ""
     pkcs11_key: str = "avidence-signing"
     pkcs11_pin_file: str = ""
+    pkcs11_kek: str = "avidence-kek"
     trusted_keys: str = ""
+    encryption: str = "auto"
+    encryption_suite: str = "international"
+    kek_dir: str = ""
     scrub_interval: int = 3600
     scrub_age_days: int = 30
     object_lock_mode: str = ""
@@ -272,6 +278,10 @@ def validate(settings: Settings) -> None:
         )
     if settings.key_provider == "pkcs11" and not (settings.pkcs11_token and settings.pkcs11_key):
         raise ConfigError("pkcs11_token/pkcs11_key: name the token and key for key_provider=pkcs11")
+    if settings.encryption not in ENCRYPTION_MODES:
+        raise ConfigError(f"encryption: choose {', '.join(ENCRYPTION_MODES)}")
+    if settings.encryption_suite not in ENCRYPTION_SUITES:
+        raise ConfigError(f"encryption_suite: choose {' or '.join(ENCRYPTION_SUITES)}")
     if not 0 < settings.port < 65536:
         raise ConfigError(f"port: {settings.port} is not a TCP port")
     if settings.max_size <= 0:

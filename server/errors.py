@@ -101,6 +101,17 @@ SigningUnavailable = _error(
     503, KeyUnavailable.code, "the signing key is unavailable; custody actions are refused"
 )
 
+# Sealed storage (issue 21): a data key that cannot be opened refuses the action, loses nothing;
+# stored bytes that fail authentication are never served.
+EncryptionKeysUnavailable = _error(
+    503,
+    "encryption_keys_unavailable",
+    "the key-encryption key is unavailable; nothing was stored or served",
+)
+StoredObjectTampered = _error(
+    500, "stored_object_tampered", "the stored object failed its integrity check; not served"
+)
+
 # Uploads (tus). A body that breaks off is a client-side event the server checkpointed: the
 # client resumes from HEAD (tus 1.0.0: "the Client SHOULD send a HEAD request ... to retrieve
 # the current offset"). The codes, not the wording, tell it so.
@@ -211,6 +222,12 @@ def from_store_error(exc: store_errors.StoreError) -> ApiError:
         return InsufficientStorage()
     if isinstance(exc, store_errors.ObjectLocked):
         return Forbidden("the object is under retention or legal hold")
+    if isinstance(exc, store_errors.KeysUnavailable):
+        log.error("sealed.keys_unavailable error=%s", exc)  # the detail is for the operator
+        return EncryptionKeysUnavailable(headers={"Retry-After": "30"})
+    if isinstance(exc, store_errors.Tampered):
+        log.error("sealed.tampered key=%s error=%s", exc.key, exc)
+        return StoredObjectTampered()
     return ServiceUnavailable()
 
 

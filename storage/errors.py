@@ -50,3 +50,12 @@ class StoreFull(StoreError):
 
 class ObjectLocked(StoreError):
     """The object is under retention or legal hold and cannot be deleted yet."""
+
+
+class Tampered(StoreError):
+    """Stored bytes failed authentication (altered, moved, reordered or cut): never served."""
+
+
+class KeysUnavailable(StoreUnavailable):
+    """The key-encryption key a sealed object needs cannot be used now (key file missing, HSM
+    unreachable) or its data key is gone; nothing was written or served."""

@@ -1,7 +1,8 @@
 """The store conformance suite: the contract in `storage/base.py`, run against every backend.
 
 Each test takes the `store` fixture and so runs once per backend ("local", and "s3" against a
-real SeaweedFS). Tests speak only the contract; backend-specific checks live in their own files.
+real SeaweedFS), and once more for each under `storage.sealed` (envelope encryption keeps the
+contract). Tests speak only the contract; backend-specific checks live in their own files.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import blake3
 import pytest
+import pytest_asyncio
 
 from avidence.storage.base import Concatenator, Store, Target
 from avidence.storage.errors import (
@@ -22,7 +25,14 @@ from avidence.storage.errors import (
     OffsetMismatch,
 )
 
-from support.stores import chunks_of, collect
+from support.stores import BACKENDS, SEALED, chunks_of, collect, opened
+
+
+@pytest_asyncio.fixture(params=BACKENDS + SEALED)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    async with opened(request, tmp_path, request.param) as backend:
+        yield backend
+
 
 MiB = 1024 * 1024
 

@@ -194,6 +194,16 @@ class KeyRotated(AuditEvent):
     certificate: dict[str, Any] | None = None  # the new key signed by the previous one
 
 
+@action("keys.rewrapped")
+@dataclass(slots=True, frozen=True, kw_only=True)
+class DataKeysRewrapped(AuditEvent):
+    """Data keys of sealed objects re-wrapped under the active key-encryption key (`object`
+    is `kek:<id>`); the objects themselves are untouched."""
+
+    count: int
+    previous: list[str]
+
+
 @action("key.certified")
 @dataclass(slots=True, frozen=True, kw_only=True)
 class KeyCertified(AuditEvent):

@@ -141,6 +141,22 @@ signing_keys = Table(
     Column("certificate", JSON(), nullable=True),
 )
 
+# Wrapped data keys of sealed objects (`storage.sealed`): outside the bucket, so that deleting a
+# row destroys an object's key (crypto-shredding) even when Object Lock keeps its ciphertext.
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("storage_key", String(512), primary_key=True),
+    Column("suite", String(16), nullable=False),
+    Column("segment_size", Integer(), nullable=False),
+    Column("object_id", String(32), nullable=False),  # hex of the header's 16 random bytes
+    Column("kek_id", String(64), nullable=False),
+    Column("wrapped", Text(), nullable=False),  # base64 of nonce | wrapped key | tag
+    Column("stored_size", BigInteger(), nullable=True),  # set when the object is finished
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_data_keys_kek_id", "kek_id"),
+)
+
 receipts = Table(
     "receipts",
     metadata,

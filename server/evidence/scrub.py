@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence.storage.base import Store
 from avidence.storage.digests import MultiDigest
-from avidence.storage.errors import NotFound
+from avidence.storage.errors import NotFound, Tampered
 
 from .. import schedules
 from ..audit.events import AuditEvent, IntegrityChecked, IntegrityFailed
@@ -112,13 +112,17 @@ async def check_object(
     target = f"derivative:{row.id}" if derivative else ORIGINAL
     case_id = str(row.case_id)
     digest = MultiDigest([a for a in expected if a != "size"])
+    tampered: str | None = None
     try:
-        stream = await store.read(str(row.storage_key))
+        async for chunk in await store.read(str(row.storage_key)):
+            await digest.update_async(chunk)
     except NotFound:
         return Check(evidence_id, case_id, "missing", expected, target=target)
-    async for chunk in stream:
-        await digest.update_async(chunk)
+    except Tampered as exc:  # a sealed segment failed authentication: what was read so far
+        tampered = str(exc)
     found: dict[str, str | int] = {"size": digest.length, **digest.hexdigests()}
+    if tampered is not None:
+        found["tampered"] = tampered
     outcome: Outcome = "ok" if found == expected else "failed"
     return Check(evidence_id, case_id, outcome, expected, found, target=target)
 

@@ -158,3 +158,9 @@ async def retention_rows(
         .limit(limit)
     )
     return list((await conn.execute(query)).all())
+
+
+async def any_stored(conn: AsyncConnection) -> bool:
+    """Whether the catalog holds any evidence record at all (a store used before)."""
+    row = (await conn.execute(sa.select(evidence.c.id).limit(1))).first()
+    return row is not None

@@ -22,7 +22,7 @@ from ..catalog.schema import jobs
 from ..commands import Context, fail, opened_catalog, run, shared_options
 from ..config import ConfigError, Settings, redact
 from ..evidence import records as evidence_db
-from ..stores import build_store
+from ..stores import configured_store
 from . import queue, views
 from .worker import Worker, enabled_profiles
 
@@ -48,7 +48,7 @@ def worker_command(ctx: Context, concurrency: int | None) -> None:
 
 async def _work(settings: Settings) -> None:
     async with opened_catalog(settings, migrate=True) as catalog:
-        store = build_store(settings)
+        store = await configured_store(settings, catalog.engine)
         await store.open()
         try:
             worker = Worker(settings, catalog=catalog, store=store)

@@ -226,5 +226,65 @@ def key_export(ctx: Context, out: Path | None) -> None:
         )
 
 
+@key_group.command("rotate-kek")
+@shared_options
+@click.option(
+    "--new-label",
+    default=None,
+    help="With key_provider = pkcs11: label of the new key-encryption key in the token; then "
+    "set pkcs11_kek to it.",
+)
+def key_rotate_kek(ctx: Context, new_label: str | None) -> None:
+    """Make a new key-encryption key for new data keys; the old KEK stays until `key rewrap`
+    has moved every data key off it."""
+    from avidence.storage.errors import KeysUnavailable
+    from avidence.storage.sealformat import Suite
+
+    from . import kek
+
+    settings = ctx.settings()
+    if settings.key_provider == "pkcs11":
+        if not new_label:
+            fail("key rotate-kek: give --new-label LABEL for the new KEK in the PKCS#11 token")
+        from . import kekhsm
+
+        try:
+            made = kekhsm.load(settings, create=True, label=new_label)
+        except KeysUnavailable as exc:
+            fail(f"key rotate-kek: {exc}")
+        click.echo(f"key-encryption key {made.kek_id} is in the token as {new_label!r}")
+        click.echo(f"set pkcs11_kek = {new_label!r}, restart servers, then run key rewrap")
+        return
+    new = kek.write_new(kek.kek_folder(settings), Suite.named(settings.encryption_suite))
+    click.echo(f"active key-encryption key is now {new.id}; run key rewrap, then back up")
+    click.echo(f"{kek.kek_folder(settings)} before retiring an old KEK file", err=True)
+
+
+@key_group.command("rewrap")
+@shared_options
+def key_rewrap(ctx: Context) -> None:
+    """Re-wrap every data key under the active key-encryption key; the sealed objects are not
+    read or rewritten. Resumable: run it again after an interruption."""
+    from avidence.storage.errors import KeysUnavailable
+
+    from . import kek, rewrap
+
+    settings = ctx.settings()
+
+    async def go() -> tuple[int, dict[str, int], str]:
+        async with opened_catalog(settings) as catalog:
+            keks = kek.configured(settings, create=False)
+            moved = await rewrap.rewrap_all(catalog.engine, keks, actor="cli")
+            return moved, await rewrap.remaining(catalog.engine), keks.kek_id
+
+    try:
+        moved, left, active = run(go())
+    except KeysUnavailable as exc:
+        fail(f"key rewrap: {exc}")
+    click.echo(f"rewrapped {moved} data keys under {active}")
+    for kek_id, count in sorted(left.items()):
+        click.echo(f"{kek_id}: {count} data keys{' (active)' if kek_id == active else ''}")
+
+
 def register(group: click.Group) -> None:
     group.add_command(key_group)

@@ -228,6 +228,9 @@ def cluster(
         "AVIDENCE_PUBLIC_URL": f"http://127.0.0.1:{balancer_port}",
         "AVIDENCE_EMBEDDED_WORKER": "false",  # as deployed: jobs run in worker processes
         "AVIDENCE_VIEW_IDLE": "1",  # view sessions written within a test's patience
+        # Sealed at rest, the KEKs in one folder every replica and worker mounts: replicas
+        # starting together may each make one, and each record names the KEK it used.
+        "AVIDENCE_KEK_DIR": str(tmp_path_factory.mktemp("replica-keks")),
     }
     # The store by environment, as the deploy manifests do, so `worker` processes share it too.
     env |= {

@@ -1,0 +1,151 @@
+"""The sealed object format: a fixed header, then AEAD segments, the last one marked final.
+
+    header   = magic "AVSEAL01" (format version 1) | suite (1 byte) | segment size (u32) |
+               object id (16 random bytes)                                        29 bytes
+    segment  = nonce (12 random bytes) | ciphertext | tag (16)    plaintext = segment size
+    final    = the same, 0 .. segment size - 1 plaintext bytes, sealed with the final flag
+
+Every segment's associated data binds the header, the storage key, the segment's index and the
+final flag, so a segment moved to another place, another object or another key, a dropped or
+reordered segment, and an object cut at a segment boundary (its last segment then lacks the
+flag) all fail authentication. Nonces are random rather than counters: a segment may be sealed
+twice (a request refused by its checksum, then sent again), and a counter would then repeat a
+nonce under the same key, which GCM does not survive. The data key itself is not in the object
+(see `sealkeys`): an object under S3 Object Lock cannot be rewritten, but its key can be
+destroyed or rewrapped.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import Tampered
+
+MAGIC = b"AVSEAL01"
+HEADER = struct.Struct(">8sBI16s")
+NONCE = 12
+TAG = 16
+OVERHEAD = NONCE + TAG
+SEGMENT = 64 * 1024
+
+
+class Suite(IntEnum):
+    """The algorithm suite of a deployment (DESIGN.md): AES-256-GCM or SM4-GCM data keys."""
+
+    INTERNATIONAL = 1
+    GM = 2
+
+    @classmethod
+    def named(cls, name: str) -> Suite:
+        return {"international": cls.INTERNATIONAL, "gm": cls.GM}[name]
+
+    @property
+    def label(self) -> str:
+        return "international" if self is Suite.INTERNATIONAL else "gm"
+
+    @property
+    def key_length(self) -> int:
+        return 32 if self is Suite.INTERNATIONAL else 16  # AES-256; SM4 has 128-bit keys
+
+
+def seal(suite: Suite, key: bytes, data: bytes | bytearray | memoryview, aad: bytes) -> bytes:
+    """nonce | ciphertext | tag of `data` under `key`, authenticating `aad` too."""
+    nonce = os.urandom(NONCE)
+    if suite is Suite.INTERNATIONAL:
+        return nonce + AESGCM(key).encrypt(nonce, data, aad)
+    encryptor = Cipher(algorithms.SM4(key), modes.GCM(nonce)).encryptor()
+    encryptor.authenticate_additional_data(aad)
+    body = encryptor.update(data) + encryptor.finalize()
+    return nonce + body + encryptor.tag
+
+
+def unseal(suite: Suite, key: bytes, blob: bytes | memoryview, aad: bytes, *, what: str) -> bytes:
+    """The plaintext of `blob`; `Tampered` naming `what` when it fails authentication."""
+    if len(blob) < OVERHEAD:
+        raise Tampered(f"{what}: {len(blob)} bytes is shorter than a sealed segment")
+    nonce, body = blob[:NONCE], blob[NONCE:]
+    try:
+        if suite is Suite.INTERNATIONAL:
+            return AESGCM(key).decrypt(nonce, body, aad)
+        tag, text = bytes(body[-TAG:]), body[:-TAG]
+        decryptor = Cipher(algorithms.SM4(key), modes.GCM(nonce, tag)).decryptor()
+        decryptor.authenticate_additional_data(aad)
+        return decryptor.update(text) + decryptor.finalize()
+    except InvalidTag:
+        raise Tampered(f"{what}: authentication failed (altered, moved or cut)") from None
+
+
+@dataclass(slots=True, frozen=True)
+class Header:
+    """What an object says about itself; the same fields are kept in its key record."""
+
+    suite: Suite
+    segment: int
+    object_id: bytes
+
+    def pack(self) -> bytes:
+        return HEADER.pack(MAGIC, int(self.suite), self.segment, self.object_id)
+
+    @staticmethod
+    def parse(raw: bytes) -> Header | None:
+        """The header at the start of `raw`, or None when `raw` is not a sealed object."""
+        if len(raw) < HEADER.size or not raw.startswith(MAGIC):
+            return None
+        _, suite, segment, object_id = HEADER.unpack_from(raw)
+        return Header(Suite(suite), segment, object_id)
+
+
+@dataclass(slots=True, frozen=True)
+class Sealer:
+    """Seals and opens the segments and tails of one object under its data key."""
+
+    header: Header
+    key: str
+    data_key: bytes
+
+    @property
+    def step(self) -> int:
+        """Stored size of a full segment."""
+        return self.header.segment + OVERHEAD
+
+    def _aad(self, kind: bytes, index: int, final: bool) -> bytes:
+        name = self.key.encode()
+        return b"".join(
+            (kind, self.header.pack(), struct.pack(">H", len(name)), name,
+             struct.pack(">QB", index, final))
+        )  # fmt: skip
+
+    def seal_segment(
+        self, index: int, data: bytes | bytearray | memoryview, *, final: bool
+    ) -> bytes:
+        return seal(self.header.suite, self.data_key, data, self._aad(b"seg", index, final))
+
+    def open_segment(self, index: int, blob: bytes | memoryview, *, final: bool) -> bytes:
+        aad = self._aad(b"seg", index, final)
+        return unseal(self.header.suite, self.data_key, blob, aad, what=f"segment {index}")
+
+    def seal_tail(self, index: int, data: bytes) -> bytes:
+        """The not yet full segment `index` of an upload, kept aside sealed until it fills."""
+        return seal(self.header.suite, self.data_key, data, self._aad(b"tail", index, False))
+
+    def open_tail(self, index: int, blob: bytes) -> bytes:
+        aad = self._aad(b"tail", index, False)
+        return unseal(self.header.suite, self.data_key, blob, aad, what=f"tail {index}")
+
+
+def plain_size(stored: int, *, segment: int) -> int:
+    """Plaintext size of a finished sealed object of `stored` bytes; `Tampered` when the
+    length cannot end in a final segment (cut at a segment boundary, or inside the header)."""
+    body = stored - HEADER.size
+    step = segment + OVERHEAD
+    last = body % step if body >= 0 else -1
+    if last < OVERHEAD:
+        raise Tampered(f"a sealed object of {stored} bytes lacks its final segment")
+    return (body // step) * segment + last - OVERHEAD
