@@ -128,6 +128,14 @@ evidence = Table(
     Index("ix_evidence_sha256", "sha256"),
     Index("ix_evidence_sm3", "sm3"),
     Index("ix_evidence_filename", "filename"),
+    # the scrub's next due (migration 0014): never checked first, then the longest unchecked
+    Index(
+        "ix_evidence_scrub_due",
+        "checked_at",
+        "received_at",
+        "id",
+        postgresql_ops={"checked_at": "NULLS FIRST"},
+    ),
 )
 
 signing_keys = Table(
