@@ -41,7 +41,9 @@ from .seals import GRANT_TTL
 
 log = logging.getLogger("avidence.tickets.allowance")
 
-SLAB = 1024 * 1024  # the most one response holds untaken-but-unsent at a time
+# The most one response holds taken-but-unsent at a time: one reservation (a catalog UPDATE)
+# per 8 MiB sent keeps a full-speed stream off the catalog; never more than the response asks.
+SLAB = 8 * 1024 * 1024
 _RETRIES = 8  # partial takes lost to a concurrent writer before giving up this round
 End = Literal["time", "bytes"]
 
