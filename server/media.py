@@ -323,6 +323,22 @@ class Piece:
     send: Callable[[int], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class Pieces:
+    """A body's pieces and what they were opened from: `aclose` releases both, also when the
+    pieces were never iterated (the client left before the headers went out)."""
+
+    pieces: AsyncGenerator[Piece, None]
+    release: Callable[[], Awaitable[object]]
+
+    def __aiter__(self) -> AsyncGenerator[Piece, None]:
+        return self.pieces
+
+    async def aclose(self) -> None:
+        await self.pieces.aclose()
+        await self.release()
+
+
 async def _pieces(
     request: web.Request,
     response: web.StreamResponse,
@@ -331,16 +347,23 @@ async def _pieces(
     *,
     start: int,
     length: int,
-) -> AsyncGenerator[Piece, None]:
+) -> Pieces:
     """The body as pieces: zero-copy `sendfile` from a local store's file when the connection
     allows it (plain TCP), else chunks read from the store. Opened before it is iterated."""
     transport = request.transport
     if isinstance(store, LocalFiles) and transport is not None and not _is_tls(transport):
         path = await store.file_of(key)
         file = await asyncio.to_thread(path.open, "rb")
-        return _file_pieces(transport, file, start=start, length=length)
+        pieces = _file_pieces(transport, file, start=start, length=length)
+        return Pieces(pieces, lambda: asyncio.to_thread(file.close))
     chunks = read_ahead(await store.read(key, start=start, length=length))
-    return _chunk_pieces(response, chunks)
+    return Pieces(_chunk_pieces(response, chunks), lambda: _close(chunks))
+
+
+async def _close(chunks: AsyncIterator[bytes]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _is_tls(transport: asyncio.BaseTransport) -> bool:
@@ -352,34 +375,26 @@ async def _file_pieces(
 ) -> AsyncGenerator[Piece, None]:
     loop = asyncio.get_running_loop()
     offset, end = start, start + length
-    try:
-        while offset < end:
-            here = offset
+    while offset < end:
+        here = offset
 
-            async def send(n: int, at: int = here) -> None:
-                assert isinstance(transport, asyncio.WriteTransport)
-                if transport.is_closing():
-                    raise ConnectionResetError("the client went away")
-                await loop.sendfile(transport, file, at, n)
+        async def send(n: int, at: int = here) -> None:
+            assert isinstance(transport, asyncio.WriteTransport)
+            if transport.is_closing():
+                raise ConnectionResetError("the client went away")
+            await loop.sendfile(transport, file, at, n)
 
-            size = min(SENDFILE_PIECE, end - offset)
-            yield Piece(size, send)
-            offset += size
-    finally:
-        await asyncio.to_thread(file.close)
+        size = min(SENDFILE_PIECE, end - offset)
+        yield Piece(size, send)
+        offset += size
 
 
 async def _chunk_pieces(
     response: web.StreamResponse, chunks: AsyncIterator[bytes]
 ) -> AsyncGenerator[Piece, None]:
-    try:
-        async for chunk in chunks:
+    async for chunk in chunks:
 
-            async def send(n: int, data: bytes = chunk) -> None:
-                await response.write(data[:n])
+        async def send(n: int, data: bytes = chunk) -> None:
+            await response.write(data[:n])
 
-            yield Piece(len(chunk), send)
-    finally:
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
+        yield Piece(len(chunk), send)
