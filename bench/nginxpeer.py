@@ -6,8 +6,6 @@ served with `sendfile on`.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -16,12 +14,7 @@ from pathlib import Path
 
 from servers import free_port
 
-
-def nginx_binary() -> str | None:
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    return found
+from support.nginx import nginx_binary, write_main_conf
 
 
 @dataclass
@@ -55,23 +48,12 @@ def start_nginx(prefix: Path, locations: str) -> Nginx:
         raise RuntimeError("nginx is not installed (Debian package nginx-light)")
     prefix.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    temp = "\n".join(
-        f"  {kind}_temp_path {prefix / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    (prefix / "nginx.conf").write_text(
-        f"{user}worker_processes 1;\n"
-        f"pid {prefix / 'nginx.pid'};\n"
-        f"error_log {prefix / 'error.log'} warn;\n"
-        "events { worker_connections 256; }\n"
-        "http {\n"
-        "  access_log off;\n"
-        f"{temp}\n"
-        "  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 100000;\n"
-        f"  server {{\n    listen 127.0.0.1:{port};\n{locations}\n  }}\n"
-        "}\n",
-        encoding="utf-8",
+    write_main_conf(
+        prefix,
+        "  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 100000;\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n{locations}\n  }}\n",
+        error_level="warn",
+        connections=256,
     )
     proc = subprocess.Popen(
         [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],

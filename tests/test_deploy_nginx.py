@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import ssl
 import subprocess
 import time
@@ -21,6 +20,7 @@ import aiohttp
 import blake3
 import pytest
 
+from support.nginx import nginx_binary, write_main_conf
 from support.servers import free_port, metadata
 from support.tls import self_signed
 
@@ -43,9 +43,7 @@ class Nginx:
 
 
 def _nginx() -> str:
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-    )
+    found = nginx_binary()
     if found is None:
         pytest.skip("nginx not installed (Debian package nginx-light)")
     return found
@@ -67,21 +65,9 @@ def _configure(prefix: Path, *, upstream: int, https: int | None = None) -> Ngin
         assert old in text, old
         text = text.replace(old, new)
     (prefix / "avidence.conf").write_text(text, encoding="utf-8")
-    temp = "\n".join(
-        f"  {kind}_temp_path {prefix / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    (prefix / "nginx.conf").write_text(
-        f"{user}worker_processes 1;\n"
-        f"pid {prefix / 'nginx.pid'};\n"
-        f"error_log {prefix / 'error.log'} info;\n"
-        "events { worker_connections 64; }\n"
-        "http {\n"
-        f"  access_log {prefix / 'access.log'};\n{temp}\n"
-        f"  include {prefix / 'avidence.conf'};\n"
-        "}\n",
-        encoding="utf-8",
+    write_main_conf(
+        prefix,
+        f"  access_log {prefix / 'access.log'};\n  include {prefix / 'avidence.conf'};\n",
     )
     return site
 

@@ -21,6 +21,7 @@ from ..catalog.connect import connected
 from ..catalog.schema import evidence, evidence_retention
 from ..catalog.schema_exchange import case_evidence
 from ..failures import Code, DomainError
+from ..retention.records import purged_evidence
 from .records import Db, Evidence, from_row, visible_to
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def _where(query: Query, principal: Principal) -> list[sa.ColumnElement[bool]]:
     state = evidence_retention.c.state
     kept = sa.select(evidence_retention.c.evidence_id)
     if query.state == "stored":
-        clauses.append(evidence.c.id.not_in(kept.where(state == "purged")))
+        clauses.append(~purged_evidence(evidence.c.id))
     elif query.state == "active":
         clauses.append(evidence.c.id.not_in(kept.where(state != "active")))
     elif query.state != "any":

@@ -33,21 +33,13 @@ def _top(shares: list[tallies.Share], key: str, *, limit: int) -> list[dict[str,
     return [{"key": k, "count": counts[k], "bytes": sizes[k]} for k in ordered]
 
 
-async def _uploaders(
-    conn: AsyncConnection, shares: list[tallies.Share], *, limit: int
+async def _named(
+    conn: AsyncConnection, shares: list[tallies.Share], key: str, names_of: sa.Table, *, limit: int
 ) -> list[dict[str, Any]]:
-    rows = _top(shares, "uploader", limit=limit)
-    found = await conn.execute(sa.select(tokens.c.id, tokens.c.name))
-    names = {str(row.id): str(row.name) for row in found.all()}
-    return [{**row, "name": names.get(row["key"], "")} for row in rows]
-
-
-async def _agencies(
-    conn: AsyncConnection, shares: list[tallies.Share], *, limit: int
-) -> list[dict[str, Any]]:
-    """By owning agency, named (an agency's holdings of others' items are not its bytes)."""
-    rows = _top(shares, "agency", limit=limit)
-    found = await conn.execute(sa.select(agencies.c.id, agencies.c.name))
+    """`_top` by uploader token or owning agency, each row with its name from `names_of`
+    (an agency's holdings of others' items are not its bytes)."""
+    rows = _top(shares, key, limit=limit)
+    found = await conn.execute(sa.select(names_of.c.id, names_of.c.name))
     names = {str(row.id): str(row.name) for row in found.all()}
     return [{**row, "name": names.get(row["key"], "")} for row in rows]
 
@@ -130,8 +122,8 @@ async def report(
             "by_state": by_state,
             "by_case": _top(shares, "case", limit=limit),
             "by_class": _top(shares, "class_name", limit=limit),
-            "by_agency": await _agencies(conn, shares, limit=limit),
-            "by_uploader": await _uploaders(conn, shares, limit=limit),
+            "by_agency": await _named(conn, shares, "agency", agencies, limit=limit),
+            "by_uploader": await _named(conn, shares, "uploader", tokens, limit=limit),
             "by_store": _top(shares, "store", limit=limit),
             "growth": await _growth(conn, since=since),
             "uploads": await _uploads(conn, now=now),
