@@ -400,6 +400,33 @@ class LocalStore:
         finally:
             os.close(dfd)
 
+    # -- Replacer (encrypt-existing only) ----------------------------------------------------
+
+    async def held(self, key: str) -> bool:
+        """A local folder has no retention of its own: nothing keeps an object's bytes."""
+        await self.stat(key)
+        return False
+
+    async def replace(self, key: str, *, source: str) -> None:
+        """`sealconvert.Replacer`: `rename(2)` over the object, the one place this store
+        writes over a published name, so a reader opens the old file or the new one."""
+        await self._run(self._replace_sync, check_key(key), check_key(source), key=key)
+
+    def _replace_sync(self, key: str, source: str) -> None:
+        self._existing(key)
+        self._existing(source)
+        dfd, leaf = self._walk("objects", key, create=False)
+        try:
+            sfd, sleaf = self._walk("objects", source, create=False)
+            try:
+                os.rename(sleaf, leaf, src_dir_fd=sfd, dst_dir_fd=dfd)
+                self._sync(dfd)
+                self._sync(sfd)
+            finally:
+                os.close(sfd)
+        finally:
+            os.close(dfd)
+
     # -- Concatenator ------------------------------------------------------------------------
 
     async def concatenate(

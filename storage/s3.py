@@ -34,6 +34,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from . import s3replace
 from .base import ObjectInfo, Target
 from .digests import MultiDigest
 from .errors import (
@@ -489,6 +490,14 @@ class S3Store(S3Bucket):
             _log.warning("s3.tail_not_deleted key=%s error=%s", target.key, exc)
 
     # -- capabilities -----------------------------------------------------------------------
+
+    async def held(self, key: str) -> bool:
+        """`sealconvert.Replacer`: retention or a legal hold on the current version."""
+        return await s3replace.held(self, key)
+
+    async def replace(self, key: str, *, source: str) -> None:
+        """`sealconvert.Replacer`, for encrypt-existing only (see `s3replace`)."""
+        await s3replace.replace(self, key, source=source)
 
     async def concatenate(
         self, key: str, sources: Sequence[str], *, digest: MultiDigest | None = None

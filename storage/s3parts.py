@@ -42,12 +42,16 @@ if TYPE_CHECKING:
         AbortMultipartUploadRequestTypeDef,
         CompleteMultipartUploadOutputTypeDef,
         CompleteMultipartUploadRequestTypeDef,
+        CopyObjectOutputTypeDef,
+        CopyObjectRequestTypeDef,
         CreateBucketOutputTypeDef,
         CreateBucketRequestTypeDef,
         CreateMultipartUploadOutputTypeDef,
         CreateMultipartUploadRequestTypeDef,
         DeleteObjectOutputTypeDef,
         DeleteObjectRequestTypeDef,
+        GetObjectLegalHoldOutputTypeDef,
+        GetObjectLegalHoldRequestTypeDef,
         GetObjectLockConfigurationOutputTypeDef,
         GetObjectLockConfigurationRequestTypeDef,
         GetObjectOutputTypeDef,
@@ -58,6 +62,8 @@ if TYPE_CHECKING:
         HeadBucketRequestTypeDef,
         HeadObjectOutputTypeDef,
         HeadObjectRequestTypeDef,
+        ListObjectVersionsOutputTypeDef,
+        ListObjectVersionsRequestTypeDef,
         ListPartsOutputTypeDef,
         ListPartsRequestTypeDef,
         PutObjectLegalHoldOutputTypeDef,
@@ -452,6 +458,14 @@ class S3API(Protocol):
     def put_object_legal_hold(
         self, **kw: Unpack[PutObjectLegalHoldRequestTypeDef]
     ) -> PutObjectLegalHoldOutputTypeDef: ...
+    # encrypt-existing only (`s3replace`): the one place an object is written over
+    def copy_object(self, **kw: Unpack[CopyObjectRequestTypeDef]) -> CopyObjectOutputTypeDef: ...
+    def list_object_versions(
+        self, **kw: Unpack[ListObjectVersionsRequestTypeDef]
+    ) -> ListObjectVersionsOutputTypeDef: ...
+    def get_object_legal_hold(
+        self, **kw: Unpack[GetObjectLegalHoldRequestTypeDef]
+    ) -> GetObjectLegalHoldOutputTypeDef: ...
     def generate_presigned_url(
         self, ClientMethod: str, Params: Mapping[str, Any] = ..., ExpiresIn: int = 3600
     ) -> str: ...

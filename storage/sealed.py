@@ -22,12 +22,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from . import sealkeys, sealread, sealtail
+from . import sealkeys, sealread, sealswap, sealtail
 from .base import (
     Concatenator,
     LockSupport,
@@ -46,6 +46,7 @@ from .errors import (
     ObjectLocked,
     OffsetMismatch,
     StoreError,
+    Tampered,
 )
 from .sealformat import HEADER, MAGIC, OVERHEAD, SEGMENT, Header, Sealer, Suite, plain_size
 from .sealkeys import KeyRecord, KeyRing, KeyWrapping
@@ -444,9 +445,13 @@ class SealedStore:
             facts = await self.inner.stat(key)
         if record is None:
             assert facts is not None
-            if facts.size >= len(MAGIC) and await self._head(key) is not None:
+            if facts.size < len(MAGIC) or await self._head(key) is None:
+                return facts.size, None, facts
+            # Sealed: by `encrypt-existing` since the first look (its record came first), or
+            # shredded.
+            record = await self.ring.get(key)
+            if record is None:
                 raise NotFound("the object's data key was destroyed", key=key)
-            return facts.size, None, facts
         stored = record.stored if record.stored is not None else facts.size if facts else 0
         # The stored header is not read: segments are opened with the record's header in
         # their associated data, so an altered header cannot change what is served.
@@ -457,14 +462,46 @@ class SealedStore:
     ) -> AsyncIterator[bytes]:
         stored, sealer, _ = await self._object(key, info=False)
         if sealer is None:
-            return await self.inner.read(key, start=start, length=length)
+            plain = await sealswap.plain_read(
+                self.inner, key, start=start, length=length, still_plain=self._plain_now(key)
+            )
+            if plain is not None:
+                return plain
+            stored, sealer, _ = await self._object(key, info=False)
+            assert sealer is not None
+        try:
+            return await sealread.read(
+                self.inner, sealer, stored=stored, start=start, length=length
+            )
+        except Tampered:
+            # A record over still plain bytes: `encrypt-existing` is about to swap them (or
+            # has swapped them since: then they read sealed now).
+            plain = await sealswap.plain_read(
+                self.inner, key, start=start, length=length, still_plain=self._plain_head(key)
+            )
+            if plain is not None:
+                return plain
         return await sealread.read(self.inner, sealer, stored=stored, start=start, length=length)
+
+    def _plain_now(self, key: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return await self.ring.get(key) is None or await self._head(key) is None
+
+        return check
+
+    def _plain_head(self, key: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return await self._head(key) is None
+
+        return check
 
     async def stat(self, key: str) -> ObjectInfo:
         stored, sealer, facts = await self._object(key, info=True)
         assert facts is not None
         if sealer is None:
             return facts
+        if facts.size != stored and await self._head(key) is None:
+            return facts  # plain bytes under a record: `encrypt-existing` is converting them
         size = plain_size(stored, segment=sealer.header.segment)
         return ObjectInfo(key, size, facts.etag, facts.modified)
 
@@ -523,6 +560,13 @@ class SealedStore:
                 if digest is not None:
                     digest.update(chunk)
                 yield chunk
+
+    async def seal_into(
+        self, name: str, sealer: Sealer, chunks: AsyncIterator[bytes]
+    ) -> tuple[int, int]:
+        """Seal `chunks` as the object `sealer` belongs to, into the finished backend object
+        `name` beside it (`encrypt-existing`); the plaintext and the sealed size."""
+        return await self._seal_whole(name, sealer, chunks)
 
     async def _seal_whole(
         self, name: str, sealer: Sealer, chunks: AsyncIterator[bytes]

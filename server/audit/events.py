@@ -204,6 +204,28 @@ class DataKeysRewrapped(AuditEvent):
     previous: list[str]
 
 
+@action("object.sealed")
+@dataclass(slots=True, frozen=True, kw_only=True)
+class ObjectSealed(AuditEvent):
+    """A plain stored object replaced by its sealed copy (`encrypt-existing`), after the
+    copy's plaintext matched the recorded digests; `object` is the evidence."""
+
+    key: str
+    role: str  # "original" or the derivative's role
+    size: int
+    checked: list[str]  # the digests compared
+
+
+@action("store.encrypt_existing")
+@dataclass(slots=True, frozen=True, kw_only=True)
+class EncryptExistingRun(AuditEvent):
+    """One `encrypt-existing` run: how many objects each outcome had, and the keys left plain
+    (locked by retention, or a copy that did not match its digests)."""
+
+    counts: dict[str, int]
+    left_plain: list[str]
+
+
 @action("key.certified")
 @dataclass(slots=True, frozen=True, kw_only=True)
 class KeyCertified(AuditEvent):

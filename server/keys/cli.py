@@ -22,7 +22,7 @@ from ..audit import unit, witness
 from ..audit.events import KeyCertified, KeyRotated
 from ..commands import Context, fail, opened_catalog, run, shared_options
 from ..config import Settings
-from . import base, files, history
+from . import base, encrypt_cli, files, history
 from .base import KeyUnavailable
 
 
@@ -288,3 +288,4 @@ def key_rewrap(ctx: Context) -> None:
 
 def register(group: click.Group) -> None:
     group.add_command(key_group)
+    encrypt_cli.register(group)

@@ -1,0 +1,270 @@
+"""`encrypt-existing` (issue 21): a store kept in the clear is sealed in place, on the local
+folder and on S3. Afterwards no stored byte holds a known plaintext frame, every object reads
+back whole and by range with its recorded digests, receipts still verify; a dry run changes
+nothing; a copy that does not match its digests, or an object under Object Lock, stays plain
+and is reported; a reader during the conversion always gets the right bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import blake3
+import pytest
+import sqlalchemy as sa
+
+from avidence.client.verify import load_keys, verify_file
+from avidence.server.catalog.schema import audit_log, data_keys, derivatives, jobs
+from avidence.server.keys import convert
+from avidence.server.keys.datakeys import CatalogKeyRing
+from avidence.server.keys.kek import FileKeks, write_new
+from avidence.storage.base import Store
+from avidence.storage.local import LocalStore
+from avidence.storage.sealconvert import Converted, Converter, Outcome, inspect
+from avidence.storage.sealed import SealedStore, seal
+from avidence.storage.sealformat import Suite
+
+from support.retention import upload
+from support.servers import Api, make_api
+from support.stores import collect
+
+MiB = 1024 * 1024
+SIZES = [10, 64 * 1024, 200 * 1024 + 7, 6 * MiB + 3]
+
+
+def frames(n: int, *, tag: str) -> bytes:
+    """Plaintext whose every 16-byte frame is recognisable: `F<tag><index>;`."""
+    out = b"".join(f"F{tag}{i:010d};".encode()[:16].ljust(16, b"#") for i in range(n // 16 + 1))
+    return out[:n]
+
+
+@dataclass
+class Plain:
+    """A server over a plain store holding evidence and one derivative."""
+
+    api: Api
+    inner: Store
+    data: dict[str, bytes]  # storage key -> plaintext
+    evidence: list[str]
+    keks: FileKeks
+
+    def sealed(self) -> SealedStore:
+        """The store as a server with encryption on sees it."""
+        return seal(self.inner, ring=CatalogKeyRing(self.api.catalog.engine), kek=self.keks)
+
+
+async def _derivative(api: Api, inner: Store, evidence_id: str, data: bytes) -> str:
+    key = f"derivatives/{evidence_id}/poster.jpg"
+    target = await inner.create(key)
+
+    async def one() -> AsyncIterator[bytes]:
+        yield data
+
+    await inner.append(target, offset=0, chunks=one())
+    await inner.finish(target, size=len(data))
+    async with api.catalog.engine.begin() as conn:
+        job = (await conn.execute(sa.select(jobs.c.id).limit(1))).scalar_one()
+        await conn.execute(
+            derivatives.insert().values(
+                id=f"drv_{evidence_id[-8:]}", evidence_id=evidence_id, job_id=job,
+                profile="poster", role="poster", angle=0, storage_key=key,
+                content_type="image/jpeg", size=len(data),
+                blake3=blake3.blake3(data).hexdigest(),
+                sha256=hashlib.sha256(data).hexdigest(),
+                source_blake3="0" * 64, command=[], ffmpeg_version="test", details={},
+                created_at=datetime.now(UTC),
+            )
+        )  # fmt: skip
+    return key
+
+
+@contextlib.asynccontextmanager
+async def plain_store(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, *, locked: bool = False
+) -> AsyncIterator[Plain]:
+    if kind == "local":
+        inner: Store = LocalStore(tmp_path / "data" / "store")
+    else:
+        from avidence.storage.s3 import S3Store
+
+        seaweed = request.getfixturevalue("s3_env")
+        bucket = request.getfixturevalue("s3_bucket")
+        if locked:
+            seaweed.client().create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        inner = S3Store(endpoint_url=seaweed.endpoint, bucket=bucket, part_size=5 * MiB)
+    await inner.open()
+    try:
+        async for api in make_api(tmp_path, inner, max_size=64 * MiB):
+            from avidence.server.retention.records import objects_of
+
+            data: dict[str, bytes] = {}
+            ids = []
+            for n, size in enumerate(SIZES):
+                body = frames(size, tag=str(n))
+                evidence_id = await upload(api, body, case=f"E-{n}")
+                ids.append(evidence_id)
+                data[(await objects_of(api.catalog.engine, evidence_id))[0].key] = body
+            poster = frames(3000, tag="P")
+            data[await _derivative(api, inner, ids[1], poster)] = poster
+            folder = tmp_path / "keks"
+            keks = FileKeks(folder, write_new(folder, Suite.INTERNATIONAL))
+            yield Plain(api, inner, data, ids, keks)
+    finally:
+        await inner.close()
+
+
+async def _raw(inner: Store, key: str) -> bytes:
+    return await collect(await inner.read(key))
+
+
+async def _count(api: Api, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
+    query = sa.select(sa.func.count()).select_from(table).where(*where)
+    async with api.catalog.engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def _run(plain: Plain, store: SealedStore, *, dry_run: bool = False) -> convert.Summary:
+    converter = Converter(store)
+    ring = CatalogKeyRing(plain.api.catalog.engine)
+
+    async def act(item: convert.Item) -> Converted:
+        if dry_run:
+            why, _ = await inspect(plain.inner, ring, item.key)
+            return Converted(item.key, why or Outcome.SEALED, item.size)
+        return await converter.convert(item.key, expect=item.digests, size=item.size)
+
+    return await convert.run(plain.api.catalog.engine, act, actor="test", dry_run=dry_run)
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+async def test_plain_store_is_sealed_and_reads_back_right(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    async with plain_store(request, tmp_path, kind) as plain:
+        api = plain.api
+        before = {key: await _raw(plain.inner, key) for key in plain.data}
+        assert before == plain.data
+        store = plain.sealed()
+
+        dry = await _run(plain, store, dry_run=True)
+        assert dry.counts == {"sealed": len(plain.data)} and not dry.failed
+        assert {key: await _raw(plain.inner, key) for key in plain.data} == before
+        assert await _count(api, data_keys) == 0
+        assert await _count(api, audit_log, audit_log.c.action == "object.sealed") == 0
+
+        summary = await _run(plain, store)
+        assert summary.counts == {"sealed": len(plain.data)} and not summary.failed
+        for key, body in plain.data.items():
+            stored = await _raw(plain.inner, key)
+            assert stored != body and body[:16] not in stored and body[-16:] not in stored
+            assert await collect(await store.read(key)) == body
+            assert (await store.stat(key)).size == len(body)
+            for start in {0, 1, len(body) // 2, max(len(body) - 5, 0), 65535, 65536, 131073}:
+                if start <= len(body):
+                    got = await collect(await store.read(key, start=start, length=70000))
+                    assert got == body[start : start + 70000], (key, start)
+        assert await _count(api, audit_log, audit_log.c.action == "object.sealed") == len(
+            plain.data
+        )
+        assert await _count(api, audit_log, audit_log.c.action == "store.encrypt_existing") == 1
+
+        # Receipts are over the plaintext recording: they verify the bytes read back.
+        keys_path = tmp_path / "keys.json"
+        keys_path.write_text(await (await api.client.get("/api/keys")).text())
+        for evidence_id in plain.evidence:
+            url = f"/api/evidence/{evidence_id}/receipt"
+            receipt = await (await api.client.get(url, headers=api.auth())).json()
+            from avidence.server.retention.records import objects_of
+
+            key = (await objects_of(api.catalog.engine, evidence_id))[0].key
+            copy = tmp_path / f"{evidence_id}.bin"
+            copy.write_bytes(await collect(await store.read(key)))
+            verify_file(copy, receipt, load_keys(keys_path))
+
+        again = await _run(plain, store)  # nothing left: every object is already sealed
+        assert again.counts == {"already": len(plain.data)} and not again.failed
+
+
+async def test_a_copy_that_differs_from_its_digests_leaves_the_plain_object(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    async with plain_store(request, tmp_path, "local") as plain:
+        key, body = next(iter(plain.data.items()))
+        # The stored original was altered behind the catalog's back: it must not be sealed as
+        # if it were the evidence.
+        path = plain.inner.root / "objects" / key  # type: ignore[attr-defined]
+        path.chmod(0o644)
+        path.write_bytes(b"X" + body[1:])
+        store = plain.sealed()
+        summary = await _run(plain, store)
+        assert summary.failed and summary.left_plain == [key]
+        assert summary.counts["mismatch"] == 1
+        assert path.read_bytes() == b"X" + body[1:]  # untouched, still readable
+        assert await collect(await store.read(key)) == b"X" + body[1:]
+        assert await _count(plain.api, data_keys, data_keys.c.storage_key == key) == 0
+
+
+async def test_an_object_under_object_lock_is_reported_and_left_plain(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    async with plain_store(request, tmp_path, "s3", locked=True) as plain:
+        keys = list(plain.data)
+        held, free = keys[0], keys[1]
+        until = datetime.now(UTC) + timedelta(days=1)
+        await plain.inner.set_retention(held, until=until, mode="GOVERNANCE")  # type: ignore[attr-defined]
+        store = plain.sealed()
+        summary = await _run(plain, store)
+        assert summary.left_plain == [held] and summary.counts["locked"] == 1
+        assert summary.counts["sealed"] == len(keys) - 1
+        assert await _raw(plain.inner, held) == plain.data[held]
+        assert plain.data[free][:16] not in await _raw(plain.inner, free)
+        assert await collect(await store.read(free)) == plain.data[free]
+        # No plaintext is left in an older version of a converted object either.
+        client = request.getfixturevalue("s3_env").client()
+        bucket = request.getfixturevalue("s3_bucket")
+        versions = client.list_object_versions(Bucket=bucket, Prefix=free)["Versions"]
+        assert [v["Key"] for v in versions].count(free) == 1
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+async def test_a_reader_during_the_conversion_always_gets_the_right_bytes(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    async with plain_store(request, tmp_path, kind) as plain:
+        server_view = plain.sealed()  # what a running server with encryption on reads through
+        converter_view = plain.sealed()
+        keys = list(plain.data)
+        done = asyncio.Event()
+        reads = 0
+        rng = random.Random(7)
+
+        async def reader() -> None:
+            nonlocal reads
+            while not done.is_set() or reads < 50:
+                key = rng.choice(keys)
+                body = plain.data[key]
+                start = rng.randrange(0, len(body))
+                length = rng.choice([100, 70000, len(body)])
+                got = await collect(await server_view.read(key, start=start, length=length))
+                assert got == body[start : start + length], (key, start, length)
+                assert (await server_view.stat(key)).size == len(body)
+                reads += 1
+                await asyncio.sleep(0)
+
+        readers = [asyncio.create_task(reader()) for _ in range(3)]
+        try:
+            for _ in range(2):  # the second pass finds everything sealed
+                summary = await _run(plain, converter_view)
+                assert not summary.failed
+        finally:
+            done.set()
+            await asyncio.gather(*readers)
+        assert reads >= 50
+        for key, body in plain.data.items():
+            assert body[:16] not in await _raw(plain.inner, key)
