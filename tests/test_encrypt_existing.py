@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import hashlib
+import os
 import random
+import signal
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +26,7 @@ import sqlalchemy as sa
 
 from avidence.client.verify import load_keys, verify_file
 from avidence.server.catalog.schema import audit_log, data_keys, derivatives, jobs
-from avidence.server.keys import convert
+from avidence.server.keys import convert, kek
 from avidence.server.keys.datakeys import CatalogKeyRing
 from avidence.server.keys.kek import FileKeks, write_new
 from avidence.storage.base import Store
@@ -31,7 +36,7 @@ from avidence.storage.sealed import SealedStore, seal
 from avidence.storage.sealformat import Suite
 
 from support.retention import upload
-from support.servers import Api, make_api
+from support.servers import BIN, Api, make_api
 from support.stores import collect
 
 MiB = 1024 * 1024
@@ -264,7 +269,143 @@ async def test_a_reader_during_the_conversion_always_gets_the_right_bytes(
                 assert not summary.failed
         finally:
             done.set()
-            await asyncio.gather(*readers)
+            outcomes = await asyncio.gather(*readers, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         assert reads >= 50
         for key, body in plain.data.items():
             assert body[:16] not in await _raw(plain.inner, key)
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+async def test_a_run_stopped_between_record_and_swap_stays_readable_and_resumes(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with plain_store(request, tmp_path, kind) as plain:
+        store = plain.sealed()
+
+        class Died(Exception):
+            pass
+
+        async def dies(key: str, *, source: str) -> None:
+            raise Died(key)  # the process ends after the record was stored, before the swap
+
+        with monkeypatch.context() as patch:
+            patch.setattr(plain.inner, "replace", dies)
+            with pytest.raises(Died):
+                await _run(plain, store)
+        key = next(iter(sorted(plain.data)))
+        body = plain.data[key]
+        assert await _count(plain.api, data_keys, data_keys.c.storage_key == key) == 1
+        assert await _raw(plain.inner, key) == body  # still plain, under a record
+        reader = plain.sealed()
+        assert await collect(await reader.read(key)) == body
+        assert await collect(await reader.read(key, start=3, length=5)) == body[3:8]
+        assert (await reader.stat(key)).size == len(body)
+
+        summary = await _run(plain, store)
+        assert summary.counts == {"sealed": len(plain.data)} and not summary.failed
+        for key, body in plain.data.items():
+            assert body[:16] not in await _raw(plain.inner, key)
+            assert await collect(await reader.read(key)) == body
+        if isinstance(plain.inner, LocalStore):  # no sealed copy is left beside an object
+            names = [p.name for p in (plain.inner.root / "objects").rglob("*") if p.is_file()]
+            assert len(names) == len(plain.data), names
+
+
+def _cli_env(request: pytest.FixtureRequest, plain: Plain, **more: str) -> dict[str, str]:
+    env = {**os.environ, "AVIDENCE_DATA_DIR": str(plain.api.settings.data_dir), **more}
+    if plain.inner.name == "s3":
+        seaweed = request.getfixturevalue("s3_env")
+        env |= {
+            "AVIDENCE_STORAGE": "s3",
+            "AVIDENCE_S3_ENDPOINT": seaweed.endpoint,
+            "AVIDENCE_S3_BUCKET": request.getfixturevalue("s3_bucket"),
+        }
+    return env
+
+
+def _killed_after(env: dict[str, str], lines: int) -> list[str]:
+    """Run encrypt-existing and SIGKILL it once it printed `lines` progress lines."""
+    process = subprocess.Popen(
+        [str(BIN / "avidence-server"), "encrypt-existing"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    seen: list[str] = []
+    assert process.stdout is not None
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if len(seen) >= lines:
+                process.send_signal(signal.SIGKILL)
+                break
+    finally:
+        process.wait(timeout=60)
+        process.stdout.close()
+    assert process.returncode == -signal.SIGKILL, seen
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+async def test_encrypt_existing_killed_midway_then_run_again_seals_everything(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    async with plain_store(request, tmp_path, kind) as plain:
+        env = _cli_env(request, plain, AVIDENCE_ENCRYPTION="on")
+        run_cli = functools.partial(
+            subprocess.run, [str(BIN / "avidence-server"), "encrypt-existing"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        for lines in (1, 3):
+            await asyncio.to_thread(_killed_after, env, lines)
+            on = dataclasses.replace(plain.api.settings, encryption="on", storage=kind)
+            reader = seal(
+                plain.inner,
+                ring=CatalogKeyRing(plain.api.catalog.engine),
+                kek=kek.configured(on, create=False),
+            )
+            for key, body in plain.data.items():  # whatever the kill left is readable
+                assert await collect(await reader.read(key)) == body, key
+                assert (await reader.stat(key)).size == len(body)
+        done = await asyncio.to_thread(run_cli)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith("sealed"), done.stdout
+        for key, body in plain.data.items():
+            assert body[:16] not in await _raw(plain.inner, key)
+            assert await collect(await reader.read(key)) == body
+        again = await asyncio.to_thread(run_cli)
+        assert again.returncode == 0
+        assert again.stdout.strip().splitlines()[-1] == f"{len(plain.data)} already"
+
+
+async def test_cli_dry_run_lists_and_changes_nothing_and_refuses_a_plain_config(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    async with plain_store(request, tmp_path, "local") as plain:
+        cli = [str(BIN / "avidence-server"), "encrypt-existing"]
+        refused = await asyncio.to_thread(
+            subprocess.run, cli, env=_cli_env(request, plain), capture_output=True, text=True
+        )
+        assert refused.returncode == 2 and 'encryption = "on"' in refused.stderr
+        env = _cli_env(request, plain, AVIDENCE_ENCRYPTION="on")
+        dry = await asyncio.to_thread(
+            subprocess.run, [*cli, "--dry-run"], env=env, capture_output=True, text=True
+        )
+        assert dry.returncode == 0, dry.stderr
+        lines = dry.stdout.strip().splitlines()
+        assert len(lines) == len(plain.data) + 1 and all("to seal" in x for x in lines[:-1])
+        assert lines[-1] == f"dry run: {len(plain.data)} sealed"
+        assert {key: await _raw(plain.inner, key) for key in plain.data} == plain.data
+        assert await _count(plain.api, data_keys) == 0
+        assert not (plain.api.settings.data_dir / "keys" / "kek-active").exists()
+
+        key, body = next(iter(plain.data.items()))
+        path = plain.inner.root / "objects" / key  # type: ignore[attr-defined]
+        path.chmod(0o644)
+        path.write_bytes(body[::-1])
+        failed = await asyncio.to_thread(
+            subprocess.run, cli, env=env, capture_output=True, text=True
+        )
+        assert failed.returncode == 1, failed.stderr
+        assert "DIGEST MISMATCH" in failed.stdout and key in failed.stderr
