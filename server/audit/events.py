@@ -204,6 +204,17 @@ class DataKeysRewrapped(AuditEvent):
     previous: list[str]
 
 
+@action("export.encrypted")
+@dataclass(slots=True, frozen=True, kw_only=True)
+class BundleEncrypted(AuditEvent):
+    """An export bundle written encrypted (age format) for its recipients; the bundle's own
+    export entry comes just before. `sha256` identifies the encrypted file handed over."""
+
+    recipients: list[str]  # public keys
+    size: int
+    sha256: str
+
+
 @action("object.sealed")
 @dataclass(slots=True, frozen=True, kw_only=True)
 class ObjectSealed(AuditEvent):

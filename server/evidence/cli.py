@@ -6,6 +6,7 @@ cron checks the bytes the server hands out and an export bundles the records the
 
 from __future__ import annotations
 
+import functools
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -24,8 +25,8 @@ from ..commands import (
     run,
     shared_options,
 )
-from . import integrity
-from .export import ExportReport, export_case
+from . import integrity, sealedbundle
+from .export import ExportError, ExportReport, export_case
 from .scrub import Check, ScrubReport, scrub
 
 
@@ -100,35 +101,70 @@ def scrub_command(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
-    help="Bundle folder to create (absent or empty).",
+    help="Bundle folder to create (absent or empty); with --encrypt-to, the encrypted file "
+    "to create (e.g. case-17.tar.age).",
 )
 @click.option("--manifests-only", is_flag=True, help="Leave the originals out.")
+@click.option(
+    "--encrypt-to",
+    "encrypt_to",
+    multiple=True,
+    help="Encrypt the bundle (a tar, age format) to this age (age1...) or SSH public key; "
+    "repeat for several recipients. Opened with `age -d -i KEY FILE | tar x`.",
+)
+@click.option(
+    "--encrypt-to-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="An age recipients file: one public key per line.",
+)
 def export_command(
-    ctx: Context, case_id: str, agency: str | None, out: Path, manifests_only: bool
+    ctx: Context,
+    case_id: str,
+    agency: str | None,
+    out: Path,
+    manifests_only: bool,
+    encrypt_to: tuple[str, ...],
+    encrypt_to_file: Path | None,
 ) -> None:
     """Write a case's evidence bundle: originals, signed manifest, receipts, audit excerpt,
-    keys, SHA256SUMS/B3SUMS and a README for whoever receives it."""
+    keys, SHA256SUMS/B3SUMS and a README for whoever receives it; with --encrypt-to, as one
+    file only the recipients can open."""
     settings = ctx.settings()
+    keys = list(encrypt_to)
+    try:  # a bad key stops before any work
+        keys += sealedbundle.recipients_file(encrypt_to_file) if encrypt_to_file else []
+        recipients = sealedbundle.parse(keys)
+    except ExportError as exc:
+        fail(f"export: {exc}")
+    if recipients and out.exists():
+        fail(f"export: {out} exists")
 
-    async def go() -> ExportReport:
+    async def go() -> tuple[ExportReport, int]:
         async with opened_with_store(settings, open_store=not manifests_only) as (catalog, store):
             signer = signing.load_signer(settings)
             await signing.register(catalog.engine, signer)
             case = await case_of(catalog.engine, case_id, agency=agency)
-            return await export_case(
+            export = functools.partial(
+                export_case,
                 catalog.engine,
                 store,
                 signer,
                 case_id=case.id,
-                out=out,
                 manifests_only=manifests_only,
                 witnesses=witness.configured(settings),
             )
+            if not recipients:
+                return await export(out=out), 0
+            return await sealedbundle.export_sealed(
+                catalog.engine, export, out=out, recipients=recipients, keys=keys, case=case
+            )
 
-    report = run(go())
+    report, sealed = run(go())
+    where = f"{out} (encrypted to {len(recipients)} recipients, {sealed} bytes)" if sealed else out
     click.echo(
         f"exported case {report.case_id}: {report.items} items, {report.originals} originals "
-        f"({report.bytes} bytes) to {report.out}; manifest signed by key {report.key_id}"
+        f"({report.bytes} bytes) to {where}; manifest signed by key {report.key_id}"
     )
 
 
