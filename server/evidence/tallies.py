@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..catalog.schema import evidence, evidence_retention
+from ..catalog.schema import derivatives, evidence, evidence_retention
 
 # Bytes still held: no retention row yet (received before retention existed) or not purged.
 STORED = sa.or_(evidence_retention.c.state.is_(None), evidence_retention.c.state != "purged")
@@ -164,3 +164,27 @@ async def any_stored(conn: AsyncConnection) -> bool:
     """Whether the catalog holds any evidence record at all (a store used before)."""
     row = (await conn.execute(sa.select(evidence.c.id).limit(1))).first()
     return row is not None
+
+
+async def stored_objects(conn: AsyncConnection, *, after: str, limit: int) -> list[Any]:
+    """Every stored object of evidence not purged, by storage key after `after`: (evidence id,
+    case number, storage key, role, size, blake3, sha256, sm3), the original's role being
+    "original" and a derivative's its own (`encrypt-existing` walks them)."""
+    kept = sa.select(evidence.c.id).outerjoin(
+        evidence_retention, evidence_retention.c.evidence_id == evidence.c.id
+    )
+    stored = evidence.c.id.in_(kept.where(STORED))
+    originals = sa.select(
+        evidence.c.id, evidence.c.case_id, evidence.c.storage_key, sa.literal("original"),
+        evidence.c.size, evidence.c.blake3, evidence.c.sha256, evidence.c.sm3,
+    ).where(stored)  # fmt: skip
+    copies = sa.select(
+        derivatives.c.evidence_id, evidence.c.case_id, derivatives.c.storage_key,
+        derivatives.c.role, derivatives.c.size, derivatives.c.blake3,
+        derivatives.c.sha256, sa.literal(None).label("sm3"),
+    )  # fmt: skip
+    copies = copies.join(evidence, evidence.c.id == derivatives.c.evidence_id).where(stored)
+    both = sa.union_all(originals, copies).subquery()
+    key = both.c[2]
+    query = sa.select(both).where(key > after).order_by(key).limit(limit)
+    return list((await conn.execute(query)).all())

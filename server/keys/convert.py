@@ -15,15 +15,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avidence.storage.sealconvert import Converted, Outcome
 
 from ..audit import unit
 from ..audit.events import EncryptExistingRun, ObjectSealed
-from ..catalog.schema import derivatives, evidence
-from ..retention.records import purged_evidence
+from ..evidence import tallies
 
 log = logging.getLogger("avidence.server.keys.convert")
 
@@ -60,26 +58,10 @@ def _digests(**values: str | None) -> dict[str, str]:
 
 async def items(engine: AsyncEngine) -> AsyncIterator[Item]:
     """Every original and derivative of evidence not purged, a page at a time, by key."""
-    originals = sa.select(
-        evidence.c.id, evidence.c.case_id, evidence.c.storage_key, sa.literal("original"),
-        evidence.c.size, evidence.c.blake3, evidence.c.sha256, evidence.c.sm3,
-    ).where(~purged_evidence(evidence.c.id))  # fmt: skip
-    copies = sa.select(
-        derivatives.c.evidence_id, evidence.c.case_id, derivatives.c.storage_key,
-        derivatives.c.role, derivatives.c.size, derivatives.c.blake3,
-        derivatives.c.sha256, sa.literal(None).label("sm3"),
-    )  # fmt: skip
-    copies = copies.join(evidence, evidence.c.id == derivatives.c.evidence_id).where(
-        ~purged_evidence(evidence.c.id)
-    )
-    both = sa.union_all(originals, copies).subquery()
-    key = both.c[2]
     last = ""
     while True:
         async with engine.connect() as conn:
-            rows = (
-                await conn.execute(sa.select(both).where(key > last).order_by(key).limit(PAGE))
-            ).all()
+            rows = await tallies.stored_objects(conn, after=last, limit=PAGE)
         for row in rows:
             found = _digests(blake3=row[5], sha256=row[6], sm3=row[7])
             yield Item(row[0], row[1], row[2], row[3], int(row[4]), found)
