@@ -29,6 +29,7 @@ from avidence.server.catalog.schema import audit_log, data_keys, derivatives, jo
 from avidence.server.keys import convert, kek
 from avidence.server.keys.datakeys import CatalogKeyRing
 from avidence.server.keys.kek import FileKeks, write_new
+from avidence.server.retention.records import objects_of
 from avidence.storage.base import Store
 from avidence.storage.local import LocalStore
 from avidence.storage.sealconvert import Converted, Converter, Outcome, inspect
@@ -38,6 +39,7 @@ from avidence.storage.sealformat import Suite
 from support.retention import upload
 from support.servers import BIN, Api, make_api
 from support.stores import collect
+from support.tickets import issue, media_url, start_view, token_of
 
 MiB = 1024 * 1024
 SIZES = [10, 64 * 1024, 200 * 1024 + 7, 6 * MiB + 3]
@@ -106,8 +108,6 @@ async def plain_store(
     await inner.open()
     try:
         async for api in make_api(tmp_path, inner, max_size=64 * MiB):
-            from avidence.server.retention.records import objects_of
-
             data: dict[str, bytes] = {}
             ids = []
             for n, size in enumerate(SIZES):
@@ -185,8 +185,6 @@ async def test_plain_store_is_sealed_and_reads_back_right(
         for evidence_id in plain.evidence:
             url = f"/api/evidence/{evidence_id}/receipt"
             receipt = await (await api.client.get(url, headers=api.auth())).json()
-            from avidence.server.retention.records import objects_of
-
             key = (await objects_of(api.catalog.engine, evidence_id))[0].key
             copy = tmp_path / f"{evidence_id}.bin"
             copy.write_bytes(await collect(await store.read(key)))
@@ -409,3 +407,57 @@ async def test_cli_dry_run_lists_and_changes_nothing_and_refuses_a_plain_config(
         )
         assert failed.returncode == 1, failed.stderr
         assert "DIGEST MISMATCH" in failed.stdout and key in failed.stderr
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+async def test_a_ticket_stream_during_the_conversion_returns_the_right_bytes(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    async with plain_store(request, tmp_path, kind) as plain:
+        # The running server reads through the sealed store (encryption = "on").
+        async for server in make_api(tmp_path, plain.sealed(), max_size=64 * MiB):
+            ticket = token_of(await issue(server, plain.evidence))
+            bodies = {}
+            for evidence_id in plain.evidence:
+                key = (await objects_of(server.catalog.engine, evidence_id))[0].key
+                bodies[evidence_id] = plain.data[key]
+            done = asyncio.Event()
+            served = [0]
+            viewers = [
+                asyncio.create_task(_viewer(server, ticket, bodies, done, served, seed))
+                for seed in range(2)
+            ]
+            try:
+                summary = await _run(plain, plain.sealed())
+            finally:
+                done.set()
+                outcomes = await asyncio.gather(*viewers, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            assert not summary.failed and summary.counts["sealed"] == len(plain.data)
+            assert served[0] >= 40
+
+
+async def _viewer(
+    server: Api,
+    ticket: str,
+    bodies: dict[str, bytes],
+    done: asyncio.Event,
+    served: list[int],
+    seed: int,
+) -> None:
+    """A player seeking through the ticket's recordings, a fresh view (allowance) each time."""
+    rng = random.Random(seed)
+    while not done.is_set() or served[0] < 40:
+        evidence_id, body = rng.choice(sorted(bodies.items()))
+        grant = await start_view(server, ticket, evidence_id)
+        start = rng.randrange(0, len(body))
+        end = min(len(body), start + rng.choice([1, 4096, 300_000])) - 1
+        response = await server.client.get(
+            media_url(ticket, evidence_id, grant), headers={"Range": f"bytes={start}-{end}"}
+        )
+        got = await response.read()
+        assert response.status == 206, (response.status, got[:200])
+        assert got == body[start : end + 1], (evidence_id, start, end)
+        served[0] += 1
