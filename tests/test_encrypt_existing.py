@@ -63,7 +63,8 @@ class Plain:
 
     def sealed(self) -> SealedStore:
         """The store as a server with encryption on sees it."""
-        return seal(self.inner, ring=CatalogKeyRing(self.api.catalog.engine), kek=self.keks)
+        ring = CatalogKeyRing(self.api.catalog.engine)
+        return seal(self.inner, ring=ring, kek=self.keks, suite=self.keks.active.suite)
 
 
 async def _derivative(api: Api, inner: Store, evidence_id: str, data: bytes) -> str:
@@ -93,7 +94,13 @@ async def _derivative(api: Api, inner: Store, evidence_id: str, data: bytes) -> 
 
 @contextlib.asynccontextmanager
 async def plain_store(
-    request: pytest.FixtureRequest, tmp_path: Path, kind: str, *, locked: bool = False
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    kind: str,
+    *,
+    locked: bool = False,
+    suite: Suite = Suite.INTERNATIONAL,
+    **settings: object,
 ) -> AsyncIterator[Plain]:
     if kind == "local":
         inner: Store = LocalStore(tmp_path / "data" / "store")
@@ -107,7 +114,7 @@ async def plain_store(
         inner = S3Store(endpoint_url=seaweed.endpoint, bucket=bucket, part_size=5 * MiB)
     await inner.open()
     try:
-        async for api in make_api(tmp_path, inner, max_size=64 * MiB):
+        async for api in make_api(tmp_path, inner, max_size=64 * MiB, **settings):
             data: dict[str, bytes] = {}
             ids = []
             for n, size in enumerate(SIZES):
@@ -118,7 +125,7 @@ async def plain_store(
             poster = frames(3000, tag="P")
             data[await _derivative(api, inner, ids[1], poster)] = poster
             folder = tmp_path / "keks"
-            keks = FileKeks(folder, write_new(folder, Suite.INTERNATIONAL))
+            keks = FileKeks(folder, write_new(folder, suite))
             yield Plain(api, inner, data, ids, keks)
     finally:
         await inner.close()
@@ -461,3 +468,24 @@ async def _viewer(
         assert response.status == 206, (response.status, got[:200])
         assert got == body[start : end + 1], (evidence_id, start, end)
         served[0] += 1
+
+
+async def test_gm_suite_seals_with_sm4_and_checks_the_recorded_sm3(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    digests = ("blake3", "sha256", "sm3")
+    async with plain_store(request, tmp_path, "local", suite=Suite.GM, digests=digests) as plain:
+        store = plain.sealed()
+        assert store.suite is Suite.GM
+        summary = await _run(plain, store)
+        assert summary.counts == {"sealed": len(plain.data)}
+        for key, body in plain.data.items():
+            record = await store.ring.get(key)
+            assert record is not None and record.header.suite is Suite.GM
+            assert body[:16] not in await _raw(plain.inner, key)
+            assert await collect(await store.read(key, start=1)) == body[1:]
+        query = sa.select(audit_log.c.details).where(audit_log.c.action == "object.sealed")
+        async with plain.api.catalog.engine.connect() as conn:
+            checked = [d["checked"] for d in (await conn.execute(query)).scalars()]
+        originals = len(plain.evidence)
+        assert checked.count(["blake3", "sha256", "sm3"]) == originals  # the derivative: no SM3
