@@ -489,3 +489,31 @@ async def test_gm_suite_seals_with_sm4_and_checks_the_recorded_sm3(
             checked = [d["checked"] for d in (await conn.execute(query)).scalars()]
         originals = len(plain.evidence)
         assert checked.count(["blake3", "sha256", "sm3"]) == originals  # the derivative: no SM3
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+async def test_a_stream_begun_before_the_swap_reads_the_old_bytes_to_its_end(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    async with plain_store(request, tmp_path, kind) as plain:
+        store = plain.sealed()
+        key, body = max(plain.data.items(), key=lambda item: len(item[1]))
+        got = bytearray()
+        began, swapped = asyncio.Event(), asyncio.Event()
+
+        async def slow() -> None:
+            async for chunk in await plain.sealed().read(key):
+                got.extend(chunk)
+                began.set()
+                await swapped.wait()  # a player paused after its first megabyte
+
+        reader = asyncio.create_task(slow())
+        await asyncio.wait_for(began.wait(), 10)
+        item = await anext(i async for i in convert.items(plain.api.catalog.engine) if i.key == key)
+        done = await Converter(store).convert(key, expect=item.digests, size=item.size)
+        assert done.outcome is Outcome.SEALED
+        assert not reader.done() and len(got) < len(body)  # swapped while the stream was open
+        swapped.set()
+        await asyncio.wait_for(reader, 60)
+        assert bytes(got) == body
+        assert body[:16] not in await _raw(plain.inner, key)
