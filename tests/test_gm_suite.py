@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from test_custody_api import invoke, local_app, upload_evidence
 import avidence.server.evidence.cli  # noqa: F401  (registers `export` on `main`)
 from avidence.client import trust
 from avidence.client.canonical import PublicKeys, VerificationError
+from avidence.client.signatures import sm2_available
 from avidence.client.verify_cli import verify, verify_bundle
 from avidence.server import config, signing
 from avidence.server.cli import main
@@ -232,3 +234,19 @@ def test_sm2_file_key_derives_the_same_viewer_secret_on_every_load(tmp_path: Pat
     assert seals.derive_secret(first) == seals.derive_secret(again)
     other = config.load(env={}, data_dir=tmp_path / "other", suite="gm")
     assert seals.derive_secret(signing.load_signer(other)) != seals.derive_secret(first)
+
+
+def test_client_without_the_gm_extra_names_it_for_sm2_and_still_checks_ed25519(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sm2 = signing.load_signer(config.load(env={}, data_dir=tmp_path / "gm", suite="gm"))
+    ed = signing.load_signer(config.load(env={}, data_dir=tmp_path / "intl"))
+    documents = {s.algorithm: (s.public_pem, s.sign("receipt", {"n": 1})) for s in (sm2, ed)}
+    for name in [m for m in sys.modules if m == "tongsuopy" or m.startswith("tongsuopy.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if `avidence[gm]` were not installed
+    assert not sm2_available()
+    pem, document = documents["ed25519"]
+    assert PublicKeys.load(pem).verify(document, body="receipt") == {"n": 1}
+    pem, document = documents["sm2-sm3"]
+    with pytest.raises(VerificationError, match=r"pip install 'avidence\[gm\]'"):
+        PublicKeys.load(pem)
