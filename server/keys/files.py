@@ -10,7 +10,7 @@ read or replace it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from avidence.client.signatures import ED25519, SM2_SM3, PublicKey, key_id
@@ -27,14 +27,14 @@ class FileKey:
     """`KeyProvider` over an Ed25519 or SM2 private key the process holds in memory."""
 
     private: Private
+    # Derived once: asking an SM2 key for its public half costs as much as a signature.
+    public_key: PublicKey = field(init=False, repr=False, compare=False)
+    key_id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key_id(self) -> str:
-        return key_id(self.public_key)
-
-    @property
-    def public_key(self) -> PublicKey:
-        return algorithms.public(self.private)
+    def __post_init__(self) -> None:
+        public = algorithms.public(self.private)
+        object.__setattr__(self, "public_key", public)
+        object.__setattr__(self, "key_id", key_id(public))
 
     def sign(self, data: bytes) -> bytes:
         return self.private.sign(data)
