@@ -9,6 +9,8 @@ import base64
 import hashlib
 import json
 import os
+import re
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,9 +30,11 @@ from avidence.server.cli import main
 from avidence.server.config import ConfigError
 from avidence.server.tickets import seals
 from avidence.storage.local import LocalStore
+from avidence.storage.sealformat import HEADER, Header, Suite
 
 from support.agencies import make_agency
-from support.servers import Api, make_api
+from support.client_runs import client_env
+from support.servers import BIN, Api, make_api
 from support.tickets import upload
 
 CASE = "GM-1"
@@ -142,6 +146,8 @@ async def test_gm_upload_receipt_transfer_ack_bundle_verify_offline(
     pinned = tmp_path / "pinned.json"
     exported = await invoke(main, ["key", "export", "--out", str(pinned), *gm_config(tmp_path)])
     assert exported.exit_code == 0, exported.output
+    audited = await invoke(main, ["audit", "verify", "--keys", str(pinned), *gm_config(tmp_path)])
+    assert audited.exit_code == 0 and "audit log OK" in audited.output, audited.output
     good = cli(verify_bundle, [str(out), "--keys", str(pinned)])
     assert good.exit_code == 0, good.output
     (out / "manifest.json").write_text(json.dumps(flip_signature(document)))
@@ -250,3 +256,42 @@ def test_client_without_the_gm_extra_names_it_for_sm2_and_still_checks_ed25519(
     pem, document = documents["sm2-sm3"]
     with pytest.raises(VerificationError, match=r"pip install 'avidence\[gm\]'"):
         PublicKeys.load(pem)
+
+
+def test_gm_server_process_seals_with_sm4_and_the_client_proves_sm2_receipts(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """A real `serve` with `AVIDENCE_SUITE=gm` on a new data folder: the store is sealed with
+    SM4-GCM, and `avidence upload` and `watch --once` check the SM2-signed receipt before a
+    recording may leave its folder."""
+    server = server_factory(env={"AVIDENCE_SUITE": "gm"})
+    token = server.token()
+    env = client_env(tmp_path)
+    recording = tmp_path / "room-3.ts"
+    recording.write_bytes(os.urandom(1024 * 1024 + 5))
+    args = ["--server", server.url, "--token", token, "--case", "GM-9"]
+    uploaded = subprocess.run(
+        [str(BIN / "avidence"), "upload", str(recording), *args],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+    found = re.search(r"; receipt (\S+)", uploaded.stdout + uploaded.stderr)
+    assert found is not None, uploaded.stdout + uploaded.stderr
+    receipt = json.loads(Path(found.group(1)).read_text())
+    assert receipt["algorithm"] == "sm2-sm3"
+    assert receipt["receipt"]["sm3"] == hashlib.new("sm3", recording.read_bytes()).hexdigest()
+    folder = tmp_path / "recorder"
+    folder.mkdir()
+    (folder / "room-4.ts").write_bytes(os.urandom(300_000))
+    watched = subprocess.run(
+        [str(BIN / "avidence"), "watch", str(folder), "--once", "--settle", "0", *args],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert not (folder / "room-4.ts").exists(), "a verified recording leaves the watched folder"
+    stored = [p for p in (server.data_dir / "store").rglob("*") if p.is_file()]
+    originals = [p.read_bytes()[: HEADER.size] for p in stored if p.stat().st_size > 300_000]
+    assert len(originals) >= 2
+    for head in originals:
+        parsed = Header.parse(head)
+        assert parsed is not None and parsed.suite is Suite.GM, head[:9]
