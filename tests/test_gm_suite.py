@@ -295,3 +295,5 @@ def test_gm_server_process_seals_with_sm4_and_the_client_proves_sm2_receipts(
     for head in originals:
         parsed = Header.parse(head)
         assert parsed is not None and parsed.suite is Suite.GM, head[:9]
+    started = server.log_tail(400)
+    assert "suite=gm signing=sm2-sm3" in started and "digests=blake3,sha256,sm3" in started
