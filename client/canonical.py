@@ -14,15 +14,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .signatures import ALGORITHMS, ED25519, PublicKey, UnusableKey, key_id, load_public
+from .signatures import (
+    ALGORITHMS,
+    ED25519,
+    MissingBinding,
+    PublicKey,
+    UnusableKey,
+    key_id,
+    load_public,
+)
 
 ALGORITHM = ED25519  # the international suite's, and every document's before SM2 existed
 
-__all__ = ["ALGORITHM", "PublicKeys", "VerificationError", "canonical_json", "key_id"]
+__all__ = [
+    "ALGORITHM",
+    "PublicKeys",
+    "SuiteUnavailable",
+    "VerificationError",
+    "canonical_json",
+    "key_id",
+]
 
 
 class VerificationError(Exception):
     """A signature, digest or document that does not check out; the message says which."""
+
+
+class SuiteUnavailable(VerificationError):
+    """A key of a suite this install cannot check (SM2 without the `gm` extra): nothing is
+    known to be wrong with the document, and the message says what to install."""
 
 
 def _plain(value: Any) -> bool:
@@ -92,6 +112,8 @@ class PublicKeys:
         for pem in pems:
             try:
                 loaded = load_public(pem)
+            except MissingBinding as exc:
+                raise SuiteUnavailable(str(exc)) from None
             except UnusableKey as exc:
                 raise VerificationError(str(exc)) from None
             keys[key_id(loaded)] = loaded

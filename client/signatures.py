@@ -34,6 +34,10 @@ class UnusableKey(ValueError):
     """A PEM that is not a public key of a supported algorithm; the message says why."""
 
 
+class MissingBinding(UnusableKey):
+    """An SM2 key met where `tongsuopy` is not installed: an install to fix, not a forgery."""
+
+
 class PublicKey(Protocol):
     """A public key that checks signatures of its own algorithm."""
 
@@ -132,7 +136,7 @@ def sm2_pem(data: bytes, *, private: bool = False) -> Any:
         from tongsuopy.crypto import serialization as ts
         from tongsuopy.crypto.asymciphers import ec
     except ImportError:
-        raise UnusableKey(GM_EXTRA) from None
+        raise MissingBinding(GM_EXTRA) from None
     try:
         key = ts.load_pem_private_key(data, None) if private else ts.load_pem_public_key(data)
     except (ValueError, TypeError, exceptions.UnsupportedAlgorithm) as exc:

@@ -22,7 +22,7 @@ from test_custody_api import invoke, local_app, upload_evidence
 
 import avidence.server.evidence.cli  # noqa: F401  (registers `export` on `main`)
 from avidence.client import trust
-from avidence.client.canonical import PublicKeys, VerificationError
+from avidence.client.canonical import PublicKeys, SuiteUnavailable, VerificationError
 from avidence.client.signatures import sm2_available
 from avidence.client.verify_cli import verify, verify_bundle
 from avidence.server import config, signing
@@ -254,7 +254,7 @@ def test_client_without_the_gm_extra_names_it_for_sm2_and_still_checks_ed25519(
     pem, document = documents["ed25519"]
     assert PublicKeys.load(pem).verify(document, body="receipt") == {"n": 1}
     pem, document = documents["sm2-sm3"]
-    with pytest.raises(VerificationError, match=r"pip install 'avidence\[gm\]'"):
+    with pytest.raises(SuiteUnavailable, match=r"pip install 'avidence\[gm\]'"):
         PublicKeys.load(pem)
 
 
@@ -295,5 +295,19 @@ def test_gm_server_process_seals_with_sm4_and_the_client_proves_sm2_receipts(
     for head in originals:
         parsed = Header.parse(head)
         assert parsed is not None and parsed.suite is Suite.GM, head[:9]
+    # A client without the `gm` extra cannot check the receipt: it says what to install (exit
+    # 2, a setup problem, not an integrity failure) and the recording stays unproven.
+    blocker = tmp_path / "no-gm" / "tongsuopy"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text('raise ImportError("not installed")\n')
+    lean = {**env, "PYTHONPATH": str(blocker.parent)}
+    other = tmp_path / "room-5.ts"
+    other.write_bytes(os.urandom(4000))
+    refused = subprocess.run(
+        [str(BIN / "avidence"), "upload", str(other), *args],
+        capture_output=True, text=True, timeout=120, env=lean,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "pip install 'avidence[gm]'" in refused.stderr, refused.stderr
     started = server.log_tail(400)
     assert "suite=gm signing=sm2-sm3" in started and "digests=blake3,sha256,sm3" in started
