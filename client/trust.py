@@ -25,8 +25,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .canonical import PublicKeys, VerificationError, key_id
-from .signatures import ED25519, PublicKey, UnusableKey, load_public
+from .canonical import PublicKeys, SuiteUnavailable, VerificationError, key_id
+from .signatures import ED25519, MissingBinding, PublicKey, UnusableKey, load_public
 
 HISTORY_TYPE = "avidence.key-history/v1"
 CERTIFICATE_TYPE = "avidence.key-certificate/v1"
@@ -55,6 +55,8 @@ def certificate_body(
 def _public(pem: Any, where: str) -> PublicKey:
     try:
         return load_public(str(pem))
+    except MissingBinding as exc:
+        raise SuiteUnavailable(f"{where}: {exc}") from None
     except UnusableKey as exc:
         raise VerificationError(f"{where}: {exc}") from None
 
@@ -70,6 +72,8 @@ def certified(entry: Mapping[str, Any], trusted: Mapping[str, PublicKey]) -> str
         kid = key_id(key)
         body = PublicKeys(trusted).verify(certificate, body="certificate")
         named = key_id(_public(body.get("public_key_pem"), "certificate"))
+    except SuiteUnavailable:
+        raise  # an SM2 successor this install cannot read: say so, never "does not chain"
     except VerificationError:
         return None
     if (

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 from click.testing import CliRunner, Result
 from test_custody_api import invoke, local_app, upload_evidence
@@ -28,6 +29,7 @@ from avidence.client.verify_cli import verify, verify_bundle
 from avidence.server import config, signing
 from avidence.server.cli import main
 from avidence.server.config import ConfigError
+from avidence.server.keys import history
 from avidence.server.tickets import seals
 from avidence.storage.local import LocalStore
 from avidence.storage.sealformat import HEADER, Header, Suite
@@ -248,6 +250,35 @@ def test_client_without_the_gm_extra_names_it_for_sm2_and_still_checks_ed25519(
     sm2 = signing.load_signer(config.load(env={}, data_dir=tmp_path / "gm", suite="gm"))
     ed = signing.load_signer(config.load(env={}, data_dir=tmp_path / "intl"))
     documents = {s.algorithm: (s.public_pem, s.sign("receipt", {"n": 1})) for s in (sm2, ed)}
+    # On disk for `avidence verify`: a recording, its SM2 receipt, the SM2 key, and a pinned
+    # Ed25519 root with the SM2 key certified by it in a cached list.
+    data = b"recording"
+    (tmp_path / "clip.ts").write_bytes(data)
+    receipt = sm2.sign(
+        "receipt",
+        {
+            "type": "avidence.receipt/v1",
+            "size": len(data),
+            "blake3": blake3.blake3(data).hexdigest(),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+    )
+    (tmp_path / "receipt.json").write_text(json.dumps(receipt))
+    (tmp_path / "sm2.pem").write_text(sm2.public_pem)
+    root = {"id": ed.key_id, "algorithm": "ed25519", "public_key_pem": ed.public_pem}
+    successor = {
+        "id": sm2.key_id,
+        "algorithm": "sm2-sm3",
+        "public_key_pem": sm2.public_pem,
+        "certificate": history.certify(ed, sm2),
+    }
+    (tmp_path / "pinned.json").write_text(json.dumps({"keys": [root]}))
+    (tmp_path / "cached.json").write_text(json.dumps({"keys": [root, successor]}))
+    checked = ["--receipt", str(tmp_path / "receipt.json")]
+    pinned = ["--keys", str(tmp_path / "pinned.json"), "--key", str(tmp_path / "cached.json")]
+    for keys in (["--key", str(tmp_path / "sm2.pem")], pinned):
+        result = cli(verify, [str(tmp_path / "clip.ts"), *checked, *keys])
+        assert result.exit_code == 0, result.output
     for name in [m for m in sys.modules if m == "tongsuopy" or m.startswith("tongsuopy.")]:
         monkeypatch.setitem(sys.modules, name, None)  # as if `avidence[gm]` were not installed
     assert not sm2_available()
@@ -256,6 +287,11 @@ def test_client_without_the_gm_extra_names_it_for_sm2_and_still_checks_ed25519(
     pem, document = documents["sm2-sm3"]
     with pytest.raises(SuiteUnavailable, match=r"pip install 'avidence\[gm\]'"):
         PublicKeys.load(pem)
+    # `avidence verify` says NOT CHECKED with exit 2, never FAILED (5) or "does not chain"
+    for keys in (["--key", str(tmp_path / "sm2.pem")], pinned):
+        result = cli(verify, [str(tmp_path / "clip.ts"), *checked, *keys])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("NOT CHECKED clip.ts: ") and "avidence[gm]" in result.output
 
 
 def test_gm_server_process_seals_with_sm4_and_the_client_proves_sm2_receipts(
