@@ -116,6 +116,8 @@ class Sm2Key:
             self.public.verify(signature, data, ec.ECDSA(hashes.SM3()))
         except (exceptions.InvalidSignature, ValueError):
             return False
+        except exceptions.InternalError:
+            return False  # Tongsuo's answer to bytes that are not a DER signature at all
         return True
 
 

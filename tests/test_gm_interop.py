@@ -186,3 +186,20 @@ def test_sm4_gcm_segment_opens_with_openssl(final: bool) -> None:
     # a segment claiming another index (so other associated data) gets another tag
     wrong = aad[:-9] + struct.pack(">QB", 4, final)
     assert _gcm_tag(ecb, nonce, wrong, text) != tag
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [b"", b"\x00", b"0" * 70, b"\x30\x02\x02\x00", bytes(range(256)), b"\x30\x06\x02\x01\x00" * 2],
+)
+def test_malformed_sm2_signature_is_refused_not_an_internal_error(
+    sm2_signer: Signer, signature: bytes
+) -> None:
+    """Tongsuo raises InternalError for bytes that are not DER; a verifier must say "does not
+    match", never crash (a 500 on the server, a traceback in `avidence verify`)."""
+    forged = base64.b64encode(signature).decode()
+    document = {**sm2_signer.sign("receipt", BODY), "signature": forged}
+    with pytest.raises(VerificationError, match="does not match"):
+        PublicKeys.load(sm2_signer.public_pem).verify(document, body="receipt")
+    good = sm2_signer.sign("receipt", BODY)  # and the library is still usable afterwards
+    assert PublicKeys.load(sm2_signer.public_pem).verify(good, body="receipt") == BODY
