@@ -19,17 +19,18 @@ from typing import Any
 import blake3
 import pytest
 from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_custody_api import invoke, local_app, upload_evidence
 
 import avidence.server.evidence.cli  # noqa: F401  (registers `export` on `main`)
 from avidence.client import trust
 from avidence.client.canonical import PublicKeys, SuiteUnavailable, VerificationError
-from avidence.client.signatures import sm2_available
+from avidence.client.signatures import key_id, sm2_available
 from avidence.client.verify_cli import verify, verify_bundle
 from avidence.server import config, signing
 from avidence.server.cli import main
 from avidence.server.config import ConfigError
-from avidence.server.keys import history
+from avidence.server.keys import files, history
 from avidence.server.tickets import seals
 from avidence.storage.local import LocalStore
 from avidence.storage.sealformat import HEADER, Header, Suite
@@ -347,3 +348,17 @@ def test_gm_server_process_seals_with_sm4_and_the_client_proves_sm2_receipts(
     assert "pip install 'avidence[gm]'" in refused.stderr, refused.stderr
     started = server.log_tail(400)
     assert "suite=gm signing=sm2-sm3" in started and "digests=blake3,sha256,sm3" in started
+
+
+def test_ed25519_key_ids_and_documents_are_unchanged_by_the_second_suite(tmp_path: Path) -> None:
+    """Existing keys keep their ids (receipts name them) and still sign `ed25519` documents."""
+    private = Ed25519PrivateKey.from_private_bytes(bytes([1]) * 32)
+    assert key_id(private.public_key()) == "34750f98bd59fcfc"  # SHA-256 of the raw key, as before
+    key_file = tmp_path / "ed25519.pem"
+    key_file.write_bytes(files._private_pem(private))
+    signer = signing.Signer(files.load_file(key_file))
+    assert (signer.key_id, signer.algorithm) == ("34750f98bd59fcfc", "ed25519")
+    document = signer.sign("receipt", {"n": 1})
+    assert set(document) == {"receipt", "algorithm", "key_id", "signature"}
+    assert document["algorithm"] == "ed25519"
+    assert PublicKeys.load(signer.public_pem).verify(document, body="receipt") == {"n": 1}
