@@ -31,7 +31,7 @@ GM_EXTRA = "SM2 keys need tongsuopy: pip install 'avidence[gm]'"
 
 
 class UnusableKey(ValueError):
-    """A PEM that is not a public key of a supported algorithm; the message says why."""
+    """A PEM that is not a key of a supported algorithm (or not readable); the message says why."""
 
 
 class MissingBinding(UnusableKey):
