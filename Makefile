@@ -76,14 +76,15 @@ bench: install-dev node-deps
 
 ## The client alone as one executable file, dist/avidence, for recorder PCs without Python:
 ## built by PyInstaller in a fresh client-only virtualenv, so nothing of the server is inside
-## (about a minute here; tests/test_client_lean.py builds and runs it).
+## (about a minute here; tests/test_client_lean.py builds and runs it). It carries the `gm` extra
+## so it checks SM2-signed receipts of a `suite = "gm"` server too.
 CLIENT_VENV := build/client-venv
 client-exe: dist/avidence
 
 dist/avidence: pyproject.toml avidence/__init__.py client/*.py storage/digests.py
 	rm -rf $(CLIENT_VENV) build/pyinstaller
 	$(PYTHON) -m venv $(CLIENT_VENV)
-	$(CLIENT_VENV)/bin/pip install --quiet '.[client-exe]'
+	$(CLIENT_VENV)/bin/pip install --quiet '.[client-exe,gm]'
 	# The entry script lives outside the source tree (next to it, the tree's own avidence/
 	# folder, without the client, would hide the installed package) and is not avidence.py.
 	mkdir -p build/pyinstaller

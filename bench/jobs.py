@@ -1,14 +1,15 @@
 """Media analysis of a large recording: reading the original in place against copying it out
 first (what the worker did before), with ffprobe run by hand on the file as the floor.
 
-    .venv/bin/python bench/jobs.py [--size 4GiB] [--store local|s3|both]
+    .venv/bin/python bench/jobs.py [--size 4GiB] [--store local|s3|sealed|both|all]
 
 A recording of about `--size` (MPEG-2 in MPEG-TS, as interrogation-room recorders write) is made
 once with ffmpeg, stored in a local store and in SeaweedFS, then analysed three ways, each the
 probe and the continuity scan the worker runs:
 
 - by hand: ffprobe on the file itself (the floor: no store in between);
-- in place: `jobs.source.locate` (a link to the local file, a presigned URL on S3);
+- in place: `jobs.source.located` (a link to the local file, a presigned URL on S3, a private
+  endpoint on 127.0.0.1 decrypting a sealed store's object as the tools read it);
 - working copy: `jobs.outputs.fetch` into a folder first, as before.
 
 It prints wall seconds and bytes written to the worker's disk for each, and the ratios.
@@ -37,6 +38,8 @@ from avidence.storage.s3 import S3Store
 from avidence.transcode import continuity
 from avidence.transcode.plan import SOURCE
 from avidence.transcode.probe import probe
+
+from support.stores import sealed_over
 
 BITRATE = 40_000_000  # bits/s: a high-quality SD/HD recorder stream
 
@@ -84,8 +87,8 @@ async def measure(store: Store, key: str, original: Path, size: int, work: Path)
         folder = work / "in-place"
         folder.mkdir()
         try:
-            found = await source.locate(store, key, folder, size=size)
-            await analyse(found.url or Path(found.input))
+            async with source.located(store, key, folder, size=size) as found:
+                await analyse(found.url or Path(found.input))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -132,7 +135,10 @@ def report(name: str, results: dict[str, Any]) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=parse_size, default=parse_size("4GiB"))
-    parser.add_argument("--store", choices=["local", "s3", "both"], default="both")
+    parser.add_argument(
+        "--store", choices=["local", "s3", "sealed", "both", "all"], default="both",
+        help="both: local and S3; all: also a sealed local store (AES-256-GCM)",
+    )  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="avidence-jobs-") as folder:
         tmp = Path(folder)
@@ -142,7 +148,11 @@ async def main() -> None:
         size = recording.stat().st_size
         print(f"recording: {human(size)} made in {time.perf_counter() - began:.0f} s")
         key = "evidence/bench/recording.ts"
-        if args.store in ("local", "both"):
+        if args.store in ("sealed", "all"):
+            async with sealed_over(LocalStore(tmp / "sealed"), tmp) as sealed:
+                await store_object(sealed.store, recording, key)
+                report("sealed local store", await measure(sealed.store, key, recording, size, tmp))
+        if args.store in ("local", "both", "all"):
             local = LocalStore(tmp / "store")
             await local.open()
             try:
@@ -150,7 +160,7 @@ async def main() -> None:
                 report("local store", await measure(local, key, recording, size, tmp))
             finally:
                 await local.close()
-        if args.store in ("s3", "both"):
+        if args.store in ("s3", "both", "all"):
             seaweed = start_seaweed(tmp / "seaweed")
             env = s3_env(seaweed)
             os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})

@@ -1,5 +1,6 @@
-"""Canonical JSON and Ed25519 signatures: the one encoding receipts, manifests and audit
-checkpoints are signed in, shared by the server that signs and the client that verifies offline.
+"""Canonical JSON and its signatures: the one encoding receipts, manifests and audit checkpoints
+are signed in, shared by the server that signs and the client that verifies offline. Signatures
+are Ed25519 or SM2-with-SM3, as each document names (`signatures`).
 
 Canonical means: keys sorted, no insignificant whitespace, UTF-8, no floats (their text form is
 not portable), so any implementation re-encoding the same document gets the same bytes.
@@ -8,21 +9,40 @@ not portable), so any implementation re-encoding the same document gets the same
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from .signatures import (
+    ALGORITHMS,
+    ED25519,
+    MissingBinding,
+    PublicKey,
+    UnusableKey,
+    key_id,
+    load_public,
+)
 
-ALGORITHM = "ed25519"
+ALGORITHM = ED25519  # the international suite's, and every document's before SM2 existed
+
+__all__ = [
+    "ALGORITHM",
+    "PublicKeys",
+    "SuiteUnavailable",
+    "VerificationError",
+    "canonical_json",
+    "key_id",
+]
 
 
 class VerificationError(Exception):
     """A signature, digest or document that does not check out; the message says which."""
+
+
+class SuiteUnavailable(VerificationError):
+    """A key of a suite this install cannot check (SM2 without the `gm` extra): nothing is
+    known to be wrong with the document, and the message says what to install."""
 
 
 def _plain(value: Any) -> bool:
@@ -64,19 +84,13 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """A short, stable id of a public key: the first 16 hex digits of SHA-256 of its raw bytes."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
 @dataclass(slots=True, frozen=True)
 class PublicKeys:
     """The server public keys a verifier trusts, by key id. `pinned` says they come from a
     pinned key history (`trust.load_pinned`), not from a list that travelled with the
     documents, which changes how an unknown key is reported."""
 
-    keys: Mapping[str, Ed25519PublicKey]
+    keys: Mapping[str, PublicKey]
     pinned: bool = False
 
     def unknown(self, kid: object) -> str:
@@ -94,11 +108,14 @@ class PublicKeys:
             pems = [k["public_key_pem"] for k in document.get("keys", [])]
         else:
             pems = [text]
-        keys: dict[str, Ed25519PublicKey] = {}
+        keys: dict[str, PublicKey] = {}
         for pem in pems:
-            loaded = serialization.load_pem_public_key(pem.encode())
-            if not isinstance(loaded, Ed25519PublicKey):
-                raise VerificationError("only Ed25519 public keys are accepted")
+            try:
+                loaded = load_public(pem)
+            except MissingBinding as exc:
+                raise SuiteUnavailable(str(exc)) from None
+            except UnusableKey as exc:
+                raise VerificationError(str(exc)) from None
             keys[key_id(loaded)] = loaded
         if not keys:
             raise VerificationError("no public key found")
@@ -107,18 +124,24 @@ class PublicKeys:
     def verify(self, signed: Mapping[str, Any], *, body: str) -> dict[str, Any]:
         """Check `signed[body]` against `signed["signature"]` by `signed["key_id"]` and return
         the body. Raises VerificationError with the reason."""
-        if signed.get("algorithm") != ALGORITHM:
-            raise VerificationError(f"unsupported signature algorithm {signed.get('algorithm')!r}")
+        algorithm = signed.get("algorithm")
+        if algorithm not in ALGORITHMS:
+            raise VerificationError(f"unsupported signature algorithm {algorithm!r}")
         kid = signed.get("key_id")
         public = self.keys.get(str(kid))
         if public is None:
             raise VerificationError(self.unknown(kid))
+        if public.algorithm != algorithm:
+            # A document naming another algorithm than its key's is refused, not re-tried.
+            raise VerificationError(f"key {kid} is {public.algorithm}, the document {algorithm}")
         payload = signed.get(body)
         if not isinstance(payload, dict):
             raise VerificationError(f"no {body!r} object in the document")
         try:
             signature = base64.b64decode(str(signed.get("signature", "")), validate=True)
-            public.verify(signature, canonical_json(payload))
-        except (InvalidSignature, ValueError):
-            raise VerificationError("the signature does not match the document") from None
+            good = public.verify(signature, canonical_json(payload))
+        except ValueError:
+            good = False
+        if not good:
+            raise VerificationError("the signature does not match the document")
         return payload

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .canonical import PublicKeys, VerificationError
-from .errors import IntegrityError, UploadFailed
+from .canonical import PublicKeys, SuiteUnavailable, VerificationError
+from .errors import InputError, IntegrityError, UploadFailed
 from .tus import TusClient, upload_id
 
 
@@ -115,6 +115,8 @@ async def prove(
             )
     try:
         body = PublicKeys.load(keys_text).verify(receipt, body="receipt")
+    except SuiteUnavailable as exc:  # not a bad receipt: this install cannot check it yet
+        raise InputError(f"cannot check the receipt of {evidence_id}: {exc}") from None
     except (VerificationError, ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"the receipt of {evidence_id} does not verify: {exc}") from None
     if body.get("evidence_id") not in (None, evidence_id):

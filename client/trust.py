@@ -25,22 +25,26 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from .canonical import ALGORITHM, PublicKeys, VerificationError, key_id
+from .canonical import PublicKeys, SuiteUnavailable, VerificationError, key_id
+from .signatures import ED25519, MissingBinding, PublicKey, UnusableKey, load_public
 
 HISTORY_TYPE = "avidence.key-history/v1"
 CERTIFICATE_TYPE = "avidence.key-certificate/v1"
 
 
 def certificate_body(
-    *, public_key_pem: str, new_id: str, previous_id: str, issued_at: str
+    *,
+    public_key_pem: str,
+    new_id: str,
+    previous_id: str,
+    issued_at: str,
+    algorithm: str = ED25519,
 ) -> dict[str, Any]:
-    """What a key signs to vouch for its successor."""
+    """What a key signs to vouch for its successor (`algorithm` is the successor's, so a
+    history may pass from Ed25519 to SM2 when a deployment changes suite)."""
     return {
         "type": CERTIFICATE_TYPE,
-        "algorithm": ALGORITHM,
+        "algorithm": algorithm,
         "key_id": new_id,
         "public_key_pem": public_key_pem,
         "previous": previous_id,
@@ -48,30 +52,33 @@ def certificate_body(
     }
 
 
-def _public(pem: Any, where: str) -> Ed25519PublicKey:
+def _public(pem: Any, where: str) -> PublicKey:
     try:
-        loaded = serialization.load_pem_public_key(str(pem).encode())
-    except (ValueError, TypeError):
-        raise VerificationError(f"{where}: not a PEM public key") from None
-    if not isinstance(loaded, Ed25519PublicKey):
-        raise VerificationError(f"{where}: only Ed25519 public keys are accepted")
-    return loaded
+        return load_public(str(pem))
+    except MissingBinding as exc:
+        raise SuiteUnavailable(f"{where}: {exc}") from None
+    except UnusableKey as exc:
+        raise VerificationError(f"{where}: {exc}") from None
 
 
-def certified(entry: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey]) -> str | None:
+def certified(entry: Mapping[str, Any], trusted: Mapping[str, PublicKey]) -> str | None:
     """The id of `entry`'s key when its certificate is signed by a trusted key and names
     exactly this key; None otherwise (no certificate, a forged one, or one for another key)."""
     certificate = entry.get("certificate")
     if not isinstance(certificate, Mapping):
         return None
     try:
-        kid = key_id(_public(entry.get("public_key_pem"), "key"))
+        key = _public(entry.get("public_key_pem"), "key")
+        kid = key_id(key)
         body = PublicKeys(trusted).verify(certificate, body="certificate")
         named = key_id(_public(body.get("public_key_pem"), "certificate"))
+    except SuiteUnavailable:
+        raise  # an SM2 successor this install cannot read: say so, never "does not chain"
     except VerificationError:
         return None
     if (
         body.get("type") != CERTIFICATE_TYPE
+        or body.get("algorithm") != key.algorithm
         or body.get("key_id") != kid
         or named != kid
         or body.get("previous") != certificate.get("key_id")
@@ -150,7 +157,7 @@ def history(
         try:
             keys = extend(load_pinned(json.dumps({"keys": chain})), entries)
         except VerificationError:
-            continue  # not a usable key (no PEM, not Ed25519): it cannot be a root
+            continue  # not a usable key (no PEM, not Ed25519 or SM2): it cannot be a root
         if target in keys.keys:
             chain += [e for e in entries if e.get("id") in keys.keys and e.get("id") != root["id"]]
             left = [str(e.get("id")) for e in entries if e.get("id") not in keys.keys]

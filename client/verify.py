@@ -62,7 +62,7 @@ def load_keys(path: Path) -> PublicKeys:
     try:
         return PublicKeys.load(path.read_text(encoding="utf-8"))
     except VerificationError as exc:
-        raise VerificationError(f"key {path}: {exc}") from None
+        raise type(exc)(f"key {path}: {exc}") from None  # keeps `SuiteUnavailable` apart
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise VerificationError(f"key {path}: not a PEM public key or keys document") from exc
 

@@ -2,30 +2,40 @@
 
 One line per outcome, so a clerk can read it and a script can parse it: `OK ...` and exit 0,
 or `FAILED <what>: <reason>` lines and exit 5, the integrity failure of `errors.ExitCode` that
-`avidence --help` documents for every command. Neither command talks to a server.
+`avidence --help` documents for every command, or `NOT CHECKED <what>: <reason>` and exit 2
+when this install lacks a suite's binding (nothing is known to be wrong then, nothing proven
+either). Neither command talks to a server.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from . import verify as offline
-from .canonical import VerificationError
+from .canonical import SuiteUnavailable, VerificationError
 from .errors import ExitCode
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 VERIFY_EXIT_CODES = """\b
 Exit codes:
   0  verified (the OK line says what was checked)
-  2  usage error (a missing option or file)
+  2  usage error (a missing option or file), or NOT CHECKED: a signature
+     suite this install cannot check (SM2: pip install 'avidence[gm]')
   5  integrity failure: FAILED lines say what does not check out"""
 PINNED_HELP = (
     "The pinned key history (`avidence-server key export`), obtained out of band: only keys "
     "that chain to it are trusted."
 )
+
+
+def not_checked(what: str, exc: SuiteUnavailable) -> NoReturn:
+    """Nothing is known to be wrong, but nothing was proven either: not an integrity failure."""
+    click.echo(f"NOT CHECKED {what}: {exc}", err=True)
+    sys.exit(int(ExitCode.USAGE))
 
 
 @click.command("verify", epilog=VERIFY_EXIT_CODES)
@@ -51,6 +61,8 @@ def verify(file: Path, receipt_path: Path, key_path: Path | None, pinned_path: P
             assert key_path is not None
             keys = offline.load_keys(key_path)
         verdict = offline.verify_file(file, offline.load_json(receipt_path), keys)
+    except SuiteUnavailable as exc:
+        not_checked(file.name, exc)
     except VerificationError as exc:
         click.echo(f"FAILED {file.name}: {exc}", err=True)
         sys.exit(int(ExitCode.INTEGRITY))
@@ -79,6 +91,8 @@ def verify_bundle(bundle: Path, key_path: Path | None, pinned_path: Path | None)
             keys = offline.load_pinned_keys(pinned_path, *cached)
         else:
             keys = offline.load_keys(key_path or bundle / "keys.json")
+    except SuiteUnavailable as exc:
+        not_checked("keys", exc)
     except VerificationError as exc:
         click.echo(f"FAILED keys: {exc}", err=True)
         sys.exit(int(ExitCode.INTEGRITY))

@@ -128,10 +128,13 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
         await app[STORE].open()
         app[CUSTODY] = Custody(app[CATALOG].engine, app[STORE], settings, app[SIGNER])
         log.info(
-            "server.started version=%s store=%s digests=%s",
+            "server.started version=%s store=%s digests=%s suite=%s signing=%s key=%s",
             __version__,
             app[STORE].name,
             ",".join(settings.digests),
+            settings.suite,
+            app[SIGNER].algorithm,
+            app[SIGNER].key_id,
         )
         witnesses = witness.configured(settings)
         stamper = tsa.configured(settings)

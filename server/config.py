@@ -16,6 +16,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
+from avidence.client.signatures import ED25519, SM2_SM3
 from avidence.storage.digests import normalize
 from avidence.storage.s3body import PART_CHECKSUMS
 
@@ -27,6 +28,9 @@ STORAGE_KINDS = ("local", "s3")
 KEY_PROVIDERS = ("file", "pkcs11")
 ENCRYPTION_MODES = ("auto", "on", "off")
 ENCRYPTION_SUITES = ("international", "gm")
+SUITES = ENCRYPTION_SUITES
+# What each suite signs with; `gm` also computes SM3 and seals with SM4-GCM (GB/T 39786).
+SIGNATURE_ALGORITHMS = {"international": ED25519, "gm": SM2_SM3}
 ENV_PREFIX = "AVIDENCE_"
 DEFAULT_DATA_DIR = Path("data")  # relative: the folder the command runs in
 
@@ -75,8 +79,9 @@ class Settings:
     pkcs11_pin_file: str = ""
     pkcs11_kek: str = "avidence-kek"
     trusted_keys: str = ""
+    suite: str = "international"
     encryption: str = "auto"
-    encryption_suite: str = "international"
+    encryption_suite: str = ""  # empty: the one `suite` names (resolved in __post_init__)
     kek_dir: str = ""
     scrub_interval: int = 3600
     scrub_age_days: int = 30
@@ -109,6 +114,19 @@ class Settings:
     upload_create_per_minute: int = 600
     max_open_uploads: int = 1000
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The suite picks the sealing suite unless one is set, and `gm` always computes SM3:
+        # a GB/T 39786 deployment states SM3 digests in every receipt.
+        if not self.encryption_suite:
+            object.__setattr__(self, "encryption_suite", self.suite)
+        if self.suite == "gm" and "sm3" not in self.digests:
+            object.__setattr__(self, "digests", (*self.digests, "sm3"))
+
+    @property
+    def signature_algorithm(self) -> str:
+        """`ed25519` or `sm2-sm3`: what this deployment's new keys sign with."""
+        return SIGNATURE_ALGORITHMS.get(self.suite, ED25519)
 
     @property
     def database_url(self) -> str:
@@ -280,6 +298,13 @@ def validate(settings: Settings) -> None:
         raise ConfigError("pkcs11_token/pkcs11_key: name the token and key for key_provider=pkcs11")
     if settings.encryption not in ENCRYPTION_MODES:
         raise ConfigError(f"encryption: choose {', '.join(ENCRYPTION_MODES)}")
+    if settings.suite not in SUITES:
+        raise ConfigError(f"suite: choose {' or '.join(SUITES)}, not {settings.suite!r}")
+    if settings.suite == "gm" and settings.key_provider == "pkcs11":
+        raise ConfigError(
+            "suite: gm signs with SM2, which key_provider = pkcs11 cannot (SoftHSM2 has no SM2 "
+            "mechanism); use key_provider = file"
+        )
     if settings.encryption_suite not in ENCRYPTION_SUITES:
         raise ConfigError(f"encryption_suite: choose {' or '.join(ENCRYPTION_SUITES)}")
     if not 0 < settings.port < 65536:

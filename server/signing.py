@@ -1,4 +1,5 @@
-"""The server's Ed25519 signer, whichever provider holds the key.
+"""The server's signer (Ed25519, or SM2 with SM3 under `suite = "gm"`), whichever provider
+holds the key.
 
 Every signed document (receipts, transfer manifests and acknowledgements, export manifests,
 audit checkpoints, key certificates) goes through `Signer.sign`, which asks a
@@ -17,15 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from avidence.client.canonical import ALGORITHM, canonical_json
+from avidence.client.canonical import canonical_json
 
 from .catalog.schema import signing_keys
-from .config import Settings
-from .keys import base, files
+from .config import ConfigError, Settings
+from .keys import algorithms, base, files
 from .keys.base import KeyProvider, KeyUnavailable
 
 ENV_PEM = files.ENV_PEM
@@ -33,9 +33,9 @@ ENV_PEM = files.ENV_PEM
 __all__ = ["ENV_PEM", "KeyUnavailable", "Signer", "load_signer", "published", "register"]
 
 
-def public_pem(private: Ed25519PrivateKey) -> str:
+def public_pem(private: algorithms.Private) -> str:
     """The public PEM of a private key held in memory (tests and file keys)."""
-    return base.public_pem(private.public_key())
+    return base.public_pem(algorithms.public(private))
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,26 +52,41 @@ class Signer:
     def public_pem(self) -> str:
         return base.public_pem(self.provider.public_key)
 
+    @property
+    def algorithm(self) -> str:
+        """`ed25519` or `sm2-sm3`: the name every document it signs carries."""
+        return self.provider.public_key.algorithm
+
     def sign(self, body_name: str, body: dict[str, Any]) -> dict[str, Any]:
         """`{body_name: body, "algorithm", "key_id", "signature"}` over canonical JSON.
         Raises `KeyUnavailable` when the provider cannot sign now."""
         signature = self.provider.sign(canonical_json(body))
         return {
             body_name: body,
-            "algorithm": ALGORITHM,
+            "algorithm": self.algorithm,
             "key_id": self.key_id,
             "signature": base64.b64encode(signature).decode(),
         }
 
 
-def load_signer(settings: Settings) -> Signer:
+def load_signer(settings: Settings, *, any_suite: bool = False) -> Signer:
     """The active key from the configured provider; `KeyUnavailable` or `ConfigError` (one
-    line each) when it cannot be used, never a fallback to another key."""
+    line each) when it cannot be used, never a fallback to another key. A key of another
+    algorithm than the suite's is refused too (a `gm` deployment must not go on signing with
+    Ed25519), except for `key rotate` (`any_suite`), which is how it gets a key of the suite."""
     if settings.key_provider == "pkcs11":
         from .keys import pkcs11  # the PKCS#11 binding loads only where a token is configured
 
-        return Signer(pkcs11.open_key(settings))
-    return Signer(files.load(settings))
+        signer = Signer(pkcs11.open_key(settings))
+    else:
+        signer = Signer(files.load(settings))
+    if not any_suite and signer.algorithm != settings.signature_algorithm:
+        raise ConfigError(
+            f"suite: the active signing key {signer.key_id} is {signer.algorithm}, but suite = "
+            f"{settings.suite} signs with {settings.signature_algorithm}; run "
+            "`avidence-server key rotate` to make and certify a key of the suite"
+        )
+    return signer
 
 
 def rotate(settings: Settings) -> Signer:
@@ -105,7 +120,7 @@ async def register(
             await conn.execute(
                 signing_keys.insert().values(
                     id=signer.key_id,
-                    algorithm=ALGORITHM,
+                    algorithm=signer.algorithm,
                     public_key_pem=signer.public_pem,
                     created_at=datetime.now(UTC),
                     certificate=certificate,

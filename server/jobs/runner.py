@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import logging
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,21 +116,22 @@ async def perform(ctx: Context, job: Job, meter: Meter) -> None:
         await asyncio.shield(asyncio.to_thread(shutil.rmtree, work, True))
 
 
-async def _source(ctx: Context, evidence: Evidence, work: Path) -> Path | str:
-    """The original as the tools read it: in place (a path or a URL), a copy only as a last
-    resort (see `source.py`)."""
-    found = await source.locate(ctx.store, evidence.storage_key, work, size=evidence.size)
-    log.info("job.source evidence=%s how=%s", evidence.id, found.how)
-    return found.url or Path(found.input)
+@asynccontextmanager
+async def _source(ctx: Context, evidence: Evidence, work: Path) -> AsyncIterator[Path | str]:
+    """The original as the tools read it inside the block: a path or a URL, never a copy
+    (see `source.py`)."""
+    async with source.located(ctx.store, evidence.storage_key, work, size=evidence.size) as found:
+        log.info("job.source evidence=%s how=%s", evidence.id, found.how)
+        yield found.url or Path(found.input)
 
 
 async def analyse(ctx: Context, job: Job, evidence: Evidence, work: Path, meter: Meter) -> None:
     meter.set("locating")
-    original = await _source(ctx, evidence, work)
-    meter.set("probing", 40.0)
-    info = await probe(original)
-    meter.set("continuity", 50.0)
-    report = await continuity.check(original, info)
+    async with _source(ctx, evidence, work) as original:
+        meter.set("probing", 40.0)
+        info = await probe(original)
+        meter.set("continuity", 50.0)
+        report = await continuity.check(original, info)
     wanted = [ctx.profiles[name] for name in ctx.enabled]
     profiles = [p.name for p in wanted if applies(info, p)]
     at = datetime.now(UTC)
@@ -187,18 +190,18 @@ async def derive(ctx: Context, job: Job, evidence: Evidence, work: Path, meter: 
     if profile is None:
         raise MediaError(f"profile {job.profile!r} is not configured on this worker")
     meter.set("locating")
-    original = await _source(ctx, evidence, work)
-    commands = plan(await _media_info(ctx, evidence, original), profile)
-    keys = [derivative_key(evidence.id, o.name) for c in commands for o in c.outputs]
-    meter.set("cleaning")
-    await outputs.remove_leftovers(ctx.store, ctx.engine, staged=job.staged or [], keys=keys)
-    await queue.clear_staged(ctx.engine, job.id, worker=ctx.worker)
-    meter.set("encoding", 0.0)
-    meter.commands = len(commands)
-    for n, command in enumerate(commands):
-        meter.done_commands = n
-        url = original if isinstance(original, str) else None
-        await execute(command, cwd=work, on_progress=meter.ffmpeg, source_url=url)
+    async with _source(ctx, evidence, work) as original:
+        commands = plan(await _media_info(ctx, evidence, original), profile)
+        keys = [derivative_key(evidence.id, o.name) for c in commands for o in c.outputs]
+        meter.set("cleaning")
+        await outputs.remove_leftovers(ctx.store, ctx.engine, staged=job.staged or [], keys=keys)
+        await queue.clear_staged(ctx.engine, job.id, worker=ctx.worker)
+        meter.set("encoding", 0.0)
+        meter.commands = len(commands)
+        for n, command in enumerate(commands):
+            meter.done_commands = n
+            url = original if isinstance(original, str) else None
+            await execute(command, cwd=work, on_progress=meter.ffmpeg, source_url=url)
     meter.set("storing", 100.0)
     await _store(ctx, job, evidence, work, commands, profile)
 

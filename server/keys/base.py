@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Protocol
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from avidence.client.signatures import PublicKey, wrap
 
 
 class KeyUnavailable(Exception):
@@ -23,23 +24,25 @@ class KeyUnavailable(Exception):
 
 
 class KeyProvider(Protocol):
-    """One Ed25519 signing key.
+    """One signing key, Ed25519 or SM2 (`public_key.algorithm` says which).
 
-    `key_id` and `public_key` are known once the provider is open; `sign` returns the 64-byte
-    Ed25519 signature (RFC 8032, deterministic) of `data` or raises `KeyUnavailable`. Calls
-    are cheap (a file key ~50 µs, SoftHSM ~0.35 ms), so callers run them inline."""
+    `key_id` and `public_key` are known once the provider is open; `sign` returns the signature
+    of `data` in its algorithm's form (Ed25519: 64 bytes, RFC 8032, deterministic; SM2 with
+    SM3: DER, randomised) or raises `KeyUnavailable`. `derive` returns bytes only the key's
+    holder can compute and the same on every replica (secrets are derived from it). Calls are
+    cheap (a file key ~50-250 µs, SoftHSM ~0.35 ms), so callers run them inline."""
 
     @property
     def key_id(self) -> str: ...
 
     @property
-    def public_key(self) -> Ed25519PublicKey: ...
+    def public_key(self) -> PublicKey: ...
 
     def sign(self, data: bytes) -> bytes: ...
 
+    def derive(self, label: bytes) -> bytes: ...
 
-def public_pem(public: Ed25519PublicKey) -> str:
+
+def public_pem(public: PublicKey | Ed25519PublicKey) -> str:
     """SubjectPublicKeyInfo PEM: the form `GET /api/keys` and key histories publish."""
-    return public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return wrap(public).pem()

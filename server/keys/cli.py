@@ -34,7 +34,7 @@ def key_group() -> None:
 @key_group.command("create")
 @shared_options
 def key_create(ctx: Context) -> None:
-    """Generate the Ed25519 key pair inside the configured PKCS#11 token (`key_provider =
+    """Generate an Ed25519 key pair inside the configured PKCS#11 token (`key_provider =
     "pkcs11"`); the private half is sensitive and never leaves the token."""
     settings = ctx.settings()
     if settings.key_provider != "pkcs11":
@@ -96,7 +96,7 @@ def key_rotate(ctx: Context, new_label: str | None, new_key: Path | None) -> Non
 
     async def go() -> tuple[signing.Signer, signing.Signer]:
         async with opened_catalog(settings) as catalog:
-            old = signing.load_signer(settings)
+            old = signing.load_signer(settings, any_suite=True)  # rotating is how suites change
             await signing.register(catalog.engine, old)
             # Keys rotated before certificates existed join the history first.
             await _certify_held(catalog.engine, settings, old, ())
@@ -105,6 +105,11 @@ def key_rotate(ctx: Context, new_label: str | None, new_key: Path | None) -> Non
             new = successor()
             if new.key_id == old.key_id:
                 raise ValueError(f"key rotate: {new_label!r} is the active key already")
+            if new.algorithm != settings.signature_algorithm:
+                raise ValueError(
+                    f"key rotate: the new key is {new.algorithm}, but suite = {settings.suite} "
+                    f"signs with {settings.signature_algorithm}"
+                )
             certificate = history.certify(old, new)
             await signing.register(catalog.engine, new, certificate=certificate)
             await unit.record(

@@ -1,64 +1,57 @@
 """Key files outside the catalog: the default provider.
 
-The private key lives in the data dir (`keys/ed25519-<id>.pem`, mode 0600, created on first
-start, `keys/active` naming the current one), in a file named by the `signing_key` setting, or
-in `AVIDENCE_SIGNING_KEY_PEM`; replicas share one key through the last two. None of these is
-in the catalog, so a database administrator cannot read or replace it.
+The private key lives in the data dir (`keys/ed25519-<id>.pem`, or `keys/sm2-<id>.pem` with
+`suite = "gm"`; mode 0600, created on first start, `keys/active` naming the current one), in a
+file named by the `signing_key` setting, or in `AVIDENCE_SIGNING_KEY_PEM`; replicas share one
+key through the last two. None of these is in the catalog, so a database administrator cannot
+read or replace it.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-
-from avidence.client.canonical import key_id
+from avidence.client.signatures import ED25519, SM2_SM3, PublicKey, key_id
 
 from ..config import ConfigError, Settings
+from . import algorithms
+from .algorithms import Private
 
 ENV_PEM = "AVIDENCE_SIGNING_KEY_PEM"
 
 
 @dataclass(slots=True, frozen=True)
 class FileKey:
-    """`KeyProvider` over an Ed25519 private key the process holds in memory."""
+    """`KeyProvider` over an Ed25519 or SM2 private key the process holds in memory."""
 
-    private: Ed25519PrivateKey
+    private: Private
+    # Derived once: asking an SM2 key for its public half costs as much as a signature.
+    public_key: PublicKey = field(init=False, repr=False, compare=False)
+    key_id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key_id(self) -> str:
-        return key_id(self.private.public_key())
-
-    @property
-    def public_key(self) -> Ed25519PublicKey:
-        return self.private.public_key()
+    def __post_init__(self) -> None:
+        public = algorithms.public(self.private)
+        object.__setattr__(self, "public_key", public)
+        object.__setattr__(self, "key_id", key_id(public))
 
     def sign(self, data: bytes) -> bytes:
         return self.private.sign(data)
 
-
-def _private_pem(private: Ed25519PrivateKey) -> bytes:
-    return private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    def derive(self, label: bytes) -> bytes:
+        return algorithms.derive(self.private, label)
 
 
-def _load_pem(data: bytes, where: str) -> Ed25519PrivateKey:
+_private_pem = algorithms.private_pem
+PREFIXES = {ED25519: "ed25519", SM2_SM3: "sm2"}  # file name prefix by algorithm
+
+
+def _load_pem(data: bytes, where: str) -> Private:
     try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"signing_key: {where} is not an unencrypted PEM private key") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"signing_key: {where} is not an Ed25519 key")
-    return key
+        return algorithms.load_pem(data)
+    except ValueError as exc:
+        raise ConfigError(f"signing_key: {where} is {exc}") from None
 
 
 def load_file(path: Path) -> FileKey:
@@ -91,14 +84,14 @@ def load(settings: Settings) -> FileKey:
     if active.exists():
         path = folder / active.read_text().strip()
         return FileKey(_load_pem(path.read_bytes(), str(path)))
-    return FileKey(write_new(folder))
+    return FileKey(write_new(folder, algorithm=settings.signature_algorithm))
 
 
-def write_new(folder: Path) -> Ed25519PrivateKey:
+def write_new(folder: Path, *, algorithm: str = ED25519) -> Private:
     """A new key file (0600, never overwritten), then made active by an atomic rename."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    private = Ed25519PrivateKey.generate()
-    name = f"ed25519-{key_id(private.public_key())}.pem"
+    private = algorithms.generate(algorithm)
+    name = f"{PREFIXES[algorithm]}-{key_id(algorithms.public(private))}.pem"
     fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(_private_pem(private))
@@ -112,12 +105,14 @@ def held(settings: Settings) -> list[FileKey]:
     """Every key file in the data dir (the active one and those rotated out)."""
     return [
         FileKey(_load_pem(path.read_bytes(), str(path)))
-        for path in sorted(key_dir(settings).glob("ed25519-*.pem"))
+        for prefix in PREFIXES.values()
+        for path in sorted(key_dir(settings).glob(f"{prefix}-*.pem"))
     ]
 
 
 def rotate(settings: Settings) -> FileKey:
-    """Make a new data-dir key the active one; old key files stay on disk."""
+    """Make a new data-dir key of the suite's algorithm the active one; old key files stay on
+    disk (so rotating is also how a deployment moves from Ed25519 to SM2)."""
     if managed_elsewhere(settings):
         raise ConfigError("signing_key: the key is managed outside the data dir; rotate it there")
-    return FileKey(write_new(key_dir(settings)))
+    return FileKey(write_new(key_dir(settings), algorithm=settings.signature_algorithm))

@@ -33,6 +33,7 @@ def certify(previous: Signer, successor: Signer) -> dict[str, Any]:
     issued = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     body = trust.certificate_body(
         public_key_pem=successor.public_pem,
+        algorithm=successor.algorithm,
         new_id=successor.key_id,
         previous_id=previous.key_id,
         issued_at=issued,

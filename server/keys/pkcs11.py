@@ -24,6 +24,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from avidence.client.canonical import key_id
+from avidence.client.signatures import Ed25519Key, PublicKey
 
 from ..config import ConfigError, Settings
 from .base import KeyUnavailable
@@ -121,8 +122,12 @@ class Pkcs11Key:
         return self._key_id
 
     @property
-    def public_key(self) -> Ed25519PublicKey:
-        return self._public
+    def public_key(self) -> PublicKey:
+        return Ed25519Key(self._public)
+
+    def derive(self, label: bytes) -> bytes:
+        """The signature of `label`: Ed25519 is deterministic, so every replica gets the same."""
+        return self.sign(label)
 
     def _connect(self) -> Ed25519PublicKey:
         session = _session(module=self.module, token=self.token, pin=self.pin)

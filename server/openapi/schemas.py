@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from avidence.client.signatures import ALGORITHMS as SIGNATURE_ALGORITHMS
+
 S = dict[str, Any]
 
 
@@ -42,7 +44,7 @@ SCHEMAS: dict[str, S] = {
         ["error"],
     ),
     "Signed": obj(
-        {"algorithm": {"const": "ed25519"}, "key_id": STR, "signature": STR},
+        {"algorithm": {"enum": list(SIGNATURE_ALGORITHMS)}, "key_id": STR, "signature": STR},
         ["algorithm", "key_id", "signature"],
     ),
     "Upload": obj(
@@ -86,7 +88,7 @@ SCHEMAS: dict[str, S] = {
                 obj(
                     {
                         "id": STR,
-                        "algorithm": STR,
+                        "algorithm": {"enum": list(SIGNATURE_ALGORITHMS)},
                         "public_key_pem": STR,
                         "created_at": TIME,
                         "certificate": ANY_OBJ,

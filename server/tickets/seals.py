@@ -1,10 +1,12 @@
 """Short signed values the viewer hands to the browser: the access cookie and view grants.
 
-Both are HMAC-SHA256 under a secret derived from the server's Ed25519 signing key, so every
-replica sharing that key (as they must, for receipts) accepts what another one issued, and
-nothing needs storing. Rotating the signing key logs viewers out, which is harmless. The secret
-is the key's signature of a fixed label: Ed25519 signatures are deterministic (RFC 8032), so
-every replica derives the same one even when the key sits in an HSM that never lets it out.
+Both are HMAC-SHA256 under a secret derived from the server's signing key, so every replica
+sharing that key (as they must, for receipts) accepts what another one issued, and nothing
+needs storing. Rotating the signing key logs viewers out, which is harmless. The secret comes
+from the provider's `derive` of a fixed label: for Ed25519 the key's signature of it (RFC 8032
+signatures are deterministic, so every replica derives the same one even when the key sits in
+an HSM that never lets it out); for SM2, whose signatures are randomised, an HMAC under the
+private key.
 
 - The access cookie says "this browser entered the ticket's access code" until it expires.
 - A view grant says "view session V of evidence E on ticket T was counted at time S"; media
@@ -29,9 +31,9 @@ SEAL_LABEL = b"avidence viewer seals v1"
 
 
 def derive_secret(signer: Signer) -> bytes:
-    """A MAC key of its own, so no MAC is ever a signature-key operation: one signature of a
-    label no document uses, made once at start-up and never published."""
-    stem = signer.provider.sign(SEAL_LABEL)
+    """A MAC key of its own, so no MAC is ever a signature-key operation: derived once at
+    start-up from a label no document uses, and never published."""
+    stem = signer.provider.derive(SEAL_LABEL)
     return hmac.new(stem, SEAL_LABEL, hashlib.sha256).digest()
 
 
