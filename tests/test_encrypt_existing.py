@@ -420,9 +420,23 @@ async def test_cli_dry_run_lists_and_changes_nothing_and_refuses_a_plain_config(
 async def test_a_ticket_stream_during_the_conversion_returns_the_right_bytes(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    async with plain_store(request, tmp_path, kind) as plain:
+    await _streams_during_conversion(request, tmp_path, kind, database=None)
+
+
+async def test_a_ticket_stream_during_the_conversion_with_a_postgres_catalog(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str
+) -> None:
+    # Replicas share a PostgreSQL catalog: the key records are seen across connections.
+    await _streams_during_conversion(request, tmp_path, "s3", database=postgres_url)
+
+
+async def _streams_during_conversion(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, *, database: str | None
+) -> None:
+    async with plain_store(request, tmp_path, kind, database=database) as plain:
         # The running server reads through the sealed store (encryption = "on").
-        async for server in make_api(tmp_path, plain.sealed(), max_size=64 * MiB):
+        server_api = make_api(tmp_path, plain.sealed(), database=database, max_size=64 * MiB)
+        async for server in server_api:
             ticket = token_of(await issue(server, plain.evidence))
             bodies = {}
             for evidence_id in plain.evidence:
