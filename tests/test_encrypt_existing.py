@@ -531,3 +531,27 @@ async def test_a_stream_begun_before_the_swap_reads_the_old_bytes_to_its_end(
         await asyncio.wait_for(reader, 60)
         assert bytes(got) == body
         assert body[:16] not in await _raw(plain.inner, key)
+
+
+async def test_purged_evidence_is_left_out_and_a_missing_object_is_reported(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from avidence.server.catalog.schema import evidence_retention
+
+    async with plain_store(request, tmp_path, "local") as plain:
+        engine = plain.api.catalog.engine
+        purged, lost = plain.evidence[0], plain.evidence[2]
+        purged_key = (await objects_of(engine, purged))[0].key
+        lost_key = (await objects_of(engine, lost))[0].key
+        for key in (purged_key, lost_key):
+            await plain.inner.delete(key)
+        async with engine.begin() as conn:  # what a purge leaves: the record, bytes gone
+            await conn.execute(
+                evidence_retention.update()
+                .where(evidence_retention.c.evidence_id == purged)
+                .values(state="purged")
+            )
+        summary = await _run(plain, plain.sealed())
+        assert purged_key not in {i.key async for i in convert.items(engine)}
+        assert summary.counts == {"sealed": len(plain.data) - 2, "missing": 1}
+        assert summary.left_plain == [lost_key]
