@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import blake3
 import pytest
@@ -30,7 +31,7 @@ from avidence.server.keys import convert, kek
 from avidence.server.keys.datakeys import CatalogKeyRing
 from avidence.server.keys.kek import FileKeks, write_new
 from avidence.server.retention.records import objects_of
-from avidence.storage.base import Store
+from avidence.storage.base import Retainer, Store
 from avidence.storage.local import LocalStore
 from avidence.storage.sealconvert import Converted, Converter, Outcome, inspect
 from avidence.storage.sealed import SealedStore, seal
@@ -100,7 +101,7 @@ async def plain_store(
     *,
     locked: bool = False,
     suite: Suite = Suite.INTERNATIONAL,
-    **settings: object,
+    **settings: Any,
 ) -> AsyncIterator[Plain]:
     if kind == "local":
         inner: Store = LocalStore(tmp_path / "data" / "store")
@@ -208,7 +209,8 @@ async def test_a_copy_that_differs_from_its_digests_leaves_the_plain_object(
         key, body = next(iter(plain.data.items()))
         # The stored original was altered behind the catalog's back: it must not be sealed as
         # if it were the evidence.
-        path = plain.inner.root / "objects" / key  # type: ignore[attr-defined]
+        assert isinstance(plain.inner, LocalStore)
+        path = plain.inner.root / "objects" / key
         path.chmod(0o644)
         path.write_bytes(b"X" + body[1:])
         store = plain.sealed()
@@ -227,7 +229,8 @@ async def test_an_object_under_object_lock_is_reported_and_left_plain(
         keys = list(plain.data)
         held, free = keys[0], keys[1]
         until = datetime.now(UTC) + timedelta(days=1)
-        await plain.inner.set_retention(held, until=until, mode="GOVERNANCE")  # type: ignore[attr-defined]
+        assert isinstance(plain.inner, Retainer)
+        await plain.inner.set_retention(held, until=until, mode="GOVERNANCE")
         store = plain.sealed()
         summary = await _run(plain, store)
         assert summary.left_plain == [held] and summary.counts["locked"] == 1
@@ -406,7 +409,8 @@ async def test_cli_dry_run_lists_and_changes_nothing_and_refuses_a_plain_config(
         assert not (plain.api.settings.data_dir / "keys" / "kek-active").exists()
 
         key, body = next(iter(plain.data.items()))
-        path = plain.inner.root / "objects" / key  # type: ignore[attr-defined]
+        assert isinstance(plain.inner, LocalStore)
+        path = plain.inner.root / "objects" / key
         path.chmod(0o644)
         path.write_bytes(body[::-1])
         failed = await asyncio.to_thread(

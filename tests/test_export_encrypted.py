@@ -39,7 +39,7 @@ async def _export(api: Api, out: Path, *extra: str) -> tuple[int, str]:
 def _open(sealed: Path, identity: pyrage.x25519.Identity | pyrage.ssh.Identity, into: Path) -> Path:
     plain = io.BytesIO()
     with sealed.open("rb") as source:
-        pyrage.decrypt_io(source, plain, [identity])  # type: ignore[arg-type]
+        pyrage.decrypt_io(source, plain, [identity])
     plain.seek(0)
     with tarfile.open(fileobj=plain, mode="r|") as tar:
         tar.extractall(into, filter="data")
