@@ -412,6 +412,9 @@ class LocalStore:
         writes over a published name, so a reader opens the old file or the new one."""
         await self._run(self._replace_sync, check_key(key), check_key(source), key=key)
 
+    async def drop_older(self, key: str) -> None:
+        """A file has no older versions: `rename(2)` left none behind."""
+
     def _replace_sync(self, key: str, source: str) -> None:
         self._existing(key)
         self._existing(source)

@@ -499,6 +499,10 @@ class S3Store(S3Bucket):
         """`sealconvert.Replacer`, for encrypt-existing only (see `s3replace`)."""
         await s3replace.replace(self, key, source=source)
 
+    async def drop_older(self, key: str) -> None:
+        """`sealconvert.Replacer`: delete the noncurrent versions of `key`."""
+        await s3replace.drop_older(self, key)
+
     async def concatenate(
         self, key: str, sources: Sequence[str], *, digest: MultiDigest | None = None
     ) -> ObjectInfo:

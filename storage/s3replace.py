@@ -10,6 +10,7 @@ current version is checked first, and such an object is not touched at all.
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from .s3parts import MAX_PART, client_error, copy_ranges
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
+
+_log = logging.getLogger("avidence.storage.s3")
 
 # What S3 servers answer for an object without retention or a legal hold.
 _NONE = {
@@ -96,12 +99,11 @@ async def _copy(bucket: S3Bucket, key: str, source: str, size: int) -> None:
         raise
 
 
-async def _drop_older(bucket: S3Bucket, key: str) -> None:
-    """Delete every noncurrent version of `key` (the plain bytes a copy stacked over)."""
+async def drop_older(bucket: S3Bucket, key: str) -> None:
+    """Delete every noncurrent version of `key` (the plain bytes a copy stacked over). A version
+    that a lock keeps is left and logged: the current one is already the sealed copy."""
     name = bucket._k(key)
-    out = await bucket._call(
-        bucket._s3.list_object_versions, Bucket=bucket._bucket, Prefix=name
-    )
+    out = await bucket._call(bucket._s3.list_object_versions, Bucket=bucket._bucket, Prefix=name)
     for version in out.get("Versions", []):
         if version.get("Key") != name or version.get("IsLatest"):
             continue
@@ -113,9 +115,9 @@ async def _drop_older(bucket: S3Bucket, key: str) -> None:
                 VersionId=version["VersionId"],
             )
         except ClientError as exc:
-            if client_error(exc)[0] == "AccessDenied":
-                raise ObjectLocked(f"an older version of {key!r} is locked", key=key) from exc
-            raise bucket._error(exc, key) from exc
+            if client_error(exc)[0] != "AccessDenied":
+                raise bucket._error(exc, key) from exc
+            _log.warning("s3.replace.kept_locked_version key=%s", key)
 
 
 async def replace(bucket: S3Bucket, key: str, *, source: str) -> None:
@@ -125,5 +127,5 @@ async def replace(bucket: S3Bucket, key: str, *, source: str) -> None:
     if await held(bucket, key):
         raise ObjectLocked(f"object {key!r} is under retention or legal hold", key=key)
     await _copy(bucket, key, source, info.size)
-    await _drop_older(bucket, key)
+    await drop_older(bucket, key)
     await bucket.delete(source)

@@ -49,6 +49,10 @@ class Replacer(Protocol):
         `source` is gone. `NotFound` when either is absent, `ObjectLocked` when retention or a
         legal hold keeps `key`'s bytes (then nothing changed)."""
 
+    async def drop_older(self, key: str) -> None:
+        """Remove what an interrupted `replace` may have left of `key`'s earlier bytes (older
+        versions in a versioned bucket); nothing to do elsewhere."""
+
 
 class Outcome(StrEnum):
     """What became of one object."""
@@ -147,7 +151,9 @@ class Converter:
         (algorithm -> hex; BLAKE3 and SHA-256 at least) and `size`."""
         why, record = await self.inspect(key)
         if why is Outcome.ALREADY and record is not None:
+            # A run stopped inside the swap: the copy or the old plain version may remain.
             await self._drop(staging_key(key, record.header))
+            await self.replacer.drop_older(key)
             return Converted(key, why, size or 0)
         if why is not None:
             return Converted(key, why, size or 0)

@@ -559,3 +559,35 @@ async def test_purged_evidence_is_left_out_and_a_missing_object_is_reported(
         assert purged_key not in {i.key async for i in convert.items(engine)}
         assert summary.counts == {"sealed": len(plain.data) - 2, "missing": 1}
         assert summary.left_plain == [lost_key]
+
+
+async def test_a_run_stopped_inside_the_s3_swap_leaves_no_plain_version_after_the_rerun(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avidence.storage import s3replace
+
+    async with plain_store(request, tmp_path, "s3", locked=True) as plain:  # versioned
+        store = plain.sealed()
+        key = max(plain.data, key=lambda k: len(plain.data[k]))
+        item = await anext(i async for i in convert.items(plain.api.catalog.engine) if i.key == key)
+
+        async def dies(bucket: object, name: str) -> None:
+            raise RuntimeError("stopped after the copy, before older versions went")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(s3replace, "drop_older", dies)
+            with pytest.raises(RuntimeError):
+                await Converter(store).convert(key, expect=item.digests, size=item.size)
+        client = request.getfixturevalue("s3_env").client()
+        bucket = request.getfixturevalue("s3_bucket")
+
+        def versions() -> list[str]:
+            found = client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+            return [v["VersionId"] for v in found if v["Key"] == key]
+
+        assert len(await asyncio.to_thread(versions)) == 2  # the sealed copy over the plain one
+        assert await collect(await plain.sealed().read(key)) == plain.data[key]
+        again = await Converter(store).convert(key, expect=item.digests, size=item.size)
+        assert again.outcome is Outcome.ALREADY
+        assert len(await asyncio.to_thread(versions)) == 1
+        assert plain.data[key][:16] not in await _raw(plain.inner, key)
