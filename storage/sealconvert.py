@@ -207,6 +207,12 @@ class Converter:
         return None
 
     async def _swap(self, key: str, copy: str, size: int) -> Converted:
+        current = await self.store.ring.get(key)
+        if current is None or staging_key(key, current.header) != copy:
+            # Another run (one at a time, says the manual) stored its own record since: its
+            # copy is the one that record opens, so this one must not be swapped in.
+            await self._drop(copy)
+            return Converted(key, Outcome.MISMATCH, size, "another run is converting it")
         try:
             await self.replacer.replace(key, source=copy)
         except ObjectLocked as exc:
