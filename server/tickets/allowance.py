@@ -17,6 +17,12 @@ first refusal ends the view (`ended_at`, `end_reason` "time" or "bytes", set onc
 conditional UPDATE) with one `ticket.view_ended` audit entry; its grant then answers 410
 `view_expired` or `view_spent`, and the viewer offers to start a new view (which counts).
 
+The same statement carries the conditions under which anything of the ticket may be sent at
+all (`live`: the ticket not revoked, the item not deleted nor withheld), so a ranged GET whose
+ticket came from memory (`recent.py`) touches the catalog once: a revocation on any replica
+still refuses the very next request, and a stream in flight at its next slab. Only a refusal
+reads further, to say why (`refused`).
+
 Views counted before this rule have no budget (`byte_budget` NULL): only the window applies.
 """
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -75,17 +82,38 @@ class Who:
 
 
 class Allowance:
-    """One response's share of a view's allowance: `take` before sending, `finish` after."""
+    """One response's share of a view's allowance: `take` before sending, `finish` after.
 
-    def __init__(self, engine: AsyncEngine, view_id: str, who: Who) -> None:
+    `live`: SQL conditions every take also requires; `refused` is awaited when a take fails
+    while they were given, and raises the ApiError that says why when one of them no longer
+    holds (a revoked ticket, a deleted item); `taken` is told of every successful take (so a
+    stream knows its ticket was alive then)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        view_id: str,
+        who: Who,
+        *,
+        live: Sequence[sa.ColumnElement[bool]] = (),
+        refused: Callable[[], Awaitable[None]] | None = None,
+        taken: Callable[[], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.view_id = view_id
         self.who = who
+        self.live = tuple(live)
+        self.refused = refused
+        self.taken = taken
         self.held = 0  # taken from the budget, not yet sent
         self.ended: End | None = None
+        self.refusal: ApiError | None = None  # why a live condition ended this response
 
     async def check(self) -> None:
-        """Raise 410 `view_expired` / `view_spent` when the view allows nothing more."""
+        """Raise 410 `view_expired` / `view_spent` when the view allows nothing more (or the
+        error `refused` raises, for a request that sends no body and so takes nothing)."""
+        if self.refused is not None:
+            await self.refused()
         row = await self._row()
         if row is None:
             raise ViewExpired()
@@ -108,9 +136,12 @@ class Allowance:
     async def take(self, wanted: int, *, ahead: int) -> int:
         """How many of the next `wanted` bytes may be sent (0 to `wanted`); `ahead` is what
         this response still means to send, so nothing is taken beyond it."""
-        if self.held < wanted and self.ended is None:
+        if self.held < wanted and self.ended is None and self.refusal is None:
             want = max(wanted, min(SLAB, ahead)) - self.held
-            self.held += await self._reserve(want)
+            try:
+                self.held += await self._reserve(want)
+            except ApiError as exc:  # the headers are out: the stream ends short
+                self.refusal = exc
         granted = min(wanted, self.held)
         self.held -= granted
         return granted
@@ -145,6 +176,7 @@ class Allowance:
                 ticket_views.update()
                 .where(
                     *open_view,
+                    *self.live,
                     sa.or_(
                         ticket_views.c.byte_budget.is_(None),
                         ticket_views.c.bytes_reserved + want <= ticket_views.c.byte_budget,
@@ -153,7 +185,9 @@ class Allowance:
                 .values(bytes_reserved=ticket_views.c.bytes_reserved + want)
             )
         if whole.rowcount == 1:
-            return want
+            return self._took(want)
+        if self.refused is not None:
+            await self.refused()  # raises when a live condition failed
         for _ in range(_RETRIES):  # less than `want` is left, or the view ended
             row = await self._row()
             if row is None or row.ended_at is not None:
@@ -170,12 +204,21 @@ class Allowance:
             async with self.engine.begin() as conn:
                 taken = await conn.execute(
                     ticket_views.update()
-                    .where(*open_view, ticket_views.c.bytes_reserved == row.bytes_reserved)
+                    .where(
+                        *open_view,
+                        *self.live,
+                        ticket_views.c.bytes_reserved == row.bytes_reserved,
+                    )
                     .values(bytes_reserved=ticket_views.c.bytes_reserved + part)
                 )
             if taken.rowcount == 1:
-                return part
+                return self._took(part)
         return 0  # busy: this response stops here; the next request tries again
+
+    def _took(self, count: int) -> int:
+        if self.taken is not None:
+            self.taken()
+        return count
 
     async def _end(self, reason: End) -> None:
         """End the view once, across replicas, with its audit entry."""

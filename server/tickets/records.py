@@ -192,6 +192,11 @@ async def available(engine: AsyncEngine, evidence_id: str) -> bool:
     return kept is None or kept.state not in ("deleted", "purged")
 
 
+def not_revoked(ticket_id: str) -> sa.Exists:
+    """SQL: the ticket exists and is not revoked (for a statement that must fail otherwise)."""
+    return sa.exists().where(tickets.c.id == ticket_id, tickets.c.revoked_at.is_(None))
+
+
 async def revoke(engine: AsyncEngine | AsyncConnection, ticket_id: str, *, by: str) -> bool:
     """Revoke at once; False when unknown or already revoked."""
     async with transaction(engine) as conn:

@@ -193,9 +193,17 @@ class StreamWatch:
     def count(self, sent: int) -> None:
         self.sent_since += sent
 
+    def alive(self) -> None:
+        """The catalog just confirmed the ticket is not revoked (a budget take re-checks it):
+        the next re-read can wait."""
+        self.checked_at, self.sent_since = time.monotonic(), 0
+
     async def should_stop(self) -> bool:
         if self.ticket.id in self.revoked:
             self.reason = "revoked"
+            return True
+        if self.ticket.expires_at <= clock.now():  # fixed at issue: no catalog needed
+            self.reason = "expired"
             return True
         if time.monotonic() - self.checked_at < CHECK_SECONDS and self.sent_since < CHECK_BYTES:
             return False
