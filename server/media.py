@@ -36,7 +36,7 @@ from avidence.storage.errors import StoreError
 from .errors import RangeNotSatisfiable
 from .streams import read_ahead
 
-SENDFILE_PIECE = 1024 * 1024  # checks (revocation, budget) run between pieces
+SENDFILE_PIECE = 16 * 1024 * 1024  # checks (revocation, budget) run between pieces
 
 log = logging.getLogger("avidence.media")
 

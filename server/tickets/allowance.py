@@ -11,11 +11,12 @@ So a view allows, from the moment it is counted:
 Bytes are taken from the budget before they are sent, by one conditional UPDATE of the view's
 row (`bytes_reserved + n <= byte_budget`, window still open, view not ended), so concurrent
 ranged requests on any number of replicas sharing the catalog (SQLite or PostgreSQL) can never
-send more than the budget between them. A response takes up to `SLAB` bytes at a time and gives
-back what it did not send when it ends (a player that seeks cancels responses mid-way). The
-first refusal ends the view (`ended_at`, `end_reason` "time" or "bytes", set once by a
-conditional UPDATE) with one `ticket.view_ended` audit entry; its grant then answers 410
-`view_expired` or `view_spent`, and the viewer offers to start a new view (which counts).
+send more than the budget between them. A response takes up to `SLAB` bytes at a time (the
+next share while the last is sent) and gives back what it did not send when it ends (a player
+that seeks cancels responses mid-way). The first refusal ends the view (`ended_at`,
+`end_reason` "time" or "bytes", set once by a conditional UPDATE) with one `ticket.view_ended`
+audit entry; its grant then answers 410 `view_expired` or `view_spent`, and the viewer offers
+to start a new view (which counts).
 
 The same statement carries the conditions under which anything of the ticket may be sent at
 all (`live`: the ticket not revoked, the item not deleted nor withheld), so a ranged GET whose
@@ -28,6 +29,7 @@ Views counted before this rule have no budget (`byte_budget` NULL): only the win
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,9 +50,10 @@ from .seals import GRANT_TTL
 
 log = logging.getLogger("avidence.tickets.allowance")
 
-# The most one response holds taken-but-unsent at a time: one reservation (a catalog UPDATE)
-# per 8 MiB sent keeps a full-speed stream off the catalog; never more than the response asks.
-SLAB = 8 * 1024 * 1024
+# The most one response takes at a time: one reservation (a catalog UPDATE) per 16 MiB sent
+# keeps a full-speed stream off the catalog; never more than the response asks. It matches the
+# bytes after which a stream re-checks its ticket (`views.CHECK_BYTES`), which each take does.
+SLAB = 16 * 1024 * 1024
 _RETRIES = 8  # partial takes lost to a concurrent writer before giving up this round
 End = Literal["time", "bytes"]
 
@@ -108,6 +111,7 @@ class Allowance:
         self.held = 0  # taken from the budget, not yet sent
         self.ended: End | None = None
         self.refusal: ApiError | None = None  # why a live condition ended this response
+        self._next: asyncio.Future[int] | None = None  # the next share, taken ahead
 
     async def check(self) -> None:
         """Raise 410 `view_expired` / `view_spent` when the view allows nothing more (or the
@@ -135,19 +139,29 @@ class Allowance:
 
     async def take(self, wanted: int, *, ahead: int) -> int:
         """How many of the next `wanted` bytes may be sent (0 to `wanted`); `ahead` is what
-        this response still means to send, so nothing is taken beyond it."""
-        if self.held < wanted and self.ended is None and self.refusal is None:
+        this response still means to send, so nothing is taken beyond it.
+
+        The next share is taken while this one is being sent, so a long body does not wait
+        for the catalog between shares."""
+        while self.held < wanted and self._open():
+            pending, self._next = self._next, None
             want = max(wanted, min(SLAB, ahead)) - self.held
-            try:
-                self.held += await self._reserve(want)
-            except ApiError as exc:  # the headers are out: the stream ends short
-                self.refusal = exc
+            got = await self._settle(pending or asyncio.ensure_future(self._reserve(want)))
+            self.held += got
+            if got == 0:
+                break
         granted = min(wanted, self.held)
         self.held -= granted
+        after = ahead - granted - self.held  # planned beyond what is already taken
+        if self._next is None and self._open() and self.held < SLAB // 2 and after > 0:
+            self._next = asyncio.ensure_future(self._reserve(min(SLAB, after)))
         return granted
 
     async def finish(self) -> None:
         """Give back what was taken and not sent."""
+        if self._next is not None:
+            pending, self._next = self._next, None
+            self.held += await self._settle(pending)
         if self.held > 0:
             unsent, self.held = self.held, 0
             async with self.engine.begin() as conn:
@@ -156,6 +170,17 @@ class Allowance:
                     .where(ticket_views.c.id == self.view_id)
                     .values(bytes_reserved=ticket_views.c.bytes_reserved - unsent)
                 )
+
+    def _open(self) -> bool:
+        return self.ended is None and self.refusal is None
+
+    async def _settle(self, pending: asyncio.Future[int]) -> int:
+        """What a take got; a refusal is kept (the headers are out: the stream ends short)."""
+        try:
+            return await pending
+        except ApiError as exc:
+            self.refusal = exc
+            return 0
 
     async def _row(self) -> sa.Row[tuple[object, ...]] | None:
         async with self.engine.connect() as conn:
