@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from avidence.server import clock
 from avidence.server.catalog.schema import evidence, evidence_retention, ticket_views
+from avidence.server.tickets.allowance import SLAB, Allowance, Who
 from avidence.storage.local import LocalStore
 
 from support.servers import Api, make_api
@@ -211,3 +212,22 @@ async def test_a_replica_that_remembers_the_ticket_refuses_the_very_next_request
     assert await _media_status(two, url) == expected
     assert (await _media_status(two, url, "HEAD"))[0] == expected[0]
     assert await _media_status(one, url) == expected
+
+
+async def test_a_share_taken_ahead_and_not_sent_is_given_back(replicas: tuple[Api, Api]) -> None:
+    one, _ = replicas
+    evidence_id = await upload(one, os.urandom(1000), filename="room3.mp4")
+    token = token_of(await issue(one, [evidence_id]))
+    view_id = (await start_view(one, token, evidence_id)).split(".")[0]
+    async with one.catalog.engine.begin() as conn:  # room for a long body
+        await conn.execute(
+            ticket_views.update().where(ticket_views.c.id == view_id).values(byte_budget=10 * SLAB)
+        )
+    who = Who("ticket", "Li Ming (judge)", evidence_id, None, "127.0.0.1")
+    share = Allowance(one.catalog.engine, view_id, who)
+    body = 3 * SLAB
+    await share.start(body)
+    assert await share.take(SLAB, ahead=body) == SLAB  # the next share is taken meanwhile
+    assert (await _view_row(one, view_id)).bytes_reserved in (SLAB, 2 * SLAB)
+    await share.finish()  # the client went away: only what went out stays taken
+    assert (await _view_row(one, view_id)).bytes_reserved == SLAB
