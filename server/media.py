@@ -363,12 +363,15 @@ async def _pieces(
     allows it (plain TCP), else chunks read from the store. Opened before it is iterated."""
     transport = request.transport
     if isinstance(store, LocalFiles) and transport is not None and not _is_tls(transport):
-        path = await store.file_of(key)
-        file = await asyncio.to_thread(path.open, "rb")
+        file = await store.open_file(key)
         pieces = _file_pieces(transport, file, start=start, length=length)
-        return Pieces(pieces, lambda: asyncio.to_thread(file.close))
+        return Pieces(pieces, lambda: _closed(file))
     chunks = read_ahead(await store.read(key, start=start, length=length))
     return Pieces(_chunk_pieces(response, chunks), lambda: _close(chunks))
+
+
+async def _closed(file: BinaryIO) -> None:
+    file.close()  # a read-only regular file: closing it never waits on the disk
 
 
 async def _close(chunks: AsyncIterator[bytes]) -> None:

@@ -30,12 +30,13 @@ Views counted before this rule have no budget (`byte_budget` NULL): only the win
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -46,6 +47,7 @@ from ..audit.unit import unit_of_work
 from ..catalog.schema import ticket_views
 from ..errors import ApiError, ViewExpired, ViewSpent
 from . import records
+from .quickreads import QuickReads
 from .seals import GRANT_TTL
 
 log = logging.getLogger("avidence.tickets.allowance")
@@ -84,13 +86,46 @@ class Who:
     client: str | None
 
 
+@dataclass(slots=True, frozen=True)
+class Live:
+    """What must hold in the catalog for any byte of a response to go out (the ticket not
+    revoked, the item neither deleted nor withheld): `conditions` written once with bind
+    parameters (building a statement costs more than running it), `params` their values."""
+
+    conditions: tuple[sa.ColumnElement[bool], ...]
+    params: Mapping[str, object]
+
+
+@functools.cache
+def _quick_query(conditions: tuple[sa.ColumnElement[bool], ...]) -> sa.Select[tuple[str]]:
+    """The quick read of an open, live view: built once per set of conditions."""
+    now = sa.bindparam("live_now", type_=ticket_views.c.expires_at.type)
+    return sa.select(ticket_views.c.id).where(
+        *_open(sa.bindparam("live_view", type_=sa.String()), now), *conditions
+    )
+
+
+class Pool(Protocol):
+    """Bytes this process took from a view's budget for its next requests and has not sent
+    (kept on the view's session, given back when the session is written)."""
+
+    held: int
+
+
 class Allowance:
     """One response's share of a view's allowance: `take` before sending, `finish` after.
 
     `live`: SQL conditions every take also requires; `refused` is awaited when a take fails
     while they were given, and raises the ApiError that says why when one of them no longer
     holds (a revoked ticket, a deleted item); `taken` is told of every successful take (so a
-    stream knows its ticket was alive then)."""
+    stream knows its ticket was alive then).
+
+    With `quick` reads (a SQLite catalog) and a `pool`, a take from the catalog also takes
+    `spare` bytes more into the pool, and the next responses take from the pool once a quick
+    read finds the view open and every `live` condition holding: a seek then sends without a
+    catalog round trip, and a revocation still refuses the very next request. What is left in
+    the pool when a view ends on another replica is given back, so a view may end up to
+    `spare` bytes per replica before its budget is spent."""
 
     def __init__(
         self,
@@ -98,16 +133,22 @@ class Allowance:
         view_id: str,
         who: Who,
         *,
-        live: Sequence[sa.ColumnElement[bool]] = (),
+        live: Live | None = None,
         refused: Callable[[], Awaitable[None]] | None = None,
         taken: Callable[[], None] | None = None,
+        quick: QuickReads | None = None,
+        pool: Pool | None = None,
+        spare: int = 0,
     ) -> None:
         self.engine = engine
         self.view_id = view_id
         self.who = who
-        self.live = tuple(live)
+        self.live = live or Live((), {})
         self.refused = refused
         self.taken = taken
+        self.quick = quick
+        self.pool = pool if quick is not None else None
+        self.spare = spare if self.pool is not None else 0
         self.held = 0  # taken from the budget, not yet sent
         self.ended: End | None = None
         self.refusal: ApiError | None = None  # why a live condition ended this response
@@ -162,6 +203,8 @@ class Allowance:
         if self._next is not None:
             pending, self._next = self._next, None
             self.held += await self._settle(pending)
+        if self.held > 0 and self.pool is not None:
+            self.pool.held, self.held = self.pool.held + self.held, 0
         if self.held > 0:
             unsent, self.held = self.held, 0
             async with self.engine.begin() as conn:
@@ -189,27 +232,46 @@ class Allowance:
             ).first()
 
     async def _reserve(self, want: int) -> int:
-        """Take up to `want` bytes; fewer only when that is all that is left."""
-        now = clock.now()
-        open_view = [
-            ticket_views.c.id == self.view_id,
-            ticket_views.c.ended_at.is_(None),
-            sa.or_(ticket_views.c.expires_at.is_(None), ticket_views.c.expires_at > now),
-        ]
+        """Take up to `want` bytes, from the pool while a quick read finds the view live, the
+        rest from the catalog; fewer only when that is all that is left."""
+        got = 0
+        if self.pool is not None and self.pool.held > 0 and self._quick_live():
+            got = min(want, self.pool.held)
+            self.pool.held -= got
+            if got == want:
+                return self._took(got)
+        return got + await self._from_catalog(want - got)
+
+    def _quick_live(self) -> bool:
+        assert self.quick is not None
+        params = {**self.live.params, "live_view": self.view_id, "live_now": clock.now()}
+        return self.quick.all_hold(_quick_query(self.live.conditions), params) is True
+
+    async def _whole(self, want: int) -> bool:
+        """Take exactly `want` bytes if the view is open, live and has them left."""
         async with self.engine.begin() as conn:
             whole = await conn.execute(
                 ticket_views.update()
                 .where(
-                    *open_view,
-                    *self.live,
+                    *_open(self.view_id, clock.now()),
+                    *self.live.conditions,
                     sa.or_(
                         ticket_views.c.byte_budget.is_(None),
                         ticket_views.c.bytes_reserved + want <= ticket_views.c.byte_budget,
                     ),
                 )
-                .values(bytes_reserved=ticket_views.c.bytes_reserved + want)
+                .values(bytes_reserved=ticket_views.c.bytes_reserved + want),
+                dict(self.live.params),
             )
-        if whole.rowcount == 1:
+        return bool(whole.rowcount == 1)
+
+    async def _from_catalog(self, want: int) -> int:
+        """Take up to `want` bytes (and `spare` more for the pool when there is room)."""
+        if self.spare and await self._whole(want + self.spare):
+            assert self.pool is not None
+            self.pool.held += self.spare
+            return self._took(want)
+        if await self._whole(want):
             return self._took(want)
         if self.refused is not None:
             await self.refused()  # raises when a live condition failed
@@ -230,11 +292,12 @@ class Allowance:
                 taken = await conn.execute(
                     ticket_views.update()
                     .where(
-                        *open_view,
-                        *self.live,
+                        *_open(self.view_id, clock.now()),
+                        *self.live.conditions,
                         ticket_views.c.bytes_reserved == row.bytes_reserved,
                     )
-                    .values(bytes_reserved=ticket_views.c.bytes_reserved + part)
+                    .values(bytes_reserved=ticket_views.c.bytes_reserved + part),
+                    dict(self.live.params),
                 )
             if taken.rowcount == 1:
                 return self._took(part)
@@ -283,6 +346,15 @@ class Allowance:
         log.info(
             "ticket.view_ended ticket=%s view=%s reason=%s", who.ticket_id, self.view_id, reason
         )
+
+
+def _open(view_id: object, now: object) -> list[sa.ColumnElement[bool]]:
+    """SQL: the view may still send (not ended, its window not closed)."""
+    return [
+        ticket_views.c.id == view_id,
+        ticket_views.c.ended_at.is_(None),
+        sa.or_(ticket_views.c.expires_at.is_(None), ticket_views.c.expires_at > now),
+    ]
 
 
 def _expired(row: sa.Row[tuple[object, ...]], now: datetime) -> bool:

@@ -32,6 +32,7 @@ from ..evidence.records import Evidence
 from ..limits import ProbeGuard, RateLimiter
 from ..state import CATALOG, SETTINGS, SIGNER
 from . import records, seals
+from .quickreads import QuickReads, open_quick_reads
 from .recent import Recent
 from .records import Ticket
 from .views import ViewTracker
@@ -92,6 +93,7 @@ class TicketRuntime:
     # evidence id.
     tickets: Recent[str, Ticket] = field(default_factory=lambda: Recent(TICKET_SECONDS))
     played: Recent[str, Played] = field(default_factory=lambda: Recent(PLAYED_SECONDS))
+    quick: QuickReads | None = None  # a SQLite catalog's reads from the loop (`quickreads.py`)
     frame_ancestors: str = "'none'"
     embed_ancestors: str = "'none'"  # who may frame `/t/<token>?embed=1`
 
@@ -145,10 +147,14 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         tracker=tracker,
         frame_ancestors=frame_ancestors(app),
         embed_ancestors=embed_ancestors(app),
+        quick=open_quick_reads(app[CATALOG].url),
     )
     tracker.start()
     yield
     await tracker.close()
+    quick = app[RUNTIME].quick
+    if quick is not None:
+        quick.close()
 
 
 def _csp(request: web.BaseRequest, ancestors: str) -> str:

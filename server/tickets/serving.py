@@ -32,7 +32,7 @@ from ..media import Representation, content_type, disposition, extension, stream
 from ..retention.records import removed_evidence
 from ..state import CATALOG, SETTINGS, STORE
 from . import records, seals
-from .allowance import Allowance, Who
+from .allowance import SLAB, Allowance, Live, Who
 from .records import Ticket, available
 from .runtime import RUNTIME, resolve
 from .views import StreamWatch
@@ -186,6 +186,9 @@ async def media(request: web.Request) -> web.StreamResponse:
         live=_live(ticket, what, record.id),
         refused=refused,
         taken=watch.alive,
+        quick=runtime.quick,
+        pool=session,
+        spare=min(SLAB, what.representation.size // 4),  # for the next seeks
     )
     session.requests += 1
     session.streams += 1
@@ -215,16 +218,28 @@ async def media(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _live(ticket: Ticket, what: Played, evidence_id: str) -> list[sa.ColumnElement[bool]]:
-    """What must still hold in the catalog for any byte of `what` to go out."""
-    live = [
-        records.not_revoked(ticket.id),
+def _live_conditions(*, copy: bool) -> tuple[sa.ColumnElement[bool], ...]:
+    ticket = sa.bindparam("live_ticket", type_=sa.String())
+    evidence_id = sa.bindparam("live_evidence", type_=sa.String())
+    conditions = [
+        records.not_revoked(ticket),
         ~removed_evidence(evidence_id),
         ~integrity.original_withheld(evidence_id),
     ]
+    if copy:
+        conditions.append(~integrity.copy_withheld(sa.bindparam("live_copy", type_=sa.String())))
+    return tuple(conditions)
+
+
+_LIVE = {False: _live_conditions(copy=False), True: _live_conditions(copy=True)}
+
+
+def _live(ticket: Ticket, what: Played, evidence_id: str) -> Live:
+    """What must still hold in the catalog for any byte of `what` to go out."""
+    params = {"live_ticket": ticket.id, "live_evidence": evidence_id}
     if what.copy is not None:
-        live.append(~integrity.copy_withheld(what.copy.id))
-    return live
+        params["live_copy"] = what.copy.id
+    return Live(_LIVE[what.copy is not None], params)
 
 
 async def poster(request: web.Request) -> web.StreamResponse:

@@ -55,6 +55,9 @@ class Session:
     sent: int = 0
     requests: int = 0
     streams: int = 0  # responses in flight
+    # Taken from the view's budget by this process and not sent yet, for its next requests
+    # (`allowance.py`); given back when the session is written.
+    held: int = 0
     touched: float = field(default_factory=time.monotonic)
     # When this session began: its audit entry is stamped then, not when it is written, so a
     # view sorts before a revocation or acknowledgement that followed it.
@@ -114,7 +117,9 @@ class ViewTracker:
                 requests=session.requests,
                 first=session.first_byte,
                 last=session.last_byte,
+                unused=session.held,
             )
+            session.held = 0
             unit.record(
                 TicketViewed(
                     actor=f"ticket:{session.ticket_id} ({session.recipient})",
