@@ -188,7 +188,7 @@ async def media(request: web.Request) -> web.StreamResponse:
         taken=watch.alive,
         quick=runtime.quick,
         pool=session,
-        spare=min(SLAB, what.representation.size // 4),  # for the next seeks
+        spare=min(4 * SLAB, what.representation.size // 4),  # for the next seeks and pieces
     )
     session.requests += 1
     session.streams += 1
