@@ -210,7 +210,8 @@ class StreamWatch:
         if self.ticket.expires_at <= clock.now():  # fixed at issue: no catalog needed
             self.reason = "expired"
             return True
-        if time.monotonic() - self.checked_at < CHECK_SECONDS and self.sent_since < CHECK_BYTES:
+        # At most CHECK_BYTES go out after a check (a budget take checks before its piece).
+        if time.monotonic() - self.checked_at < CHECK_SECONDS and self.sent_since <= CHECK_BYTES:
             return False
         self.checked_at, self.sent_since = time.monotonic(), 0
         fresh = await records.get(self.engine, self.ticket.id)
