@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from avidence.storage.errors import StoreError
+
 from .. import clock
 from ..audit import unit
 from ..audit.events import TicketDownloaded
@@ -202,6 +204,9 @@ async def media(request: web.Request) -> web.StreamResponse:
             should_stop=watch.should_stop,
             budget=allowance,
         )
+    except StoreError:
+        runtime.played.forget(record.id)  # a copy made again since it was remembered
+        raise
     finally:
         session.streams -= 1
         session.add(0)
