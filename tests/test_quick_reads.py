@@ -13,9 +13,13 @@ from avidence.server.catalog.schema import tickets
 from avidence.server.tickets.quickreads import open_quick_reads
 
 
-def test_no_quick_reads_for_a_catalog_on_a_server_or_in_memory() -> None:
+def test_no_quick_reads_for_a_catalog_on_a_server_in_memory_or_unreadable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     assert open_quick_reads("postgresql+asyncpg://127.0.0.1/test") is None
     assert open_quick_reads("sqlite+aiosqlite:///:memory:") is None
+    assert open_quick_reads(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'catalog.db'}") is None
+    assert "tickets.quick_reads_unavailable" in caplog.text
 
 
 async def test_quick_reads_see_commits_of_other_connections_and_cannot_write(

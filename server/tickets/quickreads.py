@@ -64,5 +64,10 @@ def open_quick_reads(database_url: str) -> QuickReads | None:
         poolclass=StaticPool,
         connect_args={"timeout": 0, "check_same_thread": False},
     )
-    return QuickReads(engine)
+    try:
+        return QuickReads(engine)
+    except sa.exc.SQLAlchemyError as exc:  # serving still works, through the catalog
+        log.warning("tickets.quick_reads_unavailable error=%s", str(exc).splitlines()[0])
+        engine.dispose()
+        return None
 
