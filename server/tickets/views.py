@@ -184,8 +184,10 @@ class ViewTracker:
 class StreamWatch:
     """Answers "should this stream stop?" between chunks, cheaply.
 
-    `revoked` is this process's set of tickets revoked through its API (seen at once); the
-    catalog is re-read every CHECK_SECONDS or CHECK_BYTES for revocation elsewhere and expiry."""
+    `revoked` is this process's set of tickets revoked through its API (seen at once); expiry
+    is fixed at issue and checked in memory; for a revocation elsewhere the catalog is re-read
+    once CHECK_SECONDS or CHECK_BYTES passed since the last check (`alive`: a budget take that
+    re-checked the ticket counts as one)."""
 
     def __init__(self, engine: AsyncEngine, ticket: Ticket, revoked: set[str]) -> None:
         self.engine = engine
