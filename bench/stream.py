@@ -11,7 +11,8 @@ issued with `avidence-server ticket create`, and a view is started as the viewer
   proxying a presigned URL of the same object (one worker process, as the server is one
   process) and boto3 `get_object` straight from SeaweedFS (no proxy hop at all).
 - `--store local`: `avidence-server serve` on its local folder; the peer is nginx serving the
-  same stored file with `sendfile on`.
+  same stored file with `sendfile on`, and beside it a bare aiohttp `FileResponse` of the file
+  (bench/aiohttppeer.py): the floor of the framework, with no checks at all.
 
 Per path: sequential (the whole object read in 1 MiB pieces), seeks (`--seeks` random 1 MiB
 ranges, the same offsets for every path, one request each on a kept-alive connection, as a
@@ -40,9 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttppeer import FilePeer, start_file_peer
 from measure import DataFiles, MiB, cpu_seconds, human, mb_per_s, parse_size
 from nginxpeer import Nginx, s3_proxy, start_nginx, static_root
-from servers import BIN, ROOT, AvidenceServer, start_seaweed
+from servers import BIN, ROOT, AvidenceServer, free_port, start_seaweed
 
 CHUNK = MiB
 BUCKET = "bench-stream"
@@ -261,10 +263,10 @@ def report(size: int, results: dict[str, Numbers], seeks: int, yardstick: str) -
             f"- against {name}: sequential {ours.mbps(size) / peer.mbps(size):.2f}x, "
             f"median seek {ours.seek_ms() / peer.seek_ms():.2f}x (lower is faster)"
         )
-    peer = results[yardstick]
-    ours_cpu, peer_cpu = ours.cpu_per_gb(size), peer.cpu_per_gb(size)
-    if ours_cpu is not None and peer_cpu:
-        lines.append(f"- CPU per GB served against {yardstick}: {ours_cpu / peer_cpu:.2f}x")
+    for name in [yardstick, *(n for n in names[1:] if n != yardstick)]:
+        ours_cpu, peer_cpu = ours.cpu_per_gb(size), results[name].cpu_per_gb(size)
+        if ours_cpu is not None and peer_cpu:
+            lines.append(f"- CPU per GB served against {name}: {ours_cpu / peer_cpu:.2f}x")
     return "\n".join(lines)
 
 
@@ -306,6 +308,7 @@ def run(store: str, size: int, offsets: list[int], repeat: int) -> dict[str, Num
         # One view reads the object several times over: room for every round of the run.
         server.env["AVIDENCE_VIEW_BYTES_MULTIPLE"] = "100"
         nginx: Nginx | None = None
+        floor: FilePeer | None = None
         client: Any = None
         try:
             server.start()
@@ -335,6 +338,10 @@ def run(store: str, size: int, offsets: list[int], repeat: int) -> dict[str, Num
                 paths.append(
                     Path_("nginx sendfile", url=f"{nginx.url}/{key}", pid=nginx.worker_pid())
                 )
+                floor = start_file_peer(root, free_port())
+                paths.append(
+                    Path_("bare aiohttp", url=f"{floor.url}/{key}", pid=floor.proc.pid)
+                )
             print("measuring, paths alternately ...")
             return asyncio.run(measure(paths, size=size, offsets=offsets, repeat=repeat))
         finally:
@@ -342,6 +349,8 @@ def run(store: str, size: int, offsets: list[int], repeat: int) -> dict[str, Num
                 client.close()
             if nginx is not None:
                 nginx.stop()
+            if floor is not None:
+                floor.stop()
             server.stop()
             if seaweed is not None:
                 seaweed.stop()

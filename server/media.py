@@ -36,7 +36,7 @@ from avidence.storage.errors import StoreError
 from .errors import RangeNotSatisfiable
 from .streams import read_ahead
 
-SENDFILE_PIECE = 1024 * 1024  # checks (revocation, budget) run between pieces
+SENDFILE_PIECE = 16 * 1024 * 1024  # checks (revocation, budget) run between pieces
 
 log = logging.getLogger("avidence.media")
 
@@ -224,6 +224,10 @@ class Budget(Protocol):
     """A limit on the bytes a response may send, shared with other responses (a view's byte
     budget): bytes are taken before they are written, what was not written is given back."""
 
+    async def check(self) -> None:
+        """For an answer with no body (HEAD, an empty object, 416): raise an ApiError when
+        the budget would allow nothing, as `start` would have."""
+
     async def start(self, ahead: int) -> None:
         """Before the headers: raise an ApiError when nothing at all may be sent."""
 
@@ -262,13 +266,20 @@ async def stream(
     the response early (the connection is closed, so the client sees a short body, never a
     complete-looking one). With a `budget`, no byte is written before it was taken from it; a
     budget that runs out ends the response early the same way."""
-    chosen = select(request, rep)
+    try:
+        chosen = select(request, rep)
+    except RangeNotSatisfiable:
+        if budget is not None:
+            await budget.check()
+        raise
     start, length = (chosen.start, chosen.length) if chosen else (0, rep.size)
     outcome = Outcome(status=206 if chosen else 200, start=start, planned=length)
     response = web.StreamResponse(status=outcome.status, headers=headers_for(rep, chosen))
     response.headers.update(extra_headers or {})
     response.content_length = length
     if request.method == "HEAD" or length == 0:
+        if budget is not None:
+            await budget.check()
         await response.prepare(request)
         return response, outcome
     if budget is not None:
@@ -352,12 +363,15 @@ async def _pieces(
     allows it (plain TCP), else chunks read from the store. Opened before it is iterated."""
     transport = request.transport
     if isinstance(store, LocalFiles) and transport is not None and not _is_tls(transport):
-        path = await store.file_of(key)
-        file = await asyncio.to_thread(path.open, "rb")
+        file = await store.open_file(key)
         pieces = _file_pieces(transport, file, start=start, length=length)
-        return Pieces(pieces, lambda: asyncio.to_thread(file.close))
+        return Pieces(pieces, lambda: _closed(file))
     chunks = read_ahead(await store.read(key, start=start, length=length))
     return Pieces(_chunk_pieces(response, chunks), lambda: _close(chunks))
+
+
+async def _closed(file: BinaryIO) -> None:
+    file.close()  # a read-only regular file: closing it never waits on the disk
 
 
 async def _close(chunks: AsyncIterator[bytes]) -> None:

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from .digests import MultiDigest
 
@@ -205,3 +205,7 @@ class LocalFiles(Protocol):
 
     async def file_of(self, key: str) -> Path:
         """The finished object's path (NotFound when absent); read it, never write it."""
+
+    async def open_file(self, key: str) -> BinaryIO:
+        """The finished object opened for reading (NotFound when absent), for sending it with
+        `sendfile`; the caller closes it."""

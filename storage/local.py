@@ -28,7 +28,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from .base import ObjectInfo, Target
 from .digests import MultiDigest
@@ -376,6 +376,11 @@ class LocalStore:
             return _open_in(dfd, leaf, os.O_RDONLY, key=key)
         finally:
             os.close(dfd)
+
+    async def open_file(self, key: str) -> BinaryIO:
+        """The published object, walked without links and opened in one trip to a thread."""
+        fd = await self._run(self._open_object, check_key(key), key=key)
+        return os.fdopen(fd, "rb", buffering=0)
 
     async def file_of(self, key: str) -> Path:
         """The published object's path, for media tools that read an original in place instead

@@ -293,7 +293,7 @@ class S3Bucket:
             return empty_stream()
         except Exception as exc:
             raise self._error(exc, key) from exc
-        return self._stream(key, out["Body"])
+        return self._stream(key, out["Body"], int(out.get("ContentLength", -1)))
 
     async def _check_start(self, key: str, start: int) -> None:
         """`start` may equal the size (an empty read) but not exceed it."""
@@ -301,16 +301,24 @@ class S3Bucket:
         if start > info.size:
             raise InvalidRange(f"start {start} beyond the end ({info.size} bytes)", key=key)
 
-    async def _stream(self, key: str, body: StreamingBody) -> AsyncIterator[bytes]:
-        """Read the body in 1 MiB pieces, each in a worker thread: never the whole object."""
+    async def _stream(self, key: str, body: StreamingBody, size: int) -> AsyncIterator[bytes]:
+        """Read the body in 1 MiB pieces, each in a worker thread: never the whole object.
+        With its `size` known, the end is where that many bytes arrived (a seek's one piece
+        costs one trip to a thread, not a second one to read nothing)."""
+        left = size  # negative: not known, read until nothing comes
         try:
-            while True:
+            while left != 0:
+                want = _READ_CHUNK if left < 0 else min(left, _READ_CHUNK)
                 try:
-                    chunk = await self._run(body.read, _READ_CHUNK)
+                    chunk = await self._run(body.read, want)
                 except Exception as exc:
                     raise self._error(exc, key) from exc
                 if not chunk:
+                    if left > 0:
+                        raise StoreUnavailable(f"{key!r} ended {left} bytes early", key=key)
                     return
+                if left > 0:
+                    left -= len(chunk)
                 yield chunk
         finally:
             body.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -20,7 +21,9 @@ import pytest
 import sqlalchemy as sa
 
 from avidence.server import clock
-from avidence.server.catalog.schema import ticket_views
+from avidence.server.catalog.schema import evidence, evidence_retention, ticket_views
+from avidence.server.tickets.allowance import SLAB, Allowance, Who
+from avidence.server.tickets.runtime import RUNTIME
 from avidence.storage.local import LocalStore
 
 from support.servers import Api, make_api
@@ -166,3 +169,91 @@ async def test_viewer_page_says_what_a_view_allows_in_both_languages(
     assert 'data-msg-spent="This view has fetched all the data one view allows.' in en
     zh = await (await one.client.get(f"/t/{token}?lang=zh")).text()
     assert "文件大小的 2 倍" in zh and "本次观看已用完可获取的数据量" in zh
+
+
+async def _media_status(api: Api, url: str, method: str = "GET") -> tuple[int, str]:
+    response = await api.client.request(method, url, headers={"Range": "bytes=0-99"})
+    body = await response.read()
+    code = ""
+    if response.status >= 400 and method == "GET":
+        code = (await response.json())["error"]["code"]
+    assert response.status >= 400 or len(body) == (0 if method == "HEAD" else 100)
+    return response.status, code
+
+
+@pytest.mark.parametrize("how", ["revoked", "deleted", "withheld"])
+async def test_a_replica_that_remembers_the_ticket_refuses_the_very_next_request(
+    replicas: tuple[Api, Api], how: str
+) -> None:
+    one, two = replicas
+    evidence_id = await upload(one, os.urandom(300_000), filename="room3.mp4")
+    result = await issue(one, [evidence_id])
+    token, ticket_id = token_of(result), result["ticket"]["id"]
+    url = media_url(token, evidence_id, await start_view(one, token, evidence_id))
+    for api in (two, two, one):  # both replicas now hold the ticket in memory
+        assert await _media_status(api, url) == (206, "")
+    if how == "revoked":  # through the other replica's API: only the catalog tells `two`
+        answer = await one.client.post(
+            f"/api/tickets/{ticket_id}/revoke", headers={"Authorization": f"Bearer {one.admin}"}
+        )
+        assert answer.status == 200
+        expected = (410, "ticket_revoked")
+    else:
+        async with one.catalog.engine.begin() as conn:
+            if how == "deleted":
+                await conn.execute(
+                    sa.update(evidence_retention)
+                    .where(evidence_retention.c.evidence_id == evidence_id)
+                    .values(state="deleted")
+                )
+                expected = (410, "gone")
+            else:
+                flag = sa.update(evidence).where(evidence.c.id == evidence_id)
+                await conn.execute(flag.values(integrity="failed"))
+                expected = (409, "integrity_withheld")
+    assert await _media_status(two, url) == expected
+    assert (await _media_status(two, url, "HEAD"))[0] == expected[0]
+    assert await _media_status(one, url) == expected
+
+
+async def test_a_share_taken_ahead_and_not_sent_is_given_back(replicas: tuple[Api, Api]) -> None:
+    one, _ = replicas
+    evidence_id = await upload(one, os.urandom(1000), filename="room3.mp4")
+    token = token_of(await issue(one, [evidence_id]))
+    view_id = (await start_view(one, token, evidence_id)).split(".")[0]
+    async with one.catalog.engine.begin() as conn:  # room for a long body
+        await conn.execute(
+            ticket_views.update().where(ticket_views.c.id == view_id).values(byte_budget=10 * SLAB)
+        )
+    who = Who("ticket", "Li Ming (judge)", evidence_id, None, "127.0.0.1")
+    share = Allowance(one.catalog.engine, view_id, who)
+    body = 3 * SLAB
+    await share.start(body)
+    assert await share.take(SLAB, ahead=body) == SLAB  # the next share is taken meanwhile
+    assert (await _view_row(one, view_id)).bytes_reserved in (SLAB, 2 * SLAB)
+    await share.finish()  # the client went away: only what went out stays taken
+    assert (await _view_row(one, view_id)).bytes_reserved == SLAB
+
+
+async def test_seeks_take_from_the_share_a_replica_keeps_and_give_back_what_it_did_not_send(
+    replicas: tuple[Api, Api], database: str
+) -> None:
+    one, _ = replicas
+    runtime = one.client.app[RUNTIME]
+    size = 4 * 1024 * 1024
+    evidence_id = await upload(one, os.urandom(size), filename="room3.mp4")
+    token = token_of(await issue(one, [evidence_id]))
+    grant = await start_view(one, token, evidence_id)
+    url, view_id = media_url(token, evidence_id, grant), grant.split(".")[0]
+    assert await _media_status(one, url) == (206, "")
+    first = (await _view_row(one, view_id)).bytes_reserved
+    for _ in range(5):
+        assert await _media_status(one, url) == (206, "")
+    taken = (await _view_row(one, view_id)).bytes_reserved
+    if database.startswith("sqlite"):  # quick reads: the seeks came out of the kept share
+        assert first == 100 + size // 4 and taken == first
+    else:  # every request takes its own bytes from the catalog
+        assert first == 100 and taken == 600
+    assert await runtime.tracker.sweep(now=time.monotonic() + 3600) == 1
+    row = await _view_row(one, view_id)
+    assert (row.bytes_reserved, row.bytes_served, row.requests) == (600, 600, 6)

@@ -113,6 +113,18 @@ async def original_flagged(db: AsyncEngine | AsyncConnection, evidence_id: str) 
     return value == "failed"
 
 
+def original_withheld(evidence_id: object) -> sa.Exists:
+    """SQL: the original has an unresolved finding (for a statement that must fail then)."""
+    return sa.exists().where(evidence.c.id == evidence_id, evidence.c.integrity == "failed")
+
+
+def copy_withheld(derivative_id: object) -> sa.Exists:
+    """SQL: this derivative has an unresolved finding."""
+    return sa.exists().where(
+        derivatives.c.id == derivative_id, derivatives.c.integrity == "failed"
+    )
+
+
 async def refuse_withheld(db: AsyncEngine | AsyncConnection, evidence_ids: list[str]) -> None:
     """Raise Withheld when any of the items has an unresolved finding (before a new ticket)."""
     for evidence_id in evidence_ids:

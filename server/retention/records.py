@@ -166,6 +166,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def removed_evidence(evidence_id: Any) -> sa.Exists:
+    """SQL: the evidence with this id was deleted (restorable) or purged: it is not served."""
+    return sa.exists().where(
+        evidence_retention.c.evidence_id == evidence_id,
+        evidence_retention.c.state.in_(("deleted", "purged")),
+    )
+
+
 def purged_evidence(evidence_id: Any) -> sa.Exists:
     """SQL: the evidence with this id was purged (its bytes are gone)."""
     return sa.exists().where(

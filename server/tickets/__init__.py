@@ -7,8 +7,10 @@ protected by an access code, and every use is on the audit log.
 
 Modules: `records` (catalog rows), `issue` (issue and revoke, audited), `codes` (access codes),
 `seals` (signed cookie and view grants), `limits` (rate limits), `views` (view sessions and
-stream re-checks), `runtime` (shared state, ticket resolution, security headers), `viewer` (the
-page), `serving` (media, downloads, receipts), `pages` and `i18n` (HTML, zh/en), `api`
+stream re-checks), `allowance` (a view's time window and byte budget), `recent` and
+`quickreads` (what the media path keeps in memory, and how it re-checks it), `runtime` (shared
+state, ticket resolution, security headers), `viewer` (the page), `serving` (media, downloads,
+receipts), `pages` and `i18n` (HTML, zh/en), `api`
 (JSON API), `cli` (`avidence-server ticket ...`).
 """
 

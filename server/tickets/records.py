@@ -192,6 +192,11 @@ async def available(engine: AsyncEngine, evidence_id: str) -> bool:
     return kept is None or kept.state not in ("deleted", "purged")
 
 
+def not_revoked(ticket_id: object) -> sa.Exists:
+    """SQL: the ticket exists and is not revoked (for a statement that must fail otherwise)."""
+    return sa.exists().where(tickets.c.id == ticket_id, tickets.c.revoked_at.is_(None))
+
+
 async def revoke(engine: AsyncEngine | AsyncConnection, ticket_id: str, *, by: str) -> bool:
     """Revoke at once; False when unknown or already revoked."""
     async with transaction(engine) as conn:
@@ -266,8 +271,10 @@ async def add_view_bytes(
     requests: int,
     first: datetime | None,
     last: datetime | None,
+    unused: int = 0,
 ) -> None:
-    """Add a finished session's bytes to its view row (several sessions may share one view)."""
+    """Add a finished session's bytes to its view row (several sessions may share one view),
+    and give back the `unused` bytes it had taken from the view's budget and not sent."""
     async with transaction(engine) as conn:
         row = (
             await conn.execute(
@@ -280,6 +287,8 @@ async def add_view_bytes(
             "bytes_served": ticket_views.c.bytes_served + sent,
             "requests": ticket_views.c.requests + requests,
         }
+        if unused:
+            values["bytes_reserved"] = ticket_views.c.bytes_reserved - unused
         if row.first_byte_at is None and first is not None:
             values["first_byte_at"] = first
         if last is not None:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -32,8 +32,13 @@ from ..evidence.records import Evidence
 from ..limits import ProbeGuard, RateLimiter
 from ..state import CATALOG, SETTINGS, SIGNER
 from . import records, seals
+from .quickreads import QuickReads, open_quick_reads
+from .recent import Recent
 from .records import Ticket
 from .views import ViewTracker
+
+if TYPE_CHECKING:
+    from .serving import Played
 
 log = logging.getLogger("avidence.tickets")
 
@@ -70,6 +75,10 @@ def install_log_redaction() -> None:
             logger.addFilter(RedactTokens())
 
 
+TICKET_SECONDS = 60.0  # the fields used are fixed at issue; views_used is refreshed this often
+PLAYED_SECONDS = 5.0  # a copy the worker just made is played from the next view on, or this
+
+
 @dataclass(slots=True)
 class TicketRuntime:
     """Per-process state of the viewer."""
@@ -80,6 +89,11 @@ class TicketRuntime:
     probes: ProbeGuard = field(default_factory=ProbeGuard)
     revoked: set[str] = field(default_factory=set)  # revoked through this process's API
     evidence: dict[str, Evidence] = field(default_factory=dict)  # immutable records, by id
+    # For ranged media requests only (see `recent.py`): tickets by link token, what plays by
+    # evidence id.
+    tickets: Recent[str, Ticket] = field(default_factory=lambda: Recent(TICKET_SECONDS))
+    played: Recent[str, Played] = field(default_factory=lambda: Recent(PLAYED_SECONDS))
+    quick: QuickReads | None = None  # a SQLite catalog's reads from the loop (`quickreads.py`)
     frame_ancestors: str = "'none'"
     embed_ancestors: str = "'none'"  # who may frame `/t/<token>?embed=1`
 
@@ -133,10 +147,14 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         tracker=tracker,
         frame_ancestors=frame_ancestors(app),
         embed_ancestors=embed_ancestors(app),
+        quick=open_quick_reads(app[CATALOG].url),
     )
     tracker.start()
     yield
     await tracker.close()
+    quick = app[RUNTIME].quick
+    if quick is not None:
+        quick.close()
 
 
 def _csp(request: web.BaseRequest, ancestors: str) -> str:
@@ -242,12 +260,24 @@ async def _probing(request: web.Request, runtime: TicketRuntime) -> None:
 
 
 async def resolve(
-    request: web.Request, *, need_access: bool = True, allow_exhausted: bool = False
+    request: web.Request,
+    *,
+    need_access: bool = True,
+    allow_exhausted: bool = False,
+    recent: bool = False,
 ) -> Ticket:
     """The request's ticket, or the error its holder should see: 404 unknown, 429 too fast,
-    410 revoked / expired / exhausted, 401 without the access cookie."""
+    410 revoked / expired / exhausted, 401 without the access cookie.
+
+    `recent`: the ticket may come from this process's memory, for a caller whose next catalog
+    statement re-checks revocation itself (ranged media); expiry is checked here as always."""
     runtime = request.app[RUNTIME]
-    ticket = await records.by_token(request.app[CATALOG].engine, request.match_info["token"])
+    token = request.match_info["token"]
+    ticket = runtime.tickets.get(token) if recent else None
+    if ticket is None:
+        ticket = await records.by_token(request.app[CATALOG].engine, token)
+        if ticket is not None and recent:
+            runtime.tickets.put(token, ticket)
     if ticket is None:
         await _probing(request, runtime)
         raise TicketUnknown()

@@ -16,8 +16,11 @@ import json
 import logging
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from avidence.storage.errors import StoreError
 
 from .. import clock
 from ..audit import unit
@@ -28,9 +31,10 @@ from ..evidence import records as evidence_db
 from ..evidence.receipts import get as get_receipt
 from ..jobs.records import Derivative, playable_copy, poster_derivative
 from ..media import Representation, content_type, disposition, extension, stream
+from ..retention.records import removed_evidence
 from ..state import CATALOG, SETTINGS, STORE
-from . import seals
-from .allowance import Allowance, Who
+from . import records, seals
+from .allowance import SLAB, Allowance, Live, Who
 from .records import Ticket, available
 from .runtime import RUNTIME, resolve
 from .views import StreamWatch
@@ -104,11 +108,14 @@ async def _poster(
     )
 
 
-async def _scoped(request: web.Request, ticket: Ticket) -> evidence_db.Evidence:
+async def _scoped(
+    request: web.Request, ticket: Ticket, *, checked: bool = True
+) -> evidence_db.Evidence:
     """The requested evidence when the ticket covers it (404 otherwise, as for no evidence).
 
     The facts served here (key, size, digests, name, type) never change, so the record is
-    cached per process; seeking then costs no catalog query for the evidence."""
+    cached per process; seeking then costs no catalog query for the evidence. `checked`:
+    410 when the item was deleted; without it the caller's own statement checks that."""
     evidence_id = request.match_info["evidence_id"]
     if evidence_id not in ticket.evidence_ids:
         raise NotFound("no such evidence in this link")
@@ -122,24 +129,36 @@ async def _scoped(request: web.Request, ticket: Ticket) -> evidence_db.Evidence:
             cache.clear()
         cache[evidence_id] = record
     # Checked on every request, like revocation: a deletion ends access at once.
-    if not await available(request.app[CATALOG].engine, evidence_id):
+    if checked and not await available(request.app[CATALOG].engine, evidence_id):
         raise Gone("this evidence was deleted under its retention period")
     return record
 
 
 async def media(request: web.Request) -> web.StreamResponse:
-    """GET/HEAD /t/<token>/media/<evidence>?view=<grant>: the original, with Range support."""
-    ticket = await resolve(request, allow_exhausted=True)
-    record = await _scoped(request, ticket)
+    """GET/HEAD /t/<token>/media/<evidence>?view=<grant>: the original, with Range support.
+
+    A seek is one ranged GET, so this path reads the catalog as little as it can: the ticket,
+    the record and what plays come from this process's memory (`recent.py`), and the one
+    statement that takes the bytes from the view's budget also checks that the ticket is not
+    revoked and the item neither deleted nor withheld (`allowance.py`); only a refusal reads
+    the catalog afresh, to answer why."""
+    ticket = await resolve(request, allow_exhausted=True, recent=True)
+    record = await _scoped(request, ticket, checked=False)
     runtime = request.app[RUNTIME]
     grant = request.query.get("view", "")
     view_id = seals.check_grant(
         runtime.secret, ticket.id, record.id, grant, ttl=request.app[SETTINGS].view_window
     )
     if view_id is None:
-        if ticket.state() == "exhausted":
+        fresh = await records.get(request.app[CATALOG].engine, ticket.id)
+        if fresh is not None and fresh.state() == "exhausted":
             raise TicketExhausted()
         raise Forbidden("start a view from the viewer page first")
+    engine = request.app[CATALOG].engine
+    what = runtime.played.get(record.id)
+    if what is None:
+        what = await played(engine, record)
+        runtime.played.put(record.id, what)
     session = runtime.tracker.session(
         view_id,
         ticket,
@@ -148,20 +167,31 @@ async def media(request: web.Request) -> web.StreamResponse:
         client=request.remote,
         user_agent=request.headers.get("User-Agent", ""),
     )
-    watch = StreamWatch(request.app[CATALOG].engine, ticket, runtime.revoked)
+    watch = StreamWatch(engine, ticket, runtime.revoked)
 
     def sent(count: int) -> None:
         session.add(count)
         watch.count(count)
 
-    engine = request.app[CATALOG].engine
-    what = await played(engine, record)
+    async def refused() -> None:
+        """Why the catalog refused a take, read afresh: raises when access has ended."""
+        runtime.tickets.forget(request.match_info["token"])
+        runtime.played.forget(record.id)
+        await resolve(request, allow_exhausted=True)
+        await _scoped(request, ticket)
+        await played(engine, record)
+
     allowance = Allowance(
         engine,
         view_id,
         Who(ticket.id, ticket.recipient, record.id, record.case_id, request.remote),
+        live=_live(ticket, what, record.id),
+        refused=refused,
+        taken=watch.alive,
+        quick=runtime.quick,
+        pool=session,
+        spare=min(4 * SLAB, what.representation.size // 4),  # for the next seeks and pieces
     )
-    await allowance.check()
     session.requests += 1
     session.streams += 1
     try:
@@ -174,19 +204,47 @@ async def media(request: web.Request) -> web.StreamResponse:
             should_stop=watch.should_stop,
             budget=allowance,
         )
+    except StoreError:
+        runtime.played.forget(record.id)  # a copy made again since it was remembered
+        raise
     finally:
         session.streams -= 1
         session.add(0)
     if outcome.stopped:
+        refusal = allowance.refusal.code if allowance.refusal is not None else None
         log.info(
             "ticket.stream_stopped ticket=%s evidence=%s view=%s reason=%s sent=%s",
             ticket.id,
             record.id,
             view_id,
-            watch.reason or f"view_{allowance.ended}",
+            watch.reason or refusal or f"view_{allowance.ended}",
             outcome.sent,
         )
     return response
+
+
+def _live_conditions(*, copy: bool) -> tuple[sa.ColumnElement[bool], ...]:
+    ticket = sa.bindparam("live_ticket", type_=sa.String())
+    evidence_id = sa.bindparam("live_evidence", type_=sa.String())
+    conditions = [
+        records.not_revoked(ticket),
+        ~removed_evidence(evidence_id),
+        ~integrity.original_withheld(evidence_id),
+    ]
+    if copy:
+        conditions.append(~integrity.copy_withheld(sa.bindparam("live_copy", type_=sa.String())))
+    return tuple(conditions)
+
+
+_LIVE = {False: _live_conditions(copy=False), True: _live_conditions(copy=True)}
+
+
+def _live(ticket: Ticket, what: Played, evidence_id: str) -> Live:
+    """What must still hold in the catalog for any byte of `what` to go out."""
+    params = {"live_ticket": ticket.id, "live_evidence": evidence_id}
+    if what.copy is not None:
+        params["live_copy"] = what.copy.id
+    return Live(_LIVE[what.copy is not None], params)
 
 
 async def poster(request: web.Request) -> web.StreamResponse:

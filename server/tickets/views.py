@@ -55,6 +55,9 @@ class Session:
     sent: int = 0
     requests: int = 0
     streams: int = 0  # responses in flight
+    # Taken from the view's budget by this process and not sent yet, for its next requests
+    # (`allowance.py`); given back when the session is written.
+    held: int = 0
     touched: float = field(default_factory=time.monotonic)
     # When this session began: its audit entry is stamped then, not when it is written, so a
     # view sorts before a revocation or acknowledgement that followed it.
@@ -114,7 +117,9 @@ class ViewTracker:
                 requests=session.requests,
                 first=session.first_byte,
                 last=session.last_byte,
+                unused=session.held,
             )
+            session.held = 0
             unit.record(
                 TicketViewed(
                     actor=f"ticket:{session.ticket_id} ({session.recipient})",
@@ -179,8 +184,10 @@ class ViewTracker:
 class StreamWatch:
     """Answers "should this stream stop?" between chunks, cheaply.
 
-    `revoked` is this process's set of tickets revoked through its API (seen at once); the
-    catalog is re-read every CHECK_SECONDS or CHECK_BYTES for revocation elsewhere and expiry."""
+    `revoked` is this process's set of tickets revoked through its API (seen at once); expiry
+    is fixed at issue and checked in memory; for a revocation elsewhere the catalog is re-read
+    once CHECK_SECONDS or CHECK_BYTES passed since the last check (`alive`: a budget take that
+    re-checked the ticket counts as one)."""
 
     def __init__(self, engine: AsyncEngine, ticket: Ticket, revoked: set[str]) -> None:
         self.engine = engine
@@ -193,11 +200,20 @@ class StreamWatch:
     def count(self, sent: int) -> None:
         self.sent_since += sent
 
+    def alive(self) -> None:
+        """The catalog just confirmed the ticket is not revoked (a budget take re-checks it):
+        the next re-read can wait."""
+        self.checked_at, self.sent_since = time.monotonic(), 0
+
     async def should_stop(self) -> bool:
         if self.ticket.id in self.revoked:
             self.reason = "revoked"
             return True
-        if time.monotonic() - self.checked_at < CHECK_SECONDS and self.sent_since < CHECK_BYTES:
+        if self.ticket.expires_at <= clock.now():  # fixed at issue: no catalog needed
+            self.reason = "expired"
+            return True
+        # At most CHECK_BYTES go out after a check (a budget take checks before its piece).
+        if time.monotonic() - self.checked_at < CHECK_SECONDS and self.sent_since <= CHECK_BYTES:
             return False
         self.checked_at, self.sent_since = time.monotonic(), 0
         fresh = await records.get(self.engine, self.ticket.id)
