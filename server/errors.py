@@ -228,6 +228,8 @@ def from_store_error(exc: store_errors.StoreError) -> ApiError:
     if isinstance(exc, store_errors.Tampered):
         log.error("sealed.tampered key=%s error=%s", exc.key, exc)
         return StoredObjectTampered()
+    # The operator needs the store's own reason; the client only that it may retry.
+    log.error("store.unavailable type=%s key=%s error=%s", type(exc).__name__, exc.key, exc)
     return ServiceUnavailable()
 
 
