@@ -3,7 +3,8 @@
 `SealedStore` wraps any `Store` (local folder, S3) and keeps the contract, so tus, viewing,
 jobs and purges work unchanged above it; only ciphertext reaches the backend. Each object gets a
 fresh data key (`sealkeys`), its bytes are cut into segments sealed with AES-256-GCM or SM4-GCM
-(`sealformat`), and a ranged read opens only the segments it touches (`sealread`). Digests stay
+(`sealformat`), and a ranged read opens only the segments it touches (`sealread`); a joined
+upload adopts its parts' sealed bytes as runs under their own keys (`sealjoin`). Digests stay
 the caller's business and so stay over the plaintext.
 
 Uploads: a target receives whole sealed segments only, so its length says how far it got; the
@@ -19,6 +20,7 @@ whose key record is gone was shredded and reads as `NotFound`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from . import sealkeys, sealread, sealtail
+from . import sealjoin, sealkeys, sealtail
 from .base import (
     Concatenator,
     LockSupport,
@@ -47,7 +49,7 @@ from .errors import (
     OffsetMismatch,
     StoreError,
 )
-from .sealformat import HEADER, MAGIC, OVERHEAD, SEGMENT, Header, Sealer, Suite, plain_size
+from .sealformat import HEADER, MAGIC, OVERHEAD, SEGMENT, Header, Sealer, Suite
 from .sealkeys import KeyRecord, KeyRing, KeyWrapping
 from .sealtail import Tail
 
@@ -363,11 +365,7 @@ class SealedStore:
         inner = _inner_handle(target)
         if inner is None:
             return await self.inner.finish(target, size=size)
-        try:
-            await self.inner.stat(target.key)
-            raise AlreadyExists("a finished object holds this key", key=target.key)
-        except NotFound:
-            pass
+        await self._untaken(target.key)
         record = await self._record(target)
         sealer = sealkeys.sealer(record, self.kek)
         state = await self._state(inner, sealer)
@@ -435,9 +433,9 @@ class SealedStore:
 
     async def _object(
         self, key: str, *, info: bool
-    ) -> tuple[int, Sealer | None, ObjectInfo | None]:
-        """Stored length, sealer (None: a plain object) and, when asked or needed, the
-        backend's facts; NotFound when the object is absent or was shredded."""
+    ) -> tuple[int, list[sealjoin.Run] | None, ObjectInfo | None]:
+        """Stored length, runs (None: a plain object) and, when asked or needed, the backend's
+        facts; NotFound when the object is absent or was shredded."""
         record = await self.ring.get(key)
         facts = None
         if info or record is None or record.stored is None:
@@ -450,23 +448,22 @@ class SealedStore:
         stored = record.stored if record.stored is not None else facts.size if facts else 0
         # The stored header is not read: segments are opened with the record's header in
         # their associated data, so an altered header cannot change what is served.
-        return stored, sealkeys.sealer(record, self.kek), facts
+        return stored, sealjoin.runs_of(record, self.kek, stored=stored), facts
 
     async def read(
         self, key: str, *, start: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        stored, sealer, _ = await self._object(key, info=False)
-        if sealer is None:
+        _, runs, _ = await self._object(key, info=False)
+        if runs is None:
             return await self.inner.read(key, start=start, length=length)
-        return await sealread.read(self.inner, sealer, stored=stored, start=start, length=length)
+        return await sealjoin.read(self.inner, key, runs, start=start, length=length)
 
     async def stat(self, key: str) -> ObjectInfo:
-        stored, sealer, facts = await self._object(key, info=True)
+        _, runs, facts = await self._object(key, info=True)
         assert facts is not None
-        if sealer is None:
+        if runs is None:
             return facts
-        size = plain_size(stored, segment=sealer.header.segment)
-        return ObjectInfo(key, size, facts.etag, facts.modified)
+        return ObjectInfo(key, sum(run.plain for run in runs), facts.etag, facts.modified)
 
     async def delete(self, key: str) -> None:
         """Destroy the data key first (crypto-shredding), then the ciphertext. When retention
@@ -493,17 +490,60 @@ class SealedStore:
     async def concatenate(
         self, key: str, sources: Sequence[str], *, digest: MultiDigest | None = None
     ) -> ObjectInfo:
-        """Each source is under its own data key: the bytes are opened and sealed again under
-        a new one (passing through `digest`) into a staging object, which the backend then
-        copies to `key` with its own concatenation, so `key` appears whole or not at all."""
+        """The joined object adopts its sources' sealed bytes as runs under their own data
+        keys (`sealjoin`): the backend concatenates the stored bytes with its own means, so
+        `key` appears whole or not at all, and nothing is sealed again. The plaintext passes
+        through `digest` from the sources, opened while the backend copies. A plain source
+        (stored before encryption was on) makes the join seal everything afresh instead."""
         assert isinstance(self.inner, Concatenator)
+        runs: list[sealjoin.Run] = []
         for source in sources:
-            await self.stat(source)  # NotFound before anything is made
+            _, found, _ = await self._object(source, info=False)  # NotFound before anything
+            if found is None:
+                return await self._concatenate_sealing(key, sources, digest)
+            runs += found
+        await self._untaken(key)
+        record = sealkeys.new_record(key, kek=self.kek, suite=self.suite, segment=self.segment)
+        stored = sum(run.stored for run in runs)
+        table = sealjoin.seal_table(record, self.kek, runs)
+        await self.ring.put(dataclasses.replace(record, stored=stored, runs=table))
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.inner.concatenate(key, list(sources)))
+                if digest is not None:
+                    group.create_task(self._digest(sources, digest))
+        except BaseException:
+            await asyncio.shield(self._forget_unless_made(key))
+            raise
+        _log.info("sealed.joined key=%s runs=%s stored=%s", key, len(runs), stored)
+        return ObjectInfo(key, sum(run.plain for run in runs))
+
+    async def _untaken(self, key: str) -> None:
         try:
             await self.inner.stat(key)
             raise AlreadyExists("a finished object holds this key", key=key)
         except NotFound:
             pass
+
+    async def _forget_unless_made(self, key: str) -> None:
+        """After a join failed: its key record goes unless the object appeared after all."""
+        try:
+            await self.inner.stat(key)
+        except NotFound:
+            await self.ring.destroy(key)
+
+    async def _digest(self, sources: Sequence[str], digest: MultiDigest) -> None:
+        for source in sources:
+            async for chunk in await self.read(source):
+                await digest.update_async(chunk)
+
+    async def _concatenate_sealing(
+        self, key: str, sources: Sequence[str], digest: MultiDigest | None
+    ) -> ObjectInfo:
+        """Each source is opened and sealed again under a new data key (passing through
+        `digest`) into a staging object, which the backend then copies to `key`."""
+        assert isinstance(self.inner, Concatenator)
+        await self._untaken(key)
         record = sealkeys.new_record(key, kek=self.kek, suite=self.suite, segment=self.segment)
         sealer = sealkeys.sealer(record, self.kek)
         staging = f"{key}.j{secrets.token_hex(6)}"

@@ -139,6 +139,14 @@ class Sealer:
         aad = self._aad(b"tail", index, False)
         return unseal(self.header.suite, self.data_key, blob, aad, what=f"tail {index}")
 
+    def seal_runs(self, table: bytes) -> bytes:
+        """The run table of a joined object (`sealjoin`), sealed under its own data key."""
+        return seal(self.header.suite, self.data_key, table, self._aad(b"runs", 0, True))
+
+    def open_runs(self, blob: bytes) -> bytes:
+        aad = self._aad(b"runs", 0, True)
+        return unseal(self.header.suite, self.data_key, blob, aad, what="run table")
+
 
 def plain_size(stored: int, *, segment: int) -> int:
     """Plaintext size of a finished sealed object of `stored` bytes; `Tampered` when the

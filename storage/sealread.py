@@ -15,8 +15,9 @@ from .sealformat import HEADER, OVERHEAD, Sealer, plain_size
 
 
 async def _segments(
-    store: Store, sealer: Sealer, *, first: int, last: int, final: int, stored: int
-) -> AsyncGenerator[tuple[int, bytes], None]:
+    store: Store, sealer: Sealer, *, first: int, last: int, final: int, stored: int,
+    name: str, base: int,
+) -> AsyncGenerator[tuple[int, bytes], None]:  # fmt: skip
     """(index, plaintext) of segments `first`..`last`; `final` is the object's last index."""
     step = sealer.step
     begin = HEADER.size + first * step
@@ -24,7 +25,7 @@ async def _segments(
     buffer = bytearray()  # a segment split across chunks; whole ones are opened in place
     index = first
     try:
-        pieces = await store.read(sealer.key, start=begin, length=end - begin)
+        pieces = await store.read(name, start=base + begin, length=end - begin)
     except InvalidRange:
         raise Tampered("the sealed object is shorter than recorded", key=sealer.key) from None
     async for chunk in pieces:
@@ -46,9 +47,11 @@ async def _segments(
 
 
 async def read(
-    store: Store, sealer: Sealer, *, stored: int, start: int, length: int | None
-) -> AsyncIterator[bytes]:
-    """Plaintext `[start, start + length)` of the sealed object of `stored` bytes."""
+    store: Store, sealer: Sealer, *, stored: int, start: int, length: int | None,
+    name: str | None = None, base: int = 0,
+) -> AsyncIterator[bytes]:  # fmt: skip
+    """Plaintext `[start, start + length)` of the sealed object of `stored` bytes; of a run of
+    a joined object (`sealjoin`) when the run lies at `base` in the stored object `name`."""
     segment = sealer.header.segment
     size = plain_size(stored, segment=segment)
     if start < 0 or start > size or (length is not None and length < 0):
@@ -56,9 +59,12 @@ async def read(
     end = size if length is None else min(size, start + length)
     final = (stored - HEADER.size - OVERHEAD) // sealer.step
     if end <= start:
-        return _empty()
+        return empty()
     first, last = start // segment, (end - 1) // segment
-    pieces = _segments(store, sealer, first=first, last=last, final=final, stored=stored)
+    pieces = _segments(
+        store, sealer, first=first, last=last, final=final, stored=stored,
+        name=sealer.key if name is None else name, base=base,
+    )  # fmt: skip
     index, data = await anext(pieces)  # the first segment is checked before any byte goes
 
     async def stream() -> AsyncIterator[bytes]:
@@ -78,6 +84,6 @@ async def read(
     return stream()
 
 
-async def _empty() -> AsyncIterator[bytes]:
+async def empty() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover - makes this an async generator
