@@ -21,13 +21,14 @@ whose key record is gone was shredded and reads as `NotFound`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 
 from . import sealjoin, sealkeys, sealtail
 from .base import (
@@ -60,6 +61,10 @@ HANDLE_PREFIX = "sealed1:"
 # ends inside a backend part (S3 keeps that as its tail and sends it again), so small batches
 # cost upload speed: 16 MiB ran at 0.4x on SeaweedFS, 256 MiB near one per request.
 BATCH = 256 * 1024 * 1024
+# Plaintext sealed in one go on a worker thread rather than on the loop, from this size.
+THREAD_SEALING = 256 * 1024
+# Plaintext hashed per thread hop when a join computes the digests of its parts.
+DIGEST_BLOCK = 4 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -196,26 +201,37 @@ class SealedStore:
         buffer += state.tail.data
         try:
             async for chunk in chunks:
-                # Whole segments are sealed straight from the chunk and a chunk's segments go
-                # on as one piece: on a loop that also receives the request, copies and steps
-                # are what sealing costs, more than the cipher.
-                view, at, out = memoryview(chunk), 0, []
+                view, at = memoryview(chunk), 0
                 if buffer:
                     at = min(size - len(buffer), len(view))
                     buffer += view[:at]
                     if len(buffer) == size:
-                        out.append(self._seal_next(sealer, progress, buffer))
+                        yield self._seal_next(sealer, progress, buffer)
                         buffer.clear()
-                while not buffer and len(view) - at >= size:
-                    out.append(self._seal_next(sealer, progress, view[at : at + size]))
-                    at += size
+                whole = 0 if buffer else (len(view) - at) // size * size
+                if whole:
+                    # Whole segments are sealed straight from the chunk into one buffer, in a
+                    # thread when there are many (the cipher lets go of the GIL): the loop
+                    # that receives the request goes on meanwhile.
+                    # A bytearray: every store takes it as bytes, and a copy would cost more.
+                    sealed = await self._seal_many(sealer, progress, view[at : at + whole])
+                    yield cast(bytes, sealed)
+                    at += whole
                 buffer += view[at:]
-                if out:
-                    yield out[0] if len(out) == 1 else b"".join(out)
         except Exception as exc:
             if not keep_on_error:
                 raise
             progress.error = exc
+
+    @staticmethod
+    async def _seal_many(sealer: Sealer, progress: _Progress, data: memoryview) -> bytearray:
+        first = progress.segments
+        if len(data) >= THREAD_SEALING:
+            blob = await asyncio.to_thread(sealer.seal_segments, first, data)
+        else:
+            blob = sealer.seal_segments(first, data)
+        progress.segments += len(data) // sealer.header.segment
+        return blob
 
     @staticmethod
     def _seal_next(
@@ -533,9 +549,27 @@ class SealedStore:
             await self.ring.destroy(key)
 
     async def _digest(self, sources: Sequence[str], digest: MultiDigest) -> None:
-        for source in sources:
-            async for chunk in await self.read(source):
-                await digest.update_async(chunk)
+        """Feed the sources' plaintext to `digest`: a block is hashed in a thread while the
+        next one is opened (in order: the next hash waits for the one before)."""
+        hashing: asyncio.Future[None] | None = None
+        block = bytearray()
+        try:
+            for source in sources:
+                async for chunk in await self.read(source):
+                    block += chunk
+                    if len(block) >= DIGEST_BLOCK:
+                        if hashing is not None:
+                            await hashing
+                        hashing = asyncio.ensure_future(asyncio.to_thread(digest.update, block))
+                        block = bytearray()
+            if hashing is not None:
+                await hashing
+                hashing = None
+            digest.update(block)
+        finally:
+            if hashing is not None:  # stopped early: let the thread finish with its block
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(hashing)
 
     async def _concatenate_sealing(
         self, key: str, sources: Sequence[str], digest: MultiDigest | None
