@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -193,53 +194,66 @@ class SealedStore:
     ) -> AsyncIterator[bytes]:  # fmt: skip
         """The sealed bytes of tail + `chunks`: whole segments only; the rest stays in
         `progress.leftover`. With `keep_on_error` a broken source ends the stream cleanly (what
-        arrived is kept) and its exception waits in `progress.error`."""
+        arrived is kept) and its exception waits in `progress.error`.
+
+        A chunk's whole segments are sealed into one buffer, on a worker thread when there are
+        many (the cipher lets go of the GIL), while the buffer before it is being stored: on a
+        loop that also receives the request, sealing then costs little of its time."""
         if state.stored == 0:
             yield sealer.header.pack()
         size = sealer.header.segment
         buffer = progress.leftover
         buffer += state.tail.data
+        ahead: deque[tuple[int, asyncio.Future[bytearray]]] = deque()  # (segments, sealing)
+        scheduled = progress.segments
         try:
-            async for chunk in chunks:
-                view, at = memoryview(chunk), 0
-                if buffer:
-                    at = min(size - len(buffer), len(view))
-                    buffer += view[:at]
-                    if len(buffer) == size:
-                        yield self._seal_next(sealer, progress, buffer)
-                        buffer.clear()
-                whole = 0 if buffer else (len(view) - at) // size * size
-                if whole:
-                    # Whole segments are sealed straight from the chunk into one buffer, in a
-                    # thread when there are many (the cipher lets go of the GIL): the loop
-                    # that receives the request goes on meanwhile.
-                    # A bytearray: every store takes it as bytes, and a copy would cost more.
-                    sealed = await self._seal_many(sealer, progress, view[at : at + whole])
-                    yield cast(bytes, sealed)
-                    at += whole
-                buffer += view[at:]
-        except Exception as exc:
-            if not keep_on_error:
-                raise
-            progress.error = exc
+            try:
+                async for chunk in chunks:
+                    view, at, pieces = memoryview(chunk), 0, list[bytes | memoryview]()
+                    if buffer:
+                        at = min(size - len(buffer), len(view))
+                        buffer += view[:at]
+                        if len(buffer) == size:
+                            pieces.append(bytes(buffer))
+                            buffer.clear()
+                    while not buffer and len(view) - at >= size:
+                        pieces.append(view[at : at + size])
+                        at += size
+                    buffer += view[at:]
+                    if pieces:
+                        ahead.append((len(pieces), self._seal_pieces(sealer, scheduled, pieces)))
+                        scheduled += len(pieces)
+                    if len(ahead) > 1:
+                        yield await self._landed(ahead, progress)
+            except Exception as exc:
+                if not keep_on_error:
+                    raise
+                progress.error = exc
+            while ahead:
+                yield await self._landed(ahead, progress)
+        finally:
+            for _, sealing in ahead:
+                sealing.cancel()  # the store stopped taking bytes: nobody waits for these
 
     @staticmethod
-    async def _seal_many(sealer: Sealer, progress: _Progress, data: memoryview) -> bytearray:
-        first = progress.segments
-        if len(data) >= THREAD_SEALING:
-            blob = await asyncio.to_thread(sealer.seal_segments, first, data)
-        else:
-            blob = sealer.seal_segments(first, data)
-        progress.segments += len(data) // sealer.header.segment
-        return blob
+    def _seal_pieces(
+        sealer: Sealer, first: int, pieces: list[bytes | memoryview]
+    ) -> asyncio.Future[bytearray]:
+        if len(pieces) * sealer.header.segment >= THREAD_SEALING:
+            return asyncio.ensure_future(asyncio.to_thread(sealer.seal_segments, first, pieces))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(sealer.seal_segments(first, pieces))
+        return done
 
     @staticmethod
-    def _seal_next(
-        sealer: Sealer, progress: _Progress, data: bytes | bytearray | memoryview
+    async def _landed(
+        ahead: deque[tuple[int, asyncio.Future[bytearray]]], progress: _Progress
     ) -> bytes:
-        blob = sealer.seal_segment(progress.segments, data, final=False)
-        progress.segments += 1
-        return blob
+        count, sealing = ahead[0]
+        sealed = await sealing
+        ahead.popleft()
+        progress.segments += count
+        return cast(bytes, sealed)  # a bytearray: every store takes it as bytes, uncopied
 
     async def _settle(self, sealer: Sealer, state: _State, progress: _Progress) -> int:
         """After the segments landed: keep the leftover as the new tail, drop stale tails."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -145,21 +146,22 @@ class Sealer:
     ) -> bytes:
         return self._seal(data, self._aad(b"seg", index, final))
 
-    def seal_segments(self, first: int, data: bytes | bytearray | memoryview) -> bytearray:
-        """The whole segments of `data` (a multiple of the segment size), from index `first`,
-        sealed (none final) one after another into one buffer: no copy per segment."""
-        size, step = self.header.segment, self.step
-        count = len(data) // size
-        out = bytearray(count * step)
-        view, source = memoryview(out), memoryview(data)
-        nonces = os.urandom(NONCE * count)
-        for n in range(count):
+    def seal_segments(
+        self, first: int, pieces: Sequence[bytes | bytearray | memoryview]
+    ) -> bytearray:
+        """Whole segments `pieces` (each exactly a segment long), from index `first`, sealed
+        (none final) one after another into one buffer: no copy per segment."""
+        step = self.step
+        out = bytearray(len(pieces) * step)
+        view = memoryview(out)
+        nonces = os.urandom(NONCE * len(pieces))
+        for n, piece in enumerate(pieces):
             aad = self._aad(b"seg", first + n, False)
-            at, nonce = n * step, nonces[n * NONCE : (n + 1) * NONCE]
-            piece = source[n * size : (n + 1) * size]
+            at = n * step
             if self._aead is None:
                 view[at : at + step] = self._seal(piece, aad)
             else:
+                nonce = nonces[n * NONCE : (n + 1) * NONCE]
                 view[at : at + NONCE] = nonce
                 self._aead.encrypt_into(nonce, piece, aad, view[at + NONCE : at + step])
         return out
