@@ -15,9 +15,11 @@ import pytest
 from test_sealed_store import PATTERN, put, raw, recording, replace_raw
 
 from avidence.server.keys.datakeys import CatalogKeyRing
+from avidence.server.keys.kek import FileKeks, write_new
+from avidence.server.keys.rewrap import remaining, rewrap_all
 from avidence.storage.digests import MultiDigest
 from avidence.storage.errors import AlreadyExists, NotFound, Tampered
-from avidence.storage.sealformat import HEADER, OVERHEAD, SEGMENT
+from avidence.storage.sealformat import HEADER, OVERHEAD, SEGMENT, Suite
 
 from support.stores import Sealed, collect
 
@@ -161,3 +163,19 @@ async def test_a_join_of_joins_and_of_plain_parts(sealed: Sealed) -> None:
     with pytest.raises(NotFound):
         await sealed.store.concatenate("ev/j/none.bin", ["ev/j/all.bin", "up/j/missing.bin"])
     assert await CatalogKeyRing(sealed.catalog.engine).get("ev/j/none.bin") is None
+
+
+async def test_a_join_stays_readable_after_its_kek_is_rotated_and_rewrapped(
+    sealed: Sealed,
+) -> None:
+    whole, keys = await joined(sealed, "k", [SEGMENT + 7, 2 * SEGMENT])
+    for part in keys:
+        await sealed.store.delete(part)
+    rotated = FileKeks(sealed.kek_dir, write_new(sealed.kek_dir, Suite.INTERNATIONAL))
+    # One record (the join's) moves to the new KEK; its runs' keys move with it.
+    assert await rewrap_all(sealed.catalog.engine, rotated, actor="test") == 1
+    assert await remaining(sealed.catalog.engine) == {rotated.kek_id: 1}
+    sealed.store.kek = rotated
+    assert await collect(await sealed.store.read("ev/k/all.bin", start=SEGMENT)) == (
+        whole[SEGMENT:]
+    )
