@@ -169,6 +169,15 @@ class Sealer:
     def open_segment(self, index: int, blob: bytes | memoryview, *, final: bool) -> bytes:
         return self._open(blob, self._aad(b"seg", index, final), what=f"segment {index}")
 
+    def open_segments(self, first: int, blob: bytes | memoryview) -> list[bytes]:
+        """The plaintexts of the whole, non-final segments in `blob` (a multiple of `step`),
+        from index `first`; `Tampered` for the first that fails, before any is returned."""
+        step, view = self.step, memoryview(blob)
+        return [
+            self.open_segment(first + n, view[n * step : (n + 1) * step], final=False)
+            for n in range(len(view) // step)
+        ]
+
     def seal_tail(self, index: int, data: bytes) -> bytes:
         """The not yet full segment `index` of an upload, kept aside sealed until it fills."""
         return self._seal(data, self._aad(b"tail", index, False))

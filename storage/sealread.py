@@ -7,11 +7,15 @@ segment is opened by the await, before the first byte, as `Store.read` promises 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from .base import Store
 from .errors import InvalidRange, Tampered
 from .sealformat import HEADER, OVERHEAD, Sealer, plain_size
+
+# Sealed bytes opened in one go on a worker thread rather than on the loop, from this size.
+THREAD_OPENING = 256 * 1024
 
 
 async def _segments(
@@ -37,10 +41,19 @@ async def _segments(
                 yield index, sealer.open_segment(index, bytes(buffer), final=False)
                 index += 1
                 buffer.clear()
-        while len(view) - at >= step and index < final and not buffer:
-            yield index, sealer.open_segment(index, view[at : at + step], final=False)
-            index += 1
-            at += step
+        count = 0 if buffer else min((len(view) - at) // step, final - index)
+        if count:
+            # A chunk's whole segments are opened in one go, on a worker thread when there are
+            # many (the cipher lets go of the GIL), so a long read leaves the loop free.
+            blob = view[at : at + count * step]
+            if count * step >= THREAD_OPENING:
+                opened = await asyncio.to_thread(sealer.open_segments, index, blob)
+            else:
+                opened = sealer.open_segments(index, blob)
+            for data in opened:
+                yield index, data
+                index += 1
+            at += count * step
         buffer += view[at:]
     if index <= last:  # the final segment (shorter than a full one), or a cut object
         yield index, sealer.open_segment(index, bytes(buffer), final=index == final)
