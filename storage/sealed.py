@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, cast
@@ -537,11 +537,16 @@ class SealedStore:
         stored = sum(run.stored for run in runs)
         table = sealjoin.seal_table(record, self.kek, runs)
         await self.ring.put(dataclasses.replace(record, stored=stored, runs=table))
+        jobs: list[Awaitable[object]] = [self.inner.concatenate(key, list(sources))]
+        if digest is not None:
+            jobs.append(self._digest(sources, digest))
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self.inner.concatenate(key, list(sources)))
-                if digest is not None:
-                    group.create_task(self._digest(sources, digest))
+            # Both run to their end even when one fails: a copy stopped halfway could still
+            # publish the object after its key record was forgotten.
+            outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         except BaseException:
             await asyncio.shield(self._forget_unless_made(key))
             raise

@@ -179,3 +179,14 @@ async def test_a_join_stays_readable_after_its_kek_is_rotated_and_rewrapped(
     assert await collect(await sealed.store.read("ev/k/all.bin", start=SEGMENT)) == (
         whole[SEGMENT:]
     )
+
+
+async def test_a_join_of_a_tampered_part_fails_with_tampered_not_a_group(sealed: Sealed) -> None:
+    await put(sealed.store, "up/x/a.bin", os.urandom(2 * SEGMENT))
+    await put(sealed.store, "up/x/b.bin", os.urandom(2 * SEGMENT))
+    blob = await raw(sealed, "up/x/b.bin")
+    await replace_raw(sealed.inner, "up/x/b.bin", blob[:-40] + bytes(40))
+    with pytest.raises(Tampered):  # the store's own error, which the server maps to a status
+        await sealed.store.concatenate(
+            "ev/x/all.bin", ["up/x/a.bin", "up/x/b.bin"], digest=MultiDigest(("blake3",))
+        )
