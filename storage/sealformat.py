@@ -12,7 +12,8 @@ flag) all fail authentication. Nonces are random rather than counters: a segment
 twice (a request refused by its checksum, then sent again), and a counter would then repeat a
 nonce under the same key, which GCM does not survive. The data key itself is not in the object
 (see `sealkeys`): an object under S3 Object Lock cannot be rewritten, but its key can be
-destroyed or rewrapped.
+destroyed or rewrapped. A joined upload is several such objects one after another, each under
+its own key, described by a run table kept with the joined object's key record (`sealjoin`).
 """
 
 from __future__ import annotations
