@@ -161,6 +161,7 @@ data_keys = Table(
     Column("kek_id", String(64), nullable=False),
     Column("wrapped", Text(), nullable=False),  # base64 of nonce | wrapped key | tag
     Column("stored_size", BigInteger(), nullable=True),  # set when the object is finished
+    Column("runs", Text(), nullable=True),  # base64 of a joined object's sealed run table
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_data_keys_kek_id", "kek_id"),
 )
