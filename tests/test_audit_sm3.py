@@ -23,12 +23,14 @@ from test_custody_api import invoke
 from avidence.client import verify as offline
 from avidence.client.canonical import PublicKeys, canonical_json
 from avidence.server import config, signing
-from avidence.server.audit import entries, unit, walk
+from avidence.server.audit import entries, tsa, unit, walk, witness
 from avidence.server.audit import log as audit
 from avidence.server.audit.events import AdminCommand
 from avidence.server.catalog.db import Catalog
 from avidence.server.catalog.schema import audit_checkpoints, audit_head, audit_log
 from avidence.server.cli import main
+
+from support.tsa import LocalTsa, make_authority
 
 
 @dataclass
@@ -313,3 +315,75 @@ async def test_bundle_entries_in_sm3_verify_offline_and_a_downgrade_is_named(
         "entry 6: unknown chain hash algorithm 'sha256'" in p
         for p in _bundle_check(tmp_path, unknown, keys)
     )
+
+
+async def test_audit_verify_with_witness_and_tsa_across_the_move_to_gm(tmp_path: Path) -> None:
+    """As an operator runs it: an international site with a file witness and a TSA, `key rotate`
+    into gm, more entries; `audit verify` (whole, then `--since-checkpoint`) extends every
+    witnessed checkpoint and checks every time-stamp. Then entry 6 re-hashed with SHA-256,
+    re-chained, and the head signed again by the real key: the walk names it, and the witness
+    sees a fork."""
+    authority = make_authority(tmp_path / "tsa")
+    server = LocalTsa(authority)
+    await server.start()
+    data = tmp_path / "data"
+    common = (
+        f'data_dir = "{data}"\ntsa_url = "{server.url}"\n'
+        f'tsa_certificates = "{authority.pinned}"\ntsa_timeout = 3\n'
+    )
+    (tmp_path / "intl.toml").write_text(common)
+    (tmp_path / "gm.toml").write_text(common + 'suite = "gm"\n')
+
+    async def seal(log: Log, file: str) -> None:
+        settings = config.load(config_file=tmp_path / file, env={})
+        document = await audit.checkpoint(
+            log.engine,
+            log.signer,
+            witnesses=witness.configured(settings),
+            stamper=tsa.configured(settings),
+        )
+        assert document is not None
+
+    async def command(*args: str) -> Any:
+        return await invoke(main, [*args, "--config", str(tmp_path / "gm.toml")])
+
+    try:
+        log = await _open(None, data, "international")
+        await log.record(3)
+        await seal(log, "intl.toml")
+        await log.catalog.close()
+        rotated = await command("key", "rotate")
+        assert rotated.exit_code == 0, rotated.output
+        log = await _open(None, data, "gm")
+        try:
+            await log.record(2)
+            await seal(log, "gm.toml")
+            witnessed = (data / "witness" / "checkpoints.jsonl").read_text().splitlines()
+            kept = [json.loads(line) for line in witnessed]
+            assert [d["checkpoint"]["hash_algorithm"] for d in kept] == ["sha256", "sm3"]
+            whole = await command("audit", "verify")
+            assert whole.exit_code == 0, whole.output
+            assert "audit log OK: 7 entries, 2 signed checkpoints, 2 witnessed" in whole.output
+            assert "2 checkpoints verified" in whole.output  # both time-stamps
+            await log.record(1)
+            await seal(log, "gm.toml")
+            since = await command("audit", "verify", "--since-checkpoint")
+            assert since.exit_code == 0, since.output
+            assert "audit log OK: 1 entries after checkpoint 7" in since.output, since.output
+
+            await rewrite(log, {6: {"hash_algorithm": None}})
+            async with log.engine.begin() as conn:
+                await conn.execute(sa.delete(audit_checkpoints).where(audit_checkpoints.c.seq > 3))
+            await log.record(1)
+            await audit.checkpoint(log.engine, log.signer)  # the insider holds the key
+            broken = await command("audit", "verify")
+            assert broken.exit_code == 1, broken.output
+            assert (
+                "BROKEN at entry 6: entry 6 is hashed with sha256, but the chain uses sm3"
+                in broken.output
+            )
+            assert "BROKEN (fork)" in broken.output
+        finally:
+            await log.catalog.close()
+    finally:
+        await server.stop()
