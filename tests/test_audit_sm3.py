@@ -387,3 +387,48 @@ async def test_audit_verify_with_witness_and_tsa_across_the_move_to_gm(tmp_path:
             await log.catalog.close()
     finally:
         await server.stop()
+
+
+async def test_a_new_gm_deployment_set_up_by_commands_chains_with_sm3_from_entry_one(
+    tmp_path: Path,
+) -> None:
+    """`migrate` and `token create` may run before the first `serve`: no SHA-256 entry, no
+    switch, in a new gm log."""
+    path = tmp_path / "gm.toml"
+    path.write_text(f'suite = "gm"\ndata_dir = "{tmp_path / "data"}"\n')
+    for args in (["migrate"], ["token", "create", "--role", "uploader", "--name", "room 1"]):
+        done = await invoke(main, [*args, "--config", str(path)])
+        assert done.exit_code == 0, done.output
+    log = await _open(None, tmp_path / "data", "gm")
+    try:
+        rows = await log.rows()
+        assert rows and {r.hash_algorithm for r in rows} == {"sm3"}, rows
+        assert "audit.chain_switched" not in {r.action for r in rows}
+        assert (await log.verify()).ok
+    finally:
+        await log.catalog.close()
+
+
+def test_entry_hashes_are_fixed_vectors() -> None:
+    """A SHA-256 entry hashes to what it did before the chain had a choice (its bytes name no
+    algorithm), so existing logs and their checkpoints stay valid; the SM3 form is pinned too."""
+    row: dict[str, Any] = {
+        "seq": 7,
+        "time": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        "actor": "cli",
+        "action": "admin.command",
+        "object": "case:C-1 审讯",
+        "case_id": "C-1",
+        "details": {"command": "export", "items": 2},
+        "client": None,
+        "prev_hash": "ab" * 32,
+    }
+    body = audit.entry_body(row)
+    assert "hash_algorithm" not in body
+    old = "58e15e0acb951ab148ba23d50bb59f02ecf11849d66c911d81fac40aa70ca1eb"
+    assert audit.entry_hash(body) == offline.audit_entry_hash(body) == old
+    body = audit.entry_body({**row, "hash_algorithm": "sm3"})
+    sm3 = "4125036c6d2872ed4f9eb82f80300e68d2347a6e5f1ed84fe0e7b1eaab2dedbb"
+    assert audit.entry_hash(body) == offline.audit_entry_hash(body) == sm3
+    with pytest.raises(entries.UnknownAlgorithm):
+        audit.entry_hash({**body, "hash_algorithm": "sha256"})
