@@ -249,12 +249,15 @@ async def test_an_upgrade_at_the_split_is_named_as_in_one_piece(
         await log.catalog.close()
 
 
+@pytest.mark.parametrize("seq", [2, 6], ids=["in_sha256", "in_sm3"])
 @pytest.mark.parametrize("name", ["md5", "sha256", "SM3"])
-async def test_an_unknown_or_unwritten_algorithm_name_is_refused(gm: Log, name: str) -> None:
-    await gm.sql(audit_log.update().where(audit_log.c.seq == 3).values(hash_algorithm=name))
-    verdict = await gm.verify()
-    assert not verdict.ok and verdict.bad_seq == 3, verdict
-    assert verdict.problem == f"entry 3 names an unknown chain hash algorithm {name!r}"
+async def test_an_unknown_or_unwritten_algorithm_name_is_refused(
+    mixed: Log, small_pages: None, name: str, seq: int
+) -> None:
+    await mixed.sql(audit_log.update().where(audit_log.c.seq == seq).values(hash_algorithm=name))
+    verdict = await mixed.verify()
+    assert not verdict.ok and verdict.bad_seq == seq, verdict
+    assert verdict.problem == f"entry {seq} names an unknown chain hash algorithm {name!r}"
 
 
 async def test_a_checkpoint_naming_another_algorithm_does_not_match(gm: Log) -> None:

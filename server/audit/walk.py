@@ -161,11 +161,14 @@ def check(rows: Sequence[Row], walk: Walk, want: set[int]) -> bool:
         if prev_hash != prev:
             walk.fail(f"entry {seq} does not follow entry {seq - 1}", seq)
             break
-        used = SHA256 if named is None else named
+        if named is None:
+            used = SHA256
+        elif named == SM3:
+            used = SM3
+        else:  # 'sha256' too: SHA-256 entries name no algorithm (`entries.stored`)
+            walk.fail(f"entry {seq} names an unknown chain hash algorithm {named!r}", seq)
+            break
         if used != algorithm:
-            if named not in (None, SM3):
-                walk.fail(f"entry {seq} names an unknown chain hash algorithm {named!r}", seq)
-                break
             if algorithm is not None:
                 walk.fail(
                     f"entry {seq} is hashed with {used}, but the chain uses {algorithm} there: "
