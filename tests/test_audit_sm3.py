@@ -23,7 +23,7 @@ from test_custody_api import invoke
 from avidence.client import verify as offline
 from avidence.client.canonical import PublicKeys, canonical_json
 from avidence.server import config, signing
-from avidence.server.audit import entries, tsa, unit, walk, witness
+from avidence.server.audit import entries, state, tsa, unit, walk, witness
 from avidence.server.audit import log as audit
 from avidence.server.audit.events import AdminCommand
 from avidence.server.catalog.db import Catalog
@@ -163,6 +163,8 @@ async def test_gm_entries_chain_with_sm3_as_openssl_computes(gm: Log, tmp_path: 
     assert offline.audit_entry_hash(body) == rows[2].hash  # the client agrees
     verdict = await gm.verify()
     assert verdict.ok and (verdict.entries, verdict.checkpoints) == (5, 1), verdict
+    shown = await state.state(gm.engine, config.load(env={}, data_dir=tmp_path, suite="gm"))
+    assert shown["hash_algorithm"] == "sm3" and shown["entries"] == 5
     checkpoint = await audit.latest_checkpoint(gm.engine)
     assert checkpoint is not None and checkpoint["algorithm"] == "sm2-sm3"
     assert checkpoint["checkpoint"]["hash_algorithm"] == "sm3"

@@ -78,6 +78,13 @@ async def read_head(conn: AsyncConnection) -> tuple[int, str]:
     return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
 
 
+async def chain_algorithm(conn: AsyncConnection) -> str:
+    """The hash the next entry is chained with, as the head row names it (for display: a name
+    this version does not know is shown as it is, and `verify` refuses it)."""
+    named = (await conn.execute(sa.select(audit_head.c.hash_algorithm))).scalar()
+    return str(named) if named is not None else SHA256
+
+
 async def _lock_head(conn: AsyncConnection) -> tuple[int, str, str]:
     """Take the head row's lock (held until the caller's transaction ends) and read it: the
     last seq and hash, and the algorithm the next entry is hashed with.
