@@ -1,6 +1,7 @@
 """`audit verify` over a long log: entries per second at several lengths, so the growth shows.
 
     .venv/bin/python bench/audit_verify.py [--sizes 100000,300000,1000000] [--database URL]
+        [--chains sha256,sm3]
 
 Builds a catalog per size (SQLite in a temporary folder by default, or a fresh PostgreSQL
 database per size when `--database` names a server's admin URL), fills the audit log with chained
@@ -12,7 +13,9 @@ checkpoint after 10,000 more entries (`audit verify --since-checkpoint`). Walks 
 beside it. The baseline, run on the smallest size, is the walk by the definition: every row read
 through SQLAlchemy and re-encoded as canonical JSON (`entries.entry_hash`), as `audit verify`
 did before. Prints entries/s per size, the ratio to the baseline, and the ratio of the
-per-entry cost at the largest size to the smallest (1.0 means linear).
+per-entry cost at the largest size to the smallest (1.0 means linear). Each size is built and
+walked once per chain hash (`--chains`: SHA-256 as under `international`, SM3 as under `gm`), and
+the SM3 rate is printed as a ratio to the SHA-256 rate of the same size and run.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import asyncpg
 
 from avidence.client.canonical import PublicKeys
 from avidence.server import signing
-from avidence.server.audit import extends, walk
+from avidence.server.audit import entries, extends, walk
 from avidence.server.audit import log as audit
 from avidence.server.catalog.db import Catalog
 from avidence.server.catalog.schema import audit_checkpoints, audit_head, audit_log
@@ -41,7 +44,7 @@ BATCH = 10_000
 
 
 def _rows(
-    count: int, *, first: int = 1, prev: str = audit.GENESIS
+    count: int, *, first: int = 1, prev: str = audit.GENESIS, algorithm: str = "sha256"
 ) -> tuple[list[dict[str, object]], list[tuple[int, str]]]:
     """Chained entries from seq `first` and the (seq, head) of every BATCH-th one."""
     rows, heads = [], []
@@ -57,6 +60,7 @@ def _rows(
             "details": {"command": "bench", "items": seq, "blake3": secrets.token_hex(32)},
             "client": "127.0.0.1",
             "prev_hash": prev,
+            "hash_algorithm": entries.column(algorithm),
         }
         row["hash"] = prev = audit.entry_hash(audit.entry_body(row))
         rows.append(row)
@@ -66,15 +70,27 @@ def _rows(
 
 
 async def _fill(
-    catalog: Catalog, count: int, signer: signing.Signer, *, first: int = 1, prev: str = ""
+    catalog: Catalog,
+    count: int,
+    signer: signing.Signer,
+    *,
+    first: int = 1,
+    prev: str = "",
+    algorithm: str = "sha256",
 ) -> None:
-    rows, heads = _rows(count, first=first, prev=prev or audit.GENESIS)
+    rows, heads = _rows(count, first=first, prev=prev or audit.GENESIS, algorithm=algorithm)
     now = datetime.now(UTC)
     async with catalog.engine.begin() as conn:
         for start in range(0, len(rows), BATCH):
             await conn.execute(audit_log.insert(), rows[start : start + BATCH])
         for seq, head in heads:
-            body = {"seq": seq, "head_hash": head, "count": seq, "time": now.isoformat()}
+            body = {
+                "seq": seq,
+                "head_hash": head,
+                "count": seq,
+                "time": now.isoformat(),
+                "hash_algorithm": algorithm,
+            }
             await conn.execute(
                 audit_checkpoints.insert().values(
                     seq=seq,
@@ -85,7 +101,11 @@ async def _fill(
                 )
             )
         await conn.execute(
-            audit_head.update().values(seq=first + count - 1, hash=rows[-1]["hash"])
+            audit_head.update().values(
+                seq=first + count - 1,
+                hash=rows[-1]["hash"],
+                hash_algorithm=entries.column(algorithm),
+            )
         )
 
 
@@ -99,8 +119,38 @@ async def _by_definition(catalog: Catalog) -> int:
     return count
 
 
+def _hash_loop(count: int, algorithm: str) -> float:
+    """CPU seconds (best of three) of the walk's hashing loop (`walk.check`) over `count` rows
+    held in memory, as the driver hands them over: the chain hash's own cost, without the
+    database, so a loaded machine moves it less than the walks."""
+    rows, _ = _rows(count, algorithm=algorithm)
+    tuples = [
+        (
+            r["seq"],
+            audit.iso(r["time"]),  # type: ignore[arg-type]
+            r["actor"],
+            r["action"],
+            r["object"],
+            r["case_id"],
+            json.dumps(r["details"], sort_keys=True, separators=(",", ":")),
+            r["client"],
+            r["prev_hash"],
+            r["hash"],
+            r["hash_algorithm"],
+        )
+        for r in rows
+    ]
+    best = float("inf")
+    for _ in range(3):
+        state = walk.Walk(0, audit.GENESIS)
+        began = time.process_time()
+        assert walk.check(tuples, state, set()), state.problem
+        best = min(best, time.process_time() - began)
+    return best
+
+
 async def _one(
-    size: int, admin_url: str | None, work: Path, *, baseline: bool
+    size: int, admin_url: str | None, work: Path, *, baseline: bool, algorithm: str
 ) -> dict[str, float]:
     name = f"avidence_bench_{secrets.token_hex(4)}"
     if admin_url:
@@ -109,15 +159,15 @@ async def _one(
         await conn.close()
         url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
     else:
-        url = f"sqlite:///{work / f'{size}.db'}"
-    settings = Settings(data_dir=work / f"data-{size}")
+        url = f"sqlite:///{work / f'{size}-{algorithm}.db'}"
+    settings = Settings(data_dir=work / f"data-{size}-{algorithm}")
     catalog = Catalog(normalize_database_url(url))
     try:
         await catalog.migrate()
         signer = signing.load_signer(settings)
         await signing.register(catalog.engine, signer)
         began = time.perf_counter()
-        await _fill(catalog, size, signer)
+        await _fill(catalog, size, signer, algorithm=algorithm)
         filled = time.perf_counter() - began
         keys = PublicKeys.load(json.dumps({"keys": await signing.published(catalog.engine)}))
         # The one-process walk goes first: the first read after a bulk load is the slowest on
@@ -143,7 +193,14 @@ async def _one(
             assert await _by_definition(catalog) == size
             base = time.perf_counter() - began
         assert verdict.newest is not None
-        await _fill(catalog, BATCH, signer, first=size + 1, prev=verdict.newest.head_hash)
+        await _fill(
+            catalog,
+            BATCH,
+            signer,
+            first=size + 1,
+            prev=verdict.newest.head_hash,
+            algorithm=algorithm,
+        )
         began = time.perf_counter()
         more = await audit.verify(catalog.engine, keys, since=verdict.newest)
         since = time.perf_counter() - began
@@ -168,35 +225,63 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,300000,1000000")
     parser.add_argument("--database", default=None, help="PostgreSQL admin URL (default SQLite)")
+    parser.add_argument("--chains", default="sha256,sm3", help="chain hashes to walk, in order")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    chains = args.chains.split(",")
     with tempfile.TemporaryDirectory(prefix="avidence-verify-") as tmp:
         results = {
-            size: await _one(size, args.database, Path(tmp), baseline=size == sizes[0])
+            (chain, size): await _one(
+                size,
+                args.database,
+                Path(tmp),
+                baseline=size == sizes[0] and chain == chains[0],
+                algorithm=chain,
+            )
             for size in sizes
+            for chain in chains
         }
     print(f"catalog: {'postgresql' if args.database else 'sqlite'}")
     print(
-        "| entries | verify s | entries/s | one process, entries/s | facts check s "
+        "| chain | entries | verify s | entries/s | one process, entries/s | facts check s "
         f"| --since-checkpoint, {BATCH:,} new |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
-    for size, r in results.items():
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for (chain, size), r in results.items():
         rate, alone = size / r["verify_s"], size / r["alone_s"]
         print(
-            f"| {size:,} | {r['verify_s']:.2f} | {rate:,.0f} | {alone:,.0f} | {r['facts_s']:.2f} "
-            f"| {r['since_s']:.3f} s |"
+            f"| {chain} | {size:,} | {r['verify_s']:.2f} | {rate:,.0f} | {alone:,.0f} "
+            f"| {r['facts_s']:.2f} | {r['since_s']:.3f} s |"
         )
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
-    small, large = sizes[0], sizes[-1]
-    base = results[small]["baseline_s"]
+    small, large, first = sizes[0], sizes[-1], chains[0]
+    base = results[first, small]["baseline_s"]
     print(
-        f"baseline (by the definition, through SQLAlchemy) at {small:,}: "
-        f"{small / base:,.0f} entries/s; walk / baseline: {base / results[small]['verify_s']:.1f}x"
+        f"baseline (by the definition, through SQLAlchemy, {first}) at {small:,}: "
+        f"{small / base:,.0f} entries/s; walk / baseline: "
+        f"{base / results[first, small]['verify_s']:.1f}x"
     )
-    per_small = results[small]["verify_s"] / small
-    per_large = results[large]["verify_s"] / large
-    print(f"cost per entry at {large:,} / at {small:,}: {per_large / per_small:.2f} (1.0 = linear)")
+    for chain in chains[1:]:
+        for size in sizes:
+            ours, theirs = results[chain, size], results[first, size]
+            print(
+                f"{chain} / {first} at {size:,} entries/s: as audit verify runs "
+                f"{theirs['verify_s'] / ours['verify_s']:.2f}x, in one process "
+                f"{theirs['alone_s'] / ours['alone_s']:.2f}x"
+            )
+    loops = {chain: sizes[0] / _hash_loop(sizes[0], chain) for chain in chains}
+    print(
+        f"hashing loop alone ({sizes[0]:,} rows in memory, CPU, best of 3): "
+        + ", ".join(f"{chain} {rate:,.0f} entries/s" for chain, rate in loops.items())
+        + "".join(f"; {c} / {first}: {loops[c] / loops[first]:.2f}x" for c in chains[1:])
+    )
+    for chain in chains:
+        per_small = results[chain, small]["verify_s"] / small
+        per_large = results[chain, large]["verify_s"] / large
+        print(
+            f"{chain}: cost per entry at {large:,} / at {small:,}: "
+            f"{per_large / per_small:.2f} (1.0 = linear)"
+        )
 
 
 if __name__ == "__main__":

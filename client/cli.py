@@ -65,7 +65,11 @@ def common_options(fn: F) -> F:
             type=click.IntRange(1, 64),
             help="Parallel partial uploads per file (default 4).",
         ),
-        click.option("--chunk-size", help="Bytes per PATCH request, e.g. 64MiB (default)."),
+        click.option(
+            "--chunk-size",
+            help="Bytes in flight per file, e.g. 64MiB (default): each PATCH request carries "
+            "this much, shared by the parallel parts (at least 8MiB each).",
+        ),
         click.option(
             "--retries",
             type=click.IntRange(1, 10_000),

@@ -37,6 +37,10 @@ MiB = 1024 * 1024
 # Partial uploads smaller than this cost more in round trips than they gain in parallelism.
 MIN_PART = 4 * MiB
 
+# A checksummed request counts whole or not at all (a cut one is discarded), so a cut costs
+# what is in flight: parts sent together share the chunk size, down to this.
+MIN_REQUEST = 8 * MiB
+
 Prefetch = tuple[int, int, "asyncio.Task[bytes]"]
 
 
@@ -50,6 +54,12 @@ def plan_parts(size: int, parallel: int) -> list[Part]:
         parts.append(Part(index=index, start=start, length=length))
         start += length
     return parts
+
+
+def request_size(chunk_size: int, parts: int) -> int:
+    """Bytes per PATCH when `parts` uploads run together: `chunk_size` in flight in all, so
+    more parts do not make a cut connection or a killed client cost more to send again."""
+    return max(min(chunk_size, MIN_REQUEST), chunk_size // max(parts, 1))
 
 
 def chunk_grid(parts: list[Part], chunk_size: int) -> Iterator[tuple[int, int]]:

@@ -37,7 +37,7 @@ from .errors import (
 )
 from .files import FileIdentity
 from .hashing import ChunkDigests, FileHasher
-from .parts import PartSender, chunk_grid, plan_parts
+from .parts import PartSender, chunk_grid, plan_parts, request_size
 from .progress import FileProgress, Reporter, human_bytes
 from .proof import Proof, await_outcome, prove, prove_single
 from .state import Part, StateStore, UploadState
@@ -247,12 +247,11 @@ class Uploader:
         state = run.state
         if not state.parts:
             state.parts = self._plan(run)
+        size = request_size(run.options.chunk_size, len(state.parts))
         chunks = None
         if run.caps.checksum is not None:
             chunks = ChunkDigests(
-                run.caps.checksum,
-                chunk_grid(state.parts, run.options.chunk_size),
-                near=2 * run.options.chunk_size,
+                run.caps.checksum, chunk_grid(state.parts, size), near=2 * size
             )
         hasher = FileHasher(state.path, state.size, chunks)
         run.progress.hashed = lambda: hasher.done
@@ -271,7 +270,7 @@ class Uploader:
                         identity=run.identity,
                         state=state,
                         progress=run.progress,
-                        chunk_size=run.options.chunk_size,
+                        chunk_size=size,
                         checksum=run.caps.checksum,
                         chunks=chunks,
                         create=lambda part: self._create(run, part),

@@ -12,7 +12,6 @@ naming the path concerned, so a clerk sees all that is wrong in one run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from avidence.storage.digests import MultiDigest
+from avidence.storage.digests import MultiDigest, new_hasher
 
 from . import trust
 from .canonical import PublicKeys, VerificationError, canonical_json
@@ -32,10 +31,35 @@ DIGESTS = ("blake3", "sha256", "sm3")
 BLOCK = 4 * 1024 * 1024
 
 
+CHAIN_SWITCH = "audit.chain_switched"
+
+
+def chain_algorithm(body: Mapping[str, Any]) -> str:
+    """The hash an audit entry is chained with: SM3 when it says `"hash_algorithm": "sm3"` (the
+    `gm` suite), SHA-256 when it names none (every entry before there was a choice)."""
+    named = body.get("hash_algorithm")
+    if named is None:
+        return "sha256"
+    if named != "sm3":  # 'sha256' is never written: one algorithm, one encoding
+        raise VerificationError(f"unknown chain hash algorithm {named!r}")
+    return "sm3"
+
+
 def audit_entry_hash(body: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of an audit entry's body (seq, time, actor, action, object,
-    case_id, details, client, prev_hash): the value the server chains its log with."""
-    return hashlib.sha256(canonical_json(dict(body))).hexdigest()
+    """The chain hash (`chain_algorithm`) of the canonical JSON of an audit entry's body (seq,
+    time, actor, action, object, case_id, details, client, prev_hash, and hash_algorithm when
+    it names one): the value the server chains its log with."""
+    hasher = new_hasher(chain_algorithm(body))
+    hasher.update(canonical_json(dict(body)))
+    return hasher.hexdigest()
+
+
+def _next_algorithm(body: Mapping[str, Any], algorithm: str) -> str:
+    """The algorithm of the entry after this one: another only after an audited switch."""
+    details = body.get("details")
+    if body.get("action") != CHAIN_SWITCH or not isinstance(details, Mapping):
+        return algorithm
+    return str(details.get("to"))
 
 
 def file_digests(path: Path, algorithms: Iterable[str]) -> tuple[int, dict[str, str]]:
@@ -270,7 +294,8 @@ def _check_audit(
         report.problem(rel, "missing or unreadable")
         return
     hashes: dict[int, str] = {}
-    last: tuple[int, str] | None = None
+    algorithms: dict[int, str] = {}
+    last: tuple[int, str, str] | None = None  # seq, hash, the next entry's algorithm
     for number, line in enumerate(lines, 1):
         where = f"{rel} line {number}"
         try:
@@ -282,6 +307,11 @@ def _check_audit(
         if kind == "entry":
             stated = record.pop("hash", None)
             seq = int(record.get("seq", 0))
+            try:
+                algorithm = chain_algorithm(record)
+            except VerificationError as exc:
+                report.problem(where, f"entry {seq}: {exc}")
+                continue
             if audit_entry_hash(record) != stated:
                 report.problem(where, f"entry {seq} was altered (its hash does not match)")
             if record.get("case_id") != manifest.get("case"):
@@ -290,8 +320,14 @@ def _check_audit(
                 broken = seq == last[0] + 1 and record.get("prev_hash") != last[1]
                 if seq <= last[0] or broken:
                     report.problem(where, f"entry {seq} does not follow entry {last[0]}")
-            hashes[seq] = str(stated)
-            last = (seq, str(stated))
+                elif seq == last[0] + 1 and algorithm != last[2]:
+                    report.problem(
+                        where,
+                        f"entry {seq} is hashed with {algorithm}, but the chain uses {last[2]} "
+                        "there (the algorithm changes only by an audit.chain_switched entry)",
+                    )
+            hashes[seq], algorithms[seq] = str(stated), algorithm
+            last = (seq, str(stated), _next_algorithm(record, algorithm))
             report.entries += 1
         elif kind == "checkpoint":
             try:
@@ -302,7 +338,9 @@ def _check_audit(
             report.checkpoints += 1
             seq = int(signed["seq"])
             if seq in hashes:
-                if hashes[seq] != signed["head_hash"]:
+                if hashes[seq] != signed["head_hash"] or signed.get(
+                    "hash_algorithm", "sha256"
+                ) != algorithms[seq]:
                     report.problem(where, f"checkpoint {seq} signed a different entry {seq}")
                 else:
                     report.anchored += 1

@@ -112,6 +112,8 @@ def _resources(catalog: Catalog | None, store: Store | None) -> Any:
             await app[CATALOG].ensure_current()
         app[SIGNER] = load_signer(settings)
         await register(app[CATALOG].engine, app[SIGNER])
+        # The audit chain hashes with the suite's algorithm from here on (SM3 under gm).
+        await audit.follow_suite(app[CATALOG].engine, settings.suite, actor="server")
         if settings.trusted_keys:
             app[PINNED_KEYS] = await history.pinned_for(app[CATALOG].engine, settings, app[SIGNER])
         shown = await history.publishable(

@@ -25,6 +25,7 @@ from avidence.storage.errors import StoreError
 
 from . import config
 from .agencies import records as agencies_db
+from .audit import log as audit_log
 from .cases import records as cases_db
 from .cases.records import Case
 from .catalog.db import Catalog, CatalogUnavailable
@@ -109,6 +110,9 @@ async def opened_catalog(
     try:
         if migrate:
             await catalog.migrate()
+            # Commands that may run first on a new deployment chain with the suite's hash from
+            # its first entry (SM3 under gm), as `serve` does.
+            await audit_log.follow_suite(catalog.engine, settings.suite, actor="cli")
         else:
             await catalog.ensure_current()
         yield catalog

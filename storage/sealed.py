@@ -3,7 +3,8 @@
 `SealedStore` wraps any `Store` (local folder, S3) and keeps the contract, so tus, viewing,
 jobs and purges work unchanged above it; only ciphertext reaches the backend. Each object gets a
 fresh data key (`sealkeys`), its bytes are cut into segments sealed with AES-256-GCM or SM4-GCM
-(`sealformat`), and a ranged read opens only the segments it touches (`sealread`). Digests stay
+(`sealformat`), and a ranged read opens only the segments it touches (`sealread`); a joined
+upload adopts its parts' sealed bytes as runs under their own keys (`sealjoin`). Digests stay
 the caller's business and so stay over the plaintext.
 
 Uploads: a target receives whole sealed segments only, so its length says how far it got; the
@@ -19,15 +20,18 @@ whose key record is gone was shredded and reads as `NotFound`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 
-from . import sealkeys, sealread, sealswap, sealtail
+from . import sealjoin, sealkeys, sealswap, sealtail
 from .base import (
     Concatenator,
     LockSupport,
@@ -48,7 +52,7 @@ from .errors import (
     StoreError,
     Tampered,
 )
-from .sealformat import HEADER, MAGIC, OVERHEAD, SEGMENT, Header, Sealer, Suite, plain_size
+from .sealformat import HEADER, MAGIC, OVERHEAD, SEGMENT, Header, Sealer, Suite
 from .sealkeys import KeyRecord, KeyRing, KeyWrapping
 from .sealtail import Tail
 
@@ -59,6 +63,10 @@ HANDLE_PREFIX = "sealed1:"
 # ends inside a backend part (S3 keeps that as its tail and sends it again), so small batches
 # cost upload speed: 16 MiB ran at 0.4x on SeaweedFS, 256 MiB near one per request.
 BATCH = 256 * 1024 * 1024
+# Plaintext sealed in one go on a worker thread rather than on the loop, from this size.
+THREAD_SEALING = 256 * 1024
+# Plaintext hashed per thread hop when a join computes the digests of its parts.
+DIGEST_BLOCK = 4 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -187,42 +195,66 @@ class SealedStore:
     ) -> AsyncIterator[bytes]:  # fmt: skip
         """The sealed bytes of tail + `chunks`: whole segments only; the rest stays in
         `progress.leftover`. With `keep_on_error` a broken source ends the stream cleanly (what
-        arrived is kept) and its exception waits in `progress.error`."""
+        arrived is kept) and its exception waits in `progress.error`.
+
+        A chunk's whole segments are sealed into one buffer, on a worker thread when there are
+        many (the cipher lets go of the GIL), while the buffer before it is being stored: on a
+        loop that also receives the request, sealing then costs little of its time."""
         if state.stored == 0:
             yield sealer.header.pack()
         size = sealer.header.segment
         buffer = progress.leftover
         buffer += state.tail.data
+        ahead: deque[tuple[int, asyncio.Future[bytearray]]] = deque()  # (segments, sealing)
+        scheduled = progress.segments
         try:
-            async for chunk in chunks:
-                # Whole segments are sealed straight from the chunk and a chunk's segments go
-                # on as one piece: on a loop that also receives the request, copies and steps
-                # are what sealing costs, more than the cipher.
-                view, at, out = memoryview(chunk), 0, []
-                if buffer:
-                    at = min(size - len(buffer), len(view))
-                    buffer += view[:at]
-                    if len(buffer) == size:
-                        out.append(self._seal_next(sealer, progress, buffer))
-                        buffer.clear()
-                while not buffer and len(view) - at >= size:
-                    out.append(self._seal_next(sealer, progress, view[at : at + size]))
-                    at += size
-                buffer += view[at:]
-                if out:
-                    yield out[0] if len(out) == 1 else b"".join(out)
-        except Exception as exc:
-            if not keep_on_error:
-                raise
-            progress.error = exc
+            try:
+                async for chunk in chunks:
+                    view, at, pieces = memoryview(chunk), 0, list[bytes | memoryview]()
+                    if buffer:
+                        at = min(size - len(buffer), len(view))
+                        buffer += view[:at]
+                        if len(buffer) == size:
+                            pieces.append(bytes(buffer))
+                            buffer.clear()
+                    while not buffer and len(view) - at >= size:
+                        pieces.append(view[at : at + size])
+                        at += size
+                    buffer += view[at:]
+                    if pieces:
+                        ahead.append((len(pieces), self._seal_pieces(sealer, scheduled, pieces)))
+                        scheduled += len(pieces)
+                    if len(ahead) > 1:
+                        yield await self._landed(ahead, progress)
+            except Exception as exc:
+                if not keep_on_error:
+                    raise
+                progress.error = exc
+            while ahead:
+                yield await self._landed(ahead, progress)
+        finally:
+            for _, sealing in ahead:
+                sealing.cancel()  # the store stopped taking bytes: nobody waits for these
 
     @staticmethod
-    def _seal_next(
-        sealer: Sealer, progress: _Progress, data: bytes | bytearray | memoryview
+    def _seal_pieces(
+        sealer: Sealer, first: int, pieces: list[bytes | memoryview]
+    ) -> asyncio.Future[bytearray]:
+        if len(pieces) * sealer.header.segment >= THREAD_SEALING:
+            return asyncio.ensure_future(asyncio.to_thread(sealer.seal_segments, first, pieces))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(sealer.seal_segments(first, pieces))
+        return done
+
+    @staticmethod
+    async def _landed(
+        ahead: deque[tuple[int, asyncio.Future[bytearray]]], progress: _Progress
     ) -> bytes:
-        blob = sealer.seal_segment(progress.segments, data, final=False)
-        progress.segments += 1
-        return blob
+        count, sealing = ahead[0]
+        sealed = await sealing
+        ahead.popleft()
+        progress.segments += count
+        return cast(bytes, sealed)  # a bytearray: every store takes it as bytes, uncopied
 
     async def _settle(self, sealer: Sealer, state: _State, progress: _Progress) -> int:
         """After the segments landed: keep the leftover as the new tail, drop stale tails."""
@@ -364,11 +396,7 @@ class SealedStore:
         inner = _inner_handle(target)
         if inner is None:
             return await self.inner.finish(target, size=size)
-        try:
-            await self.inner.stat(target.key)
-            raise AlreadyExists("a finished object holds this key", key=target.key)
-        except NotFound:
-            pass
+        await self._untaken(target.key)
         record = await self._record(target)
         sealer = sealkeys.sealer(record, self.kek)
         state = await self._state(inner, sealer)
@@ -436,9 +464,9 @@ class SealedStore:
 
     async def _object(
         self, key: str, *, info: bool
-    ) -> tuple[int, Sealer | None, ObjectInfo | None]:
-        """Stored length, sealer (None: a plain object) and, when asked or needed, the
-        backend's facts; NotFound when the object is absent or was shredded."""
+    ) -> tuple[int, list[sealjoin.Run] | None, ObjectInfo | None]:
+        """Stored length, runs (None: a plain object) and, when asked or needed, the backend's
+        facts; NotFound when the object is absent or was shredded."""
         record = await self.ring.get(key)
         facts = None
         if info or record is None or record.stored is None:
@@ -455,24 +483,22 @@ class SealedStore:
         stored = record.stored if record.stored is not None else facts.size if facts else 0
         # The stored header is not read: segments are opened with the record's header in
         # their associated data, so an altered header cannot change what is served.
-        return stored, sealkeys.sealer(record, self.kek), facts
+        return stored, sealjoin.runs_of(record, self.kek, stored=stored), facts
 
     async def read(
         self, key: str, *, start: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        stored, sealer, _ = await self._object(key, info=False)
-        if sealer is None:
+        stored, runs, _ = await self._object(key, info=False)
+        if runs is None:
             plain = await sealswap.plain_read(
                 self.inner, key, start=start, length=length, still_plain=self._plain_now(key)
             )
             if plain is not None:
                 return plain
-            stored, sealer, _ = await self._object(key, info=False)
-            assert sealer is not None
+            stored, runs, _ = await self._object(key, info=False)
+            assert runs is not None
         try:
-            return await sealread.read(
-                self.inner, sealer, stored=stored, start=start, length=length
-            )
+            return await sealjoin.read(self.inner, key, runs, start=start, length=length)
         except Tampered:
             # A record over still plain bytes: `encrypt-existing` is about to swap them (or
             # has swapped them since: then they read sealed now).
@@ -481,7 +507,7 @@ class SealedStore:
             )
             if plain is not None:
                 return plain
-        return await sealread.read(self.inner, sealer, stored=stored, start=start, length=length)
+        return await sealjoin.read(self.inner, key, runs, start=start, length=length)
 
     def _plain_now(self, key: str) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
@@ -496,14 +522,13 @@ class SealedStore:
         return check
 
     async def stat(self, key: str) -> ObjectInfo:
-        stored, sealer, facts = await self._object(key, info=True)
+        stored, runs, facts = await self._object(key, info=True)
         assert facts is not None
-        if sealer is None:
+        if runs is None:
             return facts
         if facts.size != stored and await self._head(key) is None:
             return facts  # plain bytes under a record: `encrypt-existing` is converting them
-        size = plain_size(stored, segment=sealer.header.segment)
-        return ObjectInfo(key, size, facts.etag, facts.modified)
+        return ObjectInfo(key, sum(run.plain for run in runs), facts.etag, facts.modified)
 
     async def delete(self, key: str) -> None:
         """Destroy the data key first (crypto-shredding), then the ciphertext. When retention
@@ -530,17 +555,83 @@ class SealedStore:
     async def concatenate(
         self, key: str, sources: Sequence[str], *, digest: MultiDigest | None = None
     ) -> ObjectInfo:
-        """Each source is under its own data key: the bytes are opened and sealed again under
-        a new one (passing through `digest`) into a staging object, which the backend then
-        copies to `key` with its own concatenation, so `key` appears whole or not at all."""
+        """The joined object adopts its sources' sealed bytes as runs under their own data
+        keys (`sealjoin`): the backend concatenates the stored bytes with its own means, so
+        `key` appears whole or not at all, and nothing is sealed again. The plaintext passes
+        through `digest` from the sources, opened while the backend copies. A plain source
+        (stored before encryption was on) makes the join seal everything afresh instead."""
         assert isinstance(self.inner, Concatenator)
+        runs: list[sealjoin.Run] = []
         for source in sources:
-            await self.stat(source)  # NotFound before anything is made
+            _, found, _ = await self._object(source, info=False)  # NotFound before anything
+            if found is None:
+                return await self._concatenate_sealing(key, sources, digest)
+            runs += found
+        await self._untaken(key)
+        record = sealkeys.new_record(key, kek=self.kek, suite=self.suite, segment=self.segment)
+        stored = sum(run.stored for run in runs)
+        table = sealjoin.seal_table(record, self.kek, runs)
+        await self.ring.put(dataclasses.replace(record, stored=stored, runs=table))
+        jobs: list[Awaitable[object]] = [self.inner.concatenate(key, list(sources))]
+        if digest is not None:
+            jobs.append(self._digest(sources, digest))
+        try:
+            # Both run to their end even when one fails: a copy stopped halfway could still
+            # publish the object after its key record was forgotten.
+            outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        except BaseException:
+            await asyncio.shield(self._forget_unless_made(key))
+            raise
+        _log.info("sealed.joined key=%s runs=%s stored=%s", key, len(runs), stored)
+        return ObjectInfo(key, sum(run.plain for run in runs))
+
+    async def _untaken(self, key: str) -> None:
         try:
             await self.inner.stat(key)
             raise AlreadyExists("a finished object holds this key", key=key)
         except NotFound:
             pass
+
+    async def _forget_unless_made(self, key: str) -> None:
+        """After a join failed: its key record goes unless the object appeared after all."""
+        try:
+            await self.inner.stat(key)
+        except NotFound:
+            await self.ring.destroy(key)
+
+    async def _digest(self, sources: Sequence[str], digest: MultiDigest) -> None:
+        """Feed the sources' plaintext to `digest`: a block is hashed in a thread while the
+        next one is opened (in order: the next hash waits for the one before)."""
+        hashing: asyncio.Future[None] | None = None
+        block = bytearray()
+        try:
+            for source in sources:
+                async for chunk in await self.read(source):
+                    block += chunk
+                    if len(block) >= DIGEST_BLOCK:
+                        if hashing is not None:
+                            await hashing
+                        hashing = asyncio.ensure_future(asyncio.to_thread(digest.update, block))
+                        block = bytearray()
+            if hashing is not None:
+                await hashing
+                hashing = None
+            digest.update(block)
+        finally:
+            if hashing is not None:  # stopped early: let the thread finish with its block
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(hashing)
+
+    async def _concatenate_sealing(
+        self, key: str, sources: Sequence[str], digest: MultiDigest | None
+    ) -> ObjectInfo:
+        """Each source is opened and sealed again under a new data key (passing through
+        `digest`) into a staging object, which the backend then copies to `key`."""
+        assert isinstance(self.inner, Concatenator)
+        await self._untaken(key)
         record = sealkeys.new_record(key, kek=self.kek, suite=self.suite, segment=self.segment)
         sealer = sealkeys.sealer(record, self.kek)
         staging = f"{key}.j{secrets.token_hex(6)}"

@@ -12,14 +12,16 @@ flag) all fail authentication. Nonces are random rather than counters: a segment
 twice (a request refused by its checksum, then sent again), and a counter would then repeat a
 nonce under the same key, which GCM does not survive. The data key itself is not in the object
 (see `sealkeys`): an object under S3 Object Lock cannot be rewritten, but its key can be
-destroyed or rewrapped.
+destroyed or rewrapped. A joined upload is several such objects one after another, each under
+its own key, described by a run table kept with the joined object's key record (`sealjoin`).
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from cryptography.exceptions import InvalidTag
@@ -55,25 +57,32 @@ class Suite(IntEnum):
         return 32 if self is Suite.INTERNATIONAL else 16  # AES-256; SM4 has 128-bit keys
 
 
-def seal(suite: Suite, key: bytes, data: bytes | bytearray | memoryview, aad: bytes) -> bytes:
-    """nonce | ciphertext | tag of `data` under `key`, authenticating `aad` too."""
+def seal(
+    suite: Suite, key: bytes, data: bytes | bytearray | memoryview, aad: bytes,
+    *, aead: AESGCM | None = None,
+) -> bytes:  # fmt: skip
+    """nonce | ciphertext | tag of `data` under `key`, authenticating `aad` too (`aead`: the
+    key's AES-GCM cipher made before, when there is one)."""
     nonce = os.urandom(NONCE)
     if suite is Suite.INTERNATIONAL:
-        return nonce + AESGCM(key).encrypt(nonce, data, aad)
+        return nonce + (aead or AESGCM(key)).encrypt(nonce, data, aad)
     encryptor = Cipher(algorithms.SM4(key), modes.GCM(nonce)).encryptor()
     encryptor.authenticate_additional_data(aad)
     body = encryptor.update(data) + encryptor.finalize()
     return nonce + body + encryptor.tag
 
 
-def unseal(suite: Suite, key: bytes, blob: bytes | memoryview, aad: bytes, *, what: str) -> bytes:
+def unseal(
+    suite: Suite, key: bytes, blob: bytes | memoryview, aad: bytes,
+    *, what: str, aead: AESGCM | None = None,
+) -> bytes:  # fmt: skip
     """The plaintext of `blob`; `Tampered` naming `what` when it fails authentication."""
     if len(blob) < OVERHEAD:
         raise Tampered(f"{what}: {len(blob)} bytes is shorter than a sealed segment")
     nonce, body = blob[:NONCE], blob[NONCE:]
     try:
         if suite is Suite.INTERNATIONAL:
-            return AESGCM(key).decrypt(nonce, body, aad)
+            return (aead or AESGCM(key)).decrypt(nonce, body, aad)
         tag, text = bytes(body[-TAG:]), body[:-TAG]
         decryptor = Cipher(algorithms.SM4(key), modes.GCM(nonce, tag)).decryptor()
         decryptor.authenticate_additional_data(aad)
@@ -104,11 +113,20 @@ class Header:
 
 @dataclass(slots=True, frozen=True)
 class Sealer:
-    """Seals and opens the segments and tails of one object under its data key."""
+    """Seals and opens the segments and tails of one object under its data key. The cipher
+    and the associated data's fixed part are made once: an object has thousands of segments."""
 
     header: Header
     key: str
     data_key: bytes
+    _aead: AESGCM | None = field(init=False, repr=False, compare=False)
+    _bound: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        international = self.header.suite is Suite.INTERNATIONAL
+        object.__setattr__(self, "_aead", AESGCM(self.data_key) if international else None)
+        name = self.key.encode()
+        object.__setattr__(self, "_bound", self.header.pack() + struct.pack(">H", len(name)) + name)
 
     @property
     def step(self) -> int:
@@ -116,28 +134,64 @@ class Sealer:
         return self.header.segment + OVERHEAD
 
     def _aad(self, kind: bytes, index: int, final: bool) -> bytes:
-        name = self.key.encode()
-        return b"".join(
-            (kind, self.header.pack(), struct.pack(">H", len(name)), name,
-             struct.pack(">QB", index, final))
-        )  # fmt: skip
+        return kind + self._bound + struct.pack(">QB", index, final)
+
+    def _seal(self, data: bytes | bytearray | memoryview, aad: bytes) -> bytes:
+        return seal(self.header.suite, self.data_key, data, aad, aead=self._aead)
+
+    def _open(self, blob: bytes | memoryview, aad: bytes, *, what: str) -> bytes:
+        return unseal(self.header.suite, self.data_key, blob, aad, what=what, aead=self._aead)
 
     def seal_segment(
         self, index: int, data: bytes | bytearray | memoryview, *, final: bool
     ) -> bytes:
-        return seal(self.header.suite, self.data_key, data, self._aad(b"seg", index, final))
+        return self._seal(data, self._aad(b"seg", index, final))
+
+    def seal_segments(
+        self, first: int, pieces: Sequence[bytes | bytearray | memoryview]
+    ) -> bytearray:
+        """Whole segments `pieces` (each exactly a segment long), from index `first`, sealed
+        (none final) one after another into one buffer: no copy per segment."""
+        step = self.step
+        out = bytearray(len(pieces) * step)
+        view = memoryview(out)
+        nonces = os.urandom(NONCE * len(pieces))
+        for n, piece in enumerate(pieces):
+            aad = self._aad(b"seg", first + n, False)
+            at = n * step
+            if self._aead is None:
+                view[at : at + step] = self._seal(piece, aad)
+            else:
+                nonce = nonces[n * NONCE : (n + 1) * NONCE]
+                view[at : at + NONCE] = nonce
+                self._aead.encrypt_into(nonce, piece, aad, view[at + NONCE : at + step])
+        return out
 
     def open_segment(self, index: int, blob: bytes | memoryview, *, final: bool) -> bytes:
-        aad = self._aad(b"seg", index, final)
-        return unseal(self.header.suite, self.data_key, blob, aad, what=f"segment {index}")
+        return self._open(blob, self._aad(b"seg", index, final), what=f"segment {index}")
+
+    def open_segments(self, first: int, blob: bytes | memoryview) -> list[bytes]:
+        """The plaintexts of the whole, non-final segments in `blob` (a multiple of `step`),
+        from index `first`; `Tampered` for the first that fails, before any is returned."""
+        step, view = self.step, memoryview(blob)
+        return [
+            self.open_segment(first + n, view[n * step : (n + 1) * step], final=False)
+            for n in range(len(view) // step)
+        ]
 
     def seal_tail(self, index: int, data: bytes) -> bytes:
         """The not yet full segment `index` of an upload, kept aside sealed until it fills."""
-        return seal(self.header.suite, self.data_key, data, self._aad(b"tail", index, False))
+        return self._seal(data, self._aad(b"tail", index, False))
 
     def open_tail(self, index: int, blob: bytes) -> bytes:
-        aad = self._aad(b"tail", index, False)
-        return unseal(self.header.suite, self.data_key, blob, aad, what=f"tail {index}")
+        return self._open(blob, self._aad(b"tail", index, False), what=f"tail {index}")
+
+    def seal_runs(self, table: bytes) -> bytes:
+        """The run table of a joined object (`sealjoin`), sealed under its own data key."""
+        return self._seal(table, self._aad(b"runs", 0, True))
+
+    def open_runs(self, blob: bytes) -> bytes:
+        return self._open(blob, self._aad(b"runs", 0, True), what="run table")
 
 
 def plain_size(stored: int, *, segment: int) -> int:

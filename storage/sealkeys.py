@@ -27,6 +27,7 @@ class KeyRecord:
     kek_id: str
     wrapped: bytes
     stored: int | None = None  # the sealed object's length once finished: reads skip a stat
+    runs: bytes | None = None  # a joined object's sealed run table (`sealjoin`); None: one run
 
 
 class KeyWrapping(Protocol):

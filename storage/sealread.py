@@ -7,16 +7,21 @@ segment is opened by the await, before the first byte, as `Store.read` promises 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from .base import Store
 from .errors import InvalidRange, Tampered
 from .sealformat import HEADER, OVERHEAD, Sealer, plain_size
 
+# Sealed bytes opened in one go on a worker thread rather than on the loop, from this size.
+THREAD_OPENING = 256 * 1024
+
 
 async def _segments(
-    store: Store, sealer: Sealer, *, first: int, last: int, final: int, stored: int
-) -> AsyncGenerator[tuple[int, bytes], None]:
+    store: Store, sealer: Sealer, *, first: int, last: int, final: int, stored: int,
+    name: str, base: int,
+) -> AsyncGenerator[tuple[int, bytes], None]:  # fmt: skip
     """(index, plaintext) of segments `first`..`last`; `final` is the object's last index."""
     step = sealer.step
     begin = HEADER.size + first * step
@@ -24,7 +29,7 @@ async def _segments(
     buffer = bytearray()  # a segment split across chunks; whole ones are opened in place
     index = first
     try:
-        pieces = await store.read(sealer.key, start=begin, length=end - begin)
+        pieces = await store.read(name, start=base + begin, length=end - begin)
     except InvalidRange:
         raise Tampered("the sealed object is shorter than recorded", key=sealer.key) from None
     async for chunk in pieces:
@@ -36,19 +41,30 @@ async def _segments(
                 yield index, sealer.open_segment(index, bytes(buffer), final=False)
                 index += 1
                 buffer.clear()
-        while len(view) - at >= step and index < final and not buffer:
-            yield index, sealer.open_segment(index, view[at : at + step], final=False)
-            index += 1
-            at += step
+        count = 0 if buffer else min((len(view) - at) // step, final - index)
+        if count:
+            # A chunk's whole segments are opened in one go, on a worker thread when there are
+            # many (the cipher lets go of the GIL), so a long read leaves the loop free.
+            blob = view[at : at + count * step]
+            if count * step >= THREAD_OPENING:
+                opened = await asyncio.to_thread(sealer.open_segments, index, blob)
+            else:
+                opened = sealer.open_segments(index, blob)
+            for data in opened:
+                yield index, data
+                index += 1
+            at += count * step
         buffer += view[at:]
     if index <= last:  # the final segment (shorter than a full one), or a cut object
         yield index, sealer.open_segment(index, bytes(buffer), final=index == final)
 
 
 async def read(
-    store: Store, sealer: Sealer, *, stored: int, start: int, length: int | None
-) -> AsyncIterator[bytes]:
-    """Plaintext `[start, start + length)` of the sealed object of `stored` bytes."""
+    store: Store, sealer: Sealer, *, stored: int, start: int, length: int | None,
+    name: str | None = None, base: int = 0,
+) -> AsyncIterator[bytes]:  # fmt: skip
+    """Plaintext `[start, start + length)` of the sealed object of `stored` bytes; of a run of
+    a joined object (`sealjoin`) when the run lies at `base` in the stored object `name`."""
     segment = sealer.header.segment
     size = plain_size(stored, segment=segment)
     if start < 0 or start > size or (length is not None and length < 0):
@@ -56,9 +72,12 @@ async def read(
     end = size if length is None else min(size, start + length)
     final = (stored - HEADER.size - OVERHEAD) // sealer.step
     if end <= start:
-        return _empty()
+        return empty()
     first, last = start // segment, (end - 1) // segment
-    pieces = _segments(store, sealer, first=first, last=last, final=final, stored=stored)
+    pieces = _segments(
+        store, sealer, first=first, last=last, final=final, stored=stored,
+        name=sealer.key if name is None else name, base=base,
+    )  # fmt: skip
     index, data = await anext(pieces)  # the first segment is checked before any byte goes
 
     async def stream() -> AsyncIterator[bytes]:
@@ -78,6 +97,6 @@ async def read(
     return stream()
 
 
-async def _empty() -> AsyncIterator[bytes]:
+async def empty() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover - makes this an async generator

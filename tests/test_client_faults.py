@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from support.files import get_json, random_file
-from support.proxy import fault_proxy
+from support.proxy import fault_proxy, sigkill_after
 from support.servers import ServerProcess
 
 MiB = 1024 * 1024
@@ -89,4 +89,26 @@ def test_a_lost_answer_to_the_final_upload_still_ends_as_evidence(
     with fault_proxy(srv.port, cut_answer_to="POST", answers_to_skip=2, cuts_left=1) as proxy:
         ev, _ = upload(tmp_path, proxy.url, token, path, "--parallel", "2")
         assert proxy.cuts == 1
+    assert get_json(f"{srv.url}/api/evidence/{ev}", token)["blake3"] == digest
+
+
+def test_a_killed_parallel_upload_sends_again_no_more_than_the_chunk_size(
+    server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    """Checksummed requests count whole or not at all, so a crash costs the requests in
+    flight: four parts share `--chunk-size` (8 MiB requests each here, not 32 MiB)."""
+    srv, token = server
+    size = 96 * MiB
+    path = tmp_path / "killed.ts"
+    digest = random_file(path, size)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AVIDENCE_")}
+    env["AVIDENCE_CONFIG"] = str(tmp_path / "no-config.toml")
+    with fault_proxy(srv.port) as proxy:
+        argv = [str(BIN / "avidence"), "upload", str(path), "--server", proxy.url,
+                "--token", token, "--case", "F-1", "--state-dir", str(tmp_path / "state"),
+                "--parallel", "4", "--chunk-size", "32MiB"]  # fmt: skip
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        sigkill_after(child, proxy, sent=0.6 * size, timeout=120)
+        ev, _ = upload(tmp_path, proxy.url, token, path, "--parallel", "4", "--chunk-size", "32MiB")
+        assert proxy.bytes_up <= size + 32 * MiB + 256 * 1024
     assert get_json(f"{srv.url}/api/evidence/{ev}", token)["blake3"] == digest

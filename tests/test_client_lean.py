@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from avidence.server.audit.entries import entry_hash
+
 from support.client_runs import client_env
 from support.files import random_file
 from support.servers import ServerProcess
@@ -94,6 +96,15 @@ def test_client_only_install_is_small_and_works(
     assert len(names) <= MAX_PACKAGES, sorted(names)
     process, token = server
     upload_watch_verify(lean / "avidence", process, token, tmp_path)
+
+    # SM3 audit entries (a gm log's bundle) are recomputed as the server chains them
+    body = {"seq": 1, "time": "2026-01-02T03:04:05.000006Z", "actor": "cli", "action": "x",
+            "object": "case:审讯", "case_id": None, "details": {}, "client": None,
+            "prev_hash": "0" * 64, "hash_algorithm": "sm3"}  # fmt: skip
+    code = ("import json, sys; from avidence.client.verify import audit_entry_hash; "
+            "print(audit_entry_hash(json.loads(sys.argv[1])))")  # fmt: skip
+    recomputed = run(lean / "python", "-I", "-c", code, json.dumps(body), timeout=60).strip()
+    assert recomputed == entry_hash(body)
 
     # the server's command is there but says what to install instead of failing somewhere deep
     refused = subprocess.run([lean / "avidence-server", "--help"], capture_output=True,

@@ -21,7 +21,7 @@ from avidence.client.config import Settings, endpoints, parse_size
 from avidence.client.errors import FileChanged, InputError
 from avidence.client.files import check_stat, check_unchanged, identify
 from avidence.client.hashing import ChunkDigests, FileHasher
-from avidence.client.parts import MIN_PART, chunk_grid, plan_parts
+from avidence.client.parts import MIN_PART, MIN_REQUEST, chunk_grid, plan_parts, request_size
 from avidence.client.progress import FileProgress
 from avidence.client.state import Part, StateStore, UploadState, upload_key
 from avidence.client.tus import RetryPolicy, ServerCaps, TusClient, _raise_for, encode_metadata
@@ -40,6 +40,19 @@ def test_parts_cover_the_file_exactly(size: int, parallel: int, count: int) -> N
     assert sum(p.length for p in parts) == size
     for before, after in itertools.pairwise(parts):
         assert after.start == before.start + before.length
+
+
+@pytest.mark.parametrize(
+    ("chunk", "parts", "each"),
+    [
+        (64 * MiB, 1, 64 * MiB),
+        (64 * MiB, 4, 16 * MiB),  # a cut or a crash costs the chunk size, not four of them
+        (64 * MiB, 16, MIN_REQUEST),
+        (2 * MiB, 4, 2 * MiB),  # never larger than asked
+    ],
+)
+def test_parallel_parts_share_the_chunk_size(chunk: int, parts: int, each: int) -> None:
+    assert request_size(chunk, parts) == each
 
 
 @pytest.mark.parametrize(

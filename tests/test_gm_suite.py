@@ -146,6 +146,11 @@ async def test_gm_upload_receipt_transfer_ack_bundle_verify_offline(
         if json.loads(line).get("type") == "checkpoint"
     ]
     assert checkpoints and {c["algorithm"] for c in checkpoints} == {"sm2-sm3"}
+    # The excerpt's entries are chained with SM3 and say so; the bundle check recomputes them.
+    excerpt = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    chained = [line for line in excerpt if line["type"] == "entry"]
+    assert chained and {line.get("hash_algorithm") for line in chained} == {"sm3"}
+    assert {c["checkpoint"]["hash_algorithm"] for c in checkpoints} == {"sm3"}
     pinned = tmp_path / "pinned.json"
     exported = await invoke(main, ["key", "export", "--out", str(pinned), *gm_config(tmp_path)])
     assert exported.exit_code == 0, exported.output

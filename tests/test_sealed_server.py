@@ -15,8 +15,10 @@ from typing import Any
 import aiohttp
 import blake3
 import pytest
+import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
+from avidence.server.catalog.schema import data_keys
 from avidence.server.keys.datakeys import CatalogKeyRing
 from avidence.server.keys.kek import FileKeks, Kek
 from avidence.server.retention import purge, records
@@ -28,7 +30,7 @@ from avidence.storage.sealed import SealedStore
 from avidence.storage.sealformat import MAGIC, Suite
 
 from support.cluster import Cluster
-from support.retention import clock, policy_of, retention_api, upload
+from support.retention import INTERROGATION, clock, policy_of, retention_api, upload
 from support.seaweed import SeaweedServer
 from support.servers import Api, make_api, metadata
 from support.stores import Sealed, collect, sealed_over
@@ -170,6 +172,67 @@ async def test_purge_under_object_lock_destroys_the_data_key(
             VersionId=client.head_object(Bucket=s3_bucket, Key=key)["VersionId"],
         )
     assert await CatalogKeyRing(sealed.catalog.engine).get(key) is None
+    with pytest.raises(NotFound):
+        await api.store.read(key)
+
+
+async def _key_rows(sealed: Sealed) -> int:
+    async with sealed.catalog.engine.connect() as conn:
+        rows = await conn.execute(sa.select(sa.func.count()).select_from(data_keys))
+        return int(rows.scalar_one())
+
+
+async def _joined_upload(api: Api, pieces: list[bytes], **fields: str) -> str:
+    """Partial uploads of `pieces` (creation-with-upload), joined by a final upload; its
+    evidence id."""
+    urls = []
+    for piece in pieces:
+        headers = {
+            **api.auth(),
+            "Upload-Length": str(len(piece)),
+            "Upload-Concat": "partial",
+            "Content-Type": OCTET,
+        }
+        response = await api.client.post("/files/", data=io.BytesIO(piece), headers=headers)
+        assert response.status == 201, await response.text()
+        urls.append("/files/" + response.headers["Location"].rsplit("/", 1)[1])
+    headers = {
+        **api.auth(),
+        "Upload-Concat": "final;" + " ".join(urls),
+        "Upload-Metadata": metadata(**{**INTERROGATION, **fields}),
+    }
+    response = await api.client.post("/files/", headers=headers)
+    assert response.status == 201, await response.text()
+    return str(response.headers["Avidence-Evidence-Id"])
+
+
+async def test_a_joined_upload_keeps_its_parts_keys_until_purged_under_object_lock(
+    sealed_locked: tuple[Api, Sealed], s3_env: SeaweedServer, s3_bucket: str
+) -> None:
+    api, sealed = sealed_locked
+    engine, policy, now = api.catalog.engine, policy_of(api), clock()
+    pieces = [PATTERN * 200_000, PATTERN * 3, b"", PATTERN * 70_001]
+    whole = b"".join(pieces)
+    evidence_id = await _joined_upload(api, pieces, case="J-1", kind="interrogation")
+    record = await (await api.client.get(f"/api/evidence/{evidence_id}", headers=api.auth())).json()
+    assert record["blake3"] == blake3.blake3(whole).hexdigest()
+    key = (await records.objects_of(engine, evidence_id))[0].key
+    ring = CatalogKeyRing(sealed.catalog.engine)
+    joined = await ring.get(key)
+    assert joined is not None and joined.runs is not None
+    assert await _key_rows(sealed) == 1  # the parts are gone with their own records
+    edge = len(pieces[0])
+    assert await collect(await api.store.read(key, start=edge - 5, length=90)) == (
+        whole[edge - 5 : edge + 85]
+    )
+    now.advance(days=14)
+    await purge.apply(engine, api.store, policy, actor="t", reason="r", clock=now)
+    now.advance(days=40)
+    outcomes = await purge.apply(engine, api.store, policy, actor="t", reason="r", clock=now)
+    assert [o.result for o in outcomes] == ["purged"]
+    kept = s3_env.client().get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+    assert kept.startswith(MAGIC) and PATTERN not in kept
+    assert await ring.get(key) is None and await _key_rows(sealed) == 0
     with pytest.raises(NotFound):
         await api.store.read(key)
 

@@ -194,6 +194,16 @@ class KeyRotated(AuditEvent):
     certificate: dict[str, Any] | None = None  # the new key signed by the previous one
 
 
+@action("audit.chain_switched")
+@dataclass(slots=True, frozen=True, kw_only=True)
+class ChainSwitched(AuditEvent):
+    """The audit chain's hash changes (`entries.following`): this entry is hashed with `from`,
+    every entry after it with `to`. `object` is `audit:chain`."""
+
+    from_: str = key("from")
+    to: str
+
+
 @action("keys.rewrapped")
 @dataclass(slots=True, frozen=True, kw_only=True)
 class DataKeysRewrapped(AuditEvent):

@@ -25,27 +25,69 @@ from ..catalog.schema import audit_checkpoints, audit_head, audit_log
 from ..signing import Signer
 from ..webhooks import outbox
 from . import tsa, witness
-from .entries import GENESIS, entry_body, entry_hash, iso
-from .events import AuditEvent
+from .entries import (
+    GENESIS,
+    SHA256,
+    SUITE_ALGORITHMS,
+    UnknownAlgorithm,
+    column,
+    entry_body,
+    entry_hash,
+    following,
+    iso,
+    stored,
+)
+from .events import AuditEvent, ChainSwitched
 from .tsa import TimeStamper
 from .walk import walk
 from .witness import Witness
 
-__all__ = ["GENESIS", "Anchor", "Verdict", "append", "checkpoint", "entry_body", "entry_hash"]
+__all__ = [
+    "GENESIS",
+    "Anchor",
+    "Verdict",
+    "append",
+    "checkpoint",
+    "entry_body",
+    "entry_hash",
+    "follow_suite",
+    "switch",
+]
 
 log = logging.getLogger("avidence.audit")
 
-async def read_head(conn: AsyncConnection) -> tuple[int, str]:
-    row = (
+async def _head_entry(conn: AsyncConnection) -> Any:
+    """The last entry's seq, hash, algorithm, action and details (None in an empty log)."""
+    return (
         await conn.execute(
-            sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+            sa.select(
+                audit_log.c.seq,
+                audit_log.c.hash,
+                audit_log.c.hash_algorithm,
+                audit_log.c.action,
+                audit_log.c.details,
+            )
+            .order_by(audit_log.c.seq.desc())
+            .limit(1)
         )
     ).first()
+
+
+async def read_head(conn: AsyncConnection) -> tuple[int, str]:
+    row = await _head_entry(conn)
     return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
 
 
-async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
-    """Take the head row's lock (held until the caller's transaction ends) and read it.
+async def chain_algorithm(conn: AsyncConnection) -> str:
+    """The hash the next entry is chained with, as the head row names it (for display: a name
+    this version does not know is shown as it is, and `verify` refuses it)."""
+    named = (await conn.execute(sa.select(audit_head.c.hash_algorithm))).scalar()
+    return str(named) if named is not None else SHA256
+
+
+async def _lock_head(conn: AsyncConnection) -> tuple[int, str, str]:
+    """Take the head row's lock (held until the caller's transaction ends) and read it: the
+    last seq and hash, and the algorithm the next entry is hashed with.
 
     The lock is a write to the row: a row lock on PostgreSQL, the database's write lock on
     SQLite. A catalog that has no head row yet starts one from the log's last entry."""
@@ -54,14 +96,22 @@ async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
             audit_head.update()
             .where(audit_head.c.id == 1)
             .values(seq=audit_head.c.seq)
-            .returning(audit_head.c.seq, audit_head.c.hash)
+            .returning(audit_head.c.seq, audit_head.c.hash, audit_head.c.hash_algorithm)
         )
     ).first()
     if locked is None:
-        seq, digest = await read_head(conn)
-        await conn.execute(audit_head.insert().values(id=1, seq=seq, hash=digest))
-        return seq, digest
-    return int(locked.seq), str(locked.hash)
+        row = await _head_entry(conn)
+        seq, digest, algorithm = 0, GENESIS, SHA256
+        if row is not None:
+            seq, digest = int(row.seq), str(row.hash)
+            algorithm = following(stored(row.hash_algorithm), row.action, row.details)
+        await conn.execute(
+            audit_head.insert().values(
+                id=1, seq=seq, hash=digest, hash_algorithm=column(algorithm)
+            )
+        )
+        return seq, digest, algorithm
+    return int(locked.seq), str(locked.hash), stored(locked.hash_algorithm)
 
 
 async def append(conn: AsyncConnection, *events: AuditEvent) -> list[int]:
@@ -74,7 +124,7 @@ async def append(conn: AsyncConnection, *events: AuditEvent) -> list[int]:
     """
     # Who hears of each entry is read before the lock, so the lock covers only the writes.
     plans = [await outbox.plan(conn, event) for event in events]
-    seq, prev = await _lock_head(conn)
+    seq, prev, algorithm = await _lock_head(conn)
     numbers = []
     for event, plan in zip(events, plans, strict=True):
         seq += 1
@@ -88,13 +138,50 @@ async def append(conn: AsyncConnection, *events: AuditEvent) -> list[int]:
             "details": event.details(),
             "client": event.client[:64] if event.client is not None else None,
             "prev_hash": prev,
+            "hash_algorithm": column(algorithm),
         }
         row["hash"] = prev = entry_hash(entry_body(row))
+        algorithm = following(algorithm, event.action, row["details"])
         await conn.execute(audit_log.insert().values(**row))
         await outbox.queue(conn, plan, event, seq)
         numbers.append(seq)
-    await conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+    await conn.execute(
+        audit_head.update()
+        .where(audit_head.c.id == 1)
+        .values(seq=seq, hash=prev, hash_algorithm=column(algorithm))
+    )
     return numbers
+
+
+async def switch(engine: AsyncEngine, algorithm: str, *, actor: str = "server") -> int | None:
+    """Make `algorithm` the chain hash of the entries to come; return the seq of the
+    `audit.chain_switched` entry that says so (hashed with the old algorithm), or None when
+    the chain uses it already. An empty log just starts with it.
+
+    Called where the suite is known (`serve`, `key rotate`): the `gm` suite chains with SM3."""
+    column(algorithm)  # an unknown name is refused before anything is written
+    async with engine.begin() as conn:
+        seq, _, current = await _lock_head(conn)
+        if current == algorithm:
+            return None
+        if seq == 0:
+            await conn.execute(
+                audit_head.update()
+                .where(audit_head.c.id == 1)
+                .values(hash_algorithm=column(algorithm))
+            )
+            log.info("audit.chain_algorithm algorithm=%s (empty log)", algorithm)
+            return None
+        event = ChainSwitched(actor=actor, object="audit:chain", from_=current, to=algorithm)
+        (number,) = await append(conn, event)
+    outbox.wake()
+    log.info("audit.chain_switched seq=%s from=%s to=%s", number, current, algorithm)
+    return number
+
+
+async def follow_suite(engine: AsyncEngine, suite: str, *, actor: str) -> int | None:
+    """Chain the entries to come with the suite's hash (`switch`): SM3 for `gm`."""
+    return await switch(engine, SUITE_ALGORITHMS[suite], actor=actor)
 
 
 async def checkpoint(
@@ -117,13 +204,21 @@ async def _sign_head(
     engine: AsyncEngine, signer: Signer, witnesses: Sequence[Witness]
 ) -> dict[str, Any] | None:
     async with engine.connect() as conn:
-        seq, head = await read_head(conn)
+        entry = await _head_entry(conn)
         last = (await conn.execute(sa.select(sa.func.max(audit_checkpoints.c.seq)))).scalar()
-    if seq == 0 or last == seq:
+    if entry is None or last == entry.seq:
         return None
+    seq, head = int(entry.seq), str(entry.hash)
     now = datetime.now(UTC)
     document = signer.sign(
-        "checkpoint", {"seq": seq, "head_hash": head, "count": seq, "time": iso(now)}
+        "checkpoint",
+        {
+            "seq": seq,
+            "head_hash": head,
+            "count": seq,
+            "time": iso(now),
+            "hash_algorithm": stored(entry.hash_algorithm),
+        },
     )
     try:
         async with engine.begin() as conn:
@@ -186,13 +281,21 @@ async def verify(engine: AsyncEngine, keys: PublicKeys, *, since: Anchor | None 
     that run saw, which pins every entry before it as long as the chain is not rewritten from
     there (a rewrite changes that hash; an edit left unrehashed is found by a full run)."""
     start, prev = (since.seq, since.head_hash) if since is not None else (0, GENESIS)
+    algorithm: str | None = None  # from the start: the first entry's own
     documents = await checkpoints(engine, since=start)
     if since is not None:
         async with engine.connect() as conn:
             live = (
-                await conn.execute(sa.select(audit_log.c.hash).where(audit_log.c.seq == since.seq))
-            ).scalar()
-        if live != since.head_hash:
+                await conn.execute(
+                    sa.select(
+                        audit_log.c.hash,
+                        audit_log.c.hash_algorithm,
+                        audit_log.c.action,
+                        audit_log.c.details,
+                    ).where(audit_log.c.seq == since.seq)
+                )
+            ).first()
+        if live is None or live.hash != since.head_hash:
             return Verdict(
                 False,
                 0,
@@ -202,11 +305,22 @@ async def verify(engine: AsyncEngine, keys: PublicKeys, *, since: Anchor | None 
                 since.seq,
                 since.seq,
             )
+        try:
+            anchored = stored(live.hash_algorithm)
+            algorithm = following(anchored, live.action, live.details)
+        except UnknownAlgorithm as exc:
+            return Verdict(False, 0, 0, f"entry {since.seq}: {exc}", since.seq, since.seq)
     walked = await walk(
-        engine, after_seq=start, after_hash=prev, want={_claimed(d) for d in documents}
+        engine,
+        after_seq=start,
+        after_hash=prev,
+        after_algorithm=algorithm,
+        want={_claimed(d) for d in documents},
     )
     if walked.problem is not None:
         return Verdict(False, walked.entries, 0, walked.problem, walked.bad_seq, start)
+    if since is not None:
+        walked.algorithms[since.seq] = anchored
     heads = walked.heads | ({since.seq: since.head_hash} if since is not None else {})
     checked, newest = 0, since
     for document in documents:
@@ -229,7 +343,9 @@ async def verify(engine: AsyncEngine, keys: PublicKeys, *, since: Anchor | None 
                 False, walked.entries, checked, f"a checkpoint does not verify: {exc}", None, start
             )
         seq = int(signed["seq"])
-        if heads.get(seq) != signed["head_hash"]:
+        if heads.get(seq) != signed["head_hash"] or signed.get(
+            "hash_algorithm", SHA256
+        ) != walked.algorithms.get(seq):
             return Verdict(
                 False,
                 walked.entries,

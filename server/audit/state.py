@@ -1,5 +1,6 @@
-"""The audit log's state for the admin API: the head, the newest signed checkpoint, how many
-entries no checkpoint covers yet, and whether each witness holds that checkpoint.
+"""The audit log's state for the admin API: the head and the chain hash of the entries to come,
+the newest signed checkpoint, how many entries no checkpoint covers yet, and whether each
+witness holds that checkpoint.
 
 A cheap look, not a verification: `avidence-server audit verify` walks the whole chain and
 every checkpoint; this answers "is sealing and witnessing working?" at a glance. Each witness
@@ -36,6 +37,7 @@ async def _witnessed(found: witness.Witness, document: dict[str, Any] | None) ->
 async def state(engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
     async with engine.connect() as conn:
         seq, head = await log.read_head(conn)
+        chained = await log.chain_algorithm(conn)
     document = await log.latest_checkpoint(engine)
     body = (document or {}).get("checkpoint") or {}
     sealed = int(body.get("seq", 0))
@@ -53,6 +55,7 @@ async def state(engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
     return {
         "entries": seq,
         "head_hash": head if seq else None,
+        "hash_algorithm": chained,  # of the entries to come: sha256, or sm3 under gm
         "checkpoint": checkpoint,
         "unsealed": seq - sealed,
         "checkpoint_interval": settings.checkpoint_interval,

@@ -43,7 +43,7 @@ from json.scanner import make_scanner
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .entries import GENESIS, entry_hash, iso
+from .entries import GENESIS, SHA256, SM3, SWITCH, entry_hash, following, iso
 
 if TYPE_CHECKING:  # the worker process imports this module without SQLAlchemy
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -57,12 +57,12 @@ END = 2**63 - 1  # no upper bound
 _COLUMNS = {
     # SQLite keeps `time` as text `YYYY-MM-DD HH:MM:SS.ffffff` (UTC) and JSON as text.
     "sqlite": """SELECT seq, replace(time, ' ', 'T') || 'Z', actor, action, object, case_id,
-  details, client, prev_hash, hash FROM audit_log
+  details, client, prev_hash, hash, hash_algorithm FROM audit_log
 WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?""",
     # PostgreSQL's json type keeps the text exactly as written.
     "postgresql": """SELECT seq,
   to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), actor, action, object,
-  case_id, details::text, client, prev_hash, hash
+  case_id, details::text, client, prev_hash, hash, hash_algorithm
 FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3""",
 }
 
@@ -85,6 +85,11 @@ class Walk:
     bad_seq: int | None = None
     first_prev: str | None = None  # the first entry's stored prev_hash (a half walked alone)
     first_seq: int | None = None
+    # The chain hash the next entry must use; None: the first entry's own (the log's first
+    # entry, or a half walked alone, whose first algorithm `join` checks).
+    algorithm: str | None = None
+    first_algorithm: str | None = None
+    algorithms: dict[int, str] = field(default_factory=dict)  # at the seqs in `heads`
 
     def fail(self, problem: str, seq: int) -> None:
         self.problem, self.bad_seq = problem, seq
@@ -116,7 +121,7 @@ def _fetcher(dialect: str, driver: Any) -> Fetch:
 def _by_definition(row: Row) -> str | None:
     """The entry hash by `entries.entry_hash`, parsing the columns; None when they cannot be
     parsed at all (a time or details an insider typed in)."""
-    number, time, actor, action, obj, case, details, client, prev_hash, _ = row
+    number, time, actor, action, obj, case, details, client, prev_hash, _, named = row
     try:
         moment = datetime.fromisoformat(time[:-1] if time.endswith("Z") else time)
         if moment.tzinfo is None:
@@ -132,19 +137,23 @@ def _by_definition(row: Row) -> str | None:
             "client": client,
             "prev_hash": prev_hash,
         }
+        if named is not None:
+            body["hash_algorithm"] = named
         return entry_hash(body)
     except (AttributeError, TypeError, ValueError):
         return None
 
 
 def check(rows: Sequence[Row], walk: Walk, want: set[int]) -> bool:
-    """Hash and link `rows` onto `walk`, each from its stored text or else by the definition;
-    False (with the problem set) at the first that does not fit. This loop is the whole cost
-    of `audit verify`: keep it to C calls."""
-    enc, scan, sha256 = encode_basestring, _scan, hashlib.sha256
+    """Hash and link `rows` onto `walk`, each from its stored text or else by the definition,
+    with the algorithm the chain uses there; False (with the problem set) at the first that
+    does not fit. This loop is the whole cost of `audit verify`: keep it to C calls."""
+    # A fresh SM3 hasher is a copy of an empty one: copying skips the lookup by name.
+    enc, scan, sha256, sm3 = encode_basestring, _scan, hashlib.sha256, hashlib.new(SM3).copy
     seq, prev, heads, good = walk.last_seq, walk.last_hash, walk.heads, 0
+    algorithm = walk.algorithm
     for row in rows:
-        number, time, actor, action, obj, case, details, client, prev_hash, digest = row
+        number, time, actor, action, obj, case, details, client, prev_hash, digest, named = row
         seq += 1
         if number != seq:
             walk.fail(f"entry {seq} is missing or out of order", seq)
@@ -152,25 +161,56 @@ def check(rows: Sequence[Row], walk: Walk, want: set[int]) -> bool:
         if prev_hash != prev:
             walk.fail(f"entry {seq} does not follow entry {seq - 1}", seq)
             break
+        if named is None:
+            used = SHA256
+        elif named == SM3:
+            used = SM3
+        else:  # 'sha256' too: SHA-256 entries name no algorithm (`entries.stored`)
+            walk.fail(f"entry {seq} names an unknown chain hash algorithm {named!r}", seq)
+            break
+        if used != algorithm:
+            if algorithm is not None:
+                walk.fail(
+                    f"entry {seq} is hashed with {used}, but the chain uses {algorithm} there: "
+                    "the algorithm changes only by an audit.chain_switched entry",
+                    seq,
+                )
+                break
+            algorithm = walk.first_algorithm = used
         try:
-            fits = scan(details, 0)[1] == len(details) and sha256(
+            text = (
                 f'{{"action":{enc(action)},"actor":{enc(actor)},'
                 f'"case_id":{"null" if case is None else enc(case)},'
                 f'"client":{"null" if client is None else enc(client)},'
-                f'"details":{details},"object":{enc(obj)},"prev_hash":"{prev_hash}",'
-                f'"seq":{seq},"time":"{time}"}}'.encode()
-            ).hexdigest() == digest
+                f'"details":{details},'
+                f'{"" if named is None else f""""hash_algorithm":"{named}","""}'
+                f'"object":{enc(obj)},"prev_hash":"{prev_hash}",'
+                f'"seq":{seq},"time":"{time}"}}'
+            ).encode()
+            if named is None:
+                hashed = sha256(text)
+            else:  # SM3, the only other name that gets here
+                hashed = sm3()
+                hashed.update(text)
+            fits = scan(details, 0)[1] == len(details) and hashed.hexdigest() == digest
         except (StopIteration, TypeError, ValueError):
             fits = False
         if not fits and _by_definition(row) != digest:
             walk.fail(f"entry {seq} was altered", seq)
             break
+        if action == SWITCH:
+            try:
+                algorithm = following(used, action, json.loads(details))
+            except ValueError as exc:
+                walk.fail(f"entry {seq} switches the chain hash wrongly: {exc}", seq)
+                break
         if seq in want:
             heads[seq] = digest
+            walk.algorithms[seq] = used
         prev = digest
         good += 1
     walk.entries += good
-    walk.last_seq, walk.last_hash = walk.last_seq + good, prev
+    walk.last_seq, walk.last_hash, walk.algorithm = walk.last_seq + good, prev, algorithm
     return walk.problem is None
 
 
@@ -233,11 +273,17 @@ async def _walk_range(dialect: str, dsn: str, after: int, until: int, want: set[
 
 
 async def walk(
-    engine: AsyncEngine, *, after_seq: int = 0, after_hash: str = GENESIS, want: set[int]
+    engine: AsyncEngine,
+    *,
+    after_seq: int = 0,
+    after_hash: str = GENESIS,
+    after_algorithm: str | None = None,
+    want: set[int],
 ) -> Walk:
-    """Check every entry after `after_seq` (whose hash is `after_hash`) to the end of the log,
-    keeping the hashes at the seqs in `want` (the checkpoints to compare)."""
-    state = Walk(after_seq, after_hash, first_prev=after_hash)
+    """Check every entry after `after_seq` (whose hash is `after_hash`, and after which the
+    chain hashes with `after_algorithm`; None from the start) to the end of the log, keeping
+    the hashes at the seqs in `want` (the checkpoints to compare)."""
+    state = Walk(after_seq, after_hash, first_prev=after_hash, algorithm=after_algorithm)
     async with engine.connect() as conn:
         end = (await conn.exec_driver_sql("SELECT max(seq) FROM audit_log")).scalar() or 0
     dialect, url = engine.dialect.name, engine.url
@@ -280,11 +326,23 @@ def join(first: Walk, second: Walk, middle: int) -> Walk:
         first.heads | second.heads,
         second.problem,
         second.bad_seq,
+        algorithm=second.algorithm,
+        algorithms=first.algorithms | second.algorithms,
     )
     if second.first_seq is None:  # nothing after the middle
         joined.last_seq, joined.last_hash = first.last_seq, first.last_hash
+        joined.algorithm = first.algorithm
     elif second.first_seq == middle + 1 and second.first_prev != first.last_hash:
         joined.entries = first.entries  # as a walk in one piece would stop there
         joined.problem = None
         joined.fail(f"entry {middle + 1} does not follow entry {middle}", middle + 1)
+    elif second.first_seq == middle + 1 and second.first_algorithm not in (None, first.algorithm):
+        joined.entries = first.entries
+        joined.problem = None
+        joined.fail(
+            f"entry {middle + 1} is hashed with {second.first_algorithm}, but the chain uses "
+            f"{first.algorithm} there: the algorithm changes only by an audit.chain_switched "
+            "entry",
+            middle + 1,
+        )
     return joined

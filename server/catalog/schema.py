@@ -161,6 +161,7 @@ data_keys = Table(
     Column("kek_id", String(64), nullable=False),
     Column("wrapped", Text(), nullable=False),  # base64 of nonce | wrapped key | tag
     Column("stored_size", BigInteger(), nullable=True),  # set when the object is finished
+    Column("runs", Text(), nullable=True),  # base64 of a joined object's sealed run table
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_data_keys_kek_id", "kek_id"),
 )
@@ -189,6 +190,8 @@ audit_log = Table(
     Column("client", String(64)),
     Column("prev_hash", String(64), nullable=False, unique=True),
     Column("hash", String(64), nullable=False, unique=True),
+    # The chain hash (audit/entries.py): NULL for SHA-256, 'sm3' under the gm suite (0016).
+    Column("hash_algorithm", String(16)),
     Index("ix_audit_log_object", "object", "seq"),  # custody timelines (migration 0010)
 )
 
@@ -200,6 +203,7 @@ audit_head = Table(
     Column("id", Integer(), primary_key=True, autoincrement=False),
     Column("seq", BigInteger(), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("hash_algorithm", String(16)),  # the next entry's chain hash (NULL: SHA-256)
 )
 
 audit_checkpoints = Table(

@@ -112,6 +112,8 @@ def key_rotate(ctx: Context, new_label: str | None, new_key: Path | None) -> Non
                 )
             certificate = history.certify(old, new)
             await signing.register(catalog.engine, new, certificate=certificate)
+            # Into gm (or out of it): the chain's hash follows the suite, by an audited switch.
+            await audit.follow_suite(catalog.engine, settings.suite, actor="cli")
             await unit.record(
                 catalog.engine,
                 KeyRotated(

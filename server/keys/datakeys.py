@@ -35,6 +35,7 @@ def _record(row: object) -> KeyRecord:
         kek_id=row.kek_id,  # type: ignore[attr-defined]
         wrapped=base64.b64decode(row.wrapped),  # type: ignore[attr-defined]
         stored=row.stored_size,  # type: ignore[attr-defined]
+        runs=None if row.runs is None else base64.b64decode(row.runs),  # type: ignore[attr-defined]
     )
 
 
@@ -47,6 +48,7 @@ def _values(record: KeyRecord) -> dict[str, object]:
         "kek_id": record.kek_id,
         "wrapped": base64.b64encode(record.wrapped).decode(),
         "stored_size": record.stored,
+        "runs": None if record.runs is None else base64.b64encode(record.runs).decode(),
     }
 
 
