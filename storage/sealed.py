@@ -488,14 +488,14 @@ class SealedStore:
     async def read(
         self, key: str, *, start: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        stored, runs, _ = await self._object(key, info=False)
+        _, runs, _ = await self._object(key, info=False)
         if runs is None:
             plain = await sealswap.plain_read(
                 self.inner, key, start=start, length=length, still_plain=self._plain_now(key)
             )
             if plain is not None:
                 return plain
-            stored, runs, _ = await self._object(key, info=False)
+            _, runs, _ = await self._object(key, info=False)
             assert runs is not None
         try:
             return await sealjoin.read(self.inner, key, runs, start=start, length=length)
