@@ -25,7 +25,8 @@ import contextlib
 import dataclasses
 import logging
 import secrets
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,6 +60,12 @@ from .sealtail import Tail
 _log = logging.getLogger("avidence.storage.sealed")
 
 HANDLE_PREFIX = "sealed1:"
+# A finished object's key record is read from the catalog at most once per RECORD_TTL seconds
+# per process (up to RECORD_CACHE objects), so seeks do not wait on it. `delete` here forgets
+# it at once; a purge in another process is seen within RECORD_TTL (and the server refuses a
+# purged item before it reads any byte).
+RECORD_TTL = 2.0
+RECORD_CACHE = 4096
 # Sealed bytes per all-or-nothing append: what a crash may lose of one request. Each batch
 # ends inside a backend part (S3 keeps that as its tail and sends it again), so small batches
 # cost upload speed: 16 MiB ran at 0.4x on SeaweedFS, 256 MiB near one per request.
@@ -121,6 +128,7 @@ class SealedStore:
         self.inner, self.ring, self.kek = inner, ring, kek
         self.suite, self.segment, self.batch = suite, segment, batch
         self.name = inner.name
+        self._finished: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
 
     async def open(self) -> None:
         await self.inner.open()
@@ -462,12 +470,29 @@ class SealedStore:
             raw += chunk
         return Header.parse(bytes(raw))
 
+    async def _finished_record(self, key: str) -> KeyRecord | None:
+        """The key record of `key`, a finished object's kept in memory for `RECORD_TTL`: a
+        seek then costs no catalog read. Only wrapped keys are kept, never data keys."""
+        now = time.monotonic()
+        hit = self._finished.get(key)
+        if hit is not None and now - hit[0] < RECORD_TTL:
+            return hit[1]
+        record = await self.ring.get(key)
+        if record is None or record.stored is None:
+            self._finished.pop(key, None)
+            return record
+        self._finished[key] = (now, record)
+        self._finished.move_to_end(key)
+        while len(self._finished) > RECORD_CACHE:
+            self._finished.popitem(last=False)
+        return record
+
     async def _object(
         self, key: str, *, info: bool
     ) -> tuple[int, list[sealjoin.Run] | None, ObjectInfo | None]:
         """Stored length, runs (None: a plain object) and, when asked or needed, the backend's
         facts; NotFound when the object is absent or was shredded."""
-        record = await self.ring.get(key)
+        record = await self._finished_record(key)
         facts = None
         if info or record is None or record.stored is None:
             facts = await self.inner.stat(key)
@@ -500,6 +525,7 @@ class SealedStore:
         try:
             return await sealjoin.read(self.inner, key, runs, start=start, length=length)
         except Tampered:
+            self._finished.pop(key, None)
             # A record over still plain bytes: `encrypt-existing` is about to swap them (or
             # has swapped them since: then they read sealed now).
             plain = await sealswap.plain_read(
@@ -533,6 +559,7 @@ class SealedStore:
     async def delete(self, key: str) -> None:
         """Destroy the data key first (crypto-shredding), then the ciphertext. When retention
         keeps the ciphertext (S3 Object Lock) it stays, unreadable for good."""
+        self._finished.pop(key, None)
         record = await self.ring.get(key)
         if record is None:
             try:

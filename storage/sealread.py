@@ -16,6 +16,8 @@ from .sealformat import HEADER, OVERHEAD, Sealer, plain_size
 
 # Sealed bytes opened in one go on a worker thread rather than on the loop, from this size.
 THREAD_OPENING = 256 * 1024
+# Plaintext handed on in blocks of at least this much (the last one may be shorter).
+YIELD_BLOCK = 1024 * 1024
 
 
 async def _segments(
@@ -82,15 +84,26 @@ async def read(
 
     async def stream() -> AsyncIterator[bytes]:
         nonlocal index, data
+        # Segments go out joined into blocks of about YIELD_BLOCK: one 64 KiB segment per
+        # write would cost the consumer (queue, byte budget, socket write) 16 times over.
+        block: list[bytes] = []
+        held = 0
         try:
             while True:
                 base = index * segment
                 lo, hi = max(start - base, 0), min(end - base, len(data))
                 if lo < hi:
-                    yield data[lo:hi]
+                    block.append(data[lo:hi])
+                    held += hi - lo
+                    if held >= YIELD_BLOCK:
+                        yield b"".join(block)
+                        block.clear()
+                        held = 0
                 if index >= last:
-                    return
+                    break
                 index, data = await anext(pieces)
+            if block:
+                yield b"".join(block)
         finally:
             await pieces.aclose()
 

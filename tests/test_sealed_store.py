@@ -20,6 +20,7 @@ import pytest
 
 from avidence.server.keys.datakeys import CatalogKeyRing
 from avidence.server.keys.kek import FileKeks, Kek
+from avidence.storage import sealed as sealed_module
 from avidence.storage.base import (
     Concatenator,
     LocalFiles,
@@ -33,6 +34,8 @@ from avidence.storage.local import LocalStore
 from avidence.storage.s3 import S3Store
 from avidence.storage.sealed import seal
 from avidence.storage.sealformat import HEADER, OVERHEAD, SEGMENT, Suite
+from avidence.storage.sealkeys import KeyRecord
+from avidence.storage.sealread import YIELD_BLOCK
 
 from support.seaweed import SeaweedServer
 from support.stores import Sealed, chunks_of, collect, sealed_over
@@ -244,6 +247,50 @@ async def test_delete_destroys_the_data_key(sealed: Sealed) -> None:
     with pytest.raises(NotFound):
         await sealed.store.read("ev/d/a.bin")
     await sealed.store.delete("ev/d/a.bin")
+
+
+async def test_seeks_read_the_key_record_once_and_a_shred_elsewhere_is_seen(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished object's wrapped key is kept in memory for `RECORD_TTL`, so a run of seeks
+    costs one catalog read; a process that shreds the key (a purge on another replica) is
+    seen once that time has passed, even if the ciphertext is put back."""
+    data = recording(3 * SEGMENT)
+    await put(sealed.store, "ev/c/a.bin", data)
+    ciphertext = await raw(sealed, "ev/c/a.bin")
+    reads = 0
+    ring_get = sealed.store.ring.get
+
+    async def counted(key: str) -> KeyRecord | None:
+        nonlocal reads
+        reads += 1
+        return await ring_get(key)
+
+    monkeypatch.setattr(sealed.store.ring, "get", counted)
+    for start in (0, SEGMENT - 1, 2 * SEGMENT + 5, 17):
+        got = await collect(await sealed.store.read("ev/c/a.bin", start=start, length=100))
+        assert got == data[start : start + 100]
+    assert (await sealed.store.stat("ev/c/a.bin")).size == len(data)
+    assert reads == 1
+
+    other = seal(sealed.inner, ring=CatalogKeyRing(sealed.catalog.engine), kek=sealed.store.kek)
+    await other.delete("ev/c/a.bin")  # another process purges
+    await put(sealed.inner, "ev/c/a.bin", ciphertext)  # a kept copy of the ciphertext
+    monkeypatch.setattr(sealed_module, "RECORD_TTL", 0.0)
+    with pytest.raises(NotFound):
+        await sealed.store.read("ev/c/a.bin")
+    await sealed.store.delete("ev/c/a.bin")
+
+
+async def test_long_reads_come_in_blocks_not_segments(sealed: Sealed) -> None:
+    """Segments are joined into blocks of at least `YIELD_BLOCK` before they go on, so a
+    stream is not written to the socket 64 KiB at a time."""
+    data = recording(3 * YIELD_BLOCK + 5 * SEGMENT + 7)
+    await put(sealed.store, "ev/b/a.bin", data)
+    start = SEGMENT // 2
+    blocks = [b async for b in await sealed.store.read("ev/b/a.bin", start=start)]
+    assert b"".join(blocks) == data[start:]
+    assert all(len(b) >= YIELD_BLOCK for b in blocks[:-1]) and len(blocks) <= 4
 
 
 async def test_missing_kek_is_a_clear_error_and_loses_nothing(sealed: Sealed) -> None:
