@@ -141,6 +141,9 @@ async def test_the_loopback_endpoint_answers_ranges_and_only_its_secret_path(
         guessed = url.rsplit("/", 2)[0] + "/x/source"
         async with http.get(guessed) as wrong:
             assert wrong.status == 404
+        await sealed.inner.delete("evidence/loop/one")  # the bytes gone while the job runs
+        async with http.get(url, headers={"Range": "bytes=0-99"}) as gone:
+            assert gone.status == 503 and "cannot be read" in await gone.text()
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.get(url)

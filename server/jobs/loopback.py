@@ -20,10 +20,12 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from avidence.storage.base import Store
+from avidence.storage.errors import StoreError
 
 from ..media import parse_ranges
 
 log = logging.getLogger("avidence.jobs")
+
 
 def _app(store: Store, key: str, size: int, path: str) -> web.Application:
     async def get(request: web.Request) -> web.StreamResponse:
@@ -35,6 +37,13 @@ def _app(store: Store, key: str, size: int, path: str) -> web.Application:
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
             if ranges:
                 start, end, status = ranges[0].start, ranges[0].end, 206
+        stream = None
+        if request.method != "HEAD" and end > start:
+            try:  # opened before the headers go, so a store that refuses answers with a status
+                stream = await store.read(key, start=start, length=end - start)
+            except StoreError as exc:
+                log.error("job.source_unreadable key=%s error=%s", key, exc)
+                return web.Response(status=503, text="the original cannot be read now\n")
         response = web.StreamResponse(status=status)
         response.content_length = end - start
         response.content_type = "application/octet-stream"
@@ -42,14 +51,16 @@ def _app(store: Store, key: str, size: int, path: str) -> web.Application:
         if status == 206:
             response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         await response.prepare(request)
-        if request.method == "HEAD" or end == start:
+        if stream is None:
             return response
-        stream = await store.read(key, start=start, length=end - start)
         try:
             async for block in stream:
                 await response.write(block)
         except ConnectionError:
             pass  # the tool seeks by dropping a connection and opening another
+        except StoreError as exc:
+            # Cut short: the tool sees a truncated body and the job fails and is retried.
+            log.error("job.source_unreadable key=%s at=%d error=%s", key, start, exc)
         finally:
             close = getattr(stream, "aclose", None)
             if close is not None:
