@@ -29,7 +29,7 @@ from pathlib import Path
 
 import blake3
 from measure import human, mb_per_s, parse_count_size
-from servers import ROOT, start_seaweed
+from servers import ROOT, seaweed_stores
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -132,22 +132,8 @@ async def main() -> None:
                 "local", lambda p: LocalStore(p / "store"), count, size, tmp, args.seeks
             )
         if "s3" in backends:
-            seaweed = start_seaweed(tmp / "seaweed")
-            try:
-                os.environ.update(
-                    AWS_ACCESS_KEY_ID=seaweed.access_key,
-                    AWS_SECRET_ACCESS_KEY=seaweed.secret_key,
-                    AWS_DEFAULT_REGION="us-east-1",
-                )
-                from avidence.storage.s3 import S3Store
-
-                def s3(p: Path) -> Store:
-                    bucket = f"b-{uuid.uuid4().hex[:8]}"
-                    return S3Store(endpoint_url=seaweed.endpoint, bucket=bucket)
-
+            with seaweed_stores(tmp / "seaweed") as s3:
                 await run_backend("s3 (SeaweedFS)", s3, count, size, tmp, args.seeks)
-            finally:
-                seaweed.stop()
 
 
 if __name__ == "__main__":

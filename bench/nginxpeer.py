@@ -15,6 +15,7 @@ from pathlib import Path
 from servers import free_port
 
 from support.nginx import nginx_binary, write_main_conf
+from support.tusnode import stop_process
 
 
 @dataclass
@@ -33,12 +34,7 @@ class Nginx:
         return int(children[0])
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 def start_nginx(prefix: Path, locations: str) -> Nginx:

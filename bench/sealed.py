@@ -33,7 +33,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from measure import human, mb_per_s, parse_size
-from servers import ROOT, start_seaweed
+from servers import ROOT, seaweed_stores
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -174,22 +174,8 @@ async def main() -> None:
                 "local", lambda p: LocalStore(p / "store"), data, offsets, tmp, args.repeat
             )
         if "s3" in backends:
-            seaweed = start_seaweed(tmp / "seaweed")
-            try:
-                os.environ.update(
-                    AWS_ACCESS_KEY_ID=seaweed.access_key,
-                    AWS_SECRET_ACCESS_KEY=seaweed.secret_key,
-                    AWS_DEFAULT_REGION="us-east-1",
-                )
-                from avidence.storage.s3 import S3Store
-
-                def s3(p: Path) -> Store:
-                    bucket = f"b-{uuid.uuid4().hex[:8]}"
-                    return S3Store(endpoint_url=seaweed.endpoint, bucket=bucket)
-
+            with seaweed_stores(tmp / "seaweed") as s3:
                 await run_backend("s3 (SeaweedFS)", s3, data, offsets, tmp, args.repeat)
-            finally:
-                seaweed.stop()
 
 
 if __name__ == "__main__":

@@ -6,11 +6,18 @@ folder, and stopped by `stop()` (SIGTERM, then SIGKILL) from the caller's `final
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from avidence.storage.base import Store
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -22,10 +29,10 @@ from support.tusnode import (  # noqa: E402
     NodePeer,
     free_port,
     s3_env,
+    stop_process,
     wait_ready,
 )
 from support.tusnode import log_tail as _tail  # noqa: E402
-from support.tusnode import stop_process as _stop  # noqa: E402
 
 __all__ = [
     "AvidenceServer",
@@ -140,7 +147,24 @@ class AvidenceServer:
         return out.stdout.decode().strip().splitlines()[-1]
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
     def log_tail(self) -> str:
         return _tail(self.log_path)
+
+
+@contextlib.contextmanager
+def seaweed_stores(folder: Path) -> Iterator[Callable[[Path], Store]]:
+    """SeaweedFS started in `folder`, its keys in this process's environment, and a maker of
+    S3 stores on fresh buckets (the benchmarks' S3 backend); SeaweedFS stops after."""
+    seaweed = start_seaweed(folder)
+    try:
+        os.environ.update({k: v for k, v in s3_env(seaweed).items() if k.startswith("AWS_")})
+        from avidence.storage.s3 import S3Store
+
+        def s3(_: Path) -> S3Store:
+            return S3Store(endpoint_url=seaweed.endpoint, bucket=f"b-{uuid.uuid4().hex[:8]}")
+
+        yield s3
+    finally:
+        seaweed.stop()
