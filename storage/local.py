@@ -351,24 +351,42 @@ class LocalStore:
     async def read(
         self, key: str, *, start: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        info = await self._run(self._existing, check_key(key), key=key)
-        if start < 0 or start > info.st_size or (length is not None and length < 0):
-            raise InvalidRange(f"range {start}+{length} outside {info.st_size} bytes", key=key)
-        end = info.st_size if length is None else min(info.st_size, start + length)
-        return self._chunks(key, start, end)
+        # One trip to a thread opens, checks the range and reads the first batch: a seek is
+        # one small read, and each trip costs about as much as the read itself.
+        file, end, first = await self._run(self._open_range, check_key(key), start, length, key=key)
+        return self._chunks(file, key, start + len(first), end, first)
 
-    async def _chunks(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        # Opened on first iteration, so a stream that is never iterated holds no descriptor.
-        fd = await self._run(self._open_object, key, key=key)
+    def _open_range(self, key: str, start: int, length: int | None) -> tuple[BinaryIO, int, bytes]:
+        """The open object, where the range ends, and its first batch."""
+        file = os.fdopen(self._open_object(key), "rb", buffering=0)
         try:
+            size = os.fstat(file.fileno()).st_size
+            if start < 0 or start > size or (length is not None and length < 0):
+                raise InvalidRange(f"range {start}+{length} outside {size} bytes", key=key)
+            end = size if length is None else min(size, start + length)
+            first = os.pread(file.fileno(), min(BATCH, end - start), start) if end > start else b""
+        except BaseException:
+            file.close()
+            raise
+        return file, end, first
+
+    async def _chunks(
+        self, file: BinaryIO, key: str, start: int, end: int, first: bytes
+    ) -> AsyncIterator[bytes]:
+        # A file object, not a bare descriptor: a stream never iterated is closed when dropped.
+        try:
+            if first:
+                yield first
             while start < end:
-                data = await self._run(os.pread, fd, min(BATCH, end - start), start, key=key)
+                data = await self._run(
+                    os.pread, file.fileno(), min(BATCH, end - start), start, key=key
+                )
                 if not data:
                     raise StoreUnavailable(f"object {key!r} shrank while being read", key=key)
                 start += len(data)
                 yield data
         finally:
-            os.close(fd)
+            file.close()
 
     def _open_object(self, key: str) -> int:
         dfd, leaf = self._walk("objects", key, create=False)

@@ -170,14 +170,33 @@ class Sealer:
     def open_segment(self, index: int, blob: bytes | memoryview, *, final: bool) -> bytes:
         return self._open(blob, self._aad(b"seg", index, final), what=f"segment {index}")
 
-    def open_segments(self, first: int, blob: bytes | memoryview) -> list[bytes]:
-        """The plaintexts of the whole, non-final segments in `blob` (a multiple of `step`),
-        from index `first`; `Tampered` for the first that fails, before any is returned."""
-        step, view = self.step, memoryview(blob)
-        return [
-            self.open_segment(first + n, view[n * step : (n + 1) * step], final=False)
-            for n in range(len(view) // step)
-        ]
+    def open_segments(self, first: int, blob: bytes | memoryview) -> bytearray:
+        """The plaintext of the whole, non-final segments in `blob` (a multiple of `step`),
+        from index `first`, opened one after another into one buffer (no copy per segment);
+        `Tampered` for the first that fails, before any is returned."""
+        step, segment, view = self.step, self.header.segment, memoryview(blob)
+        count = len(view) // step
+        out = bytearray(count * segment)
+        into = memoryview(out)
+        for n in range(count):
+            sealed = view[n * step : (n + 1) * step]
+            if self._aead is None:
+                into[n * segment : (n + 1) * segment] = self.open_segment(
+                    first + n, sealed, final=False
+                )
+                continue
+            try:
+                self._aead.decrypt_into(
+                    sealed[:NONCE],
+                    sealed[NONCE:],
+                    self._aad(b"seg", first + n, False),
+                    into[n * segment : (n + 1) * segment],
+                )
+            except InvalidTag:
+                raise Tampered(
+                    f"segment {first + n}: authentication failed (altered, moved or cut)"
+                ) from None
+        return out
 
     def seal_tail(self, index: int, data: bytes) -> bytes:
         """The not yet full segment `index` of an upload, kept aside sealed until it fills."""

@@ -18,13 +18,16 @@ from .sealformat import HEADER, OVERHEAD, Sealer, plain_size
 THREAD_OPENING = 256 * 1024
 # Plaintext handed on in blocks of at least this much (the last one may be shorter).
 YIELD_BLOCK = 1024 * 1024
+# Plaintext pieces from this size go on as they are, not joined with their neighbours.
+JOIN_BELOW = 256 * 1024
 
 
 async def _segments(
     store: Store, sealer: Sealer, *, first: int, last: int, final: int, stored: int,
     name: str, base: int,
-) -> AsyncGenerator[tuple[int, bytes], None]:  # fmt: skip
-    """(index, plaintext) of segments `first`..`last`; `final` is the object's last index."""
+) -> AsyncGenerator[tuple[int, bytes | bytearray], None]:  # fmt: skip
+    """(index, plaintext) of runs of consecutive segments, together `first`..`last`; `final`
+    is the object's last index. A run is as long as the store's chunk allows."""
     step = sealer.step
     begin = HEADER.size + first * step
     end = min(HEADER.size + (last + 1) * step, stored)
@@ -52,9 +55,8 @@ async def _segments(
                 opened = await asyncio.to_thread(sealer.open_segments, index, blob)
             else:
                 opened = sealer.open_segments(index, blob)
-            for data in opened:
-                yield index, data
-                index += 1
+            yield index, opened
+            index += count
             at += count * step
         buffer += view[at:]
     if index <= last:  # the final segment (shorter than a full one), or a cut object
@@ -84,30 +86,46 @@ async def read(
 
     async def stream() -> AsyncIterator[bytes]:
         nonlocal index, data
-        # Segments go out joined into blocks of about YIELD_BLOCK: one 64 KiB segment per
-        # write would cost the consumer (queue, byte budget, socket write) 16 times over.
-        block: list[bytes] = []
+        # Single segments (a store handing on small chunks) are joined into blocks of about
+        # YIELD_BLOCK: one 64 KiB segment per write would cost the consumer (queue, byte
+        # budget, socket write) 16 times over. A run of segments opened together goes on as it
+        # is: joining it again would copy it into fresh memory, which cost a seek more than
+        # opening its segments did.
+        block: list[bytes | bytearray] = []
         held = 0
         try:
             while True:
                 base = index * segment
                 lo, hi = max(start - base, 0), min(end - base, len(data))
                 if lo < hi:
-                    block.append(data[lo:hi])
-                    held += hi - lo
-                    if held >= YIELD_BLOCK:
-                        yield b"".join(block)
-                        block.clear()
-                        held = 0
-                if index >= last:
+                    piece = data if (lo, hi) == (0, len(data)) else data[lo:hi]
+                    if len(piece) >= JOIN_BELOW:
+                        if block:
+                            yield _joined(block)
+                            block.clear()
+                            held = 0
+                        yield piece  # type: ignore[misc]  # bytes-like: a run's own buffer
+                    else:
+                        block.append(piece)
+                        held += len(piece)
+                        if held >= YIELD_BLOCK:
+                            yield _joined(block)
+                            block.clear()
+                            held = 0
+                index += max(1, -(-len(data) // segment))  # the segments this run held
+                if index > last:
                     break
                 index, data = await anext(pieces)
             if block:
-                yield b"".join(block)
+                yield _joined(block)
         finally:
             await pieces.aclose()
 
     return stream()
+
+
+def _joined(block: list[bytes | bytearray]) -> bytes:
+    return bytes(block[0]) if len(block) == 1 else b"".join(block)
 
 
 async def empty() -> AsyncIterator[bytes]:
