@@ -6,6 +6,7 @@ bad recipient key stops before any work, and no plaintext bundle is left behind.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import subprocess
@@ -82,6 +83,7 @@ async def test_encrypted_bundle_opens_with_the_recipient_key_and_verifies(
         assert len(rows) == 1
         assert rows[0]["recipients"] == [str(alice.to_public()), str(bob.to_public())]
         assert rows[0]["size"] == len(raw)
+        assert rows[0]["sha256"] == hashlib.sha256(raw).hexdigest()  # taken while written
 
 
 async def test_ssh_recipient_and_refusals(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import tarfile
@@ -24,6 +25,7 @@ import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import pyrage
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,6 +34,9 @@ from ..audit import unit
 from ..audit.events import BundleEncrypted
 from ..cases.records import Case
 from .export import ExportError, ExportReport
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 Recipient = pyrage.x25519.Recipient | pyrage.ssh.Recipient
 SUFFIX = ".tar.age"
@@ -72,8 +77,25 @@ def _pack(folder: Path, name: str, fd: int, failed: list[BaseException]) -> None
         failed.append(exc)
 
 
-def seal_folder(folder: Path, out: Path, recipients: Sequence[Recipient]) -> int:
-    """Write `folder` as the age-encrypted tar `out` (absent); its size in bytes."""
+class _Hashing(io.BufferedIOBase):
+    """A sink that takes the SHA-256 of what passes through it: the bundle's digest without
+    reading the finished file a second time."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self.sink = sink
+        self.digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer) -> int:
+        n = self.sink.write(data)
+        self.digest.update(memoryview(data)[:n])
+        return n
+
+
+def seal_folder(folder: Path, out: Path, recipients: Sequence[Recipient]) -> tuple[int, str]:
+    """Write `folder` as the age-encrypted tar `out` (absent); its size in bytes and SHA-256."""
     if not recipients:
         raise ExportError("no recipient to encrypt the bundle to")
     if out.exists():
@@ -86,7 +108,8 @@ def seal_folder(folder: Path, out: Path, recipients: Sequence[Recipient]) -> int
     packer.start()
     try:
         with os.fdopen(read_end, "rb") as source, open(part, "xb") as sink:
-            pyrage.encrypt_io(source, sink, list(recipients))
+            hashing = _Hashing(sink)
+            pyrage.encrypt_io(source, hashing, list(recipients))
             sink.flush()
             os.fsync(sink.fileno())
         packer.join()
@@ -98,7 +121,7 @@ def seal_folder(folder: Path, out: Path, recipients: Sequence[Recipient]) -> int
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
         raise
-    return out.stat().st_size
+    return out.stat().st_size, hashing.digest.hexdigest()
 
 
 async def export_sealed(
@@ -117,10 +140,9 @@ async def export_sealed(
     try:
         folder = work / (out.name.removesuffix(SUFFIX) or "bundle")
         report = await export(out=folder)
-        size = await asyncio.to_thread(seal_folder, folder, out, recipients)
+        size, digest = await asyncio.to_thread(seal_folder, folder, out, recipients)
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
-    digest = await asyncio.to_thread(_sha256, out)
     await unit.record(
         engine,
         BundleEncrypted(
@@ -141,8 +163,3 @@ def _workdir(out: Path) -> Path:
         raise ExportError(f"{out} exists")
     out.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as source:
-        return hashlib.file_digest(source, "sha256").hexdigest()
