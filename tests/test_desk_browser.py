@@ -319,6 +319,8 @@ async def test_case_timeline_and_admin_views_print_and_fit_a_tablet(
             assert await page.locator("#admin-usage figure[data-chart=by_agency]").count() == 1
             witnesses = page.locator("#admin-audit table.witnesses")
             assert "checkpoints.jsonl" in await witnesses.inner_text()
+            # The suite shows: which hash chains the entries, which key signs checkpoints.
+            assert "哈希链 SHA-256" in await page.locator("#admin-audit").inner_text()
             # An admin places a legal hold on the case from here.
             await page.fill("#hold-target", CASE)
             await page.fill("#hold-reason", "appeal pending")

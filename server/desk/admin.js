@@ -177,6 +177,8 @@ async function integritySection() {
   return box;
 }
 
+var ALGORITHMS = { sha256: "SHA-256", sm3: "SM3", ed25519: "Ed25519", "sm2-sm3": "SM2 (SM3)" };
+
 async function auditSection() {
   var box = section("audit", t("audit_title"));
   var state = await api.get("/api/admin/audit");
@@ -186,6 +188,11 @@ async function auditSection() {
     [t("audit_head"), state.head_hash ? hash(state.head_hash) : ""],
     [t("audit_checkpoint"), cp ? t("checkpoint_is", { seq: cp.seq, time: fmtTime(cp.time), key: cp.key_id }) : t("never")],
     [t("audit_unsealed"), t("unsealed_is", { n: state.unsealed, seconds: state.checkpoint_interval })],
+    // The suite shows in the algorithms: SHA-256 and Ed25519, or SM3 and SM2 under gm.
+    [t("audit_algorithms"), t("algorithms_are", {
+      chain: ALGORITHMS[state.hash_algorithm] || state.hash_algorithm,
+      signature: cp ? ALGORITHMS[cp.algorithm] || cp.algorithm || "—" : "—",
+    })],
   ]));
   box.appendChild(
     table([t("col_witness"), t("col_holds_latest")], state.witnesses.map(function (w) {
