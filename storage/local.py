@@ -20,6 +20,7 @@ one key is a folder prefix of another, the later one gets `AlreadyExists`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import stat as st
@@ -43,6 +44,7 @@ from .errors import (
 from .keys import check_key
 from .localjoin import SourceShrank, append_file, hash_file
 from .localwrite import BATCH, Appender, os_error
+from .staging import is_staged_copy
 from .writeback import WriteBehind
 
 # A temp file this old belongs to a concatenation that died with its process.
@@ -437,6 +439,33 @@ class LocalStore:
 
     async def drop_older(self, key: str) -> None:
         """A file has no older versions: `rename(2)` left none behind."""
+
+    async def leftovers(self, key: str, *, keep: str | None) -> list[str]:
+        """`sealconvert.Replacer`: staged copies of `key`, finished (beside it) or half
+        written (`.part` files in staging), except `keep`."""
+        return await self._run(self._leftovers_sync, check_key(key), keep, key=key)
+
+    def _leftovers_sync(self, key: str, keep: str | None) -> list[str]:
+        folder = key.rpartition("/")[0]
+        removed = []
+        for area, suffix in (("objects", ""), ("staging", ".part")):
+            try:
+                dfd, _ = self._walk(area, key, create=False)
+            except NotFound:
+                continue
+            try:
+                for entry in os.listdir(dfd):
+                    name = f"{folder}/{entry}" if folder else entry
+                    staged = name.removesuffix(suffix) if name.endswith(suffix) else None
+                    if staged is None or not is_staged_copy(key, staged) or staged == keep:
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry, dir_fd=dfd)
+                        removed.append(staged)
+                self._sync(dfd)
+            finally:
+                os.close(dfd)
+        return removed
 
     def _replace_sync(self, key: str, source: str) -> None:
         self._existing(key)

@@ -40,6 +40,7 @@ from .digests import MultiDigest
 from .errors import (
     AlreadyExists,
     NotFound,
+    ObjectLocked,
     OffsetMismatch,
     StoreError,
     StoreFull,
@@ -502,6 +503,27 @@ class S3Store(S3Bucket):
     async def drop_older(self, key: str) -> None:
         """`sealconvert.Replacer`: delete the noncurrent versions of `key`."""
         await s3replace.drop_older(self, key)
+
+    async def leftovers(self, key: str, *, keep: str | None) -> list[str]:
+        """`sealconvert.Replacer`: staged copies of `key`, finished (objects) or half written
+        (multipart uploads, with their tails), except `keep`."""
+        check_key(key)
+        removed = []
+        for name, upload in await s3replace.staged(self, key):
+            if name == keep:
+                continue
+            try:
+                if upload is None:
+                    await self.delete(name)
+                else:
+                    await self.abort(Target(key=name, handle=upload))
+            except NotFound:
+                continue
+            except ObjectLocked:
+                _log.warning("s3.staged_copy_kept_locked key=%s", name)
+                continue
+            removed.append(name)
+        return removed
 
     async def concatenate(
         self, key: str, sources: Sequence[str], *, digest: MultiDigest | None = None

@@ -62,6 +62,10 @@ if TYPE_CHECKING:
         HeadBucketRequestTypeDef,
         HeadObjectOutputTypeDef,
         HeadObjectRequestTypeDef,
+        ListMultipartUploadsOutputTypeDef,
+        ListMultipartUploadsRequestTypeDef,
+        ListObjectsV2OutputTypeDef,
+        ListObjectsV2RequestTypeDef,
         ListObjectVersionsOutputTypeDef,
         ListObjectVersionsRequestTypeDef,
         ListPartsOutputTypeDef,
@@ -466,6 +470,12 @@ class S3API(Protocol):
     def get_object_legal_hold(
         self, **kw: Unpack[GetObjectLegalHoldRequestTypeDef]
     ) -> GetObjectLegalHoldOutputTypeDef: ...
+    def list_objects_v2(
+        self, **kw: Unpack[ListObjectsV2RequestTypeDef]
+    ) -> ListObjectsV2OutputTypeDef: ...
+    def list_multipart_uploads(
+        self, **kw: Unpack[ListMultipartUploadsRequestTypeDef]
+    ) -> ListMultipartUploadsOutputTypeDef: ...
     def generate_presigned_url(
         self, ClientMethod: str, Params: Mapping[str, Any] = ..., ExpiresIn: int = 3600
     ) -> str: ...

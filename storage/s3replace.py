@@ -19,9 +19,15 @@ from botocore.exceptions import ClientError
 from .errors import ObjectLocked
 from .s3bucket import S3Bucket
 from .s3parts import MAX_PART, client_error, copy_ranges
+from .staging import is_staged_copy
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
+    from mypy_boto3_s3.type_defs import (
+        CompletedPartTypeDef,
+        CopySourceTypeDef,
+        ListMultipartUploadsRequestTypeDef,
+        ListObjectsV2RequestTypeDef,
+    )
 
 _log = logging.getLogger("avidence.storage.s3")
 
@@ -118,6 +124,37 @@ async def drop_older(bucket: S3Bucket, key: str) -> None:
             if client_error(exc)[0] != "AccessDenied":
                 raise bucket._error(exc, key) from exc
             _log.warning("s3.replace.kept_locked_version key=%s", key)
+
+
+async def staged(bucket: S3Bucket, key: str) -> list[tuple[str, str | None]]:
+    """Copies of `key` staged by encrypt-existing runs: (name, None) for a finished object,
+    (name, upload id) for a multipart upload never completed."""
+    prefix, s3, found = bucket._k(f"{key}.s"), bucket._s3, list[tuple[str, str | None]]()
+    strip = len(bucket._k(""))
+    objects: ListObjectsV2RequestTypeDef = {"Bucket": bucket._bucket, "Prefix": prefix}
+    while True:  # one page per 1,000 names
+        page = await bucket._call(s3.list_objects_v2, **objects)
+        found += [
+            (item["Key"][strip:], None)
+            for item in page.get("Contents", [])
+            if is_staged_copy(key, item["Key"][strip:])
+        ]
+        if not page.get("IsTruncated"):
+            break
+        objects["ContinuationToken"] = page["NextContinuationToken"]
+    uploads: ListMultipartUploadsRequestTypeDef = {"Bucket": bucket._bucket, "Prefix": prefix}
+    while True:
+        listed = await bucket._call(s3.list_multipart_uploads, **uploads)
+        found += [
+            (upload["Key"][strip:], upload["UploadId"])
+            for upload in listed.get("Uploads", [])
+            if is_staged_copy(key, upload["Key"][strip:])
+        ]
+        if not listed.get("IsTruncated"):
+            break
+        uploads["KeyMarker"] = listed.get("NextKeyMarker", "")
+        uploads["UploadIdMarker"] = listed.get("NextUploadIdMarker", "")
+    return found
 
 
 async def replace(bucket: S3Bucket, key: str, *, source: str) -> None:

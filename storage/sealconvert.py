@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, cast, runtime_checkable
 
-from . import sealkeys, sealread
+from . import sealkeys, sealread, staging
 from .base import Store
 from .digests import MultiDigest
 from .errors import InvalidRange, NotFound, ObjectLocked, Tampered
@@ -53,6 +53,11 @@ class Replacer(Protocol):
         """Remove what an interrupted `replace` may have left of `key`'s earlier bytes (older
         versions in a versioned bucket); nothing to do elsewhere."""
 
+    async def leftovers(self, key: str, *, keep: str | None) -> list[str]:
+        """Remove the copies of `key` that interrupted runs staged (`staging.is_staged_copy`),
+        finished or half written, except `keep`; the names removed. A copy that retention
+        keeps is logged and left."""
+
 
 class Outcome(StrEnum):
     """What became of one object."""
@@ -76,7 +81,7 @@ class Converted:
 def staging_key(key: str, header: Header) -> str:
     """Where the sealed copy of `key` waits: named by its object id, so a later run finds the
     copy its record belongs to."""
-    return f"{key}.s{header.object_id.hex()[:16]}"
+    return staging.staging_key(key, header.object_id)
 
 
 class _Renamed:
@@ -150,6 +155,11 @@ class Converter:
         """Seal the object at `key` if it is plain, checking the copy against `expect`
         (algorithm -> hex; BLAKE3 and SHA-256 at least) and `size`."""
         why, record = await self.inspect(key)
+        if why is not Outcome.MISSING:
+            # Copies a killed run left (each under a name no run picks again): only the one
+            # the key record names may still be needed, to finish its swap.
+            keep = staging_key(key, record.header) if record is not None else None
+            await self.replacer.leftovers(key, keep=keep)
         if why is Outcome.ALREADY and record is not None:
             # A run stopped inside the swap: the copy or the old plain version may remain.
             await self._drop(staging_key(key, record.header))

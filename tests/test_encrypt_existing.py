@@ -322,6 +322,64 @@ async def test_a_run_stopped_between_record_and_swap_stays_readable_and_resumes(
             assert len(names) == len(plain.data), names
 
 
+async def _names_beside(inner: Store, key: str) -> list[str]:
+    """Every name the backend holds that starts with `key`: objects, and unfinished writes
+    (local staging files, S3 multipart uploads and their tails)."""
+    if isinstance(inner, LocalStore):
+        folder, _, leaf = key.rpartition("/")
+        found = []
+        for area in ("objects", "staging"):
+            where = inner.root / area / folder
+            if where.is_dir():
+                found += [f"{area}:{p.name}" for p in where.iterdir() if p.name.startswith(leaf)]
+        return sorted(found)
+    from avidence.storage.s3 import S3Store
+
+    assert isinstance(inner, S3Store)
+    s3, bucket = inner._s3, inner._bucket
+    listed = await asyncio.to_thread(s3.list_objects_v2, Bucket=bucket, Prefix=inner._k(key))
+    uploads = await asyncio.to_thread(
+        s3.list_multipart_uploads, Bucket=bucket, Prefix=inner._k(key)
+    )
+    objects = [f"objects:{o['Key'].rsplit('/', 1)[-1]}" for o in listed.get("Contents", [])]
+    pending = [f"upload:{u['Key'].rsplit('/', 1)[-1]}" for u in uploads.get("Uploads", [])]
+    return sorted(objects + pending)
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+async def test_copies_left_by_killed_runs_are_removed_by_the_next_one(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A run killed while writing or checking its sealed copy leaves it under a name no later
+    run picks again; the next run removes such copies, finished or half written, and nothing
+    else beside the object."""
+    async with plain_store(request, tmp_path, kind) as plain:
+        key = sorted(plain.data)[0]
+        leaf = key.rpartition("/")[2]
+        finished, half = f"{key}.s{'a' * 16}", f"{key}.s{'0123456789abcdef'}"
+        sidecar = f"{key}.sidecar"  # not a staged copy's name: it stays
+
+        async def body() -> AsyncIterator[bytes]:
+            yield os.urandom(6 * MiB + 5)
+
+        for name in (finished, sidecar):
+            target = await plain.inner.create(name)
+            size = await plain.inner.append(target, offset=0, chunks=body())
+            await plain.inner.finish(target, size=size)
+        target = await plain.inner.create(half)
+        await plain.inner.append(target, offset=0, chunks=body())  # killed before finishing
+        before = await _names_beside(plain.inner, key)
+        assert f"objects:{leaf}.s{'a' * 16}" in before and len(before) >= 4, before
+
+        summary = await _run(plain, plain.sealed())
+        assert summary.counts == {"sealed": len(plain.data)} and not summary.failed
+        assert await _names_beside(plain.inner, key) == [
+            f"objects:{leaf}",
+            f"objects:{leaf}.sidecar",
+        ]
+        assert await _raw(plain.inner, sidecar)  # still there, still readable
+
+
 def _cli_env(request: pytest.FixtureRequest, plain: Plain, **more: str) -> dict[str, str]:
     env = {**os.environ, "AVIDENCE_DATA_DIR": str(plain.api.settings.data_dir), **more}
     if plain.inner.name == "s3":
