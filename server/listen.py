@@ -44,6 +44,16 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def _reason(message: str | None) -> str:
+    """aiohttp's reason for refusing a request head, without the bytes of the head it quotes
+    after it: a quoted header line may carry a bearer token or a viewer cookie, which must reach
+    neither the log nor the answer (nor break the log line with its line feeds)."""
+    first = (message or "").strip().split("\n", 1)[0]
+    for quote in ("'", '"'):
+        first = first.split(quote, 1)[0]
+    return first.strip().rstrip(":").strip()[:200] or "unparseable"
+
+
 def _too_large(exc: BaseException | None, message: str | None) -> bool:
     return isinstance(exc, LineTooLong) or "Too many headers" in (message or "")
 
@@ -64,7 +74,7 @@ class _JsonErrorHandler(RequestHandler):
         error = (
             HeadersTooLarge()
             if _too_large(exc, message)
-            else BadRequest(f"malformed HTTP request: {(message or '')[:200]}")
+            else BadRequest(f"malformed HTTP request: {_reason(message)}")
         )
         log.warning(
             "http.error method=- route=unparsed status=%s code=%s message=%s client=%s",

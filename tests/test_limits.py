@@ -99,6 +99,25 @@ async def test_garbage_instead_of_http_400_json(served: Served) -> None:
     assert json.loads(body)["error"]["code"] == "bad_request"
 
 
+async def test_malformed_head_quotes_no_header_back_nor_into_the_log(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A NUL in the Authorization value: aiohttp's reason quotes the offending header line.
+    raw = (
+        f"GET /api/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {served.admin}\x00\r\n\r\n"
+    ).encode()
+    status, _, body = await _exchange(served.port, raw)
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_request"
+    assert error["message"].startswith("malformed HTTP request: ")
+    assert "\n" not in error["message"]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "route=unparsed" in logged
+    for text in (error["message"], logged):
+        assert served.admin not in text and "Authorization" not in text
+
+
 async def test_normal_request_within_limits_200(served: Served) -> None:
     extra = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(10))
     raw = f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n".encode()
