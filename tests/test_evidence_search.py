@@ -116,6 +116,8 @@ async def test_keyset_pages_neither_skip_nor_repeat(world: TwoAgencies) -> None:
         "blake3=" + "g" * 64,
         "limit=0",
         "limit=501",
+        "limit=\u00b2",
+        "limit=" + "9" * 5000,
         "after=not-a-cursor",
         "received_after=yesterday",
         "state=lost",

@@ -177,6 +177,13 @@ def test_parse_ranges_table() -> None:
     assert parse_ranges("bytes=-5", 0) == [ByteRange(0, 0)]
 
 
+def test_ranges_in_digits_other_than_ascii_are_ignored() -> None:
+    # RFC 9110 DIGIT is 0-9: Arabic-Indic or superscript digits make the header invalid.
+    assert parse_ranges("bytes=\u0661-\u0662", 1000) is None
+    assert parse_ranges("bytes=\u00b2-", 1000) is None
+    assert parse_ranges("bytes=-\uff15", 1000) is None
+
+
 def test_content_type_serves_only_passive_media() -> None:
     assert content_type("a.mp4") == "video/mp4"
     assert content_type("A.MP4") == "video/mp4"

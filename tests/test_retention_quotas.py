@@ -144,10 +144,13 @@ async def test_usage_reports_by_case_class_uploader_store_growth_and_abandoned(
     assert [r["key"] for r in report["by_store"]] == [api.store.name]
     assert [(g["count"], g["bytes"]) for g in report["growth"]] == [(3, 35)]
     assert report["uploads"]["pending_cleanup"]["count"] == 1
-    response = await api.client.get(
-        "/api/admin/usage?days=0", headers={"Authorization": f"Bearer {api.admin}"}
-    )
-    assert response.status == 400
+    for days in ("0", "\u00b2", "9" * 5000):  # "²".isdigit() is True, int("²") raises
+        response = await api.client.get(
+            "/api/admin/usage",
+            params={"days": days},
+            headers={"Authorization": f"Bearer {api.admin}"},
+        )
+        assert response.status == 400, days
     response = await api.client.get(
         "/api/admin/usage?days=7", headers={"Authorization": f"Bearer {api.admin}"}
     )

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from ..catalog.connect import connected
 from ..catalog.schema import evidence, evidence_retention
 from ..catalog.schema_exchange import case_evidence
+from ..digits import decimal
 from ..failures import Code, DomainError
 from ..retention.records import purged_evidence
 from .records import Db, Evidence, from_row, visible_to
@@ -113,9 +114,10 @@ def parse(params: Mapping[str, str]) -> Query:
                 raise SearchError(f"{name}: 64 hexadecimal digits")
             query.digests[name] = value.lower()
         elif name == "limit":
-            if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+            limit = decimal(value)
+            if limit is None or not 1 <= limit <= MAX_LIMIT:
                 raise SearchError(f"limit: a number from 1 to {MAX_LIMIT}")
-            query.limit = int(value)
+            query.limit = limit
         elif name == "after":
             query.after = _cursor(value)
         else:

@@ -26,7 +26,7 @@ from .records import Ticket
 
 MAX_LIFETIME = timedelta(days=366)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhdw]?)\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*([0-9]{1,9})\s*([smhdw]?)\s*$", re.IGNORECASE)
 
 
 def parse_expiry(text: str | int) -> timedelta:
