@@ -33,6 +33,7 @@ from .jobs import embedded as embedded_worker
 from .keys import history
 from .keys.base import KeyUnavailable
 from .metrics import Metrics
+from .nul import nul_middleware
 from .openapi import document as openapi
 from .proxies import forwarded_middleware, parse_networks
 from .signing import load_signer, register
@@ -58,6 +59,7 @@ def create_app(
             metrics.middleware(),
             tus_routes.tus_headers(settings.tus_path),
             error_middleware,
+            nul_middleware,  # inside the error exit path, so its 400 is the usual JSON
             drain.middleware(),  # inside the error exit path, so its 503 is the usual JSON
         ],
         client_max_size=1024**2,  # JSON bodies; upload bodies are streamed, not read whole

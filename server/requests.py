@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from .errors import BadRequest, JsonTooDeep
+from .nul import holds_nul
 
 MAX_DEPTH = 32
 # A string (skipped whole, escapes included) or one bracket.
@@ -60,4 +61,7 @@ async def json_body(request: web.Request, *, required: bool = False) -> dict[str
     body = loads(text)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    # Without the escape no string can hold NUL (strict JSON has no raw control characters).
+    if "\\u0000" in text and holds_nul(body):
+        raise BadRequest("text in the body holds a NUL character (U+0000)")
     return body

@@ -22,7 +22,8 @@ from avidence.server.identifiers import identifier_problem
 from avidence.server.listen import Runner
 from avidence.storage.local import LocalStore
 
-from support.servers import Api, free_port, metadata
+from support.servers import Api, free_port, make_api, metadata
+from support.tickets import upload
 
 
 @dataclass
@@ -223,6 +224,38 @@ async def test_path_tricks_in_urls_4xx_never_a_file(api: Api, path: str) -> None
     assert response.status in (400, 401, 404, 405), (path, response.status)
     assert b"BEGIN PRIVATE KEY" not in body and b"SQLite format" not in body
     assert b"Traceback" not in body
+
+
+NUL_REQUESTS = [
+    ("GET", "/api/evidence/ev_%00", None),
+    ("GET", "/api/evidence?case=C-1%00", None),
+    ("GET", "/api/cases/C-1%00/custody", None),
+    ("HEAD", "/files/0123456789abcdef0123456789abcdef%00", None),
+    ("POST", "/api/admin/holds", {"scope": "case", "target": "C-1", "reason": "court\x00order"}),
+    ("POST", "/api/tickets", {"case": "C-1", "recipient": "Li (court)", "note": "a\x00"}),
+]
+
+
+async def test_nul_in_path_query_or_json_400_on_postgresql_not_503(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # PostgreSQL text cannot hold U+0000: the driver's error was answered as a lost catalog.
+    store = LocalStore(tmp_path / "store")
+    await store.open()
+    try:
+        async for api in make_api(tmp_path, store, database=postgres_url):
+            await upload(api, b"held bytes", case="C-1")
+            for method, path, body in NUL_REQUESTS:
+                response = await api.client.request(
+                    method, URL(path, encoded=True), json=body, headers=api.auth(api.admin)
+                )
+                assert response.status == 400, (method, path, response.status)
+                if method != "HEAD":
+                    assert (await response.json())["error"]["code"] == "bad_request"
+            holds = await api.client.get("/api/admin/holds", headers=api.auth(api.admin))
+            assert (await holds.json())["holds"] == []
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize(
