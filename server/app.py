@@ -33,11 +33,11 @@ from .jobs import embedded as embedded_worker
 from .keys import history
 from .keys.base import KeyUnavailable
 from .metrics import Metrics
-from .nul import nul_middleware
 from .openapi import document as openapi
 from .proxies import forwarded_middleware, parse_networks
 from .signing import load_signer, register
 from .state import CATALOG, CUSTODY, METRICS, PINNED_KEYS, SETTINGS, SIGNER, STORE
+from .storable import nul_middleware
 from .stores import configured_store
 from .transfers import api as transfers_api
 from .tus import routes as tus_routes

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from .errors import BadRequest, JsonTooDeep
-from .nul import holds_nul
+from .storable import holds_unstorable, json_text_may_hold_unstorable
 
 MAX_DEPTH = 32
 # A string (skipped whole, escapes included) or one bracket.
@@ -61,7 +61,6 @@ async def json_body(request: web.Request, *, required: bool = False) -> dict[str
     body = loads(text)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    # Without the escape no string can hold NUL (strict JSON has no raw control characters).
-    if "\\u0000" in text and holds_nul(body):
-        raise BadRequest("text in the body holds a NUL character (U+0000)")
+    if json_text_may_hold_unstorable(text) and holds_unstorable(body):
+        raise BadRequest("text in the body holds a NUL character or an unpaired surrogate")
     return body

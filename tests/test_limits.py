@@ -226,17 +226,20 @@ async def test_path_tricks_in_urls_4xx_never_a_file(api: Api, path: str) -> None
     assert b"Traceback" not in body
 
 
-NUL_REQUESTS = [
+UNSTORABLE_REQUESTS = [
     ("GET", "/api/evidence/ev_%00", None),
     ("GET", "/api/evidence?case=C-1%00", None),
     ("GET", "/api/cases/C-1%00/custody", None),
     ("HEAD", "/files/0123456789abcdef0123456789abcdef%00", None),
     ("POST", "/api/admin/holds", {"scope": "case", "target": "C-1", "reason": "court\x00order"}),
     ("POST", "/api/tickets", {"case": "C-1", "recipient": "Li (court)", "note": "a\x00"}),
+    # an unpaired surrogate has no UTF-8 form: neither catalog can store it
+    ("POST", "/api/admin/holds", {"scope": "case", "target": "C-1", "reason": "court\ud800"}),
+    ("POST", "/api/tickets", {"evidence": ["ev_\udfff"], "recipient": "Li (court)"}),
 ]
 
 
-async def test_nul_in_path_query_or_json_400_on_postgresql_not_503(
+async def test_nul_or_lone_surrogate_400_on_postgresql_not_503(
     tmp_path: Path, postgres_url: str
 ) -> None:
     # PostgreSQL text cannot hold U+0000: the driver's error was answered as a lost catalog.
@@ -245,7 +248,7 @@ async def test_nul_in_path_query_or_json_400_on_postgresql_not_503(
     try:
         async for api in make_api(tmp_path, store, database=postgres_url):
             await upload(api, b"held bytes", case="C-1")
-            for method, path, body in NUL_REQUESTS:
+            for method, path, body in UNSTORABLE_REQUESTS:
                 response = await api.client.request(
                     method, URL(path, encoded=True), json=body, headers=api.auth(api.admin)
                 )
@@ -256,6 +259,23 @@ async def test_nul_in_path_query_or_json_400_on_postgresql_not_503(
             assert (await holds.json())["holds"] == []
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("store", ["local"], indirect=True)
+async def test_lone_surrogate_in_json_400_on_sqlite_not_500(api: Api) -> None:
+    await upload(api, b"held bytes", case="C-1")
+    admin = api.auth(api.admin)
+    for method, path, body in UNSTORABLE_REQUESTS:
+        if body is not None:
+            response = await api.client.request(method, path, json=body, headers=admin)
+            assert response.status == 400, (path, body, response.status)
+    # a surrogate pair written as escapes is one real character, and fine
+    case = await api.client.post(
+        "/api/cases",
+        data=b'{"number": "N-1", "title": "\\ud83d\\ude00"}',
+        headers={**api.auth(api.admin), "Content-Type": "application/json"},
+    )
+    assert case.status == 201 and (await case.json())["title"] == "\U0001f600"
 
 
 @pytest.mark.parametrize(
