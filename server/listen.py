@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,16 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+# Where a quoted piece of the request starts: a quote (or b') after a space.
+_QUOTED = re.compile(r"\sb?['\"]")
+
+
 def _reason(message: str | None) -> str:
     """aiohttp's reason for refusing a request head, without the bytes of the head it quotes
     after it: a quoted header line may carry a bearer token or a viewer cookie, which must reach
     neither the log nor the answer (nor break the log line with its line feeds)."""
     first = (message or "").strip().split("\n", 1)[0]
-    for quote in ("'", '"'):
-        first = first.split(quote, 1)[0]
+    first = _QUOTED.split(first, maxsplit=1)[0]  # "Invalid HTTP header: b'...'"; keeps "can't"
     return first.strip().rstrip(":").strip()[:200] or "unparseable"
 
 

@@ -117,6 +117,13 @@ async def test_malformed_head_quotes_no_header_back_nor_into_the_log(
     assert "route=unparsed" in logged
     for text in (error["message"], logged):
         assert served.admin not in text and "Authorization" not in text
+    # a reason with an apostrophe is kept whole
+    raw = b"POST /api/cases HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    status, _, body = await _exchange(served.port, raw + b"Transfer-Encoding: chunked\r\n\r\n")
+    assert status == 400
+    assert json.loads(body)["error"]["message"] == (
+        "malformed HTTP request: Transfer-Encoding can't be present with Content-Length"
+    )
 
 
 async def test_normal_request_within_limits_200(served: Served) -> None:
