@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from .errors import BadRequest, JsonTooDeep
 from .storable import holds_unstorable, json_text_may_hold_unstorable
@@ -58,6 +58,10 @@ async def json_body(request: web.Request, *, required: bool = False) -> dict[str
         text = await request.text()
     except UnicodeDecodeError:
         raise BadRequest("the body is not JSON") from None
+    except (ConnectionError, ClientPayloadError):
+        # The client went away mid-body: its doing, not the catalog's (the error table reads a
+        # bare ConnectionError as the catalog's connection breaking: 503 and an ERROR line).
+        raise BadRequest("the request body broke off before its end") from None
     body = loads(text)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")

@@ -126,6 +126,27 @@ async def test_malformed_head_quotes_no_header_back_nor_into_the_log(
     )
 
 
+async def test_json_body_cut_off_by_the_client_is_no_catalog_outage(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    writer.write(
+        b"POST /api/cases HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {served.admin}\r\nContent-Length: 100\r\n\r\n".encode()
+        + b'{"number": '
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()  # gone before the body's end
+    for _ in range(50):
+        if any("route=/api/cases" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if r.name == "avidence.http"]
+    assert any("route=/api/cases status=400" in line for line in lines), lines
+    assert not any("catalog.unreachable" in line or "status=503" in line for line in lines)
+
+
 async def test_normal_request_within_limits_200(served: Served) -> None:
     extra = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(10))
     raw = f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n".encode()
