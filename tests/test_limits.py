@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from yarl import URL
 
 from avidence.server import config, tokens
@@ -126,24 +126,62 @@ async def test_malformed_head_quotes_no_header_back_nor_into_the_log(
     )
 
 
-async def test_json_body_cut_off_by_the_client_is_no_catalog_outage(
-    served: Served, caplog: pytest.LogCaptureFixture
-) -> None:
-    _, writer = await asyncio.open_connection("127.0.0.1", served.port)
+async def _cut_off(port: int, path: str, head: str, start: bytes) -> None:
+    """Send a head promising 100 bytes of body, `start` of them, then hang up."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        b"POST /api/cases HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {served.admin}\r\nContent-Length: 100\r\n\r\n".encode()
-        + b'{"number": '
+        f"POST {path} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: 100\r\n\r\n".encode() + start
     )
     await writer.drain()
     await asyncio.sleep(0.2)
     writer.close()  # gone before the body's end
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, route: str) -> list[str]:
     for _ in range(50):
-        if any("route=/api/cases" in r.getMessage() for r in caplog.records):
+        if any(f"route={route} " in r.getMessage() for r in caplog.records):
             break
         await asyncio.sleep(0.05)
-    lines = [r.getMessage() for r in caplog.records if r.name == "avidence.http"]
+    return [r.getMessage() for r in caplog.records if r.name == "avidence.http"]
+
+
+async def test_json_body_cut_off_by_the_client_is_no_catalog_outage(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = f"Content-Type: application/json\r\nAuthorization: Bearer {served.admin}\r\n"
+    await _cut_off(served.port, "/api/cases", head, b'{"number": ')
+    lines = await _logged(caplog, "/api/cases")
     assert any("route=/api/cases status=400" in line for line in lines), lines
+    assert not any("catalog.unreachable" in line or "status=503" in line for line in lines)
+
+
+async def test_access_code_form_cut_off_by_the_client_is_no_catalog_outage(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = f"http://127.0.0.1:{served.port}"
+    async with ClientSession() as http:
+        created = await http.post(
+            f"{base}/files/",
+            data=b"coded clip",
+            headers={
+                "Authorization": f"Bearer {served.uploader}",
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": "10",
+                "Upload-Metadata": metadata(case="F-1"),
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+        evidence_id = created.headers["Avidence-Evidence-Id"]
+        issued = await http.post(
+            f"{base}/api/tickets",
+            json={"evidence": [evidence_id], "recipient": "Li (court)", "access_code": True},
+            headers={"Authorization": f"Bearer {served.admin}"},
+        )
+        token = (await issued.json())["url"].rsplit("/", 1)[1]
+    head = "Content-Type: application/x-www-form-urlencoded\r\n"
+    await _cut_off(served.port, f"/t/{token}/code", head, b"code=12")
+    lines = await _logged(caplog, "/t/{token}/code")
+    assert any("route=/t/{token}/code status=400" in line for line in lines), lines
     assert not any("catalog.unreachable" in line or "status=503" in line for line in lines)
 
 
