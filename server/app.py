@@ -29,6 +29,7 @@ from .drain import DRAIN, Drain
 from .errors import error_middleware
 from .evidence import api, scrub
 from .evidence.accept import Custody
+from .hosts import host_middleware
 from .jobs import embedded as embedded_worker
 from .keys import history
 from .keys.base import KeyUnavailable
@@ -60,6 +61,7 @@ def create_app(
             tus_routes.tus_headers(settings.tus_path),
             error_middleware,
             nul_middleware,  # inside the error exit path, so its 400 is the usual JSON
+            host_middleware,
             drain.middleware(),  # inside the error exit path, so its 503 is the usual JSON
         ],
         client_max_size=1024**2,  # JSON bodies; upload bodies are streamed, not read whole
