@@ -45,8 +45,9 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-# Where a quoted piece of the request starts: a quote (or b') after a space.
-_QUOTED = re.compile(r"\sb?['\"]")
+# Where a quoted piece of the request starts: a quote (or b') after a space, unless what it
+# quotes is a header name ("Missing 'Host' header", "Duplicate 'Content-Length' header").
+_QUOTED = re.compile(r"""\sb?(['"])(?![A-Za-z][A-Za-z0-9-]{0,39}\1(?:[\s.:,]|$))""")
 
 
 def _reason(message: str | None) -> str:
@@ -54,7 +55,8 @@ def _reason(message: str | None) -> str:
     after it: a quoted header line may carry a bearer token or a viewer cookie, which must reach
     neither the log nor the answer (nor break the log line with its line feeds)."""
     first = (message or "").strip().split("\n", 1)[0]
-    first = _QUOTED.split(first, maxsplit=1)[0]  # "Invalid HTTP header: b'...'"; keeps "can't"
+    match = _QUOTED.search(first)  # "Invalid HTTP header: b'...'"; keeps "can't"
+    first = first[: match.start()] if match else first
     return first.strip().rstrip(":").strip()[:200] or "unparseable"
 
 

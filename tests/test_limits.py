@@ -124,6 +124,10 @@ async def test_malformed_head_quotes_no_header_back_nor_into_the_log(
     assert json.loads(body)["error"]["message"] == (
         "malformed HTTP request: Transfer-Encoding can't be present with Content-Length"
     )
+    # and so is the name of the header it is about
+    status, _, body = await _exchange(served.port, b"GET /healthz HTTP/1.1\r\n\r\n")
+    assert status == 400
+    assert "Missing 'Host' header" in json.loads(body)["error"]["message"]
 
 
 async def _cut_off(port: int, path: str, head: str, start: bytes) -> None:
