@@ -169,7 +169,7 @@ def if_range_matches(value: str, rep: Representation) -> bool:
         return value == rep.etag
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year of 11 digits overflows
         return False
     if when.tzinfo is None:
         return False
