@@ -113,6 +113,8 @@ async def test_issue_400_for_bad_fields(api: Api) -> None:
         {"evidence": [evidence_id], "recipient": ""},
         {"evidence": [evidence_id], "recipient": "A (judge)", "expires": "soon"},
         {"evidence": [evidence_id], "recipient": "A (judge)", "expires": "\u0663d"},  # Arabic 3
+        {"evidence": [evidence_id], "recipient": "A (judge)", "expires": "999999999w"},  # was 500
+        {"evidence": [evidence_id], "recipient": "A (judge)", "expires": "999999999d"},
         {"evidence": [evidence_id], "recipient": "A (judge)", "max_views": 0},
         {"evidence": [evidence_id], "recipient": "A (judge)", "download": "yes"},
         {"evidence": [], "recipient": "A (judge)"},

@@ -37,6 +37,10 @@ def parse_expiry(text: str | int) -> timedelta:
     seconds = int(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
     if seconds <= 0:
         raise ValueError("expires: must be in the future")
+    # Checked before any date arithmetic: 999999999w is past what timedelta and datetime hold
+    # (OverflowError, a 500 and a traceback from `ticket create`).
+    if seconds > MAX_LIFETIME.total_seconds():
+        raise ValueError("expires: must be in the future and within 366 days")
     return timedelta(seconds=seconds)
 
 
