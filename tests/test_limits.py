@@ -124,6 +124,11 @@ async def test_malformed_head_quotes_no_header_back_nor_into_the_log(
     assert json.loads(body)["error"]["message"] == (
         "malformed HTTP request: Transfer-Encoding can't be present with Content-Length"
     )
+    # a target that is no path nor URL: aiohttp's reason is the target itself (a link token)
+    head = f"GET http:///t/{'S' * 43} HTTP/1.1\r\nHost: x\r\n\r\n"
+    status, _, body = await _exchange(served.port, head.encode())
+    assert status == 400 and "SSSS" not in body.decode()
+    assert not any("SSSS" in r.getMessage() for r in caplog.records)
     # and so is the name of the header it is about
     status, _, body = await _exchange(served.port, b"GET /healthz HTTP/1.1\r\n\r\n")
     assert status == 400
