@@ -109,7 +109,9 @@ def upload_id(url: str) -> str:
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value is not None and value.strip().isdigit() else None
+    # ASCII digits only: int("²") would raise on a hostile or broken server's header
+    digits = value.strip() if value is not None else ""
+    return int(digits) if digits.isascii() and digits.isdigit() else None
 
 
 async def _message(response: aiohttp.ClientResponse) -> tuple[str, str]:

@@ -29,6 +29,7 @@ from .drain import DRAIN, Drain
 from .errors import error_middleware
 from .evidence import api, scrub
 from .evidence.accept import Custody
+from .hosts import host_middleware
 from .jobs import embedded as embedded_worker
 from .keys import history
 from .keys.base import KeyUnavailable
@@ -37,6 +38,7 @@ from .openapi import document as openapi
 from .proxies import forwarded_middleware, parse_networks
 from .signing import load_signer, register
 from .state import CATALOG, CUSTODY, METRICS, PINNED_KEYS, SETTINGS, SIGNER, STORE
+from .storable import nul_middleware
 from .stores import configured_store
 from .transfers import api as transfers_api
 from .tus import routes as tus_routes
@@ -58,6 +60,8 @@ def create_app(
             metrics.middleware(),
             tus_routes.tus_headers(settings.tus_path),
             error_middleware,
+            nul_middleware,  # inside the error exit path, so its 400 is the usual JSON
+            host_middleware,
             drain.middleware(),  # inside the error exit path, so its 503 is the usual JSON
         ],
         client_max_size=1024**2,  # JSON bodies; upload bodies are streamed, not read whole

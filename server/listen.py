@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
+from aiohttp.http_exceptions import InvalidURLError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from .config import ConfigError, Settings
@@ -44,6 +45,23 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+# Where a quoted piece of the request starts: a quote (or b') after a space, unless what it
+# quotes is a header name ("Missing 'Host' header", "Duplicate 'Content-Length' header").
+_QUOTED = re.compile(r"""\sb?(['"])(?![A-Za-z][A-Za-z0-9-]{0,39}\1(?:[\s.:,]|$))""")
+
+
+def _reason(message: str | None, exc: BaseException | None = None) -> str:
+    """aiohttp's reason for refusing a request head, without the bytes of the head it quotes
+    after it: a quoted header line may carry a bearer token or a viewer cookie, which must reach
+    neither the log nor the answer (nor break the log line with its line feeds)."""
+    if isinstance(exc, InvalidURLError):
+        return "the request target is not a path or an absolute URL"  # its message is the target
+    first = (message or "").strip().split("\n", 1)[0]
+    match = _QUOTED.search(first)  # "Invalid HTTP header: b'...'"; keeps "can't"
+    first = first[: match.start()] if match else first
+    return first.strip().rstrip(":").strip()[:200] or "unparseable"
+
+
 def _too_large(exc: BaseException | None, message: str | None) -> bool:
     return isinstance(exc, LineTooLong) or "Too many headers" in (message or "")
 
@@ -64,7 +82,7 @@ class _JsonErrorHandler(RequestHandler):
         error = (
             HeadersTooLarge()
             if _too_large(exc, message)
-            else BadRequest(f"malformed HTTP request: {(message or '')[:200]}")
+            else BadRequest(f"malformed HTTP request: {_reason(message, exc)}")
         )
         log.warning(
             "http.error method=- route=unparsed status=%s code=%s message=%s client=%s",

@@ -42,7 +42,7 @@ log = logging.getLogger("avidence.media")
 
 # Digits beyond this are no real offset (2**63 has 19); refusing them keeps parsing cheap.
 _MAX_DIGITS = 19
-_SPEC = re.compile(r"^(\d*)-(\d*)$")
+_SPEC = re.compile(r"^([0-9]*)-([0-9]*)$")  # RFC 9110 DIGIT: ASCII only, see digits.py
 _TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"
 _MIME = re.compile(rf"^({_TOKEN})/({_TOKEN})$")
 
@@ -169,7 +169,7 @@ def if_range_matches(value: str, rep: Representation) -> bool:
         return value == rep.etag
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year of 11 digits overflows
         return False
     if when.tzinfo is None:
         return False

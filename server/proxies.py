@@ -9,12 +9,23 @@ skipping trusted hops, so a client cannot smuggle an address in front of the pro
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# RFC 9110 7.2 Host = uri-host [ ":" port ]: a bracketed IPv6 literal, or a name or IPv4 address
+# of unreserved characters and %-escapes (RFC 3986 3.2.2; its sub-delims are no part of any
+# DNS name), and a port of at most five digits.
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(?::[0-9]{1,5})?")
+
+
+def valid_host(value: str) -> bool:
+    """True for a Host (or X-Forwarded-Host) value links may be built from."""
+    return _HOST.fullmatch(value) is not None
 
 
 def parse_networks(values: Iterable[str]) -> list[Network]:
@@ -55,8 +66,9 @@ def forwarded_middleware(networks: list[Network]) -> Middleware:
         if proto in ("http", "https"):
             changes["scheme"] = proto
         host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
-        if host and all(ch.isalnum() or ch in ".-:[]" for ch in host):
+        if host and valid_host(host):
             changes["host"] = host
         return await handler(request.clone(**changes) if changes else request)  # type: ignore[arg-type]
 
     return forwarded
+

@@ -11,9 +11,12 @@ import json
 import re
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from .errors import BadRequest, JsonTooDeep
+from .storable import holds_unstorable, json_text_may_hold_unstorable
 
 MAX_DEPTH = 32
 # A string (skipped whole, escapes included) or one bracket.
@@ -49,6 +52,20 @@ def loads(text: str) -> Any:
         raise BadRequest("the body is not JSON") from None
 
 
+# The client went away mid-body: its doing, not the catalog's (the error table reads a bare
+# ConnectionError as the catalog's connection breaking: 503 and an ERROR line).
+_CLIENT_GONE = (ConnectionError, ClientPayloadError)
+_CUT_OFF = "the request body broke off before its end"
+
+
+async def form_body(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """The request's form fields (a browser's POST); a body cut off is a 400, as in json_body."""
+    try:
+        return await request.post()
+    except _CLIENT_GONE:
+        raise BadRequest(_CUT_OFF) from None
+
+
 async def json_body(request: web.Request, *, required: bool = False) -> dict[str, Any]:
     """The request's JSON object; an empty body is `{}` unless `required`; 400 otherwise."""
     if not request.can_read_body and not required:
@@ -57,7 +74,11 @@ async def json_body(request: web.Request, *, required: bool = False) -> dict[str
         text = await request.text()
     except UnicodeDecodeError:
         raise BadRequest("the body is not JSON") from None
+    except _CLIENT_GONE:
+        raise BadRequest(_CUT_OFF) from None
     body = loads(text)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    if json_text_may_hold_unstorable(text) and holds_unstorable(body):
+        raise BadRequest("text in the body holds a NUL character or an unpaired surrogate")
     return body

@@ -24,7 +24,14 @@ from avidence.client.hashing import ChunkDigests, FileHasher
 from avidence.client.parts import MIN_PART, MIN_REQUEST, chunk_grid, plan_parts, request_size
 from avidence.client.progress import FileProgress
 from avidence.client.state import Part, StateStore, UploadState, upload_key
-from avidence.client.tus import RetryPolicy, ServerCaps, TusClient, _raise_for, encode_metadata
+from avidence.client.tus import (
+    RetryPolicy,
+    ServerCaps,
+    TusClient,
+    _answer,
+    _raise_for,
+    encode_metadata,
+)
 
 MiB = 1024 * 1024
 
@@ -294,3 +301,10 @@ async def test_a_429_is_retried_no_sooner_than_its_retry_after() -> None:
     finally:
         await server.close()
     assert len(answers) == 2 and answers[1] - answers[0] >= 0.95
+
+
+def test_offsets_in_digits_other_than_ascii_are_no_number() -> None:
+    # "²".isdigit() is True but int("²") raises: a broken server's header must not crash us.
+    answer = _answer("http://x/files/1", {"Upload-Offset": "\u00b2", "Upload-Length": "\u0661"})
+    assert answer.offset is None and answer.length is None
+    assert _answer("http://x/files/1", {"Upload-Offset": " 7 "}).offset == 7

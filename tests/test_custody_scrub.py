@@ -143,6 +143,9 @@ async def test_scrub_command_exits_2_without_a_selection(local_api: Api) -> None
     assert result.exit_code == 2 and "choose --all" in result.output
     both = await invoke(main, ["scrub", "--all", "--case", "C", "--data-dir", data_dir])
     assert both.exit_code == 2
+    for days in ("999999999999", "inf", "nan"):  # past what a date holds: a traceback
+        odd = await invoke(main, ["scrub", "--older-than", days, "--data-dir", data_dir])
+        assert odd.exit_code == 2 and "--older-than" in odd.output, (days, odd.output)
 
 
 async def test_run_periodically_checks_until_cancelled(local_api: Api) -> None:

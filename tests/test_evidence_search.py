@@ -4,7 +4,9 @@ parameter. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,18 @@ async def test_keyset_pages_neither_skip_nor_repeat(world: TwoAgencies) -> None:
     assert late not in seen
 
 
+def _cursor(moment: str, last: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([moment, last]).encode()).decode().rstrip("=")
+
+
+async def test_a_cursor_without_a_zone_is_read_as_utc_not_500(agencies: TwoAgencies) -> None:
+    response = await agencies.api.client.get(
+        f"/api/evidence?after={_cursor('2026-01-01T00:00:00', 'ev_x')}",
+        headers=agencies.police.auth(),
+    )
+    assert response.status == 200, await response.text()
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -116,8 +130,13 @@ async def test_keyset_pages_neither_skip_nor_repeat(world: TwoAgencies) -> None:
         "blake3=" + "g" * 64,
         "limit=0",
         "limit=501",
+        "limit=\u00b2",
+        "limit=" + "9" * 5000,
         "after=not-a-cursor",
         "received_after=yesterday",
+        "received_after=9999-12-31T23:59:59-14:00",  # no such time in UTC: it answered 500
+        "received_before=0001-01-01T00:00:00%2B14:00",
+        "after=" + _cursor("9999-12-31T23:59:59-14:00", "ev_x"),
         "state=lost",
         "integrity=perfect",
     ],

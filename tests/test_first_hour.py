@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -97,6 +98,24 @@ def test_make_run_on_another_port_twice_reuses_the_demo(tmp_path: Path) -> None:
     names = [line.split("\t")[0] for line in classes.output.splitlines()]
     assert {"indefinite", "case-file", "interrogation", "cctv", "bodycam"} <= set(names)
     assert "case-file\t3650 days\tlock=none (default)" in classes.output
+
+
+def test_readme_retention_commands_show_the_demo_classes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run as written from the project folder: without the settings file they showed only the
+    # built-in class, not "the demo's example classes" the README promised.
+    data = tmp_path / "data"
+    assert CliRunner().invoke(main, ["migrate", "--data-dir", str(data)]).exit_code == 0
+    monkeypatch.chdir(ROOT)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    for command in ("retention classes", "purge --dry-run"):
+        line = next(x for x in readme if x.startswith(f"avidence-server {command}"))
+        args = shlex.split(line.split("#", 1)[0])[1:]
+        result = CliRunner().invoke(main, [*args, "--data-dir", str(data)])
+        assert result.exit_code == 0, (line, result.output)
+        if command == "retention classes":
+            assert "case-file\t3650 days\tlock=none (default)" in result.output, line
 
 
 def test_make_run_passes_port_and_host_only_from_its_command_line() -> None:

@@ -67,6 +67,33 @@ async def test_interrogation_missing_and_malformed_fields_400_names_every_one(
     assert await _upload_count(agencies) == 0  # refused before a byte was stored
 
 
+@pytest.mark.parametrize(
+    "start",
+    [
+        "2026-13-45T99:99:99Z",  # the pattern's shape, no real moment
+        "2026-02-30T09:30:00+08:00",
+        "2026-03-01T09:30:00+99:00",
+        "\u0662\u0660\u0662\u0666-03-01T09:30:00Z",  # Arabic-Indic digits matched \\d
+    ],
+)
+async def test_a_start_that_is_no_real_moment_is_malformed(
+    agencies: TwoAgencies, start: str
+) -> None:
+    response = await agencies.api.client.post(
+        "/files/", headers=_headers(agencies.police.tokens["uploader"], {**GOOD, "start": start})
+    )
+    assert response.status == 400, start
+    error = (await response.json())["error"]
+    assert error["code"] == "metadata_incomplete" and list(error["details"]["malformed"]) == [
+        "start"
+    ]
+    fine = {**GOOD, "start": "2026-03-01T01:30:00.5Z", "item": "2"}
+    response = await agencies.api.client.post(
+        "/files/", headers=_headers(agencies.police.tokens["uploader"], fine)
+    )
+    assert response.status == 201, await response.text()
+
+
 async def test_complete_interrogation_metadata_becomes_evidence_with_the_fields(
     agencies: TwoAgencies,
 ) -> None:

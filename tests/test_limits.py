@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from yarl import URL
 
 from avidence.server import config, tokens
@@ -22,7 +22,8 @@ from avidence.server.identifiers import identifier_problem
 from avidence.server.listen import Runner
 from avidence.storage.local import LocalStore
 
-from support.servers import Api, free_port, metadata
+from support.servers import Api, free_port, make_api, metadata
+from support.tickets import upload
 
 
 @dataclass
@@ -97,6 +98,100 @@ async def test_garbage_instead_of_http_400_json(served: Served) -> None:
     status, _, body = await _exchange(served.port, b"GET / HTTP/1.1\r\nHost x\r\n\r\n")
     assert status == 400
     assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+async def test_malformed_head_quotes_no_header_back_nor_into_the_log(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A NUL in the Authorization value: aiohttp's reason quotes the offending header line.
+    raw = (
+        f"GET /api/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {served.admin}\x00\r\n\r\n"
+    ).encode()
+    status, _, body = await _exchange(served.port, raw)
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_request"
+    assert error["message"].startswith("malformed HTTP request: ")
+    assert "\n" not in error["message"]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "route=unparsed" in logged
+    for text in (error["message"], logged):
+        assert served.admin not in text and "Authorization" not in text
+    # a reason with an apostrophe is kept whole
+    raw = b"POST /api/cases HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    status, _, body = await _exchange(served.port, raw + b"Transfer-Encoding: chunked\r\n\r\n")
+    assert status == 400
+    assert json.loads(body)["error"]["message"] == (
+        "malformed HTTP request: Transfer-Encoding can't be present with Content-Length"
+    )
+    # a target that is no path nor URL: aiohttp's reason is the target itself (a link token)
+    head = f"GET http:///t/{'S' * 43} HTTP/1.1\r\nHost: x\r\n\r\n"
+    status, _, body = await _exchange(served.port, head.encode())
+    assert status == 400 and "SSSS" not in body.decode()
+    assert not any("SSSS" in r.getMessage() for r in caplog.records)
+    # and so is the name of the header it is about
+    status, _, body = await _exchange(served.port, b"GET /healthz HTTP/1.1\r\n\r\n")
+    assert status == 400
+    assert "Missing 'Host' header" in json.loads(body)["error"]["message"]
+
+
+async def _cut_off(port: int, path: str, head: str, start: bytes) -> None:
+    """Send a head promising 100 bytes of body, `start` of them, then hang up."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: 100\r\n\r\n".encode() + start
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()  # gone before the body's end
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, route: str) -> list[str]:
+    for _ in range(50):
+        if any(f"route={route} " in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.05)
+    return [r.getMessage() for r in caplog.records if r.name == "avidence.http"]
+
+
+async def test_json_body_cut_off_by_the_client_is_no_catalog_outage(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = f"Content-Type: application/json\r\nAuthorization: Bearer {served.admin}\r\n"
+    await _cut_off(served.port, "/api/cases", head, b'{"number": ')
+    lines = await _logged(caplog, "/api/cases")
+    assert any("route=/api/cases status=400" in line for line in lines), lines
+    assert not any("catalog.unreachable" in line or "status=503" in line for line in lines)
+
+
+async def test_access_code_form_cut_off_by_the_client_is_no_catalog_outage(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = f"http://127.0.0.1:{served.port}"
+    async with ClientSession() as http:
+        created = await http.post(
+            f"{base}/files/",
+            data=b"coded clip",
+            headers={
+                "Authorization": f"Bearer {served.uploader}",
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": "10",
+                "Upload-Metadata": metadata(case="F-1"),
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+        evidence_id = created.headers["Avidence-Evidence-Id"]
+        issued = await http.post(
+            f"{base}/api/tickets",
+            json={"evidence": [evidence_id], "recipient": "Li (court)", "access_code": True},
+            headers={"Authorization": f"Bearer {served.admin}"},
+        )
+        token = (await issued.json())["url"].rsplit("/", 1)[1]
+    head = "Content-Type: application/x-www-form-urlencoded\r\n"
+    await _cut_off(served.port, f"/t/{token}/code", head, b"code=12")
+    lines = await _logged(caplog, "/t/{token}/code")
+    assert any("route=/t/{token}/code status=400" in line for line in lines), lines
+    assert not any("catalog.unreachable" in line or "status=503" in line for line in lines)
 
 
 async def test_normal_request_within_limits_200(served: Served) -> None:
@@ -204,6 +299,58 @@ async def test_path_tricks_in_urls_4xx_never_a_file(api: Api, path: str) -> None
     assert response.status in (400, 401, 404, 405), (path, response.status)
     assert b"BEGIN PRIVATE KEY" not in body and b"SQLite format" not in body
     assert b"Traceback" not in body
+
+
+UNSTORABLE_REQUESTS = [
+    ("GET", "/api/evidence/ev_%00", None),
+    ("GET", "/api/evidence?case=C-1%00", None),
+    ("GET", "/api/cases/C-1%00/custody", None),
+    ("HEAD", "/files/0123456789abcdef0123456789abcdef%00", None),
+    ("POST", "/api/admin/holds", {"scope": "case", "target": "C-1", "reason": "court\x00order"}),
+    ("POST", "/api/tickets", {"case": "C-1", "recipient": "Li (court)", "note": "a\x00"}),
+    # an unpaired surrogate has no UTF-8 form: neither catalog can store it
+    ("POST", "/api/admin/holds", {"scope": "case", "target": "C-1", "reason": "court\ud800"}),
+    ("POST", "/api/tickets", {"evidence": ["ev_\udfff"], "recipient": "Li (court)"}),
+]
+
+
+async def test_nul_or_lone_surrogate_400_on_postgresql_not_503(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # PostgreSQL text cannot hold U+0000: the driver's error was answered as a lost catalog.
+    store = LocalStore(tmp_path / "store")
+    await store.open()
+    try:
+        async for api in make_api(tmp_path, store, database=postgres_url):
+            await upload(api, b"held bytes", case="C-1")
+            for method, path, body in UNSTORABLE_REQUESTS:
+                response = await api.client.request(
+                    method, URL(path, encoded=True), json=body, headers=api.auth(api.admin)
+                )
+                assert response.status == 400, (method, path, response.status)
+                if method != "HEAD":
+                    assert (await response.json())["error"]["code"] == "bad_request"
+            holds = await api.client.get("/api/admin/holds", headers=api.auth(api.admin))
+            assert (await holds.json())["holds"] == []
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("store", ["local"], indirect=True)
+async def test_lone_surrogate_in_json_400_on_sqlite_not_500(api: Api) -> None:
+    await upload(api, b"held bytes", case="C-1")
+    admin = api.auth(api.admin)
+    for method, path, body in UNSTORABLE_REQUESTS:
+        if body is not None:
+            response = await api.client.request(method, path, json=body, headers=admin)
+            assert response.status == 400, (path, body, response.status)
+    # a surrogate pair written as escapes is one real character, and fine
+    case = await api.client.post(
+        "/api/cases",
+        data=b'{"number": "N-1", "title": "\\ud83d\\ude00"}',
+        headers={**api.auth(api.admin), "Content-Type": "application/json"},
+    )
+    assert case.status == 201 and (await case.json())["title"] == "\U0001f600"
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,7 @@ async def test_ignored_ranges_get_the_whole_200(api: Api, served: Served) -> Non
 async def test_if_range_matching_etag_or_date_gives_206_else_200(api: Api, served: Served) -> None:
     ok = [served.etag, served.last_modified]
     stale = ['"0000"', "W/" + served.etag, "Mon, 01 Jan 2001 00:00:00 GMT", "garbage"]
+    stale.append("Mon, 1 Jan 99999999999 00:00:00 GMT")  # OverflowError in the date parser: 500
     for value in ok + stale:
         response = await api.client.get(
             served.url, headers={"Range": "bytes=10-19", "If-Range": value}
@@ -175,6 +176,13 @@ def test_parse_ranges_table() -> None:
     assert parse_ranges("pages=1-2", size) is None
     assert parse_ranges("bytes=" + "9" * 40 + "-", size) is None
     assert parse_ranges("bytes=-5", 0) == [ByteRange(0, 0)]
+
+
+def test_ranges_in_digits_other_than_ascii_are_ignored() -> None:
+    # RFC 9110 DIGIT is 0-9: Arabic-Indic or superscript digits make the header invalid.
+    assert parse_ranges("bytes=\u0661-\u0662", 1000) is None
+    assert parse_ranges("bytes=\u00b2-", 1000) is None
+    assert parse_ranges("bytes=-\uff15", 1000) is None
 
 
 def test_content_type_serves_only_passive_media() -> None:

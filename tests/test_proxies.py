@@ -55,6 +55,21 @@ async def test_forwarded_headers_from_others_are_ignored(api: Api) -> None:
     assert entries[-1].client == "127.0.0.1"
 
 
+@pytest.mark.parametrize("store", ["local"], indirect=True)
+async def test_invalid_host_400_and_no_link_built_from_it(api: Api) -> None:
+    # RFC 9112 3.2: a Host with an invalid field value MUST be answered 400; the tus Location
+    # was built from whatever it said ("http://a b/files/...").
+    headers = {**api.auth(), "Upload-Length": "1", "Upload-Metadata": metadata(case="P")}
+    for host in ("a b", "user@evil.example", "x/../y", "x:abc", "x:-1", "[::1", "x\\y", ""):
+        response = await api.client.post("/files/", headers={**headers, "Host": host})
+        assert response.status == 400, (host, response.headers.get("Location"))
+        assert (await response.json())["error"]["code"] == "bad_request"
+    for host, link in (("evidence.example:8443", "http://evidence.example:8443/files/"),
+                       ("[::1]:80", "http://[::1]:80/files/")):
+        response = await api.client.post("/files/", headers={**headers, "Host": host})
+        assert response.status == 201 and response.headers["Location"].startswith(link)
+
+
 def test_bad_proxy_network_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="trusted_proxies"):
         load(env={}, trusted_proxies="10.0.0.0/33")

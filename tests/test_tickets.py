@@ -112,6 +112,9 @@ async def test_issue_400_for_bad_fields(api: Api) -> None:
     for body in (
         {"evidence": [evidence_id], "recipient": ""},
         {"evidence": [evidence_id], "recipient": "A (judge)", "expires": "soon"},
+        {"evidence": [evidence_id], "recipient": "A (judge)", "expires": "\u0663d"},  # Arabic 3
+        {"evidence": [evidence_id], "recipient": "A (judge)", "expires": "999999999w"},  # was 500
+        {"evidence": [evidence_id], "recipient": "A (judge)", "expires": "999999999d"},
         {"evidence": [evidence_id], "recipient": "A (judge)", "max_views": 0},
         {"evidence": [evidence_id], "recipient": "A (judge)", "download": "yes"},
         {"evidence": [], "recipient": "A (judge)"},
@@ -226,7 +229,14 @@ async def test_media_403_without_a_genuine_view_grant(api: Api) -> None:
     token = token_of(await issue(api, [first, second]))
     grant = await start_view(api, token, first)
     view_id, issued, mac = grant.split(".")
-    for bad in ("", "nonsense", f"{view_id}.{issued}.{mac[:-2]}xx", f"{view_id}.1.{mac}"):
+    odd = ("\u00b2", "\u0661" * 10, "9" * 5000)  # isdigit() is True for each; int() fails or parses
+    for bad in (
+        "",
+        "nonsense",
+        f"{view_id}.{issued}.{mac[:-2]}xx",
+        f"{view_id}.1.{mac}",
+        *(f"{view_id}.{digits}.{mac}" for digits in odd),
+    ):
         response = await api.client.get(f"/t/{token}/media/{first}?view={bad}")
         assert response.status == 403, bad
     # a grant is bound to its evidence

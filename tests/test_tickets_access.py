@@ -75,6 +75,14 @@ async def test_forged_cookie_401(api: Api) -> None:
     assert (await api.client.get(f"/t/{token}/receipt/{evidence_id}")).status == 401
 
 
+@pytest.mark.parametrize("expires", ["\u00b2", "9" * 5000])
+async def test_cookie_with_an_expiry_int_cannot_read_401_not_500(api: Api, expires: str) -> None:
+    # "²".isdigit() is True and int("²") raises; so does int() of more than 4300 digits.
+    evidence_id, token, _, ticket_id = await coded(api)
+    api.client.session.cookie_jar.update_cookies({f"avd_{ticket_id}": f"{expires}.forgedmac"})
+    assert (await api.client.get(f"/t/{token}/receipt/{evidence_id}")).status == 401
+
+
 async def test_wrong_codes_403_audited_then_locked_for_15_minutes(api: Api) -> None:
     _, token, pin, ticket_id = await coded(api)
     for tries_left in (4, 3, 2, 1):

@@ -129,6 +129,8 @@ def test_operator_mistakes_are_one_line_exit_2(tmp_path: Path) -> None:
         ["create", "--recipient", "A (judge)"],
         ["create", "--evidence", evidence_id, "--case", "C-42", "--recipient", "A (judge)"],
         ["create", "--evidence", evidence_id, "--recipient", "A (judge)", "--expires", "soon"],
+        # past what a date holds: OverflowError and a traceback
+        ["create", "--evidence", evidence_id, "--recipient", "A", "--expires", "999999999w"],
         ["create", "--evidence", "ev_missing", "--recipient", "A (judge)"],
         ["create", "--case", "C-none", "--recipient", "A (judge)"],
         ["create", "--evidence", evidence_id, "--recipient", "  "],

@@ -217,6 +217,8 @@ async def test_patch_460_on_checksum_mismatch_discards_the_chunk(api: Api) -> No
     bad = base64.b64encode(hashlib.sha1(b"nope").digest()).decode()
     response = await patch(api, url, b"efgh", 4, **{"Upload-Checksum": f"sha1 {bad}"})
     assert response.status == 460
+    # the message counts the bytes that arrived (it said 0 where the store kept none)
+    assert "the 4 bytes received" in (await response.json())["error"]["message"]
     assert (await head(api, url)).headers["Upload-Offset"] == "4"
     for algorithm in ("sha256", "md5", "blake3"):
         assert algorithm  # each algorithm is accepted for a matching chunk below

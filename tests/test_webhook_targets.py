@@ -80,6 +80,8 @@ async def _send(url: str, allow: targets.Allow) -> tuple[int | None, str | None]
         "http://224.0.0.1/hook",
         "http://8.8.8.8:22/hook",
         "https://1.1.1.1:6379/hook",
+        "http://1.1.1.1:0/hook",  # checked as port 80, stored, and never deliverable
+        "http://1.1.1.1:99999/hook",
     ],
 )
 async def test_internal_targets_refused_400_without_an_allow_list(

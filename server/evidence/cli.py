@@ -41,13 +41,18 @@ def _describe(check: Check) -> str:
     return f"FAILED {head}: " + "; ".join(parts)
 
 
+# A century: an age past what a date can go back from today (inf, 1e12 days) was OverflowError
+# and a traceback.
+MAX_AGE_DAYS = 36_500
+
+
 @click.command("scrub")
 @shared_options
 @click.option("--all", "everything", is_flag=True, help="Every original, whatever its last check.")
 @click.option("--case", "case_id", default=None, help="Only this case's originals.")
 @click.option(
     "--older-than",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=MAX_AGE_DAYS),
     default=None,
     metavar="DAYS",
     help="Only originals not checked for DAYS days (never-checked ones included).",
@@ -69,6 +74,8 @@ def scrub_command(
         fail("scrub: choose --all, --case CASE or --older-than DAYS")
     if everything and (case_id or older_than is not None):
         fail("scrub: --all cannot be combined with --case or --older-than")
+    if older_than is not None and not older_than <= MAX_AGE_DAYS:  # NaN passes FloatRange
+        fail(f"scrub: --older-than takes a number of days from 0 to {MAX_AGE_DAYS}")
     settings = ctx.settings()
 
     async def go() -> ScrubReport:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from ..catalog.connect import connected
 from ..catalog.schema import evidence, evidence_retention
 from ..catalog.schema_exchange import case_evidence
+from ..digits import decimal
 from ..failures import Code, DomainError
 from ..retention.records import purged_evidence
 from .records import Db, Evidence, from_row, visible_to
@@ -60,12 +61,18 @@ class Query:
     after: tuple[datetime, str] | None = None
 
 
+def _utc(moment: datetime) -> datetime:
+    """`moment` in UTC (a naive one is taken as UTC). The catalog binds UTC: a time that has
+    none, like 9999-12-31T23:59:59-14:00, raised OverflowError there and answered 500; a naive
+    cursor raised ValueError. OverflowError here becomes the caller's 400."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def _moment(name: str, text: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return _utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except (ValueError, OverflowError):
         raise SearchError(f"{name}: an ISO 8601 time, e.g. 2026-12-06T03:00:00Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def encode_cursor(record: Evidence) -> str:
@@ -77,8 +84,8 @@ def _cursor(text: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         moment, last = json.loads(raw)
-        return datetime.fromisoformat(moment), str(last)
-    except (binascii.Error, ValueError, TypeError):
+        return _utc(datetime.fromisoformat(moment)), str(last)
+    except (binascii.Error, ValueError, TypeError, OverflowError):
         raise SearchError("after: a cursor from a previous page's `next`") from None
 
 
@@ -113,9 +120,10 @@ def parse(params: Mapping[str, str]) -> Query:
                 raise SearchError(f"{name}: 64 hexadecimal digits")
             query.digests[name] = value.lower()
         elif name == "limit":
-            if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+            limit = decimal(value)
+            if limit is None or not 1 <= limit <= MAX_LIMIT:
                 raise SearchError(f"limit: a number from 1 to {MAX_LIMIT}")
-            query.limit = int(value)
+            query.limit = limit
         elif name == "after":
             query.after = _cursor(value)
         else:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-# ISO 8601 date-time with seconds and a zone: 2026-03-01T09:30:00+08:00 or ...Z
-DATE_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
+# ISO 8601 date-time with seconds and a zone: 2026-03-01T09:30:00+08:00 or ...Z. ASCII digits
+# ([0-9], not \d, which takes any script's); "format" has the calendar checked (registry.py).
+DATE_TIME = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
 
 
 def _text(description: str, *, max_length: int = 200) -> dict[str, Any]:
@@ -17,6 +21,7 @@ def _time(description: str) -> dict[str, Any]:
     return {
         "type": "string",
         "pattern": DATE_TIME,
+        "format": "date-time",
         "description": f"{description}: ISO 8601 with zone, e.g. 2026-03-01T09:30:00+08:00",
     }
 

@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 
 from ..config import ConfigError, Settings
 from .builtin import BUILTIN, DEFAULT_KIND
+
+# JSON Schema's "format" only annotates unless a checker asserts it. Ours knows "date-time",
+# so "2026-13-45T99:99:99Z", which the built-in kinds' pattern lets through, is refused.
+FORMATS = FormatChecker(formats=())
+
+
+def _date_time(value: object) -> bool:
+    """A real moment with its zone (RFC 3339), in ASCII digits."""
+    if not isinstance(value, str):
+        return True  # "format" applies to strings only; "type" speaks for the rest
+    if not value.isascii() or "T" not in value.upper():
+        return False
+    return datetime.fromisoformat(value.replace("z", "Z")).tzinfo is not None
+
+
+FORMATS.checks("date-time", raises=ValueError)(_date_time)
 
 
 class MetadataInvalid(Exception):
@@ -51,7 +68,7 @@ class Registry:
             raise ValueError(f"unknown kind {name!r}; choose one of {', '.join(self.kinds)}")
         missing: list[str] = []
         malformed: dict[str, str] = {}
-        validator = Draft202012Validator(kind.schema)
+        validator = Draft202012Validator(kind.schema, format_checker=FORMATS)
         for error in sorted(validator.iter_errors(metadata), key=lambda e: list(e.path)):
             if error.validator == "required":
                 present = list(error.instance) if isinstance(error.instance, dict) else []

@@ -16,6 +16,7 @@ from aiohttp import web
 from avidence.storage.base import LockSupport
 
 from ..auth import require_site
+from ..digits import decimal
 from ..errors import BadRequest, NotFound
 from ..evidence import records as evidence_db
 from ..requests import json_body
@@ -189,11 +190,12 @@ async def post_restore(request: web.Request) -> web.Response:
 async def get_usage(request: web.Request) -> web.Response:
     await require_site(request, *READERS)
     raw = request.query.get("days", "30")
-    if not raw.isdigit() or not 1 <= int(raw) <= 366:
+    days = decimal(raw)
+    if days is None or not 1 <= days <= 366:
         raise BadRequest("days: a whole number from 1 to 366")
     engine = request.app[CATALOG].engine
     await records.backfill(engine, request.app[POLICY], now=records.utcnow())
-    return web.json_response(await usage.report(engine, days=int(raw)))
+    return web.json_response(await usage.report(engine, days=days))
 
 
 async def get_quotas(request: web.Request) -> web.Response:

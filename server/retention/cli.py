@@ -297,8 +297,18 @@ def quota() -> None:
 @shared_options
 @click.option("--site", is_flag=True, help="The quota of the whole server.")
 @click.option("--token", "token_id", default=None, help="The quota of one uploader token.")
-@click.option("--max-bytes", type=click.IntRange(min=0), default=None, help="Bytes in total.")
-@click.option("--max-upload", type=click.IntRange(min=0), default=None, help="Bytes per upload.")
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=0, max=quotas.LARGEST),
+    default=None,
+    help="Bytes in total.",
+)
+@click.option(
+    "--max-upload",
+    type=click.IntRange(min=0, max=quotas.LARGEST),
+    default=None,
+    help="Bytes per upload.",
+)
 @actor_option
 def quota_set(
     ctx: Context,

@@ -23,6 +23,9 @@ from ..errors import QuotaExceeded, QuotaUploadTooLarge
 from ..evidence import tallies
 from .records import Clock, iso, utcnow
 
+# Quotas are stored in signed 64-bit columns (SQLite INTEGER, PostgreSQL BIGINT): a larger
+# number failed in the driver and answered 500.
+LARGEST = 2**63 - 1
 OPEN_STATES = (UploadState.RECEIVING, UploadState.VERIFYING, UploadState.COMPLETE)
 
 
@@ -114,6 +117,8 @@ async def set_limit(
     for name, value in (("max_bytes", max_bytes), ("max_upload", max_upload)):
         if value is not None and value < 0:
             raise QuotaError(f"{name} must be zero or positive")
+        if value is not None and value > LARGEST:
+            raise QuotaError(f"{name} must be at most {LARGEST} bytes")
     now = clock()
     async with unit_of_work(engine) as unit:
         conn = unit.conn

@@ -26,7 +26,7 @@ from .records import Ticket
 
 MAX_LIFETIME = timedelta(days=366)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhdw]?)\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*([0-9]{1,9})\s*([smhdw]?)\s*$", re.IGNORECASE)
 
 
 def parse_expiry(text: str | int) -> timedelta:
@@ -37,6 +37,10 @@ def parse_expiry(text: str | int) -> timedelta:
     seconds = int(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
     if seconds <= 0:
         raise ValueError("expires: must be in the future")
+    # Checked before any date arithmetic: 999999999w is past what timedelta and datetime hold
+    # (OverflowError, a 500 and a traceback from `ticket create`).
+    if seconds > MAX_LIFETIME.total_seconds():
+        raise ValueError("expires: must be in the future and within 366 days")
     return timedelta(seconds=seconds)
 
 

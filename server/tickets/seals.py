@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import time
 
+from ..digits import decimal
 from ..signing import Signer
 
 COOKIE_TTL = 2 * 3600  # renewed while the viewer is in use; see `needs_renewal`
@@ -54,11 +55,12 @@ def make_cookie(secret: bytes, ticket_id: str, *, now: float | None = None) -> s
 def cookie_expiry(secret: bytes, ticket_id: str, value: str, *, now: float | None = None) -> int:
     """The cookie's expiry time when it is genuine and current, else 0."""
     expires, _, mac = value.partition(".")
-    if not expires.isdigit() or int(expires) <= (now or time.time()):
+    expiry = decimal(expires)
+    if expiry is None or expiry <= (now or time.time()):
         return 0
     if not hmac.compare_digest(mac, _mac(secret, "cookie", ticket_id, expires)):
         return 0
-    return int(expires)
+    return expiry
 
 
 def needs_renewal(expires: int, *, now: float | None = None) -> bool:
@@ -85,12 +87,13 @@ def check_grant(
     """The view id of a genuine grant for this ticket and evidence issued within `ttl`
     seconds, else None. (What the view still allows is the view row's: `allowance.py`.)"""
     parts = value.split(".")
-    if len(parts) != 3 or not parts[1].isdigit():
+    issued_at = decimal(parts[1]) if len(parts) == 3 else None
+    if issued_at is None:
         return None
     view_id, issued, mac = parts
     if not view_id.startswith("vw_") or len(view_id) > 32:
         return None
-    if int(issued) + max(ttl, GRANT_TTL) <= (now or time.time()):
+    if issued_at + max(ttl, GRANT_TTL) <= (now or time.time()):
         return None
     expected = _mac(secret, "view", ticket_id, evidence_id, view_id, issued)
     return view_id if hmac.compare_digest(mac, expected) else None

@@ -29,7 +29,7 @@ from ..errors import (
 from ..evidence import records as evidence_db
 from ..jobs import records as jobs_records
 from ..media import content_type
-from ..requests import json_body
+from ..requests import form_body, json_body
 from ..state import CATALOG, SETTINGS
 from . import allowance, codes, i18n, pages, records, seals
 from .runtime import RUNTIME, access_cookie, has_access, resolve, set_access_cookie
@@ -143,7 +143,7 @@ async def enter_code(request: web.Request) -> web.StreamResponse:
         return _problem(request, exc)
     if not ticket.has_access_code:
         raise web.HTTPSeeOther(f"/t/{token}")
-    form = await request.post()
+    form = await form_body(request)
     code = str(form.get("code", ""))[:32].strip()
     engine = request.app[CATALOG].engine
     result = await codes.check(engine, ticket.id, code)

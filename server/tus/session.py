@@ -116,6 +116,9 @@ class UploadSession:
         count only if the whole request matches it; otherwise they are cut back off."""
         ctx, upload = self.ctx, self.upload
         check = new_hasher(checksum.algorithm) if checksum is not None else None
+        # What the request carried, for a 460's message: a store that refuses a mismatch keeps
+        # nothing, so the new offset says 0 bytes even when a whole chunk arrived.
+        received = 0
 
         def hash_block(chunk: bytes) -> None:
             if check is not None:
@@ -128,9 +131,11 @@ class UploadSession:
             # the next hash waits for the previous one (block order is the digest). The last
             # hash is awaited before the store sees the end, so a digest checked after
             # `append` returned covers every byte it took.
+            nonlocal received
             hashing: asyncio.Future[None] | None = None
             try:
                 async for chunk in source:
+                    received += len(chunk)
                     if hashing is not None:
                         await hashing
                     hashing = asyncio.ensure_future(asyncio.to_thread(hash_block, chunk))
@@ -163,7 +168,7 @@ class UploadSession:
             if check is not None and checksum is not None and check.digest() != checksum.digest:
                 raise ChecksumMismatch(
                     f"Upload-Checksum {checksum.algorithm} does not match the "
-                    f"{new_offset - offset} bytes received; they were discarded"
+                    f"{received} bytes received; they were discarded"
                 )
         except BaseException as exc:
             failure = exc

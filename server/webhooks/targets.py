@@ -103,9 +103,12 @@ def check_url(url: str, allow: Allow) -> Target:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused("only http and https URLs with a host")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        given = parts.port
     except ValueError:
-        raise TargetRefused("the port is not a number from 1 to 65535") from None
+        given = 0
+    if given == 0:  # `:0` read as "no port" was checked as 80 and connected to as 0
+        raise TargetRefused("the port is not a number from 1 to 65535")
+    port = given or (443 if parts.scheme == "https" else 80)
     host = parts.hostname
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
