@@ -11,15 +11,21 @@ FORGED = "2026-12-06 13:00:00,000 INFO avidence.evidence evidence.purged id=ev_F
 
 
 def _text_formatter() -> logging.Formatter:
-    """The formatter `setup` installs for text logs (the root logger is restored after)."""
+    """The formatter `setup` installs for text logs. The root logger and the levels `setup`
+    sets on others are restored after: later tests read the access log through caplog."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    others = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
     try:
         logs.setup(fmt="text")
         formatter = root.handlers[0].formatter
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        for name, was in others.items():
+            logging.getLogger(name).setLevel(was)
+        for name in set(logging.root.manager.loggerDict) - set(others):
+            logging.getLogger(name).setLevel(logging.NOTSET)
     assert formatter is not None
     return formatter
 
