@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from avidence.storage import errors as store_errors
 
 from .catalog.db import CatalogUnavailable
+from .catalog.retryable import code, retryable
 from .failures import Code, DomainError
 from .keys.base import KeyUnavailable
 
@@ -266,12 +267,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except DomainError as exc:
         error = from_domain_error(exc)
     except (sa_exc.DBAPIError, CatalogUnavailable, ConnectionError) as exc:
-        # Client disconnects are caught where bodies are read; a broken connection here is
-        # the catalog's (PostgreSQL restarting, a failover): worth a retry, not a 500.
-        log.warning("catalog.unreachable error=%s", type(exc).__name__)
-        error = ServiceUnavailable(
-            "the catalog is unreachable; retry later", headers={"Retry-After": "5"}
-        )
+        if isinstance(exc, sa_exc.DBAPIError) and not retryable(exc):
+            # The catalog refused the statement itself: it would fail the same way again.
+            log.exception(
+                "http.unhandled catalog_refused code=%s error=%s", code(exc), type(exc.orig)
+            )
+            error = Internal()
+        else:
+            # Client disconnects are caught where bodies are read; a broken connection here
+            # is the catalog's (PostgreSQL restarting, a failover): worth a retry, not a 500.
+            log.warning("catalog.unreachable error=%s", type(exc).__name__)
+            error = ServiceUnavailable(
+                "the catalog is unreachable; retry later", headers={"Retry-After": "5"}
+            )
     except KeyUnavailable as exc:
         log.error("signing.unavailable error=%s", exc)  # the detail is for the operator only
         error = SigningUnavailable(headers={"Retry-After": "30"})

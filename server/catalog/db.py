@@ -61,7 +61,13 @@ class Catalog:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
-        kwargs: dict[str, Any] = {"pool_pre_ping": True, "json_serializer": compact_json}
+        # A statement's values stay out of error messages, which reach the log: what clients
+        # send is never logged verbatim.
+        kwargs: dict[str, Any] = {
+            "pool_pre_ping": True,
+            "json_serializer": compact_json,
+            "hide_parameters": True,
+        }
         if self.dialect == "sqlite":
             path = url.split(":///", 1)[1]
             if path and path != ":memory:":
