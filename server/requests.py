@@ -82,3 +82,15 @@ async def json_body(request: web.Request, *, required: bool = False) -> dict[str
     if json_text_may_hold_unstorable(text) and holds_unstorable(body):
         raise BadRequest("text in the body holds a NUL character or an unpaired surrogate")
     return body
+
+
+def known_fields(body: dict[str, Any], *allowed: str) -> dict[str, Any]:
+    """`body` when it names only `allowed` fields; 400 naming the others. For a body that sets
+    state where a missing field means "none": a misspelt one must not clear a setting."""
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BadRequest(
+            f"unknown field(s) {', '.join(unknown)}; known: {', '.join(allowed)}",
+            details={"unknown": unknown},
+        )
+    return body

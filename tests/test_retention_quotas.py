@@ -114,6 +114,17 @@ async def test_per_upload_limit_is_413_and_site_quota_507(qapi: Api) -> None:
         headers={"Authorization": f"Bearer {api.admin}"},
     )
     assert bad.status == 400
+    # A misspelt field would have read as "no limit" and cleared the quota: refused instead.
+    misspelt = await api.client.put(
+        "/api/admin/quotas/site",
+        json={"max_byte": 5},
+        headers={"Authorization": f"Bearer {api.admin}"},
+    )
+    assert misspelt.status == 400
+    assert (await misspelt.json())["error"]["details"] == {"unknown": ["max_byte"]}
+    async with engine.connect() as conn:
+        kept = await quotas.limit_of(conn, api.settings, "site")
+    assert kept.max_bytes == 15  # the quota stays as it was
     # past a 64-bit column: refused with 400 before the catalog sees it (it answered 500)
     for body in ({"max_bytes": 2**63}, {"max_upload": 10**30}):
         huge = await api.client.put(

@@ -19,7 +19,7 @@ from ..auth import require_site
 from ..digits import decimal
 from ..errors import BadRequest, NotFound
 from ..evidence import records as evidence_db
-from ..requests import json_body
+from ..requests import json_body, known_fields
 from ..state import CATALOG, SETTINGS, STORE
 from ..tokens import Role
 from . import changes, holds, locks, purge, quotas, records, usage
@@ -206,7 +206,7 @@ async def get_quotas(request: web.Request) -> web.Response:
 
 async def put_quota(request: web.Request) -> web.Response:
     principal = await require_site(request, *ADMIN)
-    body = await json_body(request, required=True)
+    body = known_fields(await json_body(request, required=True), "max_bytes", "max_upload")
     try:
         limit = await quotas.set_limit(
             request.app[CATALOG].engine,
