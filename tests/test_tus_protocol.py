@@ -415,6 +415,14 @@ async def test_unknown_method_405_and_errors_are_json(api: Api) -> None:
     response = await api.client.put("/files/", headers=api.auth())
     assert response.status == 405
     assert (await response.json())["error"]["code"] == "method_not_allowed"
+    # A method tus does not define is a 405 naming what is, before any tus header is looked
+    # at (it was a 412 for the missing Tus-Resumable).
+    traced = await api.client.request("TRACE", "/files/")
+    assert traced.status == 405 and traced.headers["Allow"] == "OPTIONS, POST"
+    url = await create(api, 10)
+    put = await api.client.put(url, headers=api.auth(), data=b"x")
+    assert put.status == 405 and put.headers["Allow"] == "OPTIONS, HEAD, GET, PATCH, DELETE"
+    assert (await head(api, url)).headers["Upload-Offset"] == "0"  # nothing changed
 
 
 async def test_large_chunk_with_bad_checksum_is_discarded_whole(api: Api) -> None:

@@ -45,6 +45,10 @@ from .session import UploadSession, complete_if_full
 
 log = logging.getLogger("avidence.tus")
 
+# The methods tus defines on the upload collection and on one upload (GET reads as HEAD).
+_ON_COLLECTION = ("OPTIONS", "POST")
+_ON_UPLOAD = ("OPTIONS", "HEAD", "GET", "PATCH", "DELETE")
+
 # Seconds HEAD lets an earlier request of the upload reach its lock, and then end by itself,
 # before asking it to let go.
 HEAD_PATIENCE = 1.0
@@ -68,6 +72,11 @@ class TusHandlers:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         # "X-HTTP-Method-Override ... the Server MUST interpret it as the request's method."
         method = (request.headers.get("X-HTTP-Method-Override") or request.method).upper()
+        upload_id = request.match_info.get("upload_id")
+        # A method tus does not define here is a 405 whatever the headers: TRACE, PUT, ...
+        allowed = _ON_COLLECTION if upload_id is None else _ON_UPLOAD
+        if method not in allowed:
+            raise MethodNotAllowed(headers={"Allow": ", ".join(allowed)})
         if method == "OPTIONS":
             return self.options()
         # "The Server MUST ... respond with 412 Precondition Failed" for an unsupported version.
@@ -75,7 +84,6 @@ class TusHandlers:
             raise PreconditionFailed(
                 f"Tus-Resumable must be {TUS_VERSION}", headers={"Tus-Version": TUS_VERSION}
             )
-        upload_id = request.match_info.get("upload_id")
         if method == "PATCH" and upload_id is not None:
             # Announced before the first await: a HEAD that comes after this request's bytes
             # (a client resuming after its connection broke) waits for it (see locks.py).
@@ -85,15 +93,11 @@ class TusHandlers:
                 return await self.patch(request, upload, arrived=arrived)
         principal = await require(request, "uploader", "admin")
         if upload_id is None:
-            if method == "POST":
-                return await self.create(request, principal)
-            raise MethodNotAllowed(headers={"Allow": "OPTIONS, POST"})
+            return await self.create(request, principal)  # POST: the collection's one write
         upload = await self._load(upload_id, principal)
         if method in ("HEAD", "GET"):
             return await self.head(upload)
-        if method == "DELETE":
-            return await self.delete(upload, principal)
-        raise MethodNotAllowed(headers={"Allow": "OPTIONS, HEAD, PATCH, DELETE"})
+        return await self.delete(upload, principal)  # DELETE, the last method allowed
 
     async def _load(self, upload_id: str, principal: Principal) -> Upload:
         upload = await uploads_db.get(self.ctx.engine, upload_id) if len(upload_id) == 32 else None
